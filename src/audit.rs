@@ -1,0 +1,241 @@
+//! The tamper-evident audit log.
+//!
+//! Every decision and every change is appended as an [`AuditEvent`]: a sequence number, a
+//! time, a kind, and the ids it concerns (customer, purpose, field), never a value. Each event
+//! carries an HMAC-SHA256, under an audit key derived from the master key, over its own
+//! content and the previous event's MAC, so an edited, dropped, inserted or reordered event
+//! breaks the chain at that point.
+
+use chrono::{DateTime, Utc};
+use ring::hmac;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{CustomerId, FieldName, PurposeId};
+
+/// What an audit event records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum AuditKind {
+    /// A purpose was defined or redefined.
+    PurposeDefined,
+    /// A customer was created (with a new data key).
+    CustomerCreated,
+    /// Consent (or another basis record) was given.
+    ConsentGiven,
+    /// Consent was withdrawn.
+    ConsentWithdrawn,
+    /// An access found the customer's consent expired.
+    ConsentExpired,
+    /// An access pass was issued.
+    AccessGranted,
+    /// An access was refused; the detail names the reason.
+    AccessDenied,
+    /// A field was written for the first time.
+    FieldWritten,
+    /// An existing field was rewritten (Art. 16 rectification).
+    FieldRectified,
+    /// A field was deleted (retention sweep).
+    FieldDeleted,
+    /// The customer's data was exported (Art. 15, 20).
+    Exported,
+    /// Processing was restricted (Art. 18).
+    Restricted,
+    /// A restriction was lifted.
+    RestrictionLifted,
+    /// The customer objected (Art. 21).
+    Objected,
+    /// The customer was erased by crypto-shredding (Art. 17).
+    Erased,
+    /// A data key was re-wrapped under another master key.
+    KeyRotated,
+}
+
+impl AuditKind {
+    /// A stable code for storage.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::PurposeDefined => "purpose_defined",
+            Self::CustomerCreated => "customer_created",
+            Self::ConsentGiven => "consent_given",
+            Self::ConsentWithdrawn => "consent_withdrawn",
+            Self::ConsentExpired => "consent_expired",
+            Self::AccessGranted => "access_granted",
+            Self::AccessDenied => "access_denied",
+            Self::FieldWritten => "field_written",
+            Self::FieldRectified => "field_rectified",
+            Self::FieldDeleted => "field_deleted",
+            Self::Exported => "exported",
+            Self::Restricted => "restricted",
+            Self::RestrictionLifted => "restriction_lifted",
+            Self::Objected => "objected",
+            Self::Erased => "erased",
+            Self::KeyRotated => "key_rotated",
+        }
+    }
+
+    /// The kind for a stored code.
+    pub fn from_code(code: &str) -> Option<Self> {
+        const ALL: [AuditKind; 16] = [
+            AuditKind::PurposeDefined,
+            AuditKind::CustomerCreated,
+            AuditKind::ConsentGiven,
+            AuditKind::ConsentWithdrawn,
+            AuditKind::ConsentExpired,
+            AuditKind::AccessGranted,
+            AuditKind::AccessDenied,
+            AuditKind::FieldWritten,
+            AuditKind::FieldRectified,
+            AuditKind::FieldDeleted,
+            AuditKind::Exported,
+            AuditKind::Restricted,
+            AuditKind::RestrictionLifted,
+            AuditKind::Objected,
+            AuditKind::Erased,
+            AuditKind::KeyRotated,
+        ];
+        ALL.into_iter().find(|k| k.code() == code)
+    }
+}
+
+/// One entry of the audit log. Ids and names only, never a value of personal data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    /// Position in the log, from 1, without gaps.
+    pub seq: u64,
+    /// When (microsecond precision).
+    pub at: DateTime<Utc>,
+    /// What happened.
+    pub kind: AuditKind,
+    /// Whom it concerns.
+    pub customer: Option<CustomerId>,
+    /// For which purpose.
+    pub purpose: Option<PurposeId>,
+    /// Which field.
+    pub field: Option<FieldName>,
+    /// A short code (a denial reason, a consent id, a key version); never personal data.
+    pub detail: String,
+    /// HMAC-SHA256 over the previous event's MAC and this event's content.
+    #[serde(with = "mac_hex")]
+    pub mac: [u8; 32],
+}
+
+/// An audit event before it is placed in the chain.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    pub(crate) kind: AuditKind,
+    pub(crate) customer: Option<CustomerId>,
+    pub(crate) purpose: Option<PurposeId>,
+    pub(crate) field: Option<FieldName>,
+    pub(crate) detail: String,
+}
+
+impl Entry {
+    pub(crate) fn new(kind: AuditKind, customer: Option<CustomerId>) -> Self {
+        Self {
+            kind,
+            customer,
+            purpose: None,
+            field: None,
+            detail: String::new(),
+        }
+    }
+
+    pub(crate) fn purpose(mut self, purpose: &PurposeId) -> Self {
+        self.purpose = Some(purpose.clone());
+        self
+    }
+
+    pub(crate) fn field(mut self, field: &FieldName) -> Self {
+        self.field = Some(field.clone());
+        self
+    }
+
+    pub(crate) fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = detail.into();
+        self
+    }
+}
+
+/// The MAC of an event, chained to the previous event's MAC.
+pub(crate) fn chain_mac(key: &hmac::Key, prev: &[u8; 32], event: &AuditEvent) -> [u8; 32] {
+    let mut ctx = hmac::Context::with_key(key);
+    ctx.update(prev);
+    ctx.update(&event.seq.to_be_bytes());
+    ctx.update(&event.at.timestamp_micros().to_be_bytes());
+    let customer: &[u8] = match &event.customer {
+        Some(c) => c.as_bytes(),
+        None => &[],
+    };
+    for part in [
+        event.kind.code().as_bytes(),
+        customer,
+        event.purpose.as_ref().map_or("", |p| p.as_str()).as_bytes(),
+        event.field.as_ref().map_or("", |f| f.as_str()).as_bytes(),
+        event.detail.as_bytes(),
+    ] {
+        ctx.update(&(part.len() as u64).to_be_bytes());
+        ctx.update(part);
+    }
+    let tag = ctx.sign();
+    let mut mac = [0u8; 32];
+    mac.copy_from_slice(tag.as_ref());
+    mac
+}
+
+/// The result of a successful [`Vault::verify_audit`](crate::Vault::verify_audit).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditReport {
+    /// How many events were verified.
+    pub events_verified: u64,
+    /// The MAC of the last event, in hex: note it down elsewhere to detect a later truncation
+    /// of the log.
+    pub head_mac: String,
+}
+
+/// Where and how the audit chain is broken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditBreak {
+    /// An event's content or MAC does not match the chain (edited, inserted or reordered).
+    MacMismatch,
+    /// A sequence number is missing (an event was dropped) or out of order.
+    SequenceGap,
+    /// The log ends before the last event this vault wrote (it was truncated).
+    Truncated,
+}
+
+impl std::fmt::Display for AuditBreak {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::MacMismatch => "MAC mismatch (edited, inserted or reordered event)",
+            Self::SequenceGap => "sequence gap (dropped or reordered event)",
+            Self::Truncated => "log truncated",
+        })
+    }
+}
+
+mod mac_hex {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(mac: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&crate::consent::hex(mac))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        let bytes = s.as_bytes();
+        let mut out = [0u8; 32];
+        if bytes.len() != 64 {
+            return Err(serde::de::Error::custom("a MAC is 64 hex digits"));
+        }
+        for (i, pair) in bytes.chunks_exact(2).enumerate() {
+            let digit = |c: u8| (c as char).to_digit(16);
+            match (digit(pair[0]), digit(pair[1])) {
+                (Some(hi), Some(lo)) => out[i] = (hi * 16 + lo) as u8,
+                _ => return Err(serde::de::Error::custom("a MAC is 64 hex digits")),
+            }
+        }
+        Ok(out)
+    }
+}

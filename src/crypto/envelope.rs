@@ -1,0 +1,112 @@
+//! Checked parsing of the versioned byte layouts. No input, however short or malformed, makes
+//! these functions panic; every malformed input is the one opaque [`Error::Crypto`].
+//!
+//! Field envelope: `format u8 | alg u8 | dek_version u32 BE | nonce 12 | ciphertext | tag 16`.
+//! Wrapped data key: `format u8 | alg u8 | master_key_id u32 BE | nonce 12 | key 32 | tag 16`.
+
+use ring::aead::NONCE_LEN;
+
+use super::{ALG_AES_256_GCM, FORMAT_V1, KEY_LEN};
+use crate::error::Error;
+
+pub(crate) const HEADER_LEN: usize = 6;
+const TAG_LEN: usize = 16;
+
+/// Bytes a field envelope adds to its plaintext: header, nonce and tag.
+pub const ENVELOPE_OVERHEAD: usize = HEADER_LEN + NONCE_LEN + TAG_LEN;
+pub(crate) const WRAPPED_LEN: usize = ENVELOPE_OVERHEAD + KEY_LEN;
+
+pub(crate) fn field_header(dek_version: u32) -> [u8; HEADER_LEN] {
+    header(dek_version)
+}
+
+pub(crate) fn wrapped_header(kek_id: u32) -> [u8; HEADER_LEN] {
+    header(kek_id)
+}
+
+fn header(key_ref: u32) -> [u8; HEADER_LEN] {
+    let v = key_ref.to_be_bytes();
+    [FORMAT_V1, ALG_AES_256_GCM, v[0], v[1], v[2], v[3]]
+}
+
+/// The parts of an envelope, borrowed from its bytes.
+struct Parts<'a> {
+    header: &'a [u8],
+    key_ref: u32,
+    nonce: [u8; NONCE_LEN],
+    /// Ciphertext followed by the tag.
+    sealed: &'a [u8],
+}
+
+fn split(bytes: &[u8]) -> Result<Parts<'_>, Error> {
+    if bytes.len() < ENVELOPE_OVERHEAD {
+        return Err(Error::Crypto);
+    }
+    let (header, rest) = bytes.split_at(HEADER_LEN);
+    if header[0] != FORMAT_V1 || header[1] != ALG_AES_256_GCM {
+        return Err(Error::Crypto);
+    }
+    let key_ref = u32::from_be_bytes([header[2], header[3], header[4], header[5]]);
+    let (nonce, sealed) = rest.split_at(NONCE_LEN);
+    let nonce = <[u8; NONCE_LEN]>::try_from(nonce).map_err(|_| Error::Crypto)?;
+    Ok(Parts {
+        header,
+        key_ref,
+        nonce,
+        sealed,
+    })
+}
+
+/// A parsed field envelope.
+///
+/// ```
+/// // Any byte string parses or fails cleanly:
+/// assert!(egard::crypto::FieldEnvelope::parse(&[1, 1, 0]).is_err());
+/// ```
+#[derive(Debug)]
+pub struct FieldEnvelope<'a> {
+    pub(crate) header: &'a [u8],
+    /// The version of the customer data key that sealed it.
+    pub dek_version: u32,
+    pub(crate) nonce: [u8; NONCE_LEN],
+    pub(crate) sealed: &'a [u8],
+}
+
+impl<'a> FieldEnvelope<'a> {
+    /// Parses the layout (it does not decrypt).
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, Error> {
+        let p = split(bytes)?;
+        Ok(Self {
+            header: p.header,
+            dek_version: p.key_ref,
+            nonce: p.nonce,
+            sealed: p.sealed,
+        })
+    }
+}
+
+/// A parsed wrapped data key.
+#[derive(Debug)]
+pub struct WrappedKeyEnvelope<'a> {
+    pub(crate) header: &'a [u8],
+    /// The id of the master key that wrapped it.
+    pub kek_id: u32,
+    pub(crate) nonce: [u8; NONCE_LEN],
+    pub(crate) sealed: &'a [u8],
+}
+
+impl<'a> WrappedKeyEnvelope<'a> {
+    /// Parses the layout (it does not decrypt). The length must be exact.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, Error> {
+        if bytes.len() != WRAPPED_LEN {
+            return Err(Error::Crypto);
+        }
+        let p = split(bytes)?;
+        Ok(Self {
+            header: p.header,
+            kek_id: p.key_ref,
+            nonce: p.nonce,
+            sealed: p.sealed,
+        })
+    }
+}

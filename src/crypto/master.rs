@@ -1,0 +1,184 @@
+//! The host-supplied master key (key-encryption key).
+
+use std::fmt;
+
+use ring::aead::{LessSafeKey, NONCE_LEN, Nonce};
+use ring::hmac;
+use ring::rand::SecureRandom;
+use zeroize::Zeroizing;
+
+use super::envelope::{self, WrappedKeyEnvelope};
+use super::{AadBuf, KEY_LEN, aes_key, fresh_nonce, random};
+use crate::error::Error;
+use crate::ids::CustomerId;
+
+/// The master key (key-encryption key) that wraps every customer's data key.
+///
+/// The host supplies it (from bytes, hex, an environment variable or a file) and egard never
+/// stores it. Each master key has a numeric id, written in every key it wraps, so that the
+/// right key is selected on unwrap and keys can be rotated. `Debug` shows the id only.
+///
+/// ```
+/// use egard::MasterKey;
+///
+/// let key = MasterKey::from_bytes([7u8; 32]).with_id(3);
+/// assert_eq!(key.id(), 3);
+/// assert_eq!(format!("{key:?}"), "MasterKey { id: 3, .. }");
+/// ```
+pub struct MasterKey {
+    id: u32,
+    bytes: Zeroizing<[u8; KEY_LEN]>,
+    kek: LessSafeKey,
+}
+
+impl fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MasterKey")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MasterKey {
+    /// A master key from 32 bytes, with id 1.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        let bytes = Zeroizing::new(bytes);
+        // INVARIANT: ring accepts any 32-byte AES-256 key; the error arm cannot be taken.
+        let kek = match aes_key(bytes.as_ref()) {
+            Ok(kek) => kek,
+            Err(_) => unreachable!("AES-256 accepts every 32-byte key"),
+        };
+        Self { id: 1, bytes, kek }
+    }
+
+    /// A new random master key, with id 1. Keep it safe: without it nothing can be opened.
+    pub fn generate() -> Result<Self, Error> {
+        let mut bytes = [0u8; KEY_LEN];
+        random().fill(&mut bytes).map_err(|_| Error::Crypto)?;
+        let key = Self::from_bytes(bytes);
+        zeroize::Zeroize::zeroize(&mut bytes);
+        Ok(key)
+    }
+
+    /// A master key from 64 hexadecimal digits (surrounding whitespace ignored).
+    pub fn from_hex(hex: &str) -> Result<Self, Error> {
+        let hex = hex.trim().as_bytes();
+        let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
+        if hex.len() != 2 * KEY_LEN {
+            return Err(Error::Config("a master key is 64 hexadecimal digits"));
+        }
+        for (i, pair) in hex.chunks_exact(2).enumerate() {
+            let digit = |c: u8| (c as char).to_digit(16);
+            match (digit(pair[0]), digit(pair[1])) {
+                (Some(hi), Some(lo)) => bytes[i] = (hi * 16 + lo) as u8,
+                _ => return Err(Error::Config("a master key is 64 hexadecimal digits")),
+            }
+        }
+        Ok(Self::from_bytes(*bytes))
+    }
+
+    /// A master key from an environment variable holding 64 hexadecimal digits.
+    pub fn from_env(var: &str) -> Result<Self, Error> {
+        let value = Zeroizing::new(std::env::var(var).map_err(|_| Error::Config("master key variable is not set"))?);
+        Self::from_hex(&value)
+    }
+
+    /// A master key from a file holding 32 raw bytes or 64 hexadecimal digits.
+    pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<Self, Error> {
+        let data = Zeroizing::new(std::fs::read(path).map_err(|_| Error::Config("master key file cannot be read"))?);
+        if let Ok(raw) = <[u8; KEY_LEN]>::try_from(data.as_slice()) {
+            return Ok(Self::from_bytes(raw));
+        }
+        let text = std::str::from_utf8(&data).map_err(|_| Error::Config("a master key is 64 hexadecimal digits"))?;
+        Self::from_hex(text)
+    }
+
+    /// The same key under another id (ids tell master keys apart during rotation).
+    pub fn with_id(mut self, id: u32) -> Self {
+        self.id = id;
+        self
+    }
+
+    /// This key's id.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// A key for HMAC derived from this master key for one use (`label`) in one vault
+    /// namespace, with HKDF-SHA256.
+    pub(crate) fn derive_hmac_key(&self, label: &str, namespace: &str) -> hmac::Key {
+        struct Len;
+        impl ring::hkdf::KeyType for Len {
+            fn len(&self) -> usize {
+                32
+            }
+        }
+        let salt = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, b"egard.v1");
+        let prk = salt.extract(self.bytes.as_ref());
+        let info = [label.as_bytes(), b"\0", namespace.as_bytes()];
+        let mut out = Zeroizing::new([0u8; 32]);
+        // INVARIANT: HKDF-SHA256 can expand to 32 bytes (the limit is 255 * 32); neither call
+        // can fail for this length.
+        if let Ok(okm) = prk.expand(&info, Len) {
+            let _ = okm.fill(out.as_mut());
+        }
+        hmac::Key::new(hmac::HMAC_SHA256, out.as_ref())
+    }
+
+    fn aad(header: &[u8], namespace: &str, customer: CustomerId, version: u32) -> AadBuf {
+        let mut aad = AadBuf::new(header);
+        aad.part(namespace.as_bytes())
+            .part(customer.as_bytes())
+            .part(b"dek")
+            .part(&version.to_be_bytes());
+        aad
+    }
+
+    pub(crate) fn wrap(
+        &self,
+        namespace: &str,
+        customer: CustomerId,
+        version: u32,
+        key: &[u8],
+    ) -> Result<Vec<u8>, Error> {
+        let nonce = fresh_nonce()?;
+        let header = envelope::wrapped_header(self.id);
+        let aad = Self::aad(&header, namespace, customer, version);
+        let mut out = Vec::with_capacity(envelope::WRAPPED_LEN);
+        out.extend_from_slice(&header);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(key);
+        let start = envelope::HEADER_LEN + NONCE_LEN;
+        let tag = self
+            .kek
+            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), aad.aad(), &mut out[start..])
+            .map_err(|_| Error::Crypto)?;
+        out.extend_from_slice(tag.as_ref());
+        Ok(out)
+    }
+
+    pub(crate) fn unwrap(
+        &self,
+        namespace: &str,
+        customer: CustomerId,
+        version: u32,
+        wrapped: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, Error> {
+        let parsed = WrappedKeyEnvelope::parse(wrapped)?;
+        if parsed.kek_id != self.id {
+            return Err(Error::Crypto);
+        }
+        let aad = Self::aad(parsed.header, namespace, customer, version);
+        let mut buf = Zeroizing::new(parsed.sealed.to_vec());
+        let len = self
+            .kek
+            .open_in_place(Nonce::assume_unique_for_key(parsed.nonce), aad.aad(), &mut buf)
+            .map_err(|_| Error::Crypto)?
+            .len();
+        buf.truncate(len);
+        if buf.len() != KEY_LEN {
+            return Err(Error::Crypto);
+        }
+        Ok(buf)
+    }
+}

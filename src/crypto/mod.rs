@@ -1,0 +1,198 @@
+//! The key hierarchy: a host-supplied master key wraps one random data key per customer; each
+//! field is sealed under its customer's data key.
+//!
+//! Every failed open is the same opaque [`Error::Crypto`]: no oracle tells a tampered
+//! ciphertext from a wrong key.
+
+mod envelope;
+mod master;
+
+pub use envelope::{ENVELOPE_OVERHEAD, FieldEnvelope, WrappedKeyEnvelope};
+pub use master::MasterKey;
+
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use ring::rand::{SecureRandom, SystemRandom};
+use zeroize::Zeroizing;
+
+use crate::error::Error;
+use crate::ids::CustomerId;
+
+/// Byte layout version of envelopes written by this release.
+pub(crate) const FORMAT_V1: u8 = 1;
+/// Algorithm id for AES-256-GCM.
+pub(crate) const ALG_AES_256_GCM: u8 = 1;
+const KEY_LEN: usize = 32;
+
+/// The longest associated data: header, and length-prefixed namespace (≤ 64), customer (16)
+/// and field or purpose label (≤ 64).
+const AAD_MAX: usize = envelope::HEADER_LEN + 3 * 4 + 64 + 16 + 64;
+
+/// Builds the associated data on the stack: the header bytes, then each part prefixed by its
+/// length as a big-endian u32, so that no two different inputs give the same bytes.
+struct AadBuf {
+    bytes: [u8; AAD_MAX],
+    len: usize,
+}
+
+impl AadBuf {
+    fn new(header: &[u8]) -> Self {
+        let mut buf = Self {
+            bytes: [0; AAD_MAX],
+            len: 0,
+        };
+        buf.raw(header);
+        buf
+    }
+
+    fn raw(&mut self, part: &[u8]) {
+        // INVARIANT: namespaces and field names are validated slugs of at most 64 bytes, so
+        // every caller stays within AAD_MAX; a longer part is cut rather than overflowing,
+        // which can only make an open fail.
+        let end = (self.len + part.len()).min(AAD_MAX);
+        let n = end - self.len;
+        self.bytes[self.len..end].copy_from_slice(&part[..n]);
+        self.len = end;
+    }
+
+    fn part(&mut self, part: &[u8]) -> &mut Self {
+        let len = u32::try_from(part.len()).unwrap_or(u32::MAX);
+        self.raw(&len.to_be_bytes());
+        self.raw(part);
+        self
+    }
+
+    fn aad(&self) -> Aad<&[u8]> {
+        Aad::from(&self.bytes[..self.len])
+    }
+}
+
+/// The crate's one source of randomness.
+pub(crate) fn random() -> &'static SystemRandom {
+    static RNG: std::sync::OnceLock<SystemRandom> = std::sync::OnceLock::new();
+    RNG.get_or_init(SystemRandom::new)
+}
+
+fn fresh_nonce() -> Result<[u8; NONCE_LEN], Error> {
+    let mut nonce = [0u8; NONCE_LEN];
+    random().fill(&mut nonce).map_err(|_| Error::Crypto)?;
+    Ok(nonce)
+}
+
+fn aes_key(bytes: &[u8]) -> Result<LessSafeKey, Error> {
+    UnboundKey::new(&AES_256_GCM, bytes)
+        .map(LessSafeKey::new)
+        .map_err(|_| Error::Crypto)
+}
+
+/// A customer's unwrapped data key, ready to seal and open (the AES key schedule is done
+/// once, here, because it dominates the cost of small fields).
+pub(crate) struct DataKey {
+    version: u32,
+    key: LessSafeKey,
+}
+
+impl std::fmt::Debug for DataKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataKey")
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DataKey {
+    /// A new random data key; returns it with its wrapped form under `kek`.
+    pub(crate) fn generate(
+        kek: &MasterKey,
+        namespace: &str,
+        customer: CustomerId,
+        version: u32,
+    ) -> Result<(DataKey, Vec<u8>), Error> {
+        let mut raw = Zeroizing::new([0u8; KEY_LEN]);
+        random().fill(raw.as_mut()).map_err(|_| Error::Crypto)?;
+        let wrapped = kek.wrap(namespace, customer, version, raw.as_ref())?;
+        Ok((
+            DataKey {
+                version,
+                key: aes_key(raw.as_ref())?,
+            },
+            wrapped,
+        ))
+    }
+
+    /// Unwraps a stored data key. The master key is chosen by the id in the envelope header
+    /// by the caller; this checks it matches.
+    pub(crate) fn unwrap(
+        kek: &MasterKey,
+        namespace: &str,
+        customer: CustomerId,
+        version: u32,
+        wrapped: &[u8],
+    ) -> Result<DataKey, Error> {
+        let raw = kek.unwrap(namespace, customer, version, wrapped)?;
+        Ok(DataKey {
+            version,
+            key: aes_key(raw.as_ref())?,
+        })
+    }
+
+    /// The key's version, written in each field envelope it seals.
+    pub(crate) fn version(&self) -> u32 {
+        self.version
+    }
+
+    /// Seals `plaintext` for `field` of `customer`.
+    pub(crate) fn seal(
+        &self,
+        namespace: &str,
+        customer: CustomerId,
+        field: &str,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, Error> {
+        let nonce = fresh_nonce()?;
+        let header = envelope::field_header(self.version);
+        let mut aad = AadBuf::new(&header);
+        aad.part(namespace.as_bytes())
+            .part(customer.as_bytes())
+            .part(field.as_bytes());
+        let mut out = Vec::with_capacity(ENVELOPE_OVERHEAD + plaintext.len());
+        out.extend_from_slice(&header);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(plaintext);
+        let body_start = envelope::HEADER_LEN + NONCE_LEN;
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), aad.aad(), &mut out[body_start..])
+            .map_err(|_| Error::Crypto)?;
+        out.extend_from_slice(tag.as_ref());
+        Ok(out)
+    }
+
+    /// Opens a field envelope; the plaintext is wiped when dropped.
+    pub(crate) fn open(
+        &self,
+        namespace: &str,
+        customer: CustomerId,
+        field: &str,
+        envelope: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, Error> {
+        let parsed = FieldEnvelope::parse(envelope)?;
+        if parsed.dek_version != self.version {
+            return Err(Error::Crypto);
+        }
+        let mut aad = AadBuf::new(parsed.header);
+        aad.part(namespace.as_bytes())
+            .part(customer.as_bytes())
+            .part(field.as_bytes());
+        let mut buf = Zeroizing::new(parsed.sealed.to_vec());
+        let len = self
+            .key
+            .open_in_place(Nonce::assume_unique_for_key(parsed.nonce), aad.aad(), &mut buf)
+            .map_err(|_| Error::Crypto)?
+            .len();
+        buf.truncate(len);
+        Ok(buf)
+    }
+}
+
+#[cfg(test)]
+mod tests;

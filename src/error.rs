@@ -1,0 +1,146 @@
+//! Errors. None of them ever carries personal data: they name ids, purposes and fields only.
+
+use crate::audit::AuditBreak;
+use crate::ids::{CustomerId, FieldName, PurposeId};
+use crate::store::StoreError;
+
+/// Why an access was refused. Each cause has its own reason, so an application can tell the
+/// customer what would make the access possible (for example, a renewed consent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub enum AccessDenied {
+    /// The customer never gave consent (or, for another lawful basis, no record of that basis
+    /// exists for this customer). Deny by default.
+    NoConsent,
+    /// The consent has expired.
+    Expired,
+    /// The customer withdrew the consent.
+    Withdrawn,
+    /// The consent was given under an older privacy-notice version than the purpose requires.
+    NoticeOutdated,
+    /// The field is not among the fields the purpose may read (data minimisation).
+    FieldNotCovered,
+    /// The pass or sealed value belongs to another customer.
+    WrongCustomer,
+    /// Processing of this customer's data is restricted (GDPR Art. 18).
+    Restricted,
+    /// The customer objected to processing for this purpose (GDPR Art. 21).
+    Objected,
+    /// The access pass outlived its own short lifetime; ask for a new one.
+    PassExpired,
+    /// The purpose was redefined after the pass was issued; ask for a new one.
+    PurposeChanged,
+}
+
+impl AccessDenied {
+    /// A stable, lowercase code for the reason, used in audit events and storage.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::NoConsent => "no_consent",
+            Self::Expired => "expired",
+            Self::Withdrawn => "withdrawn",
+            Self::NoticeOutdated => "notice_outdated",
+            Self::FieldNotCovered => "field_not_covered",
+            Self::WrongCustomer => "wrong_customer",
+            Self::Restricted => "restricted",
+            Self::Objected => "objected",
+            Self::PassExpired => "pass_expired",
+            Self::PurposeChanged => "purpose_changed",
+        }
+    }
+}
+
+impl std::fmt::Display for AccessDenied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::NoConsent => "no consent (or other lawful basis) is recorded for this purpose",
+            Self::Expired => "the consent has expired",
+            Self::Withdrawn => "the consent was withdrawn",
+            Self::NoticeOutdated => "the consent was given under an outdated privacy notice",
+            Self::FieldNotCovered => "the field is not covered by the purpose",
+            Self::WrongCustomer => "the pass or sealed value belongs to another customer",
+            Self::Restricted => "processing of this customer's data is restricted",
+            Self::Objected => "the customer objected to processing for this purpose",
+            Self::PassExpired => "the access pass has expired",
+            Self::PurposeChanged => "the purpose was redefined after the pass was issued",
+        })
+    }
+}
+
+/// Every error egard returns.
+///
+/// Messages name ids, purposes and fields, never a value of personal data: they are safe to
+/// log.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The access was refused; the reason says why.
+    #[error("access denied: {0}")]
+    Denied(AccessDenied),
+    /// No purpose with this id is defined.
+    #[error("unknown purpose `{0}`")]
+    UnknownPurpose(PurposeId),
+    /// No customer with this id exists.
+    #[error("unknown customer {0}")]
+    UnknownCustomer(CustomerId),
+    /// The field is not stored for this customer, or no defined purpose covers it.
+    #[error("unknown field `{0}`")]
+    UnknownField(FieldName),
+    /// The customer was erased: their data can never be opened again.
+    #[error("customer {0} was erased")]
+    Erased(CustomerId),
+    /// An identifier did not follow its rule. The rejected input is not repeated.
+    #[error("invalid {kind}: expected {rule}")]
+    InvalidId {
+        /// What kind of identifier.
+        kind: &'static str,
+        /// The rule it must follow.
+        rule: &'static str,
+    },
+    /// The request is not valid as configured (for example an objection to a purpose based
+    /// on consent, or a purpose with no fields).
+    #[error("invalid request: {0}")]
+    Invalid(&'static str),
+    /// A value is larger than the vault accepts.
+    #[error("value of field `{field}` is larger than {max} bytes")]
+    TooLarge {
+        /// The field.
+        field: FieldName,
+        /// The limit in bytes.
+        max: usize,
+    },
+    /// A value could not be encoded, or a decrypted value did not decode as the type asked
+    /// for. The decoder's own message (which can quote the value) is dropped on purpose.
+    #[error("field `{field}` could not be {action} as the requested type")]
+    Codec {
+        /// The field.
+        field: FieldName,
+        /// `"encoded"` or `"decoded"`.
+        action: &'static str,
+    },
+    /// Decryption or key unwrapping failed: tampered or moved ciphertext, or the wrong master
+    /// key. Deliberately opaque.
+    #[error("cryptographic operation failed")]
+    Crypto,
+    /// The audit log does not verify: the event at `seq` was edited, dropped, inserted or
+    /// moved, or the log was truncated.
+    #[error("audit log broken at event {seq}: {problem}")]
+    AuditBroken {
+        /// Where the chain breaks.
+        seq: u64,
+        /// How.
+        problem: AuditBreak,
+    },
+    /// The vault builder was missing something.
+    #[error("vault configuration: {0}")]
+    Config(&'static str),
+    /// The storage backend failed.
+    #[error("storage: {0}")]
+    Storage(#[from] StoreError),
+}
+
+impl From<AccessDenied> for Error {
+    fn from(reason: AccessDenied) -> Self {
+        Error::Denied(reason)
+    }
+}

@@ -1,0 +1,28 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod audit;
+mod clock;
+mod consent;
+pub mod crypto;
+mod error;
+mod gate;
+mod ids;
+mod purpose;
+pub mod store;
+mod vault;
+
+pub use audit::{AuditBreak, AuditEvent, AuditKind, AuditReport};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use consent::{Consent, ConsentState, Evidence};
+pub use crypto::MasterKey;
+pub use error::{AccessDenied, Error};
+pub use gate::{AccessPass, Revealed, Sealed};
+pub use ids::{ConsentId, CustomerId, FieldName, PurposeId};
+pub use purpose::{LawfulBasis, Purpose};
+pub use store::{MemoryStore, Store, StoreError};
+pub use vault::{
+    DEFAULT_CACHE_CAPACITY, DEFAULT_MAX_VALUE_LEN, DEFAULT_PASS_LIFETIME, ErasureReceipt, SubjectExport, SweepReport,
+    Vault, VaultBuilder,
+};

@@ -1,0 +1,315 @@
+//! Purposes of processing and their lawful basis.
+
+use std::sync::Arc;
+
+use chrono::Duration;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::gate::Revocation;
+use crate::ids::{FieldName, PurposeId};
+
+/// The six lawful bases of GDPR Art. 6(1).
+///
+/// Whatever the basis, egard denies by default: a purpose opens a customer's data only once a
+/// record of that basis exists for that customer (given with [`Vault::give_consent`]).
+///
+/// [`Vault::give_consent`]: crate::Vault::give_consent
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LawfulBasis {
+    /// Art. 6(1)(a): the customer consented.
+    Consent,
+    /// Art. 6(1)(b): needed to perform a contract with the customer.
+    Contract,
+    /// Art. 6(1)(c): needed to comply with a legal obligation.
+    LegalObligation,
+    /// Art. 6(1)(d): needed to protect someone's vital interests.
+    VitalInterests,
+    /// Art. 6(1)(e): a task in the public interest or official authority.
+    PublicTask,
+    /// Art. 6(1)(f): the business's legitimate interests.
+    LegitimateInterests,
+}
+
+impl LawfulBasis {
+    /// Whether the customer may object to processing on this basis (Art. 21): legitimate
+    /// interests and public task.
+    pub fn allows_objection(self) -> bool {
+        matches!(self, Self::LegitimateInterests | Self::PublicTask)
+    }
+}
+
+/// Why data is processed: the definition a customer's consent (or other basis) refers to.
+///
+/// Built with an infallible builder; [`Vault::define_purpose`] validates it.
+///
+/// ```
+/// use chrono::Duration;
+/// use egard::{LawfulBasis, Purpose};
+///
+/// let newsletter = Purpose::new("newsletter", LawfulBasis::Consent)
+///     .description("Our monthly newsletter")
+///     .fields(["email", "first_name"])
+///     .notice_version(2)
+///     .consent_lifetime(Duration::days(395));
+/// assert_eq!(newsletter.field_names().count(), 2);
+/// ```
+///
+/// [`Vault::define_purpose`]: crate::Vault::define_purpose
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Purpose {
+    id: String,
+    description: String,
+    basis: LawfulBasis,
+    fields: Vec<String>,
+    notice_version: u32,
+    #[serde(with = "opt_seconds")]
+    consent_lifetime: Option<Duration>,
+    #[serde(with = "opt_seconds")]
+    retention: Option<Duration>,
+    special_category: bool,
+    direct_marketing: bool,
+}
+
+impl Purpose {
+    /// A purpose with the given id and lawful basis, no fields yet, notice version 1, no
+    /// expiry, no retention period.
+    pub fn new(id: &str, basis: LawfulBasis) -> Self {
+        Self {
+            id: id.to_owned(),
+            description: String::new(),
+            basis,
+            fields: Vec::new(),
+            notice_version: 1,
+            consent_lifetime: None,
+            retention: None,
+            special_category: false,
+            direct_marketing: false,
+        }
+    }
+
+    /// A human-readable description (for the records of processing and for exports).
+    pub fn description(mut self, text: &str) -> Self {
+        text.clone_into(&mut self.description);
+        self
+    }
+
+    /// The fields this purpose may read (data minimisation). Replaces any set before.
+    pub fn fields<I, S>(mut self, fields: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.fields = fields.into_iter().map(|f| f.as_ref().to_owned()).collect();
+        self
+    }
+
+    /// The privacy-notice version a customer must have agreed to. Raising it on an existing
+    /// purpose is a notice update: records given under an older version stop opening data.
+    pub fn notice_version(mut self, version: u32) -> Self {
+        self.notice_version = version;
+        self
+    }
+
+    /// How long a consent (or other basis record) lasts once given.
+    pub fn consent_lifetime(mut self, lifetime: Duration) -> Self {
+        self.consent_lifetime = Some(lifetime);
+        self
+    }
+
+    /// How long the purpose's fields may be kept after its last record ends (Art. 5(1)(e)).
+    pub fn retention(mut self, period: Duration) -> Self {
+        self.retention = Some(period);
+        self
+    }
+
+    /// Marks special-category data (Art. 9): consent must be given as explicit consent.
+    pub fn special_category(mut self) -> Self {
+        self.special_category = true;
+        self
+    }
+
+    /// Marks direct marketing: an objection to it is absolute (Art. 21(3)).
+    pub fn direct_marketing(mut self) -> Self {
+        self.direct_marketing = true;
+        self
+    }
+
+    /// The purpose's id, as given.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The description.
+    pub fn description_text(&self) -> &str {
+        &self.description
+    }
+
+    /// The lawful basis.
+    pub fn basis(&self) -> LawfulBasis {
+        self.basis
+    }
+
+    /// The fields this purpose may read, as given.
+    pub fn field_names(&self) -> impl Iterator<Item = &str> {
+        self.fields.iter().map(String::as_str)
+    }
+
+    /// The privacy-notice version required.
+    pub fn required_notice_version(&self) -> u32 {
+        self.notice_version
+    }
+
+    /// How long a record lasts once given; `None` for no expiry.
+    pub fn lifetime(&self) -> Option<Duration> {
+        self.consent_lifetime
+    }
+
+    /// The retention period; `None` when unset.
+    pub fn retention_period(&self) -> Option<Duration> {
+        self.retention
+    }
+
+    /// Whether the purpose processes special-category data.
+    pub fn is_special_category(&self) -> bool {
+        self.special_category
+    }
+
+    /// Whether the purpose is direct marketing.
+    pub fn is_direct_marketing(&self) -> bool {
+        self.direct_marketing
+    }
+
+    /// Checks every identifier and setting, giving the validated form the vault works with.
+    pub(crate) fn validate(self) -> Result<PurposeDef, Error> {
+        let id = PurposeId::new(&self.id)?;
+        let mut fields = self
+            .fields
+            .iter()
+            .map(|f| FieldName::new(f))
+            .collect::<Result<Vec<_>, _>>()?;
+        fields.sort();
+        fields.dedup();
+        if fields.is_empty() {
+            return Err(Error::Invalid("a purpose must name at least one field"));
+        }
+        if self.notice_version == 0 {
+            return Err(Error::Invalid("notice versions start at 1"));
+        }
+        if self.consent_lifetime.is_some_and(|d| d <= Duration::zero())
+            || self.retention.is_some_and(|d| d < Duration::zero())
+        {
+            return Err(Error::Invalid("lifetimes and retention periods must be positive"));
+        }
+        Ok(PurposeDef {
+            id,
+            fields: fields.into(),
+            purpose: self,
+            retired: Revocation::default(),
+        })
+    }
+}
+
+/// A validated purpose, shared by the vault and the passes it issues.
+#[derive(Debug)]
+pub(crate) struct PurposeDef {
+    pub(crate) id: PurposeId,
+    /// Sorted and deduplicated.
+    pub(crate) fields: Arc<[FieldName]>,
+    pub(crate) purpose: Purpose,
+    /// Set when the purpose is redefined: passes issued under this definition stop working.
+    pub(crate) retired: Revocation,
+}
+
+impl PurposeDef {
+    /// The validated name of `field` if this purpose may read it.
+    pub(crate) fn field(&self, field: &str) -> Option<&FieldName> {
+        let i = self.fields.binary_search_by(|f| f.as_str().cmp(field)).ok()?;
+        self.fields.get(i)
+    }
+
+    pub(crate) fn covers(&self, field: &str) -> bool {
+        self.field(field).is_some()
+    }
+}
+
+/// Serde for an optional duration as whole seconds.
+mod opt_seconds {
+    use chrono::Duration;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&d.num_seconds()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        match Option::<i64>::deserialize(d)? {
+            None => Ok(None),
+            Some(secs) => Duration::try_seconds(secs)
+                .map(Some)
+                .ok_or_else(|| serde::de::Error::custom("duration out of range")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_rejects_bad_ids_fields_and_settings() {
+        assert!(
+            Purpose::new("Bad Id", LawfulBasis::Consent)
+                .fields(["email"])
+                .validate()
+                .is_err()
+        );
+        assert!(
+            Purpose::new("ok", LawfulBasis::Consent)
+                .fields(["E-mail"])
+                .validate()
+                .is_err()
+        );
+        assert!(Purpose::new("ok", LawfulBasis::Consent).validate().is_err());
+        assert!(
+            Purpose::new("ok", LawfulBasis::Consent)
+                .fields(["a"])
+                .notice_version(0)
+                .validate()
+                .is_err()
+        );
+        assert!(
+            Purpose::new("ok", LawfulBasis::Consent)
+                .fields(["a"])
+                .consent_lifetime(Duration::zero())
+                .validate()
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn covers_exactly_the_listed_fields() {
+        let def = Purpose::new("p", LawfulBasis::Contract)
+            .fields(["b", "a", "b"])
+            .validate()
+            .unwrap();
+        assert_eq!(def.fields.len(), 2);
+        assert!(def.covers("a") && def.covers("b"));
+        assert!(!def.covers("c") && !def.covers(""));
+    }
+
+    #[test]
+    fn purposes_round_trip_through_json() {
+        let p = Purpose::new("p", LawfulBasis::LegitimateInterests)
+            .fields(["a"])
+            .consent_lifetime(Duration::days(30))
+            .retention(Duration::days(7))
+            .direct_marketing();
+        let json = serde_json::to_string(&p).unwrap();
+        assert_eq!(serde_json::from_str::<Purpose>(&json).unwrap(), p);
+    }
+}

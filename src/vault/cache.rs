@@ -1,0 +1,192 @@
+//! The vault's cache of customers: unwrapped data keys, current consent records, standing, and
+//! the revocation flags of issued passes.
+//!
+//! Every change to a customer goes through its cached entry, under the entry's lock, so a
+//! withdrawal and the flags of passes already handed out change together.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use chrono::{DateTime, Utc};
+
+use crate::consent::{Consent, Standing};
+use crate::crypto::DataKey;
+use crate::error::AccessDenied;
+use crate::gate::Revocation;
+use crate::ids::{CustomerId, PurposeId};
+use crate::store::CustomerSnapshot;
+
+/// One cached customer.
+#[derive(Debug)]
+pub(crate) struct CustomerEntry {
+    pub(crate) id: CustomerId,
+    /// The unwrapped data key; `None` once erased.
+    pub(crate) key: Option<DataKey>,
+    state: Mutex<CustomerState>,
+}
+
+/// What the vault knows of one customer, kept in step with the store.
+#[derive(Debug, Default)]
+pub(crate) struct CustomerState {
+    pub(crate) restricted: bool,
+    pub(crate) erased: bool,
+    /// Set when the entry leaves the cache; a change holding a stale entry must start again.
+    pub(crate) evicted: bool,
+    /// When the entry was read from the store (for the multi-process time-to-live).
+    pub(crate) loaded_at: Option<DateTime<Utc>>,
+    /// The latest record per purpose (older ones are history, kept in the store).
+    pub(crate) current: HashMap<PurposeId, Consent>,
+    /// The latest objection per purpose.
+    pub(crate) objections: HashMap<PurposeId, DateTime<Utc>>,
+    /// The flag shared by the live passes of each purpose.
+    grants: HashMap<PurposeId, Arc<Revocation>>,
+}
+
+impl CustomerState {
+    /// The state of a customer just created: nothing given yet.
+    pub(crate) fn new_customer(now: DateTime<Utc>) -> Self {
+        Self {
+            loaded_at: Some(now),
+            ..Self::default()
+        }
+    }
+
+    pub(crate) fn from_snapshot(snapshot: &CustomerSnapshot, now: DateTime<Utc>) -> Self {
+        let mut current: HashMap<PurposeId, Consent> = HashMap::new();
+        for c in &snapshot.consents {
+            let newer = current.get(&c.purpose).is_none_or(|old| {
+                (c.superseded_by.is_none(), c.given_at) > (old.superseded_by.is_none(), old.given_at)
+            });
+            if newer {
+                current.insert(c.purpose.clone(), c.clone());
+            }
+        }
+        let mut objections: HashMap<PurposeId, DateTime<Utc>> = HashMap::new();
+        for o in &snapshot.objections {
+            let at = objections.entry(o.purpose.clone()).or_insert(o.at);
+            *at = (*at).max(o.at);
+        }
+        Self {
+            restricted: snapshot.record.restricted,
+            erased: snapshot.record.erased_at.is_some(),
+            evicted: false,
+            loaded_at: Some(now),
+            current,
+            objections,
+            grants: HashMap::new(),
+        }
+    }
+
+    pub(crate) fn standing(&self, purpose: &PurposeId) -> Standing {
+        Standing {
+            restricted: self.restricted,
+            objected_at: self.objections.get(purpose).copied(),
+        }
+    }
+
+    /// The flag for new passes of `purpose`, shared with the passes already issued.
+    pub(crate) fn grant(&mut self, purpose: &PurposeId) -> Arc<Revocation> {
+        let flag = self.grants.entry(purpose.clone()).or_default();
+        if !flag.is_live() {
+            *flag = Arc::default();
+        }
+        flag.clone()
+    }
+
+    /// Revokes every pass issued for `purpose`.
+    pub(crate) fn revoke(&mut self, purpose: &PurposeId, reason: AccessDenied) {
+        if let Some(flag) = self.grants.remove(purpose) {
+            flag.revoke(reason);
+        }
+    }
+
+    /// Revokes every pass of this customer.
+    pub(crate) fn revoke_all(&mut self, reason: AccessDenied) {
+        for (_, flag) in self.grants.drain() {
+            flag.revoke(reason);
+        }
+    }
+
+    /// Revokes every pass of this customer for good: the customer was erased.
+    pub(crate) fn revoke_erased(&mut self) {
+        for (_, flag) in self.grants.drain() {
+            flag.revoke_erased();
+        }
+        self.erased = true;
+    }
+}
+
+impl CustomerEntry {
+    pub(crate) fn new(id: CustomerId, key: Option<DataKey>, state: CustomerState) -> Self {
+        Self {
+            id,
+            key,
+            state: Mutex::new(state),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, CustomerState> {
+        // Every change to the state is a few assignments after the store accepted it, so a
+        // panic elsewhere cannot leave it half-changed.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+const SHARDS: usize = 32;
+
+/// A bounded map of customers, in shards to keep threads apart.
+pub(crate) struct Cache {
+    shards: Vec<Mutex<HashMap<CustomerId, Arc<CustomerEntry>>>>,
+    per_shard: usize,
+}
+
+impl Cache {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            per_shard: capacity.div_ceil(SHARDS).max(1),
+        }
+    }
+
+    pub(crate) fn shard(&self, id: CustomerId) -> MutexGuard<'_, HashMap<CustomerId, Arc<CustomerEntry>>> {
+        let b = id.as_bytes();
+        let i = usize::from(b[15] ^ b[7]) % SHARDS;
+        // A shard holds only map operations; a poisoned one is still a consistent map.
+        self.shards[i].lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Makes room in a shard: drops entries that no pass refers to (an entry with live passes
+    /// must stay, or a later withdrawal could not reach their flags).
+    pub(crate) fn make_room(&self, shard: &mut HashMap<CustomerId, Arc<CustomerEntry>>) {
+        if shard.len() < self.per_shard {
+            return;
+        }
+        let excess = shard.len() + 1 - self.per_shard;
+        let victims: Vec<CustomerId> = shard
+            .iter()
+            .filter(|(_, e)| Arc::strong_count(e) == 1)
+            .map(|(id, _)| *id)
+            .take(excess)
+            .collect();
+        for id in victims {
+            if let Some(entry) = shard.remove(&id) {
+                entry.lock().evicted = true;
+            }
+        }
+    }
+
+    /// Removes a customer (after erasure).
+    pub(crate) fn remove(&self, id: CustomerId) {
+        if let Some(entry) = self.shard(id).remove(&id) {
+            entry.lock().evicted = true;
+        }
+    }
+
+    /// How many customers are cached.
+    pub(crate) fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).len())
+            .sum()
+    }
+}

@@ -1,0 +1,756 @@
+//! The vault: the one entry point that holds the keys and enforces the gate.
+
+pub(crate) mod cache;
+mod rights;
+
+pub use rights::{ErasureReceipt, SubjectExport, SweepReport};
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use chrono::{DateTime, Duration, SubsecRound, Utc};
+use ring::hmac;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::audit::{self, AuditBreak, AuditEvent, AuditKind, AuditReport, Entry};
+use crate::clock::{Clock, SystemClock};
+use crate::consent::{Consent, Evidence, decide};
+use crate::crypto::{DataKey, MasterKey, WrappedKeyEnvelope};
+use crate::error::{AccessDenied, Error};
+use crate::gate::{AccessPass, Revealed, Sealed, decode, encode};
+use crate::ids::{ConsentId, CustomerId, FieldName, PurposeId};
+use crate::purpose::{Purpose, PurposeDef};
+use crate::store::{CustomerRecord, CustomerSnapshot, Store, StoreError, WrappedKey, Write};
+use cache::{Cache, CustomerEntry, CustomerState};
+
+/// Default lifetime of an [`AccessPass`]: short, so that a pass is a request's capability and
+/// not a standing permission.
+pub const DEFAULT_PASS_LIFETIME: Duration = Duration::minutes(5);
+/// Default bound on cached customers.
+pub const DEFAULT_CACHE_CAPACITY: usize = 100_000;
+/// Default cap on the encoded size of one field value.
+pub const DEFAULT_MAX_VALUE_LEN: usize = 64 * 1024;
+
+/// Builds a [`Vault`]; a master key and a store are required.
+///
+/// ```
+/// use chrono::{Duration, Utc};
+/// use egard::{ManualClock, MasterKey, MemoryStore, Vault};
+///
+/// let vault = Vault::builder()
+///     .master_key(MasterKey::from_bytes([7u8; 32]))
+///     .store(MemoryStore::new())
+///     .clock(ManualClock::new(Utc::now()))
+///     .namespace("shop-eu")
+///     .pass_lifetime(Duration::seconds(30))
+///     .build()?;
+/// # Ok::<(), egard::Error>(())
+/// ```
+#[must_use]
+pub struct VaultBuilder {
+    master_keys: Vec<MasterKey>,
+    store: Option<Box<dyn Store>>,
+    clock: Arc<dyn Clock>,
+    namespace: String,
+    pass_lifetime: Duration,
+    cache_capacity: usize,
+    cache_ttl: Option<Duration>,
+    max_value_len: usize,
+}
+
+impl std::fmt::Debug for VaultBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VaultBuilder")
+            .field("master_keys", &self.master_keys)
+            .field("namespace", &self.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl VaultBuilder {
+    /// The current master key: it wraps every new data key. Required.
+    pub fn master_key(mut self, key: MasterKey) -> Self {
+        self.master_keys.insert(0, key);
+        self
+    }
+
+    /// An older master key, still accepted to unwrap data keys it wrapped (during rotation).
+    /// Keys are chosen by their id, never tried in turn.
+    pub fn previous_master_key(mut self, key: MasterKey) -> Self {
+        self.master_keys.push(key);
+        self
+    }
+
+    /// Where records are kept. Required.
+    pub fn store(mut self, store: impl Store) -> Self {
+        self.store = Some(Box::new(store));
+        self
+    }
+
+    /// The clock; [`SystemClock`] by default.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// The vault's namespace, bound into every ciphertext (`egard` by default): a ciphertext
+    /// of one namespace never opens in another. Same rule as field names.
+    pub fn namespace(mut self, namespace: &str) -> Self {
+        namespace.clone_into(&mut self.namespace);
+        self
+    }
+
+    /// How long an [`AccessPass`] works at most (5 minutes by default).
+    pub fn pass_lifetime(mut self, lifetime: Duration) -> Self {
+        self.pass_lifetime = lifetime;
+        self
+    }
+
+    /// How many customers' unwrapped keys and consents are cached (100,000 by default).
+    /// Customers with live passes are kept beyond it.
+    pub fn cache_capacity(mut self, customers: usize) -> Self {
+        self.cache_capacity = customers;
+        self
+    }
+
+    /// For several processes sharing one database: cached consents and standing are re-read
+    /// from the store when older than `ttl`. A change made by another process then takes
+    /// effect here within `ttl` for new passes, and within `ttl` plus the pass lifetime for
+    /// passes already issued. Off by default (one process owns the store).
+    pub fn cache_ttl(mut self, ttl: Duration) -> Self {
+        self.cache_ttl = Some(ttl);
+        self
+    }
+
+    /// The largest encoded field value accepted (64 KiB by default).
+    pub fn max_value_len(mut self, bytes: usize) -> Self {
+        self.max_value_len = bytes;
+        self
+    }
+
+    /// Checks the configuration, reads the purposes and the audit head from the store.
+    pub fn build(self) -> Result<Vault, Error> {
+        let mut keys = self.master_keys.into_iter();
+        let master = keys.next().ok_or(Error::Config("a master key is required"))?;
+        let previous: Vec<MasterKey> = keys.collect();
+        if previous.iter().any(|k| k.id() == master.id()) {
+            return Err(Error::Config("master key ids must be distinct"));
+        }
+        let store = self.store.ok_or(Error::Config("a store is required"))?;
+        let namespace = FieldName::new(&self.namespace)
+            .map_err(|_| Error::Config("namespace: 1 to 64 characters of a-z, 0-9, '.', '_' or '-'"))?;
+        if self.pass_lifetime <= Duration::zero() {
+            return Err(Error::Config("the pass lifetime must be positive"));
+        }
+        let mut purposes = HashMap::new();
+        for p in store.purposes()? {
+            let def = p
+                .validate()
+                .map_err(|_| StoreError::Corrupt("invalid stored purpose".into()))?;
+            purposes.insert(def.id.clone(), Arc::new(def));
+        }
+        let audit_key = master.derive_hmac_key("audit", namespace.as_str());
+        let head = store.audit_head()?.map(|e| (e.seq, e.mac)).unwrap_or((0, [0; 32]));
+        Ok(Vault {
+            store,
+            master,
+            previous,
+            namespace: Arc::from(namespace.as_str()),
+            clock: self.clock,
+            purposes: RwLock::new(purposes),
+            cache: Cache::new(self.cache_capacity),
+            audit: Auditor {
+                key: audit_key,
+                head: Mutex::new(head),
+            },
+            pass_lifetime: self.pass_lifetime,
+            cache_ttl: self.cache_ttl,
+            max_value_len: self.max_value_len,
+        })
+    }
+}
+
+/// Appends audit events in one chain, together with the changes they record.
+struct Auditor {
+    key: hmac::Key,
+    /// Sequence number and MAC of the last event this vault knows of.
+    head: Mutex<(u64, [u8; 32])>,
+}
+
+/// The consent-gated vault of customer data.
+///
+/// It is `Send + Sync`: share one behind an `Arc` across threads. See the crate docs for a
+/// tour.
+pub struct Vault {
+    store: Box<dyn Store>,
+    master: MasterKey,
+    previous: Vec<MasterKey>,
+    namespace: Arc<str>,
+    clock: Arc<dyn Clock>,
+    purposes: RwLock<HashMap<PurposeId, Arc<PurposeDef>>>,
+    cache: Cache,
+    audit: Auditor,
+    pass_lifetime: Duration,
+    cache_ttl: Option<Duration>,
+    max_value_len: usize,
+}
+
+impl std::fmt::Debug for Vault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vault")
+            .field("namespace", &self.namespace)
+            .field("master_key", &self.master)
+            .field("cached_customers", &self.cache.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// How many times a change is retried when another writer appended to the audit log first.
+const AUDIT_RETRIES: usize = 16;
+
+impl Vault {
+    /// Starts building a vault.
+    pub fn builder() -> VaultBuilder {
+        VaultBuilder {
+            master_keys: Vec::new(),
+            store: None,
+            clock: Arc::new(SystemClock),
+            namespace: "egard".to_owned(),
+            pass_lifetime: DEFAULT_PASS_LIFETIME,
+            cache_capacity: DEFAULT_CACHE_CAPACITY,
+            cache_ttl: None,
+            max_value_len: DEFAULT_MAX_VALUE_LEN,
+        }
+    }
+
+    /// The current time, at the microsecond precision every backend keeps.
+    fn now(&self) -> DateTime<Utc> {
+        self.clock.now().trunc_subsecs(6)
+    }
+
+    // ----- purposes -----
+
+    /// Defines a purpose, or redefines it.
+    ///
+    /// Redefining with a higher notice version is a notice update: records given under an
+    /// older version are denied with [`AccessDenied::NoticeOutdated`] until given again.
+    /// Any redefinition stops the passes issued under the old definition. Defining the same
+    /// purpose again unchanged does nothing. The notice version never goes down.
+    pub fn define_purpose(&self, purpose: Purpose) -> Result<(), Error> {
+        let def = purpose.validate()?;
+        let mut purposes = self.purposes.write().unwrap_or_else(PoisonError::into_inner);
+        let old = purposes.get(&def.id).cloned();
+        if let Some(old) = &old {
+            if old.purpose == def.purpose {
+                return Ok(());
+            }
+            if def.purpose.required_notice_version() < old.purpose.required_notice_version() {
+                return Err(Error::Invalid("a purpose's notice version cannot go down"));
+            }
+        }
+        let detail = format!("notice_version={}", def.purpose.required_notice_version());
+        self.commit(
+            vec![Write::PutPurpose(def.purpose.clone())],
+            vec![
+                Entry::new(AuditKind::PurposeDefined, None)
+                    .purpose(&def.id)
+                    .detail(detail),
+            ],
+        )?;
+        if let Some(old) = old {
+            let notice_changed = old.purpose.required_notice_version() != def.purpose.required_notice_version();
+            old.retired.revoke(if notice_changed {
+                AccessDenied::NoticeOutdated
+            } else {
+                AccessDenied::PurposeChanged
+            });
+        }
+        purposes.insert(def.id.clone(), Arc::new(def));
+        Ok(())
+    }
+
+    /// The current definition of a purpose.
+    pub fn purpose(&self, id: &str) -> Result<Purpose, Error> {
+        Ok(self.purpose_def(id)?.purpose.clone())
+    }
+
+    /// Every defined purpose.
+    pub fn purposes(&self) -> Vec<Purpose> {
+        let purposes = self.purposes.read().unwrap_or_else(PoisonError::into_inner);
+        let mut all: Vec<Purpose> = purposes.values().map(|d| d.purpose.clone()).collect();
+        all.sort_by(|a, b| a.id().cmp(b.id()));
+        all
+    }
+
+    fn purpose_def(&self, id: &str) -> Result<Arc<PurposeDef>, Error> {
+        let purposes = self.purposes.read().unwrap_or_else(PoisonError::into_inner);
+        match purposes.get(id) {
+            Some(def) => Ok(def.clone()),
+            None => Err(Error::UnknownPurpose(PurposeId::new(id)?)),
+        }
+    }
+
+    fn any_purpose_covers(&self, field: &FieldName) -> bool {
+        let purposes = self.purposes.read().unwrap_or_else(PoisonError::into_inner);
+        purposes.values().any(|p| p.covers(field.as_str()))
+    }
+
+    // ----- customers and fields -----
+
+    /// Creates a customer with a fresh data key (stored only wrapped under the master key).
+    pub fn create_customer(&self) -> Result<CustomerId, Error> {
+        let id = CustomerId::new();
+        let now = self.now();
+        let (key, wrapped) = DataKey::generate(&self.master, &self.namespace, id, 1)?;
+        self.commit(
+            vec![
+                Write::InsertCustomer(CustomerRecord {
+                    id,
+                    created_at: now,
+                    restricted: false,
+                    erased_at: None,
+                }),
+                Write::PutKey(WrappedKey {
+                    customer: id,
+                    version: key.version(),
+                    wrapped,
+                }),
+            ],
+            vec![Entry::new(AuditKind::CustomerCreated, Some(id))],
+        )?;
+        let entry = Arc::new(CustomerEntry::new(id, Some(key), CustomerState::new_customer(now)));
+        let mut shard = self.cache.shard(id);
+        self.cache.make_room(&mut shard);
+        shard.insert(id, entry);
+        Ok(id)
+    }
+
+    /// Encrypts `value` for `field` of `customer` and stores it, replacing (and so destroying)
+    /// any earlier value; a rewrite is audited as a rectification (Art. 16).
+    ///
+    /// A field that no defined purpose covers is refused with [`Error::UnknownField`]:
+    /// collect only what a purpose needs.
+    pub fn set_field<T: Serialize + ?Sized>(&self, customer: CustomerId, field: &str, value: &T) -> Result<(), Error> {
+        let name = self.collectable_field(field)?;
+        let plaintext = encode(&name, value, self.max_value_len)?;
+        self.with_customer(customer, |entry, state| {
+            let key = live_key(entry, state)?;
+            let envelope = key.seal(&self.namespace, customer, name.as_str(), &plaintext)?;
+            let kind = match self.store.field(customer, &name)? {
+                Some(_) => AuditKind::FieldRectified,
+                None => AuditKind::FieldWritten,
+            };
+            self.commit(
+                vec![Write::PutField {
+                    customer,
+                    field: name.clone(),
+                    envelope,
+                    at: self.now(),
+                }],
+                vec![Entry::new(kind, Some(customer)).field(&name)],
+            )
+        })
+    }
+
+    /// Encrypts `value` for `field` of `customer` without storing it: keep the [`Sealed`]
+    /// value in your own tables, and open it later with a pass.
+    pub fn seal<T: Serialize>(&self, customer: CustomerId, field: &str, value: &T) -> Result<Sealed<T>, Error> {
+        let name = self.collectable_field(field)?;
+        let plaintext = encode(&name, value, self.max_value_len)?;
+        let entry = self.entry(customer)?;
+        let envelope = {
+            let state = entry.lock();
+            live_key(&entry, &state)?.seal(&self.namespace, customer, name.as_str(), &plaintext)?
+        };
+        Ok(Sealed::new(customer, name, envelope))
+    }
+
+    fn collectable_field(&self, field: &str) -> Result<FieldName, Error> {
+        let name = FieldName::new(field)?;
+        if self.any_purpose_covers(&name) {
+            Ok(name)
+        } else {
+            Err(Error::UnknownField(name))
+        }
+    }
+
+    // ----- consent -----
+
+    /// Records the customer's consent to `purpose` (or, for a purpose on another lawful
+    /// basis, the record of that basis for this customer), under the purpose's current notice
+    /// version, expiring after its consent lifetime. A live earlier record is kept as history,
+    /// marked superseded by this one.
+    ///
+    /// Special-category purposes need [`Evidence::explicit`]. After an objection to a direct
+    /// marketing purpose, no new record is accepted ([`AccessDenied::Objected`]).
+    pub fn give_consent(&self, customer: CustomerId, purpose: &str, evidence: Evidence) -> Result<ConsentId, Error> {
+        let def = self.purpose_def(purpose)?;
+        if def.purpose.is_special_category() && !evidence.is_explicit() {
+            return Err(Error::Invalid("special-category purposes need explicit consent"));
+        }
+        self.with_customer(customer, |_, state| {
+            if state.erased {
+                return Err(Error::Erased(customer));
+            }
+            if def.purpose.is_direct_marketing() && state.objections.contains_key(&def.id) {
+                return Err(AccessDenied::Objected.into());
+            }
+            let now = self.now();
+            let record = Consent {
+                id: ConsentId::new(),
+                customer,
+                purpose: def.id.clone(),
+                basis: def.purpose.basis(),
+                notice_version: def.purpose.required_notice_version(),
+                given_at: now,
+                expires_at: def.purpose.lifetime().map(|d| now + d),
+                withdrawn_at: None,
+                superseded_by: None,
+                evidence: evidence.clone(),
+            };
+            let mut writes = Vec::with_capacity(2);
+            if let Some(prev) = state.current.get(&def.id) {
+                if prev.withdrawn_at.is_none() && prev.superseded_by.is_none() {
+                    let mut prev = prev.clone();
+                    prev.superseded_by = Some(record.id);
+                    writes.push(Write::PutConsent(prev));
+                }
+            }
+            writes.push(Write::PutConsent(record.clone()));
+            let id = record.id;
+            self.commit(
+                writes,
+                vec![
+                    Entry::new(AuditKind::ConsentGiven, Some(customer))
+                        .purpose(&def.id)
+                        .detail(id.to_string()),
+                ],
+            )?;
+            state.current.insert(def.id.clone(), record);
+            Ok(id)
+        })
+    }
+
+    /// Withdraws the customer's consent to `purpose` (or ends the record of its other basis).
+    /// When this returns, every pass already issued for this customer and purpose is refused
+    /// with [`AccessDenied::Withdrawn`], in every thread. Withdrawing twice is harmless.
+    pub fn withdraw_consent(&self, customer: CustomerId, purpose: &str) -> Result<(), Error> {
+        let def = self.purpose_def(purpose)?;
+        self.with_customer(customer, |_, state| {
+            if let Some(current) = state.current.get(&def.id) {
+                if current.withdrawn_at.is_none() {
+                    let mut ended = current.clone();
+                    ended.withdrawn_at = Some(self.now());
+                    self.commit(
+                        vec![Write::PutConsent(ended.clone())],
+                        vec![
+                            Entry::new(AuditKind::ConsentWithdrawn, Some(customer))
+                                .purpose(&def.id)
+                                .detail(ended.id.to_string()),
+                        ],
+                    )?;
+                    state.current.insert(def.id.clone(), ended);
+                }
+            }
+            state.revoke(&def.id, AccessDenied::Withdrawn);
+            Ok(())
+        })
+    }
+
+    /// Every consent record of a customer, history included, oldest first.
+    pub fn consents(&self, customer: CustomerId) -> Result<Vec<Consent>, Error> {
+        let snapshot = self.snapshot(customer)?;
+        let mut all = snapshot.consents;
+        all.sort_by_key(|c| (c.given_at, c.id));
+        Ok(all)
+    }
+
+    // ----- the gate -----
+
+    /// Checks that `customer` has a valid record for `purpose` (consent given under the
+    /// current notice, unexpired, unwithdrawn, no objection, no restriction), writes the
+    /// decision to the audit log, and on success returns the pass that opens the purpose's
+    /// fields.
+    ///
+    /// Denials are `Err(Error::Denied(reason))`, also audited. An erased customer gives
+    /// [`Error::Erased`]. If the audit log cannot be written, the access fails.
+    pub fn authorize(&self, customer: CustomerId, purpose: &str) -> Result<AccessPass, Error> {
+        let def = self.purpose_def(purpose)?;
+        self.with_customer(customer, |entry, state| {
+            if state.erased {
+                return Err(Error::Erased(customer));
+            }
+            self.refresh_if_stale(entry, state)?;
+            let now = self.now();
+            let record = state.current.get(&def.id);
+            match decide(record, &def, state.standing(&def.id), None, now) {
+                Ok(()) => {
+                    let pass_end = now + self.pass_lifetime;
+                    let (valid_until, ends_with_consent) = match record.and_then(|r| r.expires_at) {
+                        Some(t) if t <= pass_end => (t, true),
+                        _ => (pass_end, false),
+                    };
+                    self.commit(
+                        Vec::new(),
+                        vec![Entry::new(AuditKind::AccessGranted, Some(customer)).purpose(&def.id)],
+                    )?;
+                    Ok(AccessPass {
+                        entry: entry.clone(),
+                        revocation: state.grant(&def.id),
+                        purpose: def.clone(),
+                        valid_until,
+                        ends_with_consent,
+                        namespace: self.namespace.clone(),
+                        clock: self.clock.clone(),
+                    })
+                }
+                Err(reason) => {
+                    let kind = if reason == AccessDenied::Expired {
+                        AuditKind::ConsentExpired
+                    } else {
+                        AuditKind::AccessDenied
+                    };
+                    self.commit(
+                        Vec::new(),
+                        vec![Entry::new(kind, Some(customer)).purpose(&def.id).detail(reason.code())],
+                    )?;
+                    Err(reason.into())
+                }
+            }
+        })
+    }
+
+    /// Reads a stored field through a pass: the pass must be live and its purpose must
+    /// cover the field.
+    pub fn reveal<T: DeserializeOwned + 'static>(&self, pass: &AccessPass, field: &str) -> Result<Revealed<T>, Error> {
+        let customer = pass.customer();
+        let (name, key) = pass.check(customer, field)?;
+        let stored = self
+            .store
+            .field(customer, name)?
+            .ok_or_else(|| Error::UnknownField(name.clone()))?;
+        let plaintext = key.open(&self.namespace, customer, name.as_str(), &stored.envelope)?;
+        decode(name, &plaintext)
+    }
+
+    // ----- audit -----
+
+    /// Every audit event about a customer, oldest first.
+    pub fn audit_events(&self, customer: CustomerId) -> Result<Vec<AuditEvent>, Error> {
+        Ok(self.store.audit_for(customer)?)
+    }
+
+    /// Verifies the whole audit chain: sequence numbers from 1 without gaps, every MAC, and
+    /// that the log reaches the last event this vault wrote. Any edited, dropped, inserted or
+    /// reordered event is reported as [`Error::AuditBroken`] with its sequence number.
+    pub fn verify_audit(&self) -> Result<AuditReport, Error> {
+        const PAGE: usize = 1024;
+        let (known_seq, _) = *self.audit.head.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut prev = [0u8; 32];
+        let mut expected = 1u64;
+        loop {
+            let page = self.store.audit_range(expected, PAGE)?;
+            for event in &page {
+                if event.seq != expected {
+                    return Err(Error::AuditBroken {
+                        seq: expected,
+                        problem: AuditBreak::SequenceGap,
+                    });
+                }
+                if audit::chain_mac(&self.audit.key, &prev, event) != event.mac {
+                    return Err(Error::AuditBroken {
+                        seq: event.seq,
+                        problem: AuditBreak::MacMismatch,
+                    });
+                }
+                prev = event.mac;
+                expected += 1;
+            }
+            if page.len() < PAGE {
+                break;
+            }
+        }
+        let verified = expected - 1;
+        if verified < known_seq {
+            return Err(Error::AuditBroken {
+                seq: verified + 1,
+                problem: AuditBreak::Truncated,
+            });
+        }
+        if let Some(head) = self.store.audit_head()? {
+            if head.seq != verified {
+                return Err(Error::AuditBroken {
+                    seq: verified + 1,
+                    problem: AuditBreak::SequenceGap,
+                });
+            }
+        }
+        Ok(AuditReport {
+            events_verified: verified,
+            head_mac: crate::consent::hex(&prev),
+        })
+    }
+
+    // ----- internals -----
+
+    /// Applies `writes` together with the audit events for `entries`, atomically. If
+    /// another writer appended to the log first, re-reads the head and tries again.
+    fn commit(&self, mut writes: Vec<Write>, entries: Vec<Entry>) -> Result<(), Error> {
+        let mut head = self.audit.head.lock().unwrap_or_else(PoisonError::into_inner);
+        let at = self.now();
+        let base = writes.len();
+        for _ in 0..AUDIT_RETRIES {
+            let (mut seq, mut mac) = *head;
+            for e in &entries {
+                seq += 1;
+                let mut event = AuditEvent {
+                    seq,
+                    at,
+                    kind: e.kind,
+                    customer: e.customer,
+                    purpose: e.purpose.clone(),
+                    field: e.field.clone(),
+                    detail: e.detail.clone(),
+                    mac: [0; 32],
+                };
+                event.mac = audit::chain_mac(&self.audit.key, &mac, &event);
+                mac = event.mac;
+                writes.push(Write::AppendAudit(event));
+            }
+            match self.store.apply(&writes) {
+                Ok(()) => {
+                    *head = (seq, mac);
+                    return Ok(());
+                }
+                Err(StoreError::Conflict) if !entries.is_empty() => {
+                    writes.truncate(base);
+                    *head = self.store.audit_head()?.map(|e| (e.seq, e.mac)).unwrap_or((0, [0; 32]));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(StoreError::Conflict.into())
+    }
+
+    /// The cached entry of a customer, read from the store on first touch.
+    fn entry(&self, id: CustomerId) -> Result<Arc<CustomerEntry>, Error> {
+        let mut shard = self.cache.shard(id);
+        if let Some(entry) = shard.get(&id) {
+            return Ok(entry.clone());
+        }
+        // Loaded under the shard lock, so that no change to this customer can slip between
+        // the read and the insertion (changes go through the cached entry).
+        let snapshot = self.store.customer(id)?.ok_or(Error::UnknownCustomer(id))?;
+        let key = match snapshot.record.erased_at {
+            Some(_) => None,
+            None => Some(self.unwrap_key(&snapshot)?),
+        };
+        let entry = Arc::new(CustomerEntry::new(
+            id,
+            key,
+            CustomerState::from_snapshot(&snapshot, self.now()),
+        ));
+        self.cache.make_room(&mut shard);
+        shard.insert(id, entry.clone());
+        Ok(entry)
+    }
+
+    /// Runs `change` on a customer's entry under its lock, starting again if the entry left
+    /// the cache meanwhile.
+    fn with_customer<R>(
+        &self,
+        id: CustomerId,
+        mut change: impl FnMut(&Arc<CustomerEntry>, &mut CustomerState) -> Result<R, Error>,
+    ) -> Result<R, Error> {
+        loop {
+            let entry = self.entry(id)?;
+            let mut state = entry.lock();
+            if !state.evicted {
+                return change(&entry, &mut state);
+            }
+        }
+    }
+
+    /// Re-reads consents and standing when the cache time-to-live has passed.
+    fn refresh_if_stale(&self, entry: &CustomerEntry, state: &mut CustomerState) -> Result<(), Error> {
+        let Some(ttl) = self.cache_ttl else {
+            return Ok(());
+        };
+        let now = self.now();
+        if state.loaded_at.is_some_and(|t| now < t + ttl) {
+            return Ok(());
+        }
+        let snapshot = self.store.customer(entry.id)?.ok_or(Error::UnknownCustomer(entry.id))?;
+        let fresh = CustomerState::from_snapshot(&snapshot, now);
+        if fresh.erased {
+            state.revoke_erased();
+            return Err(Error::Erased(entry.id));
+        }
+        if fresh.restricted && !state.restricted {
+            state.revoke_all(AccessDenied::Restricted);
+        }
+        for (purpose, record) in &fresh.current {
+            let changed = state.current.get(purpose).is_none_or(|old| old != record);
+            if changed && (record.withdrawn_at.is_some() || record.superseded_by.is_some()) {
+                state.revoke(purpose, AccessDenied::Withdrawn);
+            }
+        }
+        for purpose in fresh.objections.keys() {
+            if !state.objections.contains_key(purpose) {
+                state.revoke(purpose, AccessDenied::Objected);
+            }
+        }
+        state.restricted = fresh.restricted;
+        state.current = fresh.current;
+        state.objections = fresh.objections;
+        state.loaded_at = Some(now);
+        Ok(())
+    }
+
+    fn snapshot(&self, customer: CustomerId) -> Result<CustomerSnapshot, Error> {
+        self.store.customer(customer)?.ok_or(Error::UnknownCustomer(customer))
+    }
+
+    /// Unwraps the customer's newest data key with the master key its envelope names.
+    fn unwrap_key(&self, snapshot: &CustomerSnapshot) -> Result<DataKey, Error> {
+        let wrapped = snapshot
+            .keys
+            .iter()
+            .max_by_key(|k| k.version)
+            .ok_or_else(|| StoreError::Corrupt("a customer has no data key".into()))?;
+        let kek_id = WrappedKeyEnvelope::parse(&wrapped.wrapped)?.kek_id;
+        let kek = std::iter::once(&self.master)
+            .chain(&self.previous)
+            .find(|k| k.id() == kek_id)
+            .ok_or(Error::Crypto)?;
+        DataKey::unwrap(
+            kek,
+            &self.namespace,
+            snapshot.record.id,
+            wrapped.version,
+            &wrapped.wrapped,
+        )
+    }
+}
+
+/// The data key of a customer that was not erased.
+fn live_key<'a>(entry: &'a CustomerEntry, state: &CustomerState) -> Result<&'a DataKey, Error> {
+    match (&entry.key, state.erased) {
+        (Some(key), false) => Ok(key),
+        _ => Err(Error::Erased(entry.id)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn the_vault_and_passes_cross_threads() {
+        assert_send_sync::<Vault>();
+        assert_send_sync::<AccessPass>();
+    }
+}
