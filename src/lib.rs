@@ -23,6 +23,6 @@ pub use ids::{ConsentId, CustomerId, FieldName, PurposeId};
 pub use purpose::{LawfulBasis, Purpose};
 pub use store::{MemoryStore, Store, StoreError};
 pub use vault::{
-    DEFAULT_CACHE_CAPACITY, DEFAULT_MAX_VALUE_LEN, DEFAULT_PASS_LIFETIME, ErasureReceipt, SubjectExport, SweepReport,
-    Vault, VaultBuilder,
+    AuditBatching, DEFAULT_CACHE_CAPACITY, DEFAULT_MAX_VALUE_LEN, DEFAULT_PASS_LIFETIME, ErasureReceipt, SubjectExport,
+    SweepReport, Vault, VaultBuilder,
 };

@@ -1,15 +1,17 @@
 //! The vault: the one entry point that holds the keys and enforces the gate.
 
 pub(crate) mod cache;
+mod journal;
 mod rights;
+
+pub use journal::AuditBatching;
 
 pub use rights::{ErasureReceipt, SubjectExport, SweepReport};
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use chrono::{DateTime, Duration, SubsecRound, Utc};
-use ring::hmac;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -23,6 +25,7 @@ use crate::ids::{ConsentId, CustomerId, FieldName, PurposeId};
 use crate::purpose::{Purpose, PurposeDef};
 use crate::store::{CustomerRecord, CustomerSnapshot, Store, StoreError, WrappedKey, Write};
 use cache::{Cache, CustomerEntry, CustomerState};
+use journal::Journal;
 
 /// Default lifetime of an [`AccessPass`]: short, so that a pass is a request's capability and
 /// not a standing permission.
@@ -57,6 +60,7 @@ pub struct VaultBuilder {
     cache_capacity: usize,
     cache_ttl: Option<Duration>,
     max_value_len: usize,
+    audit_batching: Option<AuditBatching>,
 }
 
 impl std::fmt::Debug for VaultBuilder {
@@ -129,6 +133,23 @@ impl VaultBuilder {
         self
     }
 
+    /// Group commit of access events (grants and denials), for durable stores on a hot path.
+    ///
+    /// By default every access event is in the store before `authorize` returns. With
+    /// batching, access events are queued in memory, in chain order, and written in one
+    /// transaction with the next change, or once `max_events` are waiting, or when a call finds
+    /// the oldest waiting longer than `max_delay`; reading the log, [`Vault::flush_audit`] and
+    /// dropping the vault write them too. Changes (consents, fields, rights) are never queued.
+    /// The price: if the process dies, at most one batch of access events is lost. If a write
+    /// fails, the access that triggered it fails (fail closed) and the queue is kept.
+    pub fn audit_batching(mut self, max_events: usize, max_delay: std::time::Duration) -> Self {
+        self.audit_batching = Some(AuditBatching {
+            max_events: max_events.max(1),
+            max_delay,
+        });
+        self
+    }
+
     /// Checks the configuration, reads the purposes and the audit head from the store.
     pub fn build(self) -> Result<Vault, Error> {
         let mut keys = self.master_keys.into_iter();
@@ -151,7 +172,7 @@ impl VaultBuilder {
             purposes.insert(def.id.clone(), Arc::new(def));
         }
         let audit_key = master.derive_hmac_key("audit", namespace.as_str());
-        let head = store.audit_head()?.map(|e| (e.seq, e.mac)).unwrap_or((0, [0; 32]));
+        let head = store.audit_head()?;
         Ok(Vault {
             store,
             master,
@@ -160,22 +181,12 @@ impl VaultBuilder {
             clock: self.clock,
             purposes: RwLock::new(purposes),
             cache: Cache::new(self.cache_capacity),
-            audit: Auditor {
-                key: audit_key,
-                head: Mutex::new(head),
-            },
+            journal: Journal::new(audit_key, head, self.audit_batching),
             pass_lifetime: self.pass_lifetime,
             cache_ttl: self.cache_ttl,
             max_value_len: self.max_value_len,
         })
     }
-}
-
-/// Appends audit events in one chain, together with the changes they record.
-struct Auditor {
-    key: hmac::Key,
-    /// Sequence number and MAC of the last event this vault knows of.
-    head: Mutex<(u64, [u8; 32])>,
 }
 
 /// The consent-gated vault of customer data.
@@ -190,7 +201,7 @@ pub struct Vault {
     clock: Arc<dyn Clock>,
     purposes: RwLock<HashMap<PurposeId, Arc<PurposeDef>>>,
     cache: Cache,
-    audit: Auditor,
+    journal: Journal,
     pass_lifetime: Duration,
     cache_ttl: Option<Duration>,
     max_value_len: usize,
@@ -206,9 +217,6 @@ impl std::fmt::Debug for Vault {
     }
 }
 
-/// How many times a change is retried when another writer appended to the audit log first.
-const AUDIT_RETRIES: usize = 16;
-
 impl Vault {
     /// Starts building a vault.
     pub fn builder() -> VaultBuilder {
@@ -221,6 +229,7 @@ impl Vault {
             cache_capacity: DEFAULT_CACHE_CAPACITY,
             cache_ttl: None,
             max_value_len: DEFAULT_MAX_VALUE_LEN,
+            audit_batching: None,
         }
     }
 
@@ -491,9 +500,10 @@ impl Vault {
                         Some(t) if t <= pass_end => (t, true),
                         _ => (pass_end, false),
                     };
-                    self.commit(
-                        Vec::new(),
+                    self.journal.record(
+                        self.store.as_ref(),
                         vec![Entry::new(AuditKind::AccessGranted, Some(customer)).purpose(&def.id)],
+                        now,
                     )?;
                     Ok(AccessPass {
                         entry: entry.clone(),
@@ -511,9 +521,10 @@ impl Vault {
                     } else {
                         AuditKind::AccessDenied
                     };
-                    self.commit(
-                        Vec::new(),
+                    self.journal.record(
+                        self.store.as_ref(),
                         vec![Entry::new(kind, Some(customer)).purpose(&def.id).detail(reason.code())],
+                        now,
                     )?;
                     Err(reason.into())
                 }
@@ -538,7 +549,14 @@ impl Vault {
 
     /// Every audit event about a customer, oldest first.
     pub fn audit_events(&self, customer: CustomerId) -> Result<Vec<AuditEvent>, Error> {
+        self.flush_audit()?;
         Ok(self.store.audit_for(customer)?)
+    }
+
+    /// Writes the access events waiting under [`AuditBatching`] now (a no-op without
+    /// batching). Reading the log, and dropping the vault, flush too.
+    pub fn flush_audit(&self) -> Result<(), Error> {
+        self.journal.flush(self.store.as_ref(), self.now())
     }
 
     /// Verifies the whole audit chain: sequence numbers from 1 without gaps, every MAC, and
@@ -546,7 +564,8 @@ impl Vault {
     /// reordered event is reported as [`Error::AuditBroken`] with its sequence number.
     pub fn verify_audit(&self) -> Result<AuditReport, Error> {
         const PAGE: usize = 1024;
-        let (known_seq, _) = *self.audit.head.lock().unwrap_or_else(PoisonError::into_inner);
+        self.flush_audit()?;
+        let known_seq = self.journal.written_seq();
         let mut prev = [0u8; 32];
         let mut expected = 1u64;
         loop {
@@ -558,7 +577,7 @@ impl Vault {
                         problem: AuditBreak::SequenceGap,
                     });
                 }
-                if audit::chain_mac(&self.audit.key, &prev, event) != event.mac {
+                if audit::chain_mac(self.journal.key(), &prev, event) != event.mac {
                     return Err(Error::AuditBroken {
                         seq: event.seq,
                         problem: AuditBreak::MacMismatch,
@@ -594,43 +613,9 @@ impl Vault {
 
     // ----- internals -----
 
-    /// Applies `writes` together with the audit events for `entries`, atomically. If
-    /// another writer appended to the log first, re-reads the head and tries again.
-    fn commit(&self, mut writes: Vec<Write>, entries: Vec<Entry>) -> Result<(), Error> {
-        let mut head = self.audit.head.lock().unwrap_or_else(PoisonError::into_inner);
-        let at = self.now();
-        let base = writes.len();
-        for _ in 0..AUDIT_RETRIES {
-            let (mut seq, mut mac) = *head;
-            for e in &entries {
-                seq += 1;
-                let mut event = AuditEvent {
-                    seq,
-                    at,
-                    kind: e.kind,
-                    customer: e.customer,
-                    purpose: e.purpose.clone(),
-                    field: e.field.clone(),
-                    detail: e.detail.clone(),
-                    mac: [0; 32],
-                };
-                event.mac = audit::chain_mac(&self.audit.key, &mac, &event);
-                mac = event.mac;
-                writes.push(Write::AppendAudit(event));
-            }
-            match self.store.apply(&writes) {
-                Ok(()) => {
-                    *head = (seq, mac);
-                    return Ok(());
-                }
-                Err(StoreError::Conflict) if !entries.is_empty() => {
-                    writes.truncate(base);
-                    *head = self.store.audit_head()?.map(|e| (e.seq, e.mac)).unwrap_or((0, [0; 32]));
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(StoreError::Conflict.into())
+    /// Applies `writes` together with the audit events for `entries`, atomically.
+    fn commit(&self, writes: Vec<Write>, entries: Vec<Entry>) -> Result<(), Error> {
+        self.journal.commit(self.store.as_ref(), writes, entries, self.now())
     }
 
     /// The cached entry of a customer, read from the store on first touch.
@@ -734,6 +719,14 @@ impl Vault {
     }
 }
 
+impl Drop for Vault {
+    /// Writes the access events still queued under [`AuditBatching`] (best effort: call
+    /// [`Vault::flush_audit`] to see an error).
+    fn drop(&mut self) {
+        let _ = self.flush_audit();
+    }
+}
+
 /// The data key of a customer that was not erased.
 fn live_key<'a>(entry: &'a CustomerEntry, state: &CustomerState) -> Result<&'a DataKey, Error> {
     match (&entry.key, state.erased) {
@@ -745,6 +738,70 @@ fn live_key<'a>(entry: &'a CustomerEntry, state: &CustomerState) -> Result<&'a D
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{Evidence, LawfulBasis, MemoryStore};
+
+    fn batched_vault(store: Arc<MemoryStore>, max_events: usize) -> Vault {
+        let vault = Vault::builder()
+            .master_key(MasterKey::from_bytes([3; 32]))
+            .store(store)
+            .audit_batching(max_events, std::time::Duration::from_secs(3600))
+            .build()
+            .unwrap();
+        vault
+            .define_purpose(Purpose::new("p", LawfulBasis::Consent).fields(["email"]))
+            .unwrap();
+        vault
+    }
+
+    fn stored_kinds(store: &MemoryStore) -> Vec<AuditKind> {
+        store
+            .audit_range(1, usize::MAX)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect()
+    }
+
+    #[test]
+    fn batched_access_events_wait_for_the_batch_and_keep_chain_order() {
+        let store = Arc::new(MemoryStore::new());
+        let vault = batched_vault(store.clone(), 3);
+        let c = vault.create_customer().unwrap();
+        vault.give_consent(c, "p", Evidence::new("t")).unwrap();
+        let before = stored_kinds(&store).len();
+        vault.authorize(c, "p").unwrap();
+        assert!(vault.authorize(CustomerId::new(), "p").is_err());
+        assert_eq!(
+            stored_kinds(&store).len(),
+            before,
+            "the grant is still queued (the unknown customer was refused before any decision)"
+        );
+        // A change writes the queue first, in one batch with itself.
+        vault.withdraw_consent(c, "p").unwrap();
+        let kinds = stored_kinds(&store);
+        assert_eq!(kinds[before..], [AuditKind::AccessGranted, AuditKind::ConsentWithdrawn]);
+        for _ in 0..3 {
+            assert!(vault.authorize(c, "p").is_err());
+        }
+        assert_eq!(
+            stored_kinds(&store).len(),
+            before + 2 + 3,
+            "the third denial filled the batch"
+        );
+        assert_eq!(vault.verify_audit().unwrap().events_verified, (before + 5) as u64);
+    }
+
+    #[test]
+    fn dropping_a_batching_vault_writes_its_queue() {
+        let store = Arc::new(MemoryStore::new());
+        let vault = batched_vault(store.clone(), 100);
+        let c = vault.create_customer().unwrap();
+        assert!(vault.authorize(c, "p").is_err());
+        let before = stored_kinds(&store).len();
+        drop(vault);
+        assert_eq!(stored_kinds(&store).len(), before + 1);
+        assert_eq!(stored_kinds(&store).last(), Some(&AuditKind::AccessDenied));
+    }
 
     fn assert_send_sync<T: Send + Sync>() {}
 
