@@ -54,8 +54,10 @@ impl CustomerState {
     pub(crate) fn from_snapshot(snapshot: &CustomerSnapshot, now: DateTime<Utc>) -> Self {
         let mut current: HashMap<PurposeId, Consent> = HashMap::new();
         for c in &snapshot.consents {
+            // Ties on `given_at` (two records within one microsecond) go to the later id:
+            // consent ids are time-ordered (UUID v7, monotonic within a process).
             let newer = current.get(&c.purpose).is_none_or(|old| {
-                (c.superseded_by.is_none(), c.given_at) > (old.superseded_by.is_none(), old.given_at)
+                (c.superseded_by.is_none(), c.given_at, c.id) > (old.superseded_by.is_none(), old.given_at, old.id)
             });
             if newer {
                 current.insert(c.purpose.clone(), c.clone());

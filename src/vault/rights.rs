@@ -243,7 +243,7 @@ impl Vault {
                             .consents
                             .iter()
                             .filter(|c| c.purpose.as_str() == p.id())
-                            .max_by_key(|c| c.given_at);
+                            .max_by_key(|c| (c.given_at, c.id));
                         let window_start = match latest {
                             None => stored.written_at,
                             Some(c) => match (c.withdrawn_at, c.expires_at) {
