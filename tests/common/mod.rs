@@ -42,17 +42,18 @@ macro_rules! backend_tests {
             memory => crate::common::memory,
         );
     };
-    (@backends [$($test:ident),*] $($backend:ident => $make:path,)*) => {
-        $(
-            mod $backend {
-                $(
-                    #[test]
-                    fn $test() {
-                        super::$test($make);
-                    }
-                )*
-            }
-        )*
+    (@backends $tests:tt $($backend:ident => $make:path,)*) => {
+        $( $crate::backend_tests!(@one $backend $make $tests); )*
+    };
+    (@one $backend:ident $make:path [$($test:ident),*]) => {
+        mod $backend {
+            $(
+                #[test]
+                fn $test() {
+                    super::$test($make);
+                }
+            )*
+        }
     };
 }
 
