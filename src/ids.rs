@@ -19,9 +19,16 @@ use crate::error::Error;
 /// let parsed: egard::CustomerId = id.to_string().parse().unwrap();
 /// assert_eq!(id, parsed);
 /// ```
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct CustomerId(Uuid);
+
+impl<'de> Deserialize<'de> for CustomerId {
+    /// Validates like [`CustomerId::from_uuid`]: a UUID of another version is refused.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Self::from_uuid(Uuid::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
 
 impl CustomerId {
     /// A new, time-ordered (v7) identifier.
@@ -259,6 +266,14 @@ mod tests {
         assert!(CustomerId::from_uuid(v4).is_ok());
         assert!(CustomerId::from_uuid(Uuid::nil()).is_err());
         assert!("not-a-uuid".parse::<CustomerId>().is_err());
+    }
+
+    #[test]
+    fn customer_ids_deserialize_with_validation() {
+        let id = CustomerId::new();
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(serde_json::from_str::<CustomerId>(&json).unwrap(), id);
+        assert!(serde_json::from_str::<CustomerId>(&format!("\"{}\"", Uuid::nil())).is_err());
     }
 
     #[test]

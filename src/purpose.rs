@@ -40,6 +40,9 @@ impl LawfulBasis {
     }
 }
 
+/// The longest consent lifetime or retention period accepted: 1,000 years.
+pub(crate) const MAX_PERIOD: Duration = Duration::days(365_250);
+
 /// Why data is processed: the definition a customer's consent (or other basis) refers to.
 ///
 /// Built with an infallible builder; [`Vault::define_purpose`] validates it.
@@ -197,10 +200,17 @@ impl Purpose {
         if self.notice_version == 0 {
             return Err(Error::Invalid("notice versions start at 1"));
         }
-        if self.consent_lifetime.is_some_and(|d| d <= Duration::zero())
-            || self.retention.is_some_and(|d| d < Duration::zero())
+        // The upper bound keeps every `time + period` the vault computes far from the end of
+        // chrono's range (year 262,143), where the addition would panic.
+        let too_long = |d: Duration| d > MAX_PERIOD;
+        if self
+            .consent_lifetime
+            .is_some_and(|d| d <= Duration::zero() || too_long(d))
+            || self.retention.is_some_and(|d| d < Duration::zero() || too_long(d))
         {
-            return Err(Error::Invalid("lifetimes and retention periods must be positive"));
+            return Err(Error::Invalid(
+                "lifetimes and retention periods must be positive and at most 1,000 years",
+            ));
         }
         Ok(PurposeDef {
             id,
@@ -289,6 +299,13 @@ mod tests {
                 .validate()
                 .is_err()
         );
+        for long in [MAX_PERIOD + Duration::seconds(1), Duration::MAX] {
+            let p = Purpose::new("ok", LawfulBasis::Consent).fields(["a"]);
+            assert!(p.clone().consent_lifetime(long).validate().is_err());
+            assert!(p.retention(long).validate().is_err());
+        }
+        let p = Purpose::new("ok", LawfulBasis::Consent).fields(["a"]);
+        assert!(p.consent_lifetime(MAX_PERIOD).retention(MAX_PERIOD).validate().is_ok());
     }
 
     #[test]

@@ -22,7 +22,7 @@ use crate::crypto::{DataKey, MasterKey, WrappedKeyEnvelope};
 use crate::error::{AccessDenied, Error};
 use crate::gate::{AccessPass, Revealed, Sealed, decode, encode};
 use crate::ids::{ConsentId, CustomerId, FieldName, PurposeId};
-use crate::purpose::{Purpose, PurposeDef};
+use crate::purpose::{MAX_PERIOD, Purpose, PurposeDef};
 use crate::store::{CustomerRecord, CustomerSnapshot, Store, StoreError, WrappedKey, Write};
 use cache::{Cache, CustomerEntry, CustomerState};
 use journal::Journal;
@@ -161,8 +161,14 @@ impl VaultBuilder {
         let store = self.store.ok_or(Error::Config("a store is required"))?;
         let namespace = FieldName::new(&self.namespace)
             .map_err(|_| Error::Config("namespace: 1 to 64 characters of a-z, 0-9, '.', '_' or '-'"))?;
-        if self.pass_lifetime <= Duration::zero() {
-            return Err(Error::Config("the pass lifetime must be positive"));
+        // Bounded like a purpose's periods, so that `now + lifetime` cannot overflow.
+        if self.pass_lifetime <= Duration::zero() || self.pass_lifetime > MAX_PERIOD {
+            return Err(Error::Config(
+                "the pass lifetime must be positive and at most 1,000 years",
+            ));
+        }
+        if self.cache_ttl.is_some_and(|ttl| ttl > MAX_PERIOD) {
+            return Err(Error::Config("the cache time-to-live must be at most 1,000 years"));
         }
         let mut purposes = HashMap::new();
         for p in store.purposes()? {
