@@ -217,8 +217,9 @@ impl Vault {
 
     /// Storage limitation (Art. 5(1)(e)): deletes every stored field that no purpose still
     /// needs. A purpose needs a field it covers while the customer's record for it is live,
-    /// and for its retention period after the record ended (or, if the customer never gave
-    /// one, after the field was written). The moment the period ends, the field goes.
+    /// and for its retention period after the record ended (by expiry, withdrawal or
+    /// objection; or, if the customer never gave one, after the field was written). The
+    /// moment the period ends, the field goes. A restricted customer's fields are kept.
     pub fn sweep_retention(&self) -> Result<SweepReport, Error> {
         let now = self.now();
         let purposes = self.purposes();
@@ -228,7 +229,9 @@ impl Vault {
             let Some(snapshot) = self.store.customer(customer)? else {
                 continue;
             };
-            if snapshot.record.erased_at.is_some() {
+            // A restricted customer's data stays stored (Art. 18(1)(b), (c): restriction is
+            // what a customer asks for instead of deletion).
+            if snapshot.record.erased_at.is_some() || snapshot.record.restricted {
                 continue;
             }
             let mut writes = Vec::new();
@@ -244,13 +247,24 @@ impl Vault {
                             .iter()
                             .filter(|c| c.purpose.as_str() == p.id())
                             .max_by_key(|c| (c.given_at, c.id));
+                        // An objection ends the records given before it (all of them, for
+                        // direct marketing), as a withdrawal does.
+                        let objected = snapshot
+                            .objections
+                            .iter()
+                            .filter(|o| o.purpose.as_str() == p.id())
+                            .map(|o| o.at)
+                            .max();
                         let window_start = match latest {
                             None => stored.written_at,
-                            Some(c) => match (c.withdrawn_at, c.expires_at) {
-                                (Some(w), _) => w,
-                                (None, Some(e)) if e <= now => e,
-                                _ => return true,
-                            },
+                            Some(c) => {
+                                let objection = objected.filter(|&o| p.is_direct_marketing() || c.given_at <= o);
+                                let ended = [c.withdrawn_at, objection, c.expires_at.filter(|&e| e <= now)];
+                                match ended.into_iter().flatten().min() {
+                                    Some(end) => end,
+                                    None => return true,
+                                }
+                            }
                         };
                         now < window_start + retention
                     });
