@@ -1,1 +1,221 @@
+//! Unit tests of the crypto internals: envelope layout, associated-data binding, key wrapping,
+//! key derivation, and the one opaque error.
 
+use super::envelope::{self, HEADER_LEN, WRAPPED_LEN};
+use super::*;
+
+const NS: &str = "egard";
+
+fn kek() -> MasterKey {
+    MasterKey::from_bytes([7; 32])
+}
+
+fn customer() -> CustomerId {
+    CustomerId::new()
+}
+
+fn data_key(version: u32) -> (DataKey, Vec<u8>, CustomerId) {
+    let c = customer();
+    let (key, wrapped) = DataKey::generate(&kek(), NS, c, version).unwrap();
+    (key, wrapped, c)
+}
+
+fn is_crypto<T>(r: Result<T, Error>) -> bool {
+    matches!(r, Err(Error::Crypto))
+}
+
+// ----- field envelopes -----
+
+#[test]
+fn seal_then_open_round_trips_any_length() {
+    let (key, _, c) = data_key(1);
+    for len in [0usize, 1, 15, 16, 17, 1000] {
+        let plaintext: Vec<u8> = (0..len).map(|i| i as u8).collect();
+        let env = key.seal(NS, c, "email", &plaintext).unwrap();
+        assert_eq!(env.len(), ENVELOPE_OVERHEAD + len);
+        assert_eq!(&*key.open(NS, c, "email", &env).unwrap(), &plaintext[..]);
+    }
+}
+
+#[test]
+fn the_header_names_format_algorithm_and_key_version() {
+    let (key, _, c) = data_key(0x0102_0304);
+    let env = key.seal(NS, c, "email", b"x").unwrap();
+    assert_eq!(&env[..HEADER_LEN], &[FORMAT_V1, ALG_AES_256_GCM, 1, 2, 3, 4]);
+    let parsed = FieldEnvelope::parse(&env).unwrap();
+    assert_eq!(parsed.dek_version, 0x0102_0304);
+    assert_eq!(parsed.header, &env[..HEADER_LEN]);
+    assert_eq!(&parsed.nonce[..], &env[HEADER_LEN..HEADER_LEN + NONCE_LEN]);
+    assert_eq!(parsed.sealed.len(), 1 + 16);
+}
+
+#[test]
+fn every_seal_uses_a_fresh_nonce() {
+    let (key, _, c) = data_key(1);
+    let nonces: std::collections::HashSet<Vec<u8>> = (0..200)
+        .map(|_| key.seal(NS, c, "email", b"same").unwrap()[HEADER_LEN..HEADER_LEN + NONCE_LEN].to_vec())
+        .collect();
+    assert_eq!(nonces.len(), 200);
+}
+
+#[test]
+fn the_associated_data_binds_namespace_customer_field_and_header() {
+    let (key, _, c) = data_key(1);
+    let env = key.seal(NS, c, "email", b"secret").unwrap();
+    assert!(key.open(NS, c, "email", &env).is_ok());
+    assert!(is_crypto(key.open("other", c, "email", &env)));
+    assert!(is_crypto(key.open(NS, customer(), "email", &env)));
+    assert!(is_crypto(key.open(NS, c, "phone", &env)));
+    assert!(is_crypto(key.open(NS, c, "", &env)));
+    // Length prefixes: moving a byte between namespace and field changes the AAD.
+    let env = key.seal("ab", c, "cd", b"secret").unwrap();
+    assert!(is_crypto(key.open("a", c, "bcd", &env)));
+    assert!(is_crypto(key.open("abc", c, "d", &env)));
+}
+
+#[test]
+fn a_version_mismatch_is_refused_before_decrypting() {
+    let (key, _, c) = data_key(1);
+    let mut env = key.seal(NS, c, "email", b"secret").unwrap();
+    env[5] = 2;
+    assert!(is_crypto(key.open(NS, c, "email", &env)));
+}
+
+#[test]
+fn every_single_bit_flip_fails_with_the_one_opaque_error() {
+    let (key, _, c) = data_key(1);
+    let env = key.seal(NS, c, "email", b"\"CANARY-7f3a9\"").unwrap();
+    for i in 0..env.len() {
+        for bit in 0..8 {
+            let mut m = env.clone();
+            m[i] ^= 1 << bit;
+            assert!(is_crypto(key.open(NS, c, "email", &m)), "bit {bit} of byte {i}");
+        }
+    }
+    for len in 0..env.len() {
+        assert!(is_crypto(key.open(NS, c, "email", &env[..len])), "truncated to {len}");
+    }
+}
+
+#[test]
+fn another_data_key_cannot_open() {
+    let (a, _, c) = data_key(1);
+    let (b, _) = DataKey::generate(&kek(), NS, c, 1).unwrap();
+    let env = a.seal(NS, c, "email", b"secret").unwrap();
+    assert!(is_crypto(b.open(NS, c, "email", &env)));
+}
+
+// ----- wrapped data keys -----
+
+#[test]
+fn a_wrapped_key_unwraps_to_the_same_key() {
+    let (key, wrapped, c) = data_key(3);
+    assert_eq!(wrapped.len(), WRAPPED_LEN);
+    assert_eq!(&wrapped[..HEADER_LEN], &envelope::wrapped_header(1));
+    let unwrapped = DataKey::unwrap(&kek(), NS, c, 3, &wrapped).unwrap();
+    assert_eq!(unwrapped.version(), 3);
+    let env = key.seal(NS, c, "email", b"secret").unwrap();
+    assert_eq!(&*unwrapped.open(NS, c, "email", &env).unwrap(), b"secret");
+    // Two wraps of the same key differ (fresh nonce).
+    let raw = [9u8; 32];
+    assert_ne!(kek().wrap(NS, c, 1, &raw).unwrap(), kek().wrap(NS, c, 1, &raw).unwrap());
+}
+
+#[test]
+fn a_wrapped_key_is_bound_to_its_customer_version_namespace_and_master_key() {
+    let (_, wrapped, c) = data_key(1);
+    assert!(DataKey::unwrap(&kek(), NS, c, 1, &wrapped).is_ok());
+    assert!(is_crypto(DataKey::unwrap(&kek(), NS, customer(), 1, &wrapped)));
+    assert!(is_crypto(DataKey::unwrap(&kek(), NS, c, 2, &wrapped)));
+    assert!(is_crypto(DataKey::unwrap(&kek(), "other", c, 1, &wrapped)));
+    assert!(is_crypto(DataKey::unwrap(
+        &MasterKey::from_bytes([8; 32]),
+        NS,
+        c,
+        1,
+        &wrapped
+    )));
+    // The right bytes under another id are not even tried.
+    assert!(is_crypto(DataKey::unwrap(&kek().with_id(2), NS, c, 1, &wrapped)));
+    // Nor is the header's key id changed to match.
+    let mut relabelled = wrapped.clone();
+    relabelled[5] = 2;
+    assert!(is_crypto(DataKey::unwrap(&kek().with_id(2), NS, c, 1, &relabelled)));
+    for i in 0..wrapped.len() {
+        let mut m = wrapped.clone();
+        m[i] ^= 0x80;
+        assert!(is_crypto(DataKey::unwrap(&kek(), NS, c, 1, &m)), "byte {i}");
+    }
+}
+
+#[test]
+fn only_32_byte_keys_unwrap() {
+    let c = customer();
+    // A 16-byte key wraps to a shorter envelope, which the exact-length parse refuses.
+    let short = kek().wrap(NS, c, 1, &[1u8; 16]).unwrap();
+    assert_eq!(short.len(), WRAPPED_LEN - 16);
+    assert!(is_crypto(kek().unwrap(NS, c, 1, &short)));
+}
+
+// ----- associated data buffer -----
+
+#[test]
+fn aad_parts_are_length_prefixed() {
+    let mut a = AadBuf::new(&[1, 2]);
+    a.part(b"ab").part(b"c");
+    let mut b = AadBuf::new(&[1, 2]);
+    b.part(b"a").part(b"bc");
+    assert_ne!(a.aad().as_ref(), b.aad().as_ref());
+    assert_eq!(a.aad().as_ref(), &[1, 2, 0, 0, 0, 2, b'a', b'b', 0, 0, 0, 1, b'c']);
+}
+
+#[test]
+fn aad_never_overflows_its_buffer() {
+    let mut a = AadBuf::new(&[0; HEADER_LEN]);
+    let long = [b'x'; 300];
+    a.part(&long).part(&long).part(&long);
+    assert_eq!(a.aad().as_ref().len(), AAD_MAX);
+    // The longest real input fits whole: header, a 64-byte namespace, a customer, a 64-byte
+    // field name.
+    let mut real = AadBuf::new(&[0; HEADER_LEN]);
+    real.part(&[b'n'; 64]).part(&[0; 16]).part(&[b'f'; 64]);
+    assert_eq!(real.aad().as_ref().len(), HEADER_LEN + 3 * 4 + 64 + 16 + 64);
+}
+
+// ----- master keys -----
+
+#[test]
+fn derived_keys_differ_by_label_and_namespace_and_master_key() {
+    let tag = |k: &MasterKey, label: &str, ns: &str| {
+        ring::hmac::sign(&k.derive_hmac_key(label, ns), b"message")
+            .as_ref()
+            .to_vec()
+    };
+    let k = kek();
+    assert_eq!(tag(&k, "audit", NS), tag(&kek(), "audit", NS), "deterministic");
+    assert_ne!(tag(&k, "audit", NS), tag(&k, "index", NS));
+    assert_ne!(tag(&k, "audit", NS), tag(&k, "audit", "other"));
+    assert_ne!(tag(&k, "audit", NS), tag(&MasterKey::from_bytes([8; 32]), "audit", NS));
+    // Different splits of the same characters between label and namespace differ.
+    assert_ne!(tag(&k, "ab", "c"), tag(&k, "a", "bc"));
+    // The id does not change the key material.
+    assert_eq!(tag(&k, "audit", NS), tag(&kek().with_id(9), "audit", NS));
+}
+
+#[test]
+fn master_keys_from_hex_match_from_bytes() {
+    let c = customer();
+    let wrapped = kek().wrap(NS, c, 1, &[5; 32]).unwrap();
+    let from_hex = MasterKey::from_hex(&"07".repeat(32)).unwrap();
+    assert!(from_hex.unwrap(NS, c, 1, &wrapped).is_ok());
+    let generated = MasterKey::generate().unwrap();
+    assert!(is_crypto(generated.unwrap(NS, c, 1, &wrapped)));
+    assert_eq!(generated.id(), 1);
+    assert_eq!(format!("{generated:?}"), "MasterKey { id: 1, .. }");
+}
+
+#[test]
+fn data_key_debug_shows_the_version_only() {
+    let (key, _, _) = data_key(4);
+    assert_eq!(format!("{key:?}"), "DataKey { version: 4, .. }");
+}
