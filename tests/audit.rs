@@ -113,7 +113,8 @@ fn events_record_what_happened_and_nothing_more(new_store: NewStore) {
 
 fn an_edited_event_is_found(new_store: NewStore) {
     let Setup { tamper, vault, .. } = setup(new_store);
-    let edits: Vec<(&str, fn(&mut AuditEvent))> = vec![
+    type Edit = fn(&mut AuditEvent);
+    let edits: Vec<(&str, Edit)> = vec![
         ("detail", |e| e.detail = "edited".into()),
         ("kind", |e| e.kind = AuditKind::Erased),
         ("time", |e| e.at += Duration::microseconds(1)),

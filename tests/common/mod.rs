@@ -34,12 +34,12 @@ pub fn memory() -> Arc<dyn Store> {
 
 /// Runs each named test function `fn(NewStore)` on every backend, as `backend::name`.
 ///
-/// To add a backend, add one line: `sqlite => crate::common::sqlite,` (a `fn() -> Arc<dyn Store>`).
+/// To add a backend, add one line: `sqlite => $crate::common::sqlite,` (a `fn() -> Arc<dyn Store>`).
 #[macro_export]
 macro_rules! backend_tests {
     ($($test:ident),* $(,)?) => {
         $crate::backend_tests!(@backends [$($test),*]
-            memory => crate::common::memory,
+            memory => $crate::common::memory,
         );
     };
     (@backends $tests:tt $($backend:ident => $make:path,)*) => {
