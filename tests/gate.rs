@@ -726,3 +726,143 @@ fn vault_and_pass_are_send_and_sync() {
     assert_send_sync::<AccessPass>();
     assert_send_sync::<Sealed<String>>();
 }
+
+// ----- a bounded cache, and several vaults on one store -----
+
+#[test]
+fn a_tiny_cache_still_reaches_every_issued_pass() {
+    let clock = ManualClock::new(t0());
+    let vault = Vault::builder()
+        .master_key(MasterKey::from_bytes(KEY))
+        .store(MemoryStore::new())
+        .clock(clock)
+        .cache_capacity(1)
+        .build()
+        .unwrap();
+    define_standard_purposes(&vault);
+    let customers: Vec<_> = (0..100)
+        .map(|_| {
+            let c = customer_with_data(&vault);
+            consent(&vault, c, "newsletter");
+            c
+        })
+        .collect();
+    let passes: Vec<AccessPass> = customers
+        .iter()
+        .map(|&c| vault.authorize(c, "newsletter").unwrap())
+        .collect();
+    // Customers without passes come and go through the cache meanwhile.
+    for _ in 0..50 {
+        let c = customer_with_data(&vault);
+        consent(&vault, c, "newsletter");
+        vault.withdraw_consent(c, "newsletter").unwrap();
+        assert_eq!(denied(vault.authorize(c, "newsletter")), AccessDenied::Withdrawn);
+    }
+    for (&c, pass) in customers.iter().zip(&passes).step_by(2) {
+        vault.withdraw_consent(c, "newsletter").unwrap();
+        assert_eq!(denied(vault.reveal::<String>(pass, "email")), AccessDenied::Withdrawn);
+    }
+    for (i, pass) in passes.iter().enumerate() {
+        let result = vault.reveal::<String>(pass, "email");
+        if i % 2 == 0 {
+            assert_eq!(denied(result), AccessDenied::Withdrawn);
+        } else {
+            assert_eq!(result.unwrap().expose(), "alice@example.com");
+        }
+    }
+    drop(passes);
+    // Reloaded from the store after eviction, every customer's state is right.
+    for (i, &c) in customers.iter().enumerate() {
+        let result = vault.authorize(c, "newsletter");
+        if i % 2 == 0 {
+            assert_eq!(denied(result), AccessDenied::Withdrawn);
+        } else {
+            assert!(result.is_ok());
+        }
+    }
+}
+
+#[test]
+fn erasure_reaches_a_pass_held_by_another_thread() {
+    let (vault, _) = vault();
+    define_standard_purposes(&vault);
+    let c = customer_with_data(&vault);
+    consent(&vault, c, "newsletter");
+    let vault = Arc::new(vault);
+    let pass = vault.authorize(c, "newsletter").unwrap();
+    let sealed: Sealed<String> = vault.seal(c, "email", &"kept@example.com".to_string()).unwrap();
+    let (ready_tx, ready_rx) = mpsc::channel::<()>();
+    let (erased_tx, erased_rx) = mpsc::channel::<()>();
+    let reader = {
+        let vault = vault.clone();
+        std::thread::spawn(move || {
+            assert!(vault.reveal::<String>(&pass, "email").is_ok());
+            assert!(sealed.open(&pass).is_ok());
+            ready_tx.send(()).unwrap();
+            erased_rx.recv().unwrap();
+            (
+                vault.reveal::<String>(&pass, "email").map(drop),
+                sealed.open(&pass).map(drop),
+            )
+        })
+    };
+    ready_rx.recv().unwrap();
+    vault.erase_customer(c).unwrap();
+    erased_tx.send(()).unwrap();
+    let (reveal, open) = reader.join().unwrap();
+    assert!(matches!(reveal, Err(Error::Erased(_))), "{reveal:?}");
+    assert!(matches!(open, Err(Error::Erased(_))), "{open:?}");
+}
+
+/// Two vaults (two processes) on one store; the second re-reads cached state after `ttl`.
+fn two_vaults(new_store: NewStore, ttl: Duration) -> (Vault, Vault, ManualClock) {
+    let store = new_store();
+    let clock = ManualClock::new(t0());
+    let a = vault_on(store.clone(), &clock);
+    define_standard_purposes(&a);
+    let b = Vault::builder()
+        .master_key(MasterKey::from_bytes(KEY))
+        .store(store)
+        .clock(clock.clone())
+        .cache_ttl(ttl)
+        .build()
+        .unwrap();
+    (a, b, clock)
+}
+
+fn changes_by_another_vault_arrive_within_the_cache_ttl(new_store: NewStore) {
+    let ttl = Duration::seconds(10);
+    let (a, b, clock) = two_vaults(new_store, ttl);
+    let w = customer_with_data(&a);
+    let r = customer_with_data(&a);
+    let e = customer_with_data(&a);
+    for c in [w, r, e] {
+        consent(&a, c, "newsletter");
+    }
+    let passes: Vec<AccessPass> = [w, r, e]
+        .iter()
+        .map(|&c| b.authorize(c, "newsletter").unwrap())
+        .collect();
+    a.withdraw_consent(w, "newsletter").unwrap();
+    a.restrict(r).unwrap();
+    a.erase_customer(e).unwrap();
+    // Within the time-to-live, b still uses what it cached (the documented contract)...
+    clock.advance(ttl - Duration::microseconds(1));
+    assert!(b.authorize(w, "newsletter").is_ok());
+    // ...and after it, re-reads: new passes and old ones are refused.
+    clock.advance(Duration::microseconds(1));
+    assert_eq!(denied(b.authorize(w, "newsletter")), AccessDenied::Withdrawn);
+    assert_eq!(denied(b.reveal::<String>(&passes[0], "email")), AccessDenied::Withdrawn);
+    assert_eq!(denied(b.authorize(r, "newsletter")), AccessDenied::Restricted);
+    assert_eq!(
+        denied(b.reveal::<String>(&passes[1], "email")),
+        AccessDenied::Restricted
+    );
+    assert!(matches!(b.authorize(e, "newsletter"), Err(Error::Erased(_))));
+    assert!(matches!(b.reveal::<String>(&passes[2], "email"), Err(Error::Erased(_))));
+    // b can take a new consent itself, and it opens at once.
+    consent(&b, w, "newsletter");
+    assert!(b.authorize(w, "newsletter").is_ok());
+}
+
+backend_tests!(changes_by_another_vault_arrive_within_the_cache_ttl);
