@@ -14,8 +14,8 @@ use common::*;
 use egard::crypto::{FieldEnvelope, WrappedKeyEnvelope};
 use egard::store::Write;
 use egard::{
-    AccessDenied, ConsentState, CustomerId, Error, Evidence, FieldName, LawfulBasis, ManualClock, MasterKey,
-    MemoryStore, Purpose, PurposeId, Revealed, Sealed, Store, StoreError, SystemClock, Vault,
+    AccessDenied, AuditBreak, ConsentState, CustomerId, Error, Evidence, FieldName, LawfulBasis, ManualClock,
+    MasterKey, MemoryStore, Purpose, PurposeId, Revealed, Sealed, Store, StoreError, SystemClock, Vault,
 };
 
 /// Master key bytes with the canary inside.
@@ -195,8 +195,11 @@ fn debug_of_every_public_type_hides_the_canary() {
     clean("SystemClock", &SystemClock);
 
     // Store-level types, as a backend sees them.
+    vault.object(c, "fraud").unwrap();
     let snapshot = w.store.customer(c).unwrap().unwrap();
     clean("CustomerSnapshot", &snapshot);
+    assert_eq!(snapshot.objections.len(), 1);
+    clean("Objection", &snapshot.objections[0]);
     clean("CustomerRecord", &snapshot.record);
     for key in &snapshot.keys {
         clean("WrappedKey", key);
@@ -217,7 +220,6 @@ fn debug_of_every_public_type_hides_the_canary() {
     }
 
     // The audit trail, in every form.
-    vault.object(c, "fraud").unwrap();
     vault.restrict(c).unwrap();
     vault.lift_restriction(c).unwrap();
     let _ = vault.authorize(c, "shipping");
@@ -230,6 +232,9 @@ fn debug_of_every_public_type_hides_the_canary() {
     }
     let report = vault.verify_audit().unwrap();
     clean("AuditReport", &report);
+    for b in [AuditBreak::MacMismatch, AuditBreak::SequenceGap, AuditBreak::Truncated] {
+        clean_both("AuditBreak", &b);
+    }
 
     // Rights.
     let export = vault.export_customer(c).unwrap();
