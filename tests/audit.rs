@@ -355,7 +355,42 @@ fn many_threads_append_one_unbroken_chain(new_store: NewStore) {
     assert_eq!(whole_log(&*store).len(), 162);
 }
 
+fn batched_access_events_fail_closed_when_written(new_store: NewStore) {
+    let tamper = TamperStore::new(new_store());
+    let clock = ManualClock::new(t0());
+    let vault = Vault::builder()
+        .master_key(egard::MasterKey::from_bytes(KEY))
+        .store(tamper.clone())
+        .clock(clock.clone())
+        .audit_batching(3, std::time::Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    define_standard_purposes(&vault);
+    let c = customer_with_data(&vault);
+    consent(&vault, c, "shipping");
+    let before = tamper.real_log().len();
+    vault.authorize(c, "shipping").unwrap();
+    assert_eq!(denied(vault.authorize(c, "newsletter")), AccessDenied::NoConsent);
+    assert_eq!(tamper.real_log().len(), before, "two access events queued");
+    // The third fills the batch: the write fails, and so does the access.
+    tamper.fail_audit_appends(true);
+    assert!(matches!(vault.authorize(c, "shipping"), Err(Error::Storage(_))));
+    assert!(matches!(vault.set_field(c, "email", "x"), Err(Error::Storage(_))));
+    tamper.fail_audit_appends(false);
+    // The queue was kept, in order; the failed access left no event.
+    let report = vault.verify_audit().unwrap();
+    assert_eq!(report.events_verified as usize, before + 2);
+    let kinds: Vec<AuditKind> = tamper.real_log()[before..].iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, [AuditKind::AccessGranted, AuditKind::AccessDenied]);
+    // Dropping the vault writes what is queued.
+    vault.authorize(c, "shipping").unwrap();
+    drop(vault);
+    let restarted = vault_on(tamper.clone(), &clock);
+    assert_eq!(restarted.verify_audit().unwrap().events_verified as usize, before + 3);
+}
+
 backend_tests!(
+    batched_access_events_fail_closed_when_written,
     an_intact_log_verifies_and_counts_its_events,
     events_record_what_happened_and_nothing_more,
     an_edited_event_is_found,
