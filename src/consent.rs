@@ -188,6 +188,13 @@ pub(crate) fn decide(
         // Only the latest record is ever passed in; a superseded one opens nothing.
         return Err(AccessDenied::NoConsent);
     }
+    // A redefined purpose cannot turn a record into what it was not when given: a record of
+    // another lawful basis, or a plain consent for what is now special-category data.
+    if record.basis != purpose.purpose.basis()
+        || (purpose.purpose.is_special_category() && !record.evidence.is_explicit())
+    {
+        return Err(AccessDenied::NoConsent);
+    }
     if record.expires_at.is_some_and(|t| now >= t) {
         return Err(AccessDenied::Expired);
     }
@@ -271,6 +278,35 @@ mod tests {
     }
 
     #[test]
+    fn a_record_must_match_the_purpose_basis_and_special_category() {
+        let now = t0() + Duration::days(1);
+        let ok = Standing::default();
+        let contract = Consent {
+            basis: LawfulBasis::Contract,
+            ..record()
+        };
+        assert_eq!(
+            decide(Some(&contract), &purpose(), ok, None, now),
+            Err(AccessDenied::NoConsent)
+        );
+        let special = Purpose::new("news", LawfulBasis::Consent)
+            .fields(["email"])
+            .notice_version(2)
+            .special_category()
+            .validate()
+            .unwrap();
+        assert_eq!(
+            decide(Some(&record()), &special, ok, None, now),
+            Err(AccessDenied::NoConsent)
+        );
+        let explicit = Consent {
+            evidence: Evidence::new("test").explicit(),
+            ..record()
+        };
+        assert_eq!(decide(Some(&explicit), &special, ok, None, now), Ok(()));
+    }
+
+    #[test]
     fn expiry_is_exclusive_at_the_exact_instant() {
         let p = purpose();
         let r = record();
@@ -287,6 +323,7 @@ mod tests {
         let later = Consent {
             given_at: t0() + Duration::days(2),
             notice_version: 1,
+            basis: LawfulBasis::LegitimateInterests,
             ..record()
         };
         let standing = Standing {

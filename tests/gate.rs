@@ -866,3 +866,43 @@ fn changes_by_another_vault_arrive_within_the_cache_ttl(new_store: NewStore) {
 }
 
 backend_tests!(changes_by_another_vault_arrive_within_the_cache_ttl);
+
+// ----- redefinitions cannot turn an old record into something it never was -----
+
+#[test]
+fn a_purpose_turned_special_category_needs_explicit_consent_again() {
+    let (vault, _) = vault();
+    let health = || Purpose::new("health", LawfulBasis::Consent).fields(["allergies"]);
+    vault.define_purpose(health()).unwrap();
+    let c = vault.create_customer().unwrap();
+    vault.set_field(c, "allergies", "peanuts").unwrap();
+    vault.give_consent(c, "health", Evidence::new("web-form")).unwrap();
+    assert!(vault.authorize(c, "health").is_ok());
+    // Same notice version, now special category: the plain consent no longer suffices.
+    vault.define_purpose(health().special_category()).unwrap();
+    assert_eq!(denied(vault.authorize(c, "health")), AccessDenied::NoConsent);
+    vault
+        .give_consent(c, "health", Evidence::new("web-form").explicit())
+        .unwrap();
+    assert!(vault.authorize(c, "health").is_ok());
+}
+
+#[test]
+fn a_purpose_whose_lawful_basis_changed_needs_a_record_of_the_new_basis() {
+    let (vault, _) = vault();
+    let profile = |basis| Purpose::new("profile", basis).fields(["email"]);
+    vault.define_purpose(profile(LawfulBasis::Contract)).unwrap();
+    let c = vault.create_customer().unwrap();
+    vault.set_field(c, "email", "a@example.com").unwrap();
+    vault.give_consent(c, "profile", Evidence::new("contract")).unwrap();
+    assert!(vault.authorize(c, "profile").is_ok());
+    // Now based on consent: a contract record is not the customer's consent.
+    vault.define_purpose(profile(LawfulBasis::Consent)).unwrap();
+    assert_eq!(denied(vault.authorize(c, "profile")), AccessDenied::NoConsent);
+    vault.give_consent(c, "profile", Evidence::new("web-form")).unwrap();
+    assert!(vault.authorize(c, "profile").is_ok());
+    assert_eq!(
+        vault.consents(c).unwrap().iter().map(|r| r.basis).collect::<Vec<_>>(),
+        [LawfulBasis::Contract, LawfulBasis::Consent]
+    );
+}
