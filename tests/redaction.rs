@@ -170,6 +170,20 @@ fn debug_of_every_public_type_hides_the_canary() {
         .previous_master_key(MasterKey::from_bytes(canary_key_bytes()).with_id(2))
         .store(MemoryStore::new());
     clean("VaultBuilder", &builder);
+    let batched = Vault::builder()
+        .master_key(MasterKey::from_bytes(canary_key_bytes()))
+        .store(MemoryStore::new())
+        .audit_batching(8, std::time::Duration::from_millis(5));
+    clean("VaultBuilder with batching", &batched);
+    let batched = batched.build().unwrap();
+    clean("Vault with batching", &batched);
+    clean(
+        "AuditBatching",
+        &egard::AuditBatching {
+            max_events: 8,
+            max_delay: std::time::Duration::from_millis(5),
+        },
+    );
     clean("MemoryStore", &*w.memory);
     clean("AccessPass", &pass);
     clean("Sealed", &sealed);
