@@ -331,14 +331,22 @@ fn erasure_shreds_keys_and_fields_and_keeps_the_trail(new_store: NewStore) {
     consent(&vault, bystander, "newsletter");
     let pass = vault.authorize(c, "newsletter").unwrap();
     let ship = vault.authorize(c, "shipping").unwrap();
+    let bystander_pass = vault.authorize(bystander, "newsletter").unwrap();
     let kept: Sealed<String> = vault.seal(c, "email", &CANARY.to_string()).unwrap();
     let kept_json = serde_json::to_string(&kept).unwrap();
     let events_before = vault.audit_events(c).unwrap().len();
-    clock.advance(Duration::hours(3));
+    clock.advance(Duration::minutes(1));
+    // A pass already refused for another reason must report the erasure too.
+    vault.restrict(c).unwrap();
+    assert_eq!(
+        denied(vault.reveal::<String>(&ship, "address")),
+        AccessDenied::Restricted
+    );
+    vault.lift_restriction(c).unwrap();
 
     let receipt = vault.erase_customer(c).unwrap();
     assert_eq!(receipt.customer, c);
-    assert_eq!(receipt.erased_at, t0() + Duration::hours(3));
+    assert_eq!(receipt.erased_at, t0() + Duration::minutes(1));
     assert_eq!(
         receipt.fields.iter().map(FieldName::as_str).collect::<Vec<_>>(),
         ["address", "email", "first_name"]
@@ -368,7 +376,7 @@ fn erasure_shreds_keys_and_fields_and_keeps_the_trail(new_store: NewStore) {
     // In the store: no key, no field; a tombstone and the consents remain.
     let snapshot = store.customer(c).unwrap().unwrap();
     assert!(snapshot.keys.is_empty());
-    assert_eq!(snapshot.record.erased_at, Some(t0() + Duration::hours(3)));
+    assert_eq!(snapshot.record.erased_at, Some(t0() + Duration::minutes(1)));
     assert_eq!(snapshot.consents.len(), 2);
     assert!(store.fields(c).unwrap().is_empty());
 
@@ -387,6 +395,7 @@ fn erasure_shreds_keys_and_fields_and_keeps_the_trail(new_store: NewStore) {
     assert!(matches!(restarted.export_customer(c), Err(Error::Erased(_))));
 
     // The bystander is untouched.
+    assert!(vault.reveal::<String>(&bystander_pass, "email").is_ok());
     let p = vault.authorize(bystander, "newsletter").unwrap();
     assert_eq!(
         vault.reveal::<String>(&p, "email").unwrap().expose(),

@@ -40,6 +40,9 @@ pub(crate) struct CustomerState {
     pub(crate) objections: HashMap<PurposeId, DateTime<Utc>>,
     /// The flag shared by the live passes of each purpose.
     grants: HashMap<PurposeId, Arc<Revocation>>,
+    /// Flags revoked for another reason that passes still hold: an erasure must reach them
+    /// too, since it overrides every other reason.
+    revoked: Vec<Arc<Revocation>>,
 }
 
 impl CustomerState {
@@ -76,6 +79,7 @@ impl CustomerState {
             current,
             objections,
             grants: HashMap::new(),
+            revoked: Vec::new(),
         }
     }
 
@@ -99,19 +103,33 @@ impl CustomerState {
     pub(crate) fn revoke(&mut self, purpose: &PurposeId, reason: AccessDenied) {
         if let Some(flag) = self.grants.remove(purpose) {
             flag.revoke(reason);
+            self.keep_revoked(flag);
         }
     }
 
     /// Revokes every pass of this customer.
     pub(crate) fn revoke_all(&mut self, reason: AccessDenied) {
-        for (_, flag) in self.grants.drain() {
+        let flags: Vec<_> = self.grants.drain().map(|(_, flag)| flag).collect();
+        for flag in flags {
             flag.revoke(reason);
+            self.keep_revoked(flag);
+        }
+    }
+
+    /// Keeps a revoked flag while passes hold it (dropping those no pass holds any more).
+    fn keep_revoked(&mut self, flag: Arc<Revocation>) {
+        self.revoked.retain(|f| Arc::strong_count(f) > 1);
+        if Arc::strong_count(&flag) > 1 {
+            self.revoked.push(flag);
         }
     }
 
     /// Revokes every pass of this customer for good: the customer was erased.
     pub(crate) fn revoke_erased(&mut self) {
         for (_, flag) in self.grants.drain() {
+            flag.revoke_erased();
+        }
+        for flag in self.revoked.drain(..) {
             flag.revoke_erased();
         }
         self.erased = true;
