@@ -28,6 +28,8 @@ enum Op {
     Reveal(usize),
     Advance(i64),
     Restart,
+    /// A notice update of a purpose.
+    Notice(usize),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -51,6 +53,7 @@ fn op() -> impl Strategy<Value = Op> {
         ]
         .prop_map(Op::Advance),
         1 => Just(Op::Restart),
+        1 => (0..PURPOSES.len()).prop_map(Op::Notice),
     ]
 }
 
@@ -59,6 +62,7 @@ struct Record {
     given_at: DateTime<Utc>,
     expires_at: Option<DateTime<Utc>>,
     withdrawn: bool,
+    notice: u32,
 }
 
 #[derive(Debug, Default)]
@@ -75,8 +79,10 @@ struct ModelPass {
     purpose: usize,
     valid_until: DateTime<Utc>,
     ends_with_consent: bool,
-    /// The first revocation, `None` for erasure (which overrides).
+    /// The first revocation, `Err(())` for erasure (which overrides).
     revoked: Option<Result<AccessDenied, ()>>,
+    /// Whether its purpose's notice was updated since it was issued.
+    retired: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -97,32 +103,28 @@ fn outcome<T>(r: Result<T, Error>) -> Outcome {
     }
 }
 
-fn build(store: &std::sync::Arc<dyn egard::Store>, clock: &ManualClock) -> Vault {
+fn purpose(p: usize, notice: u32) -> Purpose {
+    let def = match p {
+        0 => Purpose::new("news", LawfulBasis::Consent).consent_lifetime(Duration::days(10)),
+        1 => Purpose::new("li", LawfulBasis::LegitimateInterests),
+        _ => Purpose::new("dm", LawfulBasis::LegitimateInterests).direct_marketing(),
+    };
+    def.fields(["email"]).notice_version(notice)
+}
+
+fn build(store: &std::sync::Arc<dyn egard::Store>, clock: &ManualClock, notices: &[u32]) -> Vault {
     let vault = vault_on(store.clone(), clock);
-    vault
-        .define_purpose(
-            Purpose::new("news", LawfulBasis::Consent)
-                .fields(["email"])
-                .consent_lifetime(Duration::days(10)),
-        )
-        .unwrap();
-    vault
-        .define_purpose(Purpose::new("li", LawfulBasis::LegitimateInterests).fields(["email"]))
-        .unwrap();
-    vault
-        .define_purpose(
-            Purpose::new("dm", LawfulBasis::LegitimateInterests)
-                .fields(["email"])
-                .direct_marketing(),
-        )
-        .unwrap();
+    for (p, &notice) in notices.iter().enumerate() {
+        vault.define_purpose(purpose(p, notice)).unwrap();
+    }
     vault
 }
 
 fn run(new_store: NewStore, ops: &[Op]) -> Result<(), TestCaseError> {
     let store = new_store();
     let clock = ManualClock::new(t0());
-    let mut vault = build(&store, &clock);
+    let mut notices = [1u32; PURPOSES.len()];
+    let mut vault = build(&store, &clock, &notices);
     let ids: Vec<CustomerId> = (0..CUSTOMERS)
         .map(|_| {
             let c = vault.create_customer().unwrap();
@@ -165,6 +167,7 @@ fn run(new_store: NewStore, ops: &[Op]) -> Result<(), TestCaseError> {
                             given_at: t,
                             expires_at: (p == 0).then(|| t + Duration::days(10)),
                             withdrawn: false,
+                            notice: notices[p],
                         },
                     );
                     Outcome::Ok
@@ -243,6 +246,7 @@ fn run(new_store: NewStore, ops: &[Op]) -> Result<(), TestCaseError> {
                         None => Outcome::Denied(AccessDenied::NoConsent),
                         Some(r) if r.withdrawn => Outcome::Denied(AccessDenied::Withdrawn),
                         Some(r) if r.expires_at.is_some_and(|e| t >= e) => Outcome::Denied(AccessDenied::Expired),
+                        Some(r) if r.notice < notices[p] => Outcome::Denied(AccessDenied::NoticeOutdated),
                         Some(_) => Outcome::Ok,
                     }
                 };
@@ -260,6 +264,7 @@ fn run(new_store: NewStore, ops: &[Op]) -> Result<(), TestCaseError> {
                         valid_until,
                         ends_with_consent,
                         revoked: None,
+                        retired: false,
                     };
                     passes.push((result.unwrap(), model_pass));
                     prop_assert_eq!(Outcome::Ok, want, "step {}: {:?}", step, op);
@@ -275,6 +280,7 @@ fn run(new_store: NewStore, ops: &[Op]) -> Result<(), TestCaseError> {
                 let want = match m.revoked {
                     Some(Err(())) => Outcome::Erased,
                     Some(Ok(reason)) => Outcome::Denied(reason),
+                    None if m.retired => Outcome::Denied(AccessDenied::NoticeOutdated),
                     None if t >= m.valid_until => Outcome::Denied(if m.ends_with_consent {
                         AccessDenied::Expired
                     } else {
@@ -293,7 +299,14 @@ fn run(new_store: NewStore, ops: &[Op]) -> Result<(), TestCaseError> {
                 // Passes belong to the vault that issued them; a restart ends them.
                 passes.clear();
                 drop(vault);
-                vault = build(&store, &clock);
+                vault = build(&store, &clock, &notices);
+            }
+            Op::Notice(p) => {
+                notices[p] += 1;
+                vault.define_purpose(purpose(p, notices[p])).unwrap();
+                for (_, m) in passes.iter_mut().filter(|(_, m)| m.purpose == p) {
+                    m.retired = true;
+                }
             }
         }
     }
