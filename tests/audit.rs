@@ -389,7 +389,39 @@ fn batched_access_events_fail_closed_when_written(new_store: NewStore) {
     assert_eq!(restarted.verify_audit().unwrap().events_verified as usize, before + 3);
 }
 
+fn verification_crosses_page_boundaries(new_store: NewStore) {
+    // verify_audit reads the log in pages of 1024 events: break it on both sides of a page.
+    let Setup { tamper, vault, .. } = setup(new_store);
+    let c = tamper.real_log()[2].customer.unwrap();
+    consent(&vault, c, "shipping");
+    for _ in tamper.real_log().len()..2050 {
+        vault.authorize(c, "shipping").unwrap();
+    }
+    let total = tamper.real_log().len() as u64;
+    assert_eq!(vault.verify_audit().unwrap().events_verified, total);
+    let real = tamper.real_log();
+    for at in [1024usize, 1025, 2048, 2049] {
+        let mut log = real.clone();
+        log.remove(at - 1);
+        tamper.forge_log(log);
+        assert_broken(&vault, at as u64, AuditBreak::SequenceGap);
+        let mut log = real.clone();
+        log[at - 1].detail = "edited".into();
+        tamper.forge_log(log);
+        assert_broken(&vault, at as u64, AuditBreak::MacMismatch);
+    }
+    let mut log = real.clone();
+    log.swap(1023, 1024);
+    tamper.forge_log(log);
+    assert_broken(&vault, 1024, AuditBreak::SequenceGap);
+    tamper.forge_log(real[..1024].to_vec());
+    assert_broken(&vault, 1025, AuditBreak::Truncated);
+    tamper.forge_log(real);
+    assert_eq!(vault.verify_audit().unwrap().events_verified, total);
+}
+
 backend_tests!(
+    verification_crosses_page_boundaries,
     batched_access_events_fail_closed_when_written,
     an_intact_log_verifies_and_counts_its_events,
     events_record_what_happened_and_nothing_more,
