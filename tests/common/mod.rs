@@ -34,7 +34,9 @@ pub fn memory() -> Arc<dyn Store> {
 
 /// Runs each named test function `fn(NewStore)` on every backend, as `backend::name`.
 ///
-/// To add a backend, add one line: `sqlite => $crate::common::sqlite,` (a `fn() -> Arc<dyn Store>`).
+/// To add a backend, add one line, for example
+/// `sqlite => || Arc::new(egard::SqliteStore::in_memory().unwrap()) as Arc<dyn egard::Store>,`
+/// (any `fn() -> Arc<dyn Store>`, or a closure that captures nothing).
 #[macro_export]
 macro_rules! backend_tests {
     ($($test:ident),* $(,)?) => {
@@ -42,11 +44,13 @@ macro_rules! backend_tests {
             memory => $crate::common::memory,
         );
     };
-    (@backends $tests:tt $($backend:ident => $make:path,)*) => {
-        $( $crate::backend_tests!(@one $backend $make $tests); )*
+    (@backends $tests:tt $($backend:ident => $make:expr,)*) => {
+        $( $crate::backend_tests!(@one $backend $make, $tests); )*
     };
-    (@one $backend:ident $make:path [$($test:ident),*]) => {
+    (@one $backend:ident $make:expr, [$($test:ident),*]) => {
         mod $backend {
+            #[allow(unused_imports)]
+            use std::sync::Arc;
             $(
                 #[test]
                 fn $test() {
