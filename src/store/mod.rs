@@ -12,6 +12,8 @@
 //! embedded default), `PostgresStore` (feature `postgres`). A third-party backend can run the
 //! same conformance suite as the built-in ones (feature `conformance`).
 
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 mod memory;
 
 pub use memory::MemoryStore;
@@ -171,7 +173,12 @@ pub struct CustomerSnapshot {
 ///   after success, all of it is, to every later read (also after a crash and reopen for a
 ///   durable backend).
 /// - Writes naming a customer that was never inserted fail with
-///   [`StoreError::MissingCustomer`], except `AppendAudit` and `PutPurpose`.
+///   [`StoreError::MissingCustomer`], except `AppendAudit` and `PutPurpose`. Once a
+///   customer is erased (also earlier in the same batch), `PutKey`, `PutField` and
+///   `SetRestricted` fail the same way; consents, objections, field deletions and a
+///   repeated erasure (which keeps the first `erased_at`) are still accepted.
+/// - A duplicate `InsertCustomer` id or `AppendAudit` sequence number, stored or earlier in
+///   the same batch, fails with [`StoreError::Conflict`].
 /// - Reads of missing things are `Ok(None)` or empty, not errors.
 pub trait Store: Send + Sync + 'static {
     /// Applies a batch of writes atomically.

@@ -1,0 +1,1232 @@
+//! The store conformance suite: one set of checks of the [`Store`] contract that every
+//! backend must pass, the built-in ones and yours.
+//!
+//! Enable the `conformance` feature in your dev-dependencies and call [`run_all`] from a
+//! test, with a function that makes a fresh, empty store for each check:
+//!
+//! ```
+//! # #[cfg(feature = "conformance")] {
+//! use egard::MemoryStore;
+//!
+//! egard::store::conformance::run_all(MemoryStore::new);
+//! # }
+//! ```
+//!
+//! Each check is also a public function of its own, taking an empty store, so a failing
+//! one can be run alone. A check that fails panics with a message naming the broken rule:
+//! this module is test code.
+//!
+//! What is checked:
+//! - [`Store::apply`] is all or nothing: a batch that fails (a conflicting
+//!   [`Write::InsertCustomer`], a duplicate [`Write::AppendAudit`] sequence number, a write
+//!   naming a missing customer), wherever the failing write sits in the batch, leaves nothing
+//!   of the batch visible;
+//! - writes naming a customer that was never inserted fail with
+//!   [`StoreError::MissingCustomer`] (but `AppendAudit` and `PutPurpose` need no customer),
+//!   and after [`Write::EraseCustomer`] so do `PutKey`, `PutField` and `SetRestricted`, while
+//!   consents, objections, field deletions and a repeated erasure are still accepted;
+//! - upserts: `PutKey` by (customer, version), `PutField` by (customer, field), `PutConsent`
+//!   by id, `PutPurpose` by id; `DeleteField`; objections are all kept;
+//! - `EraseCustomer` deletes keys and fields, keeps consents, objections and audit events,
+//!   and sets `erased_at` once (a second erasure does not move it);
+//! - every read: purposes, customer snapshots, fields, customer ids, the audit head, audit
+//!   ranges (ascending, from a sequence number, limited) and a customer's audit events;
+//!   reads of missing things are `Ok(None)` or empty;
+//! - every field of every record round-trips exactly, timestamps at microsecond precision
+//!   (the vault truncates to microseconds before it stores a time) from year 1 to 9999,
+//!   binary envelopes of any content and size, audit sequence numbers up to `i64::MAX`
+//!   (what a signed 64-bit column holds), reads from any `u64` sequence number;
+//! - concurrent writers of the same audit sequence number: exactly one wins, the others get
+//!   [`StoreError::Conflict`].
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+
+use super::{CustomerRecord, CustomerSnapshot, Objection, Store, StoreError, StoredField, WrappedKey, Write};
+use crate::audit::{AuditEvent, AuditKind};
+use crate::consent::{Consent, Evidence};
+use crate::ids::{ConsentId, CustomerId, FieldName, PurposeId};
+use crate::purpose::{LawfulBasis, Purpose};
+
+/// A named check.
+type Check<S> = (&'static str, fn(&S));
+
+/// Runs every check, each on a fresh store made by `make`.
+///
+/// Panics, naming the check and the broken rule, at the first failure.
+pub fn run_all<S: Store>(make: impl Fn() -> S) {
+    let checks: &[Check<S>] = &[
+        ("empty_store_reads", empty_store_reads::<S>),
+        ("customer_round_trip", customer_round_trip::<S>),
+        ("insert_customer_conflicts", insert_customer_conflicts::<S>),
+        ("missing_customer_is_refused", missing_customer_is_refused::<S>),
+        (
+            "apply_is_atomic_on_conflicting_insert",
+            apply_is_atomic_on_conflicting_insert::<S>,
+        ),
+        (
+            "apply_is_atomic_on_duplicate_audit_seq",
+            apply_is_atomic_on_duplicate_audit_seq::<S>,
+        ),
+        (
+            "apply_is_atomic_on_missing_customer",
+            apply_is_atomic_on_missing_customer::<S>,
+        ),
+        ("batch_sees_its_own_insert", batch_sees_its_own_insert::<S>),
+        ("put_key_upserts_by_version", put_key_upserts_by_version::<S>),
+        ("put_field_upserts_by_name", put_field_upserts_by_name::<S>),
+        ("delete_field", delete_field::<S>),
+        ("put_consent_upserts_by_id", put_consent_upserts_by_id::<S>),
+        ("objections_are_kept", objections_are_kept::<S>),
+        ("set_restricted", set_restricted::<S>),
+        ("erase_customer", erase_customer::<S>),
+        ("writes_after_erasure", writes_after_erasure::<S>),
+        ("purposes_round_trip", purposes_round_trip::<S>),
+        ("customer_ids_lists_everyone", customer_ids_lists_everyone::<S>),
+        ("audit_log_reads", audit_log_reads::<S>),
+        ("audit_events_round_trip", audit_events_round_trip::<S>),
+        ("records_round_trip_exactly", records_round_trip_exactly::<S>),
+        (
+            "concurrent_audit_appends_conflict",
+            concurrent_audit_appends_conflict::<S>,
+        ),
+    ];
+    for (name, check) in checks {
+        let store = make();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&store)));
+        if let Err(panic) = outcome {
+            let msg = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("(no message)");
+            panic!("store conformance check `{name}` failed: {msg}");
+        }
+    }
+}
+
+// ----- fixtures -----
+
+/// A time with microseconds, as the vault stores them.
+fn t(offset_micros: i64) -> DateTime<Utc> {
+    let base = Utc.timestamp_micros(1_767_225_600_123_456).single().unwrap_or_default();
+    base + Duration::microseconds(offset_micros)
+}
+
+fn customer_record(id: CustomerId) -> CustomerRecord {
+    CustomerRecord {
+        id,
+        created_at: t(0),
+        restricted: false,
+        erased_at: None,
+    }
+}
+
+fn purpose_id(s: &str) -> PurposeId {
+    PurposeId::new(s).unwrap_or_else(|_| panic!("fixture purpose id `{s}` is invalid"))
+}
+
+fn field_name(s: &str) -> FieldName {
+    FieldName::new(s).unwrap_or_else(|_| panic!("fixture field name `{s}` is invalid"))
+}
+
+fn key(customer: CustomerId, version: u32, fill: u8) -> WrappedKey {
+    WrappedKey {
+        customer,
+        version,
+        wrapped: vec![fill; 60],
+    }
+}
+
+fn put_field(customer: CustomerId, field: &str, envelope: Vec<u8>, at: DateTime<Utc>) -> Write {
+    Write::PutField {
+        customer,
+        field: field_name(field),
+        envelope,
+        at,
+    }
+}
+
+fn consent(customer: CustomerId, purpose: &str) -> Consent {
+    Consent {
+        id: ConsentId::new(),
+        customer,
+        purpose: purpose_id(purpose),
+        basis: LawfulBasis::Consent,
+        notice_version: 1,
+        given_at: t(10),
+        expires_at: None,
+        withdrawn_at: None,
+        superseded_by: None,
+        evidence: Evidence::new("web-form"),
+    }
+}
+
+fn event(seq: u64, customer: Option<CustomerId>) -> AuditEvent {
+    let mut mac = [0u8; 32];
+    for (i, b) in mac.iter_mut().enumerate() {
+        *b = (seq as u8).wrapping_mul(31).wrapping_add(i as u8);
+    }
+    AuditEvent {
+        seq,
+        at: t((seq % 1_000_000_007) as i64),
+        kind: AuditKind::AccessGranted,
+        customer,
+        purpose: None,
+        field: None,
+        detail: String::new(),
+        mac,
+    }
+}
+
+fn ok(store: &impl Store, batch: &[Write], what: &str) {
+    if let Err(e) = store.apply(batch) {
+        panic!("{what}: apply failed with {e:?}");
+    }
+}
+
+fn refused(store: &impl Store, batch: &[Write], expected: StoreError, what: &str) {
+    match store.apply(batch) {
+        Ok(()) => panic!("{what}: apply succeeded, expected {expected:?}"),
+        Err(e) => assert_eq!(e, expected, "{what}: wrong error"),
+    }
+}
+
+fn snapshot(store: &impl Store, id: CustomerId, what: &str) -> CustomerSnapshot {
+    match store.customer(id) {
+        Ok(Some(s)) => s,
+        Ok(None) => panic!("{what}: customer not found"),
+        Err(e) => panic!("{what}: customer() failed with {e:?}"),
+    }
+}
+
+fn get<T>(r: Result<T, StoreError>, what: &str) -> T {
+    r.unwrap_or_else(|e| panic!("{what}: read failed with {e:?}"))
+}
+
+fn new_customer(store: &impl Store) -> CustomerId {
+    let id = CustomerId::new();
+    ok(
+        store,
+        &[
+            Write::InsertCustomer(customer_record(id)),
+            Write::PutKey(key(id, 1, 0xA1)),
+        ],
+        "inserting a fixture customer",
+    );
+    id
+}
+
+fn sorted_keys(mut keys: Vec<WrappedKey>) -> Vec<WrappedKey> {
+    keys.sort_by_key(|k| k.version);
+    keys
+}
+
+fn sorted_fields(mut fields: Vec<StoredField>) -> Vec<StoredField> {
+    fields.sort_by(|a, b| a.field.cmp(&b.field));
+    fields
+}
+
+fn sorted_consents(mut consents: Vec<Consent>) -> Vec<Consent> {
+    consents.sort_by_key(|c| c.id);
+    consents
+}
+
+fn sorted_objections(mut objections: Vec<Objection>) -> Vec<Objection> {
+    objections.sort_by(|a, b| (&a.purpose, a.at).cmp(&(&b.purpose, b.at)));
+    objections
+}
+
+/// Asserts that the store holds nothing at all.
+fn assert_empty(store: &impl Store, what: &str) {
+    assert!(get(store.purposes(), what).is_empty(), "{what}: purposes visible");
+    assert!(get(store.customer_ids(), what).is_empty(), "{what}: customers visible");
+    assert_eq!(get(store.audit_head(), what), None, "{what}: audit events visible");
+    assert!(
+        get(store.audit_range(0, 100), what).is_empty(),
+        "{what}: audit events visible"
+    );
+}
+
+// ----- the checks -----
+
+/// Reads of missing things are `Ok(None)` or empty, not errors.
+pub fn empty_store_reads<S: Store>(store: &S) {
+    assert_empty(store, "empty store");
+    let nobody = CustomerId::new();
+    assert_eq!(get(store.customer(nobody), "customer"), None, "unknown customer");
+    assert_eq!(
+        get(store.field(nobody, &field_name("email")), "field"),
+        None,
+        "field of an unknown customer"
+    );
+    assert!(
+        get(store.fields(nobody), "fields").is_empty(),
+        "fields of an unknown customer"
+    );
+    assert!(
+        get(store.audit_for(nobody), "audit_for").is_empty(),
+        "audit of an unknown customer"
+    );
+    assert!(get(store.audit_range(1, 0), "audit_range").is_empty(), "limit 0");
+    assert!(
+        get(store.audit_range(u64::MAX, 10), "audit_range").is_empty(),
+        "from u64::MAX"
+    );
+}
+
+/// A customer with a key reads back as inserted, without fields in its snapshot.
+pub fn customer_round_trip<S: Store>(store: &S) {
+    let id = CustomerId::new();
+    let record = CustomerRecord {
+        id,
+        created_at: t(42),
+        restricted: true,
+        erased_at: None,
+    };
+    ok(
+        store,
+        &[
+            Write::InsertCustomer(record.clone()),
+            Write::PutKey(key(id, 1, 7)),
+            put_field(id, "email", vec![1, 2, 3], t(50)),
+        ],
+        "insert",
+    );
+    let snap = snapshot(store, id, "after insert");
+    assert_eq!(snap.record, record, "customer record round trip");
+    assert_eq!(snap.keys, vec![key(id, 1, 7)], "keys in the snapshot");
+    assert!(snap.consents.is_empty(), "no consents yet");
+    assert!(snap.objections.is_empty(), "no objections yet");
+    let field = get(store.field(id, &field_name("email")), "field");
+    assert_eq!(
+        field,
+        Some(StoredField {
+            field: field_name("email"),
+            envelope: vec![1, 2, 3],
+            written_at: t(50),
+        }),
+        "field round trip"
+    );
+    assert_eq!(
+        get(store.field(id, &field_name("phone")), "field"),
+        None,
+        "absent field"
+    );
+    let other = CustomerId::new();
+    assert_eq!(get(store.customer(other), "customer"), None, "another customer");
+}
+
+/// Inserting an existing customer id is a conflict and changes nothing.
+pub fn insert_customer_conflicts<S: Store>(store: &S) {
+    let id = CustomerId::new();
+    ok(store, &[Write::InsertCustomer(customer_record(id))], "first insert");
+    let mut again = customer_record(id);
+    again.restricted = true;
+    again.created_at = t(999);
+    refused(
+        store,
+        &[Write::InsertCustomer(again)],
+        StoreError::Conflict,
+        "second insert of the same id",
+    );
+    assert_eq!(
+        snapshot(store, id, "after conflict").record,
+        customer_record(id),
+        "a refused insert must not replace the record"
+    );
+    let twin = CustomerId::new();
+    refused(
+        store,
+        &[
+            Write::InsertCustomer(customer_record(twin)),
+            Write::InsertCustomer(customer_record(twin)),
+        ],
+        StoreError::Conflict,
+        "the same id inserted twice in one batch",
+    );
+    assert_eq!(get(store.customer(twin), "customer"), None, "half of a refused batch");
+}
+
+/// Writes naming a customer never inserted fail with `MissingCustomer`; audit events and
+/// purposes need no customer.
+pub fn missing_customer_is_refused<S: Store>(store: &S) {
+    let ghost = CustomerId::new();
+    let writes = [
+        ("PutKey", Write::PutKey(key(ghost, 1, 1))),
+        (
+            "SetRestricted",
+            Write::SetRestricted {
+                customer: ghost,
+                restricted: true,
+            },
+        ),
+        ("PutField", put_field(ghost, "email", vec![1], t(0))),
+        (
+            "DeleteField",
+            Write::DeleteField {
+                customer: ghost,
+                field: field_name("email"),
+            },
+        ),
+        ("PutConsent", Write::PutConsent(consent(ghost, "news"))),
+        (
+            "PutObjection",
+            Write::PutObjection(Objection {
+                customer: ghost,
+                purpose: purpose_id("news"),
+                at: t(0),
+            }),
+        ),
+        (
+            "EraseCustomer",
+            Write::EraseCustomer {
+                customer: ghost,
+                at: t(0),
+            },
+        ),
+    ];
+    for (name, w) in writes {
+        refused(
+            store,
+            std::slice::from_ref(&w),
+            StoreError::MissingCustomer,
+            &format!("{name} for a customer never inserted"),
+        );
+    }
+    assert_eq!(get(store.customer(ghost), "customer"), None, "ghost customer appeared");
+    ok(
+        store,
+        &[
+            Write::AppendAudit(event(1, Some(ghost))),
+            Write::PutPurpose(Purpose::new("news", LawfulBasis::Consent).fields(["email"])),
+        ],
+        "AppendAudit naming an unknown customer, and PutPurpose",
+    );
+    assert_eq!(get(store.audit_for(ghost), "audit_for").len(), 1, "audit of the ghost");
+    assert_eq!(get(store.purposes(), "purposes").len(), 1, "purpose stored");
+}
+
+/// A batch with a conflicting `InsertCustomer` (anywhere in it) leaves nothing visible.
+pub fn apply_is_atomic_on_conflicting_insert<S: Store>(store: &S) {
+    let existing = CustomerId::new();
+    ok(store, &[Write::InsertCustomer(customer_record(existing))], "setup");
+    let fresh = CustomerId::new();
+    let conflicting = Write::InsertCustomer(customer_record(existing));
+    let body = vec![
+        Write::PutPurpose(Purpose::new("news", LawfulBasis::Consent).fields(["email"])),
+        Write::InsertCustomer(customer_record(fresh)),
+        Write::PutKey(key(fresh, 1, 3)),
+        put_field(fresh, "email", vec![9; 40], t(1)),
+        Write::PutConsent(consent(fresh, "news")),
+        Write::PutConsent(consent(existing, "news")),
+        Write::SetRestricted {
+            customer: existing,
+            restricted: true,
+        },
+        put_field(existing, "email", vec![8; 40], t(1)),
+        Write::AppendAudit(event(1, Some(fresh))),
+    ];
+    for position in [0, body.len() / 2, body.len()] {
+        let mut batch = body.clone();
+        batch.insert(position, conflicting.clone());
+        refused(
+            store,
+            &batch,
+            StoreError::Conflict,
+            &format!("batch with a conflicting insert at position {position}"),
+        );
+        let what = format!("after a refused batch (conflicting insert at {position})");
+        assert!(get(store.purposes(), &what).is_empty(), "{what}: purpose visible");
+        assert_eq!(get(store.customer(fresh), &what), None, "{what}: new customer visible");
+        assert_eq!(get(store.audit_head(), &what), None, "{what}: audit event visible");
+        let snap = snapshot(store, existing, &what);
+        assert_eq!(
+            snap.record,
+            customer_record(existing),
+            "{what}: existing record changed"
+        );
+        assert!(snap.consents.is_empty(), "{what}: consent visible");
+        assert!(get(store.fields(existing), &what).is_empty(), "{what}: field visible");
+        assert_eq!(get(store.customer_ids(), &what), vec![existing], "{what}: customer ids");
+    }
+}
+
+/// A batch appending an audit sequence number that exists (or twice in the batch) leaves
+/// nothing visible.
+pub fn apply_is_atomic_on_duplicate_audit_seq<S: Store>(store: &S) {
+    let id = new_customer(store);
+    let first = event(1, Some(id));
+    ok(store, &[Write::AppendAudit(first.clone())], "setup");
+    let c = consent(id, "news");
+    let changes = vec![
+        Write::PutConsent(c),
+        put_field(id, "email", vec![5; 30], t(3)),
+        Write::PutKey(key(id, 2, 9)),
+        Write::PutObjection(Objection {
+            customer: id,
+            purpose: purpose_id("news"),
+            at: t(4),
+        }),
+        Write::AppendAudit(event(2, Some(id))),
+    ];
+    let mut dup_existing = changes.clone();
+    dup_existing.push(Write::AppendAudit(event(1, None)));
+    let mut dup_in_batch = changes.clone();
+    dup_in_batch.push(Write::AppendAudit(event(2, None)));
+    let mut dup_first = vec![Write::AppendAudit(event(1, None))];
+    dup_first.extend(changes);
+    for (what, batch) in [
+        ("duplicate of a stored seq, last in the batch", dup_existing),
+        ("a seq twice in one batch", dup_in_batch),
+        ("duplicate of a stored seq, first in the batch", dup_first),
+    ] {
+        refused(store, &batch, StoreError::Conflict, what);
+        let snap = snapshot(store, id, what);
+        assert!(snap.consents.is_empty(), "{what}: consent visible");
+        assert!(snap.objections.is_empty(), "{what}: objection visible");
+        assert_eq!(snap.keys, vec![key(id, 1, 0xA1)], "{what}: key visible");
+        assert!(get(store.fields(id), what).is_empty(), "{what}: field visible");
+        assert_eq!(
+            get(store.audit_head(), what),
+            Some(first.clone()),
+            "{what}: audit head moved or the stored event changed"
+        );
+        assert_eq!(get(store.audit_range(0, 10), what).len(), 1, "{what}: audit events");
+    }
+}
+
+/// A batch naming a missing customer (anywhere in it) leaves nothing visible.
+pub fn apply_is_atomic_on_missing_customer<S: Store>(store: &S) {
+    let id = new_customer(store);
+    let ghost = CustomerId::new();
+    let fresh = CustomerId::new();
+    let body = vec![
+        Write::InsertCustomer(customer_record(fresh)),
+        Write::PutConsent(consent(id, "news")),
+        put_field(id, "email", vec![1; 20], t(1)),
+        Write::AppendAudit(event(1, Some(id))),
+        Write::PutPurpose(Purpose::new("news", LawfulBasis::Consent).fields(["email"])),
+    ];
+    for position in [0, 2, body.len()] {
+        let mut batch = body.clone();
+        batch.insert(position, Write::PutKey(key(ghost, 1, 1)));
+        let what = format!("batch naming a missing customer at position {position}");
+        refused(store, &batch, StoreError::MissingCustomer, &what);
+        assert_eq!(
+            get(store.customer(fresh), &what),
+            None,
+            "{what}: inserted customer visible"
+        );
+        assert!(
+            snapshot(store, id, &what).consents.is_empty(),
+            "{what}: consent visible"
+        );
+        assert!(get(store.fields(id), &what).is_empty(), "{what}: field visible");
+        assert_eq!(get(store.audit_head(), &what), None, "{what}: audit visible");
+        assert!(get(store.purposes(), &what).is_empty(), "{what}: purpose visible");
+    }
+}
+
+/// Later writes of a batch may name a customer inserted earlier in the same batch.
+pub fn batch_sees_its_own_insert<S: Store>(store: &S) {
+    let id = CustomerId::new();
+    let c = consent(id, "news");
+    ok(
+        store,
+        &[
+            Write::InsertCustomer(customer_record(id)),
+            Write::PutKey(key(id, 1, 2)),
+            put_field(id, "email", vec![3; 10], t(2)),
+            Write::PutConsent(c.clone()),
+            Write::SetRestricted {
+                customer: id,
+                restricted: true,
+            },
+            Write::AppendAudit(event(1, Some(id))),
+        ],
+        "insert and use a customer in one batch",
+    );
+    let snap = snapshot(store, id, "after the batch");
+    assert!(snap.record.restricted, "restriction in the same batch");
+    assert_eq!(snap.keys, vec![key(id, 1, 2)], "key in the same batch");
+    assert_eq!(snap.consents, vec![c], "consent in the same batch");
+    assert_eq!(get(store.fields(id), "fields").len(), 1, "field in the same batch");
+}
+
+/// `PutKey` replaces the key of the same version and adds other versions.
+pub fn put_key_upserts_by_version<S: Store>(store: &S) {
+    let id = new_customer(store);
+    let other = new_customer(store);
+    ok(store, &[Write::PutKey(key(id, 1, 0xB2))], "replace version 1");
+    ok(store, &[Write::PutKey(key(id, 2, 0xC3))], "add version 2");
+    assert_eq!(
+        sorted_keys(snapshot(store, id, "keys").keys),
+        vec![key(id, 1, 0xB2), key(id, 2, 0xC3)],
+        "keys upsert by (customer, version)"
+    );
+    assert_eq!(
+        snapshot(store, other, "other").keys,
+        vec![key(other, 1, 0xA1)],
+        "another customer's key changed"
+    );
+    let big = WrappedKey {
+        customer: id,
+        version: u32::MAX,
+        wrapped: (0..=255u8).cycle().take(1000).collect(),
+    };
+    ok(store, &[Write::PutKey(big.clone())], "version u32::MAX");
+    assert!(
+        snapshot(store, id, "keys").keys.contains(&big),
+        "key of version u32::MAX with binary content"
+    );
+}
+
+/// `PutField` replaces the envelope and time of the same field, and leaves others alone.
+pub fn put_field_upserts_by_name<S: Store>(store: &S) {
+    let id = new_customer(store);
+    let other = new_customer(store);
+    ok(
+        store,
+        &[
+            put_field(id, "email", vec![1; 10], t(1)),
+            put_field(id, "phone", vec![2; 10], t(2)),
+            put_field(other, "email", vec![3; 10], t(3)),
+        ],
+        "first writes",
+    );
+    ok(store, &[put_field(id, "email", vec![4; 12], t(4))], "rewrite");
+    let fields = sorted_fields(get(store.fields(id), "fields"));
+    assert_eq!(
+        fields,
+        vec![
+            StoredField {
+                field: field_name("email"),
+                envelope: vec![4; 12],
+                written_at: t(4),
+            },
+            StoredField {
+                field: field_name("phone"),
+                envelope: vec![2; 10],
+                written_at: t(2),
+            },
+        ],
+        "fields upsert by (customer, field)"
+    );
+    assert_eq!(
+        get(store.field(other, &field_name("email")), "field").map(|f| f.envelope),
+        Some(vec![3; 10]),
+        "another customer's field changed"
+    );
+}
+
+/// `DeleteField` removes one field, and deleting an absent field is fine.
+pub fn delete_field<S: Store>(store: &S) {
+    let id = new_customer(store);
+    ok(
+        store,
+        &[
+            put_field(id, "email", vec![1; 10], t(1)),
+            put_field(id, "phone", vec![2; 10], t(2)),
+        ],
+        "writes",
+    );
+    let email = field_name("email");
+    ok(
+        store,
+        &[Write::DeleteField {
+            customer: id,
+            field: email.clone(),
+        }],
+        "delete",
+    );
+    assert_eq!(get(store.field(id, &email), "field"), None, "deleted field still there");
+    let left: Vec<FieldName> = get(store.fields(id), "fields").into_iter().map(|f| f.field).collect();
+    assert_eq!(left, vec![field_name("phone")], "other field");
+    ok(
+        store,
+        &[Write::DeleteField {
+            customer: id,
+            field: email.clone(),
+        }],
+        "deleting an absent field",
+    );
+    ok(store, &[put_field(id, "email", vec![7], t(9))], "write after delete");
+    assert_eq!(
+        get(store.field(id, &email), "field").map(|f| f.envelope),
+        Some(vec![7]),
+        "field written again after deletion"
+    );
+}
+
+/// `PutConsent` adds a record, and replaces the record with the same id; history is kept.
+pub fn put_consent_upserts_by_id<S: Store>(store: &S) {
+    let id = new_customer(store);
+    let first = consent(id, "news");
+    ok(store, &[Write::PutConsent(first.clone())], "first consent");
+    let second = Consent {
+        id: ConsentId::new(),
+        given_at: t(20),
+        ..consent(id, "news")
+    };
+    let superseded = Consent {
+        superseded_by: Some(second.id),
+        ..first.clone()
+    };
+    ok(
+        store,
+        &[Write::PutConsent(superseded.clone()), Write::PutConsent(second.clone())],
+        "renewal",
+    );
+    let withdrawn = Consent {
+        withdrawn_at: Some(t(30)),
+        ..second.clone()
+    };
+    ok(store, &[Write::PutConsent(withdrawn.clone())], "withdrawal");
+    assert_eq!(
+        sorted_consents(snapshot(store, id, "consents").consents),
+        sorted_consents(vec![superseded, withdrawn]),
+        "consents upsert by id, history kept"
+    );
+}
+
+/// Every objection is kept, also several to one purpose.
+pub fn objections_are_kept<S: Store>(store: &S) {
+    let id = new_customer(store);
+    let o = |p: &str, at| Objection {
+        customer: id,
+        purpose: purpose_id(p),
+        at,
+    };
+    ok(store, &[Write::PutObjection(o("profiling", t(1)))], "objection");
+    ok(
+        store,
+        &[
+            Write::PutObjection(o("profiling", t(5))),
+            Write::PutObjection(o("analytics", t(3))),
+        ],
+        "more objections",
+    );
+    assert_eq!(
+        sorted_objections(snapshot(store, id, "objections").objections),
+        sorted_objections(vec![o("profiling", t(1)), o("profiling", t(5)), o("analytics", t(3))]),
+        "objections kept"
+    );
+}
+
+/// `SetRestricted` sets and clears the flag.
+pub fn set_restricted<S: Store>(store: &S) {
+    let id = new_customer(store);
+    for flag in [true, true, false, true, false] {
+        ok(
+            store,
+            &[Write::SetRestricted {
+                customer: id,
+                restricted: flag,
+            }],
+            "set restricted",
+        );
+        assert_eq!(
+            snapshot(store, id, "restricted").record.restricted,
+            flag,
+            "restriction flag"
+        );
+    }
+}
+
+/// `EraseCustomer` deletes keys and fields, keeps the rest, and sets `erased_at` once.
+pub fn erase_customer<S: Store>(store: &S) {
+    let id = new_customer(store);
+    let other = new_customer(store);
+    let c = consent(id, "news");
+    let objection = Objection {
+        customer: id,
+        purpose: purpose_id("profiling"),
+        at: t(2),
+    };
+    ok(
+        store,
+        &[
+            Write::PutKey(key(id, 2, 5)),
+            put_field(id, "email", vec![1; 10], t(1)),
+            put_field(id, "phone", vec![2; 10], t(1)),
+            put_field(other, "email", vec![3; 10], t(1)),
+            Write::PutConsent(c.clone()),
+            Write::PutObjection(objection.clone()),
+            Write::AppendAudit(event(1, Some(id))),
+        ],
+        "setup",
+    );
+    ok(
+        store,
+        &[Write::EraseCustomer {
+            customer: id,
+            at: t(100),
+        }],
+        "erase",
+    );
+    let snap = snapshot(store, id, "after erasure");
+    assert_eq!(snap.record.erased_at, Some(t(100)), "erased_at set");
+    assert_eq!(
+        snap.record.created_at,
+        customer_record(id).created_at,
+        "created_at kept"
+    );
+    assert!(snap.keys.is_empty(), "keys survive erasure");
+    assert!(get(store.fields(id), "fields").is_empty(), "fields survive erasure");
+    assert_eq!(
+        get(store.field(id, &field_name("email")), "field"),
+        None,
+        "a field survives erasure"
+    );
+    assert_eq!(snap.consents, vec![c], "consents are kept");
+    assert_eq!(snap.objections, vec![objection], "objections are kept");
+    assert_eq!(get(store.audit_for(id), "audit").len(), 1, "audit events are kept");
+    assert!(
+        get(store.customer_ids(), "ids").contains(&id),
+        "an erased customer is still listed"
+    );
+    ok(
+        store,
+        &[Write::EraseCustomer {
+            customer: id,
+            at: t(200),
+        }],
+        "erase again",
+    );
+    assert_eq!(
+        snapshot(store, id, "second erasure").record.erased_at,
+        Some(t(100)),
+        "a second erasure must not move erased_at"
+    );
+    let other_snap = snapshot(store, other, "other customer");
+    assert_eq!(other_snap.record.erased_at, None, "another customer erased");
+    assert_eq!(other_snap.keys.len(), 1, "another customer's keys");
+    assert_eq!(get(store.fields(other), "fields").len(), 1, "another customer's fields");
+}
+
+/// After erasure, keys, fields and restriction are refused; consents, objections, deletions
+/// and a repeated erasure are accepted. The same holds for writes after an erasure in the
+/// same batch.
+pub fn writes_after_erasure<S: Store>(store: &S) {
+    let id = new_customer(store);
+    ok(store, &[Write::EraseCustomer { customer: id, at: t(5) }], "erase");
+    let refused_writes = [
+        ("PutKey", Write::PutKey(key(id, 2, 1))),
+        ("PutField", put_field(id, "email", vec![1], t(6))),
+        (
+            "SetRestricted",
+            Write::SetRestricted {
+                customer: id,
+                restricted: true,
+            },
+        ),
+    ];
+    for (name, w) in &refused_writes {
+        refused(
+            store,
+            std::slice::from_ref(w),
+            StoreError::MissingCustomer,
+            &format!("{name} after erasure"),
+        );
+    }
+    let snap = snapshot(store, id, "after refused writes");
+    assert!(snap.keys.is_empty(), "a key came back after erasure");
+    assert!(!snap.record.restricted, "restriction written after erasure");
+    assert!(
+        get(store.fields(id), "fields").is_empty(),
+        "a field came back after erasure"
+    );
+
+    let c = Consent {
+        withdrawn_at: Some(t(7)),
+        ..consent(id, "news")
+    };
+    ok(
+        store,
+        &[
+            Write::PutConsent(c.clone()),
+            Write::PutObjection(Objection {
+                customer: id,
+                purpose: purpose_id("profiling"),
+                at: t(7),
+            }),
+            Write::DeleteField {
+                customer: id,
+                field: field_name("email"),
+            },
+            Write::EraseCustomer { customer: id, at: t(8) },
+            Write::AppendAudit(event(1, Some(id))),
+        ],
+        "consent, objection, deletion and erasure after erasure",
+    );
+    let snap = snapshot(store, id, "after accepted writes");
+    assert_eq!(snap.consents, vec![c], "consent after erasure");
+    assert_eq!(snap.objections.len(), 1, "objection after erasure");
+
+    // Erasure then a key or field in the same batch: refused, and the erasure with it.
+    let live = new_customer(store);
+    for (name, w) in [
+        ("PutKey", Write::PutKey(key(live, 2, 1))),
+        ("PutField", put_field(live, "email", vec![1], t(6))),
+    ] {
+        refused(
+            store,
+            &[
+                Write::EraseCustomer {
+                    customer: live,
+                    at: t(5),
+                },
+                w,
+            ],
+            StoreError::MissingCustomer,
+            &format!("{name} after an erasure in the same batch"),
+        );
+        let snap = snapshot(store, live, "after a refused erasure batch");
+        assert_eq!(
+            snap.record.erased_at, None,
+            "{name}: the erasure of a refused batch is visible"
+        );
+        assert_eq!(snap.keys.len(), 1, "{name}: keys of a refused erasure batch are gone");
+    }
+}
+
+/// Purposes round-trip with every setting, and `PutPurpose` replaces by id.
+pub fn purposes_round_trip<S: Store>(store: &S) {
+    let full = Purpose::new("profiling", LawfulBasis::LegitimateInterests)
+        .description("Tailoring offers — «ünïcødé» and 'quotes'")
+        .fields(["email", "address.city", "first_name"])
+        .notice_version(7)
+        .consent_lifetime(Duration::days(395))
+        .retention(Duration::seconds(86_401))
+        .special_category()
+        .direct_marketing();
+    let plain = Purpose::new("billing", LawfulBasis::Contract).fields(["address"]);
+    let mut all = vec![full.clone(), plain.clone()];
+    for basis in [
+        LawfulBasis::Consent,
+        LawfulBasis::LegalObligation,
+        LawfulBasis::VitalInterests,
+        LawfulBasis::PublicTask,
+    ] {
+        let id = format!("{basis:?}").to_lowercase();
+        all.push(Purpose::new(&id, basis).fields(["x"]));
+    }
+    let batch: Vec<Write> = all.iter().cloned().map(Write::PutPurpose).collect();
+    ok(store, &batch, "put purposes");
+    let mut read = get(store.purposes(), "purposes");
+    read.sort_by(|a, b| a.id().cmp(b.id()));
+    all.sort_by(|a, b| a.id().cmp(b.id()));
+    assert_eq!(read, all, "purposes round trip");
+
+    let redefined = Purpose::new("billing", LawfulBasis::Contract)
+        .fields(["address", "email"])
+        .notice_version(2);
+    ok(store, &[Write::PutPurpose(redefined.clone())], "redefine");
+    let read = get(store.purposes(), "purposes");
+    assert_eq!(read.len(), all.len(), "a redefinition must replace, not add");
+    assert!(read.contains(&redefined), "redefined purpose");
+    assert!(!read.contains(&plain), "old definition still there");
+}
+
+/// `customer_ids` lists every customer, erased ones included, once.
+pub fn customer_ids_lists_everyone<S: Store>(store: &S) {
+    let mut ids: Vec<CustomerId> = (0..25).map(|_| new_customer(store)).collect();
+    ok(
+        store,
+        &[Write::EraseCustomer {
+            customer: ids[3],
+            at: t(1),
+        }],
+        "erase one",
+    );
+    let mut read = get(store.customer_ids(), "customer_ids");
+    read.sort();
+    ids.sort();
+    assert_eq!(read, ids, "customer ids");
+}
+
+/// The audit head, ranges (ascending, from a sequence number, limited) and per-customer
+/// reads.
+pub fn audit_log_reads<S: Store>(store: &S) {
+    let alice = CustomerId::new();
+    let bob = CustomerId::new();
+    let events: Vec<AuditEvent> = (1..=30u64)
+        .map(|seq| {
+            let who = match seq % 3 {
+                0 => Some(alice),
+                1 => Some(bob),
+                _ => None,
+            };
+            event(seq, who)
+        })
+        .collect();
+    // Appended out of order across batches: reads must still be ascending by seq.
+    let (low, high) = events.split_at(12);
+    ok(
+        store,
+        &high.iter().cloned().map(Write::AppendAudit).collect::<Vec<_>>(),
+        "append 13..=30",
+    );
+    let mut low_rev: Vec<Write> = low.iter().cloned().map(Write::AppendAudit).collect();
+    low_rev.reverse();
+    ok(store, &low_rev, "append 12..=1, reversed");
+
+    assert_eq!(get(store.audit_head(), "head"), events.last().cloned(), "audit head");
+    assert_eq!(get(store.audit_range(1, 1000), "range"), events, "whole log ascending");
+    assert_eq!(get(store.audit_range(0, 1000), "range"), events, "from 0");
+    assert_eq!(
+        get(store.audit_range(5, 4), "range"),
+        events[4..8].to_vec(),
+        "from 5, limit 4"
+    );
+    assert_eq!(get(store.audit_range(29, 10), "range"), events[28..].to_vec(), "tail");
+    assert!(get(store.audit_range(31, 10), "range").is_empty(), "past the end");
+    assert!(get(store.audit_range(3, 0), "range").is_empty(), "limit 0");
+    let seqs: Vec<u64> = get(store.audit_range(10, usize::MAX), "range")
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(seqs, (10..=30).collect::<Vec<_>>(), "limit usize::MAX");
+
+    let of_alice: Vec<AuditEvent> = events.iter().filter(|e| e.customer == Some(alice)).cloned().collect();
+    assert_eq!(
+        get(store.audit_for(alice), "audit_for"),
+        of_alice,
+        "alice's events ascending"
+    );
+    let of_bob: Vec<AuditEvent> = events.iter().filter(|e| e.customer == Some(bob)).cloned().collect();
+    assert_eq!(get(store.audit_for(bob), "audit_for"), of_bob, "bob's events ascending");
+
+    let top = i64::MAX as u64;
+    ok(store, &[Write::AppendAudit(event(top, Some(alice)))], "seq i64::MAX");
+    assert_eq!(
+        get(store.audit_head(), "head").map(|e| e.seq),
+        Some(top),
+        "head at i64::MAX"
+    );
+    assert_eq!(
+        get(store.audit_range(top, 5), "range"),
+        vec![event(top, Some(alice))],
+        "range at i64::MAX"
+    );
+    assert_eq!(
+        get(store.audit_range(31, 5), "range").first().map(|e| e.seq),
+        Some(top),
+        "range across the gap to i64::MAX"
+    );
+    assert!(get(store.audit_range(u64::MAX, 5), "range").is_empty(), "from u64::MAX");
+}
+
+/// Audit events of every kind round-trip with every field.
+pub fn audit_events_round_trip<S: Store>(store: &S) {
+    let kinds = [
+        AuditKind::PurposeDefined,
+        AuditKind::CustomerCreated,
+        AuditKind::ConsentGiven,
+        AuditKind::ConsentWithdrawn,
+        AuditKind::ConsentExpired,
+        AuditKind::AccessGranted,
+        AuditKind::AccessDenied,
+        AuditKind::FieldWritten,
+        AuditKind::FieldRectified,
+        AuditKind::FieldDeleted,
+        AuditKind::Exported,
+        AuditKind::Restricted,
+        AuditKind::RestrictionLifted,
+        AuditKind::Objected,
+        AuditKind::Erased,
+        AuditKind::KeyRotated,
+    ];
+    let who = CustomerId::new();
+    let events: Vec<AuditEvent> = kinds
+        .iter()
+        .enumerate()
+        .map(|(i, &kind)| {
+            let seq = i as u64 + 1;
+            let mut mac = [0u8; 32];
+            for (j, b) in mac.iter_mut().enumerate() {
+                *b = (j as u8).wrapping_mul(37) ^ (seq as u8) ^ 0x80;
+            }
+            AuditEvent {
+                seq,
+                at: t(-(seq as i64) * 1_000_003),
+                kind,
+                customer: (i % 2 == 0).then_some(who),
+                purpose: (i % 3 != 0).then(|| purpose_id("news.letter-v2_x")),
+                field: (i % 4 != 0).then(|| field_name("address.city")),
+                detail: match i % 3 {
+                    0 => String::new(),
+                    1 => format!("key_version={i},master_key=k{i}"),
+                    _ => "ünïcødé detail with 'quotes' and \"double\" \n newline".to_owned(),
+                },
+                mac,
+            }
+        })
+        .collect();
+    ok(
+        store,
+        &events.iter().cloned().map(Write::AppendAudit).collect::<Vec<_>>(),
+        "append every kind",
+    );
+    assert_eq!(
+        get(store.audit_range(1, 100), "range"),
+        events,
+        "audit events round trip"
+    );
+    let mine: Vec<AuditEvent> = events.iter().filter(|e| e.customer.is_some()).cloned().collect();
+    assert_eq!(get(store.audit_for(who), "audit_for"), mine, "audit_for round trip");
+}
+
+/// Every field of customers, keys, fields, consents and objections round-trips exactly.
+pub fn records_round_trip_exactly<S: Store>(store: &S) {
+    let id = CustomerId::from_uuid(uuid::Uuid::new_v4()).unwrap_or_else(|_| panic!("a v4 uuid is a customer id"));
+    let record = CustomerRecord {
+        id,
+        created_at: Utc
+            .timestamp_micros(-62_135_596_800_000_000 + 1)
+            .single()
+            .unwrap_or_default(),
+        restricted: false,
+        erased_at: None,
+    };
+    let envelope: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
+    let written = Utc
+        .timestamp_micros(253_402_300_799_999_999)
+        .single()
+        .unwrap_or_default();
+    let c_full = Consent {
+        id: ConsentId::from_uuid(uuid::Uuid::new_v4()),
+        customer: id,
+        purpose: purpose_id("health.records"),
+        basis: LawfulBasis::VitalInterests,
+        notice_version: u32::MAX,
+        given_at: t(-1),
+        expires_at: Some(t(31_536_000_000_001)),
+        withdrawn_at: Some(t(777)),
+        superseded_by: Some(ConsentId::new()),
+        evidence: Evidence::new("paper — signed «form»")
+            .source("branch-42/form-7")
+            .notice_text("the notice")
+            .explicit(),
+    };
+    let c_bare = Consent {
+        basis: LawfulBasis::PublicTask,
+        evidence: Evidence::new(""),
+        ..consent(id, "a")
+    };
+    let mut cs = vec![c_full, c_bare];
+    for basis in [
+        LawfulBasis::Consent,
+        LawfulBasis::Contract,
+        LawfulBasis::LegalObligation,
+        LawfulBasis::LegitimateInterests,
+    ] {
+        cs.push(Consent {
+            basis,
+            ..consent(id, "b")
+        });
+    }
+    let objection = Objection {
+        customer: id,
+        purpose: purpose_id("a"),
+        at: t(123_456_789),
+    };
+    let mut batch = vec![
+        Write::InsertCustomer(record.clone()),
+        Write::PutKey(key(id, 0, 0)),
+        put_field(id, "empty", Vec::new(), t(0)),
+        put_field(id, &"f".repeat(64), envelope.clone(), written),
+        Write::PutObjection(objection.clone()),
+    ];
+    batch.extend(cs.iter().cloned().map(Write::PutConsent));
+    ok(store, &batch, "write every kind of record");
+
+    let snap = snapshot(store, id, "round trip");
+    assert_eq!(snap.record, record, "customer record");
+    assert_eq!(snap.keys, vec![key(id, 0, 0)], "key of version 0");
+    assert_eq!(
+        sorted_consents(snap.consents),
+        sorted_consents(cs),
+        "consents, every field"
+    );
+    assert_eq!(snap.objections, vec![objection], "objection");
+    let fields = sorted_fields(get(store.fields(id), "fields"));
+    assert_eq!(
+        fields,
+        vec![
+            StoredField {
+                field: field_name("empty"),
+                envelope: Vec::new(),
+                written_at: t(0),
+            },
+            StoredField {
+                field: field_name(&"f".repeat(64)),
+                envelope,
+                written_at: written,
+            },
+        ],
+        "fields, every byte"
+    );
+
+    let erased = CustomerRecord {
+        id: CustomerId::new(),
+        created_at: t(5),
+        restricted: true,
+        erased_at: Some(t(6)),
+    };
+    ok(
+        store,
+        &[Write::InsertCustomer(erased.clone())],
+        "insert an erased record",
+    );
+    assert_eq!(snapshot(store, erased.id, "erased").record, erased, "erased record");
+}
+
+/// Threads appending the same audit sequence number at once: exactly one wins.
+pub fn concurrent_audit_appends_conflict<S: Store>(store: &S) {
+    const THREADS: usize = 8;
+    for seq in 1..=5u64 {
+        let results: Vec<Result<(), StoreError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..THREADS)
+                .map(|i| {
+                    s.spawn(move || {
+                        let mut e = event(seq, None);
+                        e.detail = format!("writer-{i}");
+                        store.apply(&[Write::AppendAudit(e)])
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| panic!("a writer thread panicked")))
+                .collect()
+        });
+        let wins = results.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(wins, 1, "seq {seq}: exactly one concurrent append must win");
+        for r in &results {
+            if let Err(e) = r {
+                assert_eq!(
+                    *e,
+                    StoreError::Conflict,
+                    "seq {seq}: a losing append must be a conflict"
+                );
+            }
+        }
+    }
+    let details: HashSet<String> = get(store.audit_range(1, 10), "range")
+        .into_iter()
+        .map(|e| e.detail)
+        .collect();
+    assert_eq!(get(store.audit_range(1, 10), "range").len(), 5, "five events");
+    assert!(details.iter().all(|d| d.starts_with("writer-")), "details");
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn memory_store_conforms() {
+        super::run_all(crate::MemoryStore::new);
+    }
+}
