@@ -22,6 +22,8 @@ pub use gate::{AccessPass, Revealed, Sealed};
 pub use ids::{ConsentId, CustomerId, FieldName, PurposeId};
 pub use purpose::{LawfulBasis, Purpose};
 pub use store::{MemoryStore, Store, StoreError};
+#[cfg(feature = "sqlite")]
+pub use store::{SqliteOptions, SqliteStore};
 pub use vault::{
     AuditBatching, DEFAULT_CACHE_CAPACITY, DEFAULT_MAX_VALUE_LEN, DEFAULT_PASS_LIFETIME, ErasureReceipt, SubjectExport,
     SweepReport, Vault, VaultBuilder,

@@ -1,0 +1,1063 @@
+//! The embedded, durable store: one SQLite database file (SQLite is bundled, nothing to
+//! install).
+//!
+//! # Durability
+//!
+//! The database runs in WAL mode with `synchronous=FULL`: every [`Store::apply`] batch is one
+//! `BEGIN IMMEDIATE` transaction, and when `apply` returns `Ok` the transaction's WAL frames
+//! have been written *and fsynced*. An acknowledged write survives a crash of the process
+//! (SIGKILL, panic, abort) and also a crash of the operating system or a power cut.
+//!
+//! `synchronous=NORMAL` would also survive a killed process (the frames are in the OS page
+//! cache when `apply` returns) but may lose the last acknowledged transactions on power loss.
+//! egard keeps consents, withdrawals and the audit trail of every access: a withdrawal that
+//! was confirmed to a customer and then forgotten after a power cut would open their data
+//! again, so the default is the durable one. [`SqliteStore::open_with`] can relax it to
+//! [`Durability::ProcessCrash`] where the host accepts that risk for speed.
+//!
+//! # Concurrency
+//!
+//! One writer connection behind a mutex serialises the writers of this process (so they
+//! never meet SQLite's `database is locked`); reads go through a small pool of reader
+//! connections, which WAL lets run alongside the writer. Several processes may open the same
+//! file: `BEGIN IMMEDIATE` and a busy timeout serialise their writers (give their vaults a
+//! [`cache_ttl`](crate::VaultBuilder::cache_ttl)).
+//!
+//! # Schema
+//!
+//! A `schema_version` table records the schema; opening an older file migrates it forward
+//! in one transaction, opening a newer one fails with [`StoreError::SchemaTooNew`] and
+//! changes nothing. Personal data is only ever stored as envelopes (ciphertext `BLOB`s); no
+//! column holds plaintext. Stored rows are read as untrusted input: anything that does not
+//! decode is [`StoreError::Corrupt`], never a panic.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration as StdDuration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params};
+use uuid::Uuid;
+
+use super::{CustomerRecord, CustomerSnapshot, Objection, Store, StoreError, StoredField, WrappedKey, Write};
+use crate::audit::{AuditEvent, AuditKind};
+use crate::consent::{Consent, Evidence};
+use crate::error::Error;
+use crate::ids::{ConsentId, CustomerId, FieldName, PurposeId};
+use crate::purpose::{LawfulBasis, Purpose};
+
+/// The forward migrations; `MIGRATIONS[i]` takes the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // Version 1.
+    "CREATE TABLE purposes (
+        id TEXT PRIMARY KEY NOT NULL,
+        definition TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE customers (
+        id BLOB PRIMARY KEY NOT NULL CHECK (length(id) = 16),
+        created_at INTEGER NOT NULL,
+        restricted INTEGER NOT NULL,
+        erased_at INTEGER
+    ) WITHOUT ROWID;
+    CREATE TABLE data_keys (
+        customer BLOB NOT NULL REFERENCES customers (id),
+        version INTEGER NOT NULL,
+        wrapped BLOB NOT NULL,
+        PRIMARY KEY (customer, version)
+    ) WITHOUT ROWID;
+    CREATE TABLE fields (
+        customer BLOB NOT NULL REFERENCES customers (id),
+        field TEXT NOT NULL,
+        envelope BLOB NOT NULL,
+        written_at INTEGER NOT NULL,
+        PRIMARY KEY (customer, field)
+    ) WITHOUT ROWID;
+    CREATE TABLE consents (
+        id BLOB PRIMARY KEY NOT NULL,
+        customer BLOB NOT NULL REFERENCES customers (id),
+        purpose TEXT NOT NULL,
+        basis TEXT NOT NULL,
+        notice_version INTEGER NOT NULL,
+        given_at INTEGER NOT NULL,
+        expires_at INTEGER,
+        withdrawn_at INTEGER,
+        superseded_by BLOB,
+        evidence TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX consents_by_customer ON consents (customer);
+    CREATE TABLE objections (
+        customer BLOB NOT NULL REFERENCES customers (id),
+        purpose TEXT NOT NULL,
+        at INTEGER NOT NULL
+    );
+    CREATE INDEX objections_by_customer ON objections (customer);
+    CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY NOT NULL,
+        at INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        customer BLOB,
+        purpose TEXT,
+        field TEXT,
+        detail TEXT NOT NULL,
+        mac BLOB NOT NULL
+    );
+    CREATE INDEX audit_by_customer ON audit (customer, seq) WHERE customer IS NOT NULL;",
+];
+
+/// The newest schema version this release understands.
+pub const SQLITE_SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// How long a connection waits for another process's lock before giving up.
+const BUSY_TIMEOUT: StdDuration = StdDuration::from_secs(10);
+/// How many idle reader connections are kept.
+const MAX_IDLE_READERS: usize = 16;
+
+/// What an acknowledged write survives; see the [module docs](self).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Durability {
+    /// `synchronous=FULL`: every acknowledged batch is fsynced; it survives a process crash,
+    /// an operating-system crash and a power cut. The default.
+    #[default]
+    PowerLoss,
+    /// `synchronous=NORMAL`: an acknowledged batch survives a crash of the process, but the
+    /// last ones may be lost on a power cut or an operating-system crash (the database stays
+    /// consistent either way). Faster: WAL is fsynced only at checkpoints.
+    ProcessCrash,
+}
+
+/// Options for [`SqliteStore::open_with`].
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct SqliteOptions {
+    /// What an acknowledged write survives; [`Durability::PowerLoss`] by default.
+    pub durability: Durability,
+}
+
+impl SqliteOptions {
+    /// The defaults: durable against power loss.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets what an acknowledged write survives.
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+}
+
+/// A durable store in one SQLite database file: the embedded default.
+///
+/// ```
+/// use egard::{MasterKey, SqliteStore, Vault};
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let vault = Vault::builder()
+///     .master_key(MasterKey::from_bytes([1; 32]))
+///     .store(SqliteStore::open(dir.path().join("egard.db"))?)
+///     .build()?;
+/// # Ok::<(), egard::Error>(())
+/// ```
+pub struct SqliteStore {
+    writer: Mutex<Connection>,
+    /// `None` for an in-memory database, which only its one connection can see.
+    readers: Option<Readers>,
+    path: Option<PathBuf>,
+    durability: Durability,
+}
+
+struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .field("durability", &self.durability)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens the database file at `path`, creating it if needed, and migrates its schema
+    /// forward. Durable against power loss ([`Durability::PowerLoss`]).
+    ///
+    /// Fails with [`StoreError::SchemaTooNew`] (inside [`Error::Storage`]) if the file was
+    /// written by a newer release, and with [`StoreError::Corrupt`] if it is not an egard
+    /// database.
+    pub fn open(path: impl AsRef<Path>) -> Result<SqliteStore, Error> {
+        Self::open_with(path, SqliteOptions::default())
+    }
+
+    /// Opens the database file at `path` with `options`.
+    pub fn open_with(path: impl AsRef<Path>, options: SqliteOptions) -> Result<SqliteStore, Error> {
+        let path = path.as_ref().to_path_buf();
+        let mut writer = Connection::open(&path).map_err(map_err)?;
+        configure(&writer, options.durability, true)?;
+        migrate(&mut writer)?;
+        Ok(SqliteStore {
+            writer: Mutex::new(writer),
+            readers: Some(Readers {
+                path: path.clone(),
+                idle: Mutex::new(Vec::new()),
+            }),
+            path: Some(path),
+            durability: options.durability,
+        })
+    }
+
+    /// A private database held in memory, for tests: nothing survives the store.
+    pub fn in_memory() -> Result<SqliteStore, Error> {
+        let mut writer = Connection::open_in_memory().map_err(map_err)?;
+        configure(&writer, Durability::default(), false)?;
+        migrate(&mut writer)?;
+        Ok(SqliteStore {
+            writer: Mutex::new(writer),
+            readers: None,
+            path: None,
+            durability: Durability::default(),
+        })
+    }
+
+    /// The database file, `None` in memory.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    fn writer(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the writer drops its transaction, which rolls back: the
+        // connection is still consistent.
+        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `read` in one read transaction (one consistent snapshot).
+    fn read<R>(&self, read: impl FnOnce(&Connection) -> Result<R, StoreError>) -> Result<R, StoreError> {
+        let Some(readers) = &self.readers else {
+            let conn = self.writer();
+            return in_read_tx(&conn, read);
+        };
+        let pooled = readers.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        let conn = match pooled {
+            Some(conn) => conn,
+            None => {
+                let conn = Connection::open(&readers.path).map_err(map_err)?;
+                configure(&conn, self.durability, false)?;
+                conn.pragma_update(None, "query_only", true).map_err(map_err)?;
+                conn
+            }
+        };
+        let out = in_read_tx(&conn, read);
+        let mut idle = readers.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < MAX_IDLE_READERS && conn.is_autocommit() {
+            idle.push(conn);
+        }
+        out
+    }
+}
+
+fn in_read_tx<R>(conn: &Connection, read: impl FnOnce(&Connection) -> Result<R, StoreError>) -> Result<R, StoreError> {
+    let tx = conn.unchecked_transaction().map_err(map_err)?;
+    let out = read(&tx)?;
+    tx.finish().map_err(map_err)?;
+    Ok(out)
+}
+
+/// Sets the pragmas every connection needs.
+fn configure(conn: &Connection, durability: Durability, wal: bool) -> Result<(), StoreError> {
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(map_err)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    if wal {
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+            .map_err(map_err)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Unavailable("the database refused WAL mode".into()));
+        }
+    }
+    conn.pragma_update(None, "foreign_keys", true).map_err(map_err)?;
+    let sync = match durability {
+        Durability::PowerLoss => "FULL",
+        Durability::ProcessCrash => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", sync).map_err(map_err)?;
+    Ok(())
+}
+
+/// Brings the schema to [`SQLITE_SCHEMA_VERSION`], in one transaction; refuses newer ones.
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(map_err)?;
+    tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        .map_err(map_err)?;
+    let versions: Vec<i64> = {
+        let mut stmt = tx.prepare("SELECT version FROM schema_version").map_err(map_err)?;
+        let rows = stmt.query_map([], |row| row.get(0)).map_err(map_err)?;
+        rows.collect::<Result<_, _>>().map_err(map_err)?
+    };
+    let found = match versions.as_slice() {
+        [] => 0,
+        [v] => u32::try_from(*v).map_err(|_| corrupt("schema version out of range"))?,
+        _ => return Err(corrupt("several schema versions recorded")),
+    };
+    if found > SQLITE_SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            found,
+            supported: SQLITE_SCHEMA_VERSION,
+        });
+    }
+    if found == SQLITE_SCHEMA_VERSION {
+        return tx.commit().map_err(map_err);
+    }
+    for step in &MIGRATIONS[found as usize..] {
+        tx.execute_batch(step).map_err(map_err)?;
+    }
+    tx.execute("DELETE FROM schema_version", []).map_err(map_err)?;
+    tx.execute(
+        "INSERT INTO schema_version (version) VALUES (?1)",
+        [i64::from(SQLITE_SCHEMA_VERSION)],
+    )
+    .map_err(map_err)?;
+    tx.commit().map_err(map_err)
+}
+
+/// Maps a SQLite failure to a [`StoreError`] that names the failure, never a value.
+fn map_err(e: rusqlite::Error) -> StoreError {
+    match e {
+        rusqlite::Error::SqliteFailure(f, _) => match f.code {
+            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => {
+                StoreError::Unavailable("database busy: another process held the lock too long".into())
+            }
+            ErrorCode::NotADatabase => corrupt("not a SQLite database"),
+            ErrorCode::DatabaseCorrupt => corrupt("the database file is malformed"),
+            ErrorCode::ConstraintViolation => corrupt("a stored row violates the schema"),
+            ErrorCode::TypeMismatch => corrupt("a stored value has the wrong type"),
+            ErrorCode::DiskFull => StoreError::Unavailable("disk full".into()),
+            ErrorCode::CannotOpen => StoreError::Unavailable("cannot open the database file".into()),
+            ErrorCode::ReadOnly => StoreError::Unavailable("the database is read-only".into()),
+            ErrorCode::PermissionDenied => StoreError::Unavailable("permission denied".into()),
+            ErrorCode::SystemIoFailure => StoreError::Unavailable("I/O error".into()),
+            _ => StoreError::Unavailable(format!("SQLite error code {}", f.extended_code)),
+        },
+        rusqlite::Error::FromSqlConversionFailure(..)
+        | rusqlite::Error::InvalidColumnType(..)
+        | rusqlite::Error::IntegralValueOutOfRange(..)
+        | rusqlite::Error::Utf8Error(..) => corrupt("a stored value does not decode"),
+        _ => StoreError::Unavailable("SQLite interface error".into()),
+    }
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(what.to_owned())
+}
+
+// ----- encoding -----
+
+fn micros(t: &DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+fn opt_micros(t: &Option<DateTime<Utc>>) -> Option<i64> {
+    t.as_ref().map(micros)
+}
+
+fn seq_to_sql(seq: u64) -> Result<i64, StoreError> {
+    i64::try_from(seq).map_err(|_| StoreError::Unavailable("audit sequence number beyond i64::MAX".into()))
+}
+
+fn basis_code(b: LawfulBasis) -> &'static str {
+    match b {
+        LawfulBasis::Consent => "consent",
+        LawfulBasis::Contract => "contract",
+        LawfulBasis::LegalObligation => "legal_obligation",
+        LawfulBasis::VitalInterests => "vital_interests",
+        LawfulBasis::PublicTask => "public_task",
+        LawfulBasis::LegitimateInterests => "legitimate_interests",
+    }
+}
+
+fn basis_from_code(code: &str) -> Option<LawfulBasis> {
+    [
+        LawfulBasis::Consent,
+        LawfulBasis::Contract,
+        LawfulBasis::LegalObligation,
+        LawfulBasis::VitalInterests,
+        LawfulBasis::PublicTask,
+        LawfulBasis::LegitimateInterests,
+    ]
+    .into_iter()
+    .find(|b| basis_code(*b) == code)
+}
+
+fn to_json<T: serde::Serialize>(value: &T, what: &str) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|_| StoreError::Unavailable(format!("{what} could not be encoded")))
+}
+
+// ----- decoding (stored rows are untrusted) -----
+
+/// Reads column `i` of a row, checking its type; `column` names it in errors.
+struct Col<'r, 's> {
+    row: &'r Row<'s>,
+}
+
+impl Col<'_, '_> {
+    fn value(&self, i: usize, column: &str) -> Result<ValueRef<'_>, StoreError> {
+        self.row
+            .get_ref(i)
+            .map_err(|_| StoreError::Corrupt(format!("missing column {column}")))
+    }
+
+    fn int(&self, i: usize, column: &str) -> Result<i64, StoreError> {
+        self.opt_int(i, column)?
+            .ok_or_else(|| StoreError::Corrupt(format!("{column} is null")))
+    }
+
+    fn opt_int(&self, i: usize, column: &str) -> Result<Option<i64>, StoreError> {
+        match self.value(i, column)? {
+            ValueRef::Integer(v) => Ok(Some(v)),
+            ValueRef::Null => Ok(None),
+            _ => Err(StoreError::Corrupt(format!("{column} is not an integer"))),
+        }
+    }
+
+    fn blob(&self, i: usize, column: &str) -> Result<Vec<u8>, StoreError> {
+        self.opt_blob(i, column)?
+            .ok_or_else(|| StoreError::Corrupt(format!("{column} is null")))
+    }
+
+    fn opt_blob(&self, i: usize, column: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.value(i, column)? {
+            ValueRef::Blob(b) => Ok(Some(b.to_vec())),
+            ValueRef::Null => Ok(None),
+            _ => Err(StoreError::Corrupt(format!("{column} is not a blob"))),
+        }
+    }
+
+    fn text(&self, i: usize, column: &str) -> Result<String, StoreError> {
+        self.opt_text(i, column)?
+            .ok_or_else(|| StoreError::Corrupt(format!("{column} is null")))
+    }
+
+    fn opt_text(&self, i: usize, column: &str) -> Result<Option<String>, StoreError> {
+        match self.value(i, column)? {
+            ValueRef::Text(t) => std::str::from_utf8(t)
+                .map(|s| Some(s.to_owned()))
+                .map_err(|_| StoreError::Corrupt(format!("{column} is not UTF-8"))),
+            ValueRef::Null => Ok(None),
+            _ => Err(StoreError::Corrupt(format!("{column} is not text"))),
+        }
+    }
+
+    fn time(&self, i: usize, column: &str) -> Result<DateTime<Utc>, StoreError> {
+        time_from(self.int(i, column)?, column)
+    }
+
+    fn opt_time(&self, i: usize, column: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.opt_int(i, column)?.map(|v| time_from(v, column)).transpose()
+    }
+
+    fn uuid(&self, i: usize, column: &str) -> Result<Uuid, StoreError> {
+        uuid_from(&self.blob(i, column)?, column)
+    }
+
+    fn customer(&self, i: usize, column: &str) -> Result<CustomerId, StoreError> {
+        CustomerId::from_uuid(self.uuid(i, column)?)
+            .map_err(|_| StoreError::Corrupt(format!("{column} is not a customer id")))
+    }
+
+    fn opt_customer(&self, i: usize, column: &str) -> Result<Option<CustomerId>, StoreError> {
+        match self.opt_blob(i, column)? {
+            None => Ok(None),
+            Some(b) => CustomerId::from_uuid(uuid_from(&b, column)?)
+                .map(Some)
+                .map_err(|_| StoreError::Corrupt(format!("{column} is not a customer id"))),
+        }
+    }
+
+    fn purpose(&self, i: usize, column: &str) -> Result<PurposeId, StoreError> {
+        PurposeId::new(&self.text(i, column)?).map_err(|_| StoreError::Corrupt(format!("{column} is not a purpose id")))
+    }
+
+    fn opt_purpose(&self, i: usize, column: &str) -> Result<Option<PurposeId>, StoreError> {
+        self.opt_text(i, column)?
+            .map(|s| PurposeId::new(&s).map_err(|_| StoreError::Corrupt(format!("{column} is not a purpose id"))))
+            .transpose()
+    }
+
+    fn field(&self, i: usize, column: &str) -> Result<FieldName, StoreError> {
+        FieldName::new(&self.text(i, column)?).map_err(|_| StoreError::Corrupt(format!("{column} is not a field name")))
+    }
+
+    fn opt_field(&self, i: usize, column: &str) -> Result<Option<FieldName>, StoreError> {
+        self.opt_text(i, column)?
+            .map(|s| FieldName::new(&s).map_err(|_| StoreError::Corrupt(format!("{column} is not a field name"))))
+            .transpose()
+    }
+
+    fn u32(&self, i: usize, column: &str) -> Result<u32, StoreError> {
+        u32::try_from(self.int(i, column)?).map_err(|_| StoreError::Corrupt(format!("{column} is out of range")))
+    }
+
+    fn bool(&self, i: usize, column: &str) -> Result<bool, StoreError> {
+        match self.int(i, column)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(StoreError::Corrupt(format!("{column} is not a boolean"))),
+        }
+    }
+}
+
+fn time_from(v: i64, column: &str) -> Result<DateTime<Utc>, StoreError> {
+    Utc.timestamp_micros(v)
+        .single()
+        .ok_or_else(|| StoreError::Corrupt(format!("{column} is out of range")))
+}
+
+fn uuid_from(bytes: &[u8], column: &str) -> Result<Uuid, StoreError> {
+    Uuid::from_slice(bytes).map_err(|_| StoreError::Corrupt(format!("{column} is not a UUID")))
+}
+
+/// Runs a query and decodes every row with `decode`.
+fn query_all<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    decode: impl Fn(&Col<'_, '_>) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql).map_err(map_err)?;
+    let mut rows = stmt.query(params).map_err(map_err)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(map_err)? {
+        out.push(decode(&Col { row })?);
+    }
+    Ok(out)
+}
+
+const AUDIT_COLUMNS: &str = "seq, at, kind, customer, purpose, field, detail, mac";
+
+fn decode_audit(c: &Col<'_, '_>) -> Result<AuditEvent, StoreError> {
+    let seq = u64::try_from(c.int(0, "audit.seq")?).map_err(|_| corrupt("audit.seq is negative"))?;
+    let kind = AuditKind::from_code(&c.text(2, "audit.kind")?).ok_or_else(|| corrupt("audit.kind is unknown"))?;
+    let mac: [u8; 32] = c
+        .blob(7, "audit.mac")?
+        .try_into()
+        .map_err(|_| corrupt("audit.mac is not 32 bytes"))?;
+    Ok(AuditEvent {
+        seq,
+        at: c.time(1, "audit.at")?,
+        kind,
+        customer: c.opt_customer(3, "audit.customer")?,
+        purpose: c.opt_purpose(4, "audit.purpose")?,
+        field: c.opt_field(5, "audit.field")?,
+        detail: c.text(6, "audit.detail")?,
+        mac,
+    })
+}
+
+fn decode_field(c: &Col<'_, '_>) -> Result<StoredField, StoreError> {
+    Ok(StoredField {
+        field: c.field(0, "fields.field")?,
+        envelope: c.blob(1, "fields.envelope")?,
+        written_at: c.time(2, "fields.written_at")?,
+    })
+}
+
+// ----- writing -----
+
+/// Whether a customer exists, and whether it was erased.
+fn customer_state(tx: &Connection, id: CustomerId) -> Result<Option<bool>, StoreError> {
+    tx.prepare_cached("SELECT erased_at IS NOT NULL FROM customers WHERE id = ?1")
+        .map_err(map_err)?
+        .query_row([id.as_bytes().as_slice()], |row| row.get::<_, bool>(0))
+        .optional()
+        .map_err(map_err)
+}
+
+/// Checks that `id` exists and, when `live` is asked, that it was not erased.
+fn require(tx: &Connection, id: CustomerId, live: bool) -> Result<(), StoreError> {
+    match customer_state(tx, id)? {
+        Some(erased) if !(live && erased) => Ok(()),
+        _ => Err(StoreError::MissingCustomer),
+    }
+}
+
+fn exec(tx: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<usize, StoreError> {
+    tx.prepare_cached(sql)
+        .map_err(map_err)?
+        .execute(params)
+        .map_err(map_err)
+}
+
+fn apply_one(tx: &Connection, w: &Write) -> Result<(), StoreError> {
+    match w {
+        Write::PutPurpose(p) => {
+            exec(
+                tx,
+                "INSERT INTO purposes (id, definition) VALUES (?1, ?2)
+                 ON CONFLICT (id) DO UPDATE SET definition = excluded.definition",
+                params![p.id(), to_json(p, "a purpose")?],
+            )?;
+        }
+        Write::InsertCustomer(r) => {
+            let inserted = exec(
+                tx,
+                "INSERT INTO customers (id, created_at, restricted, erased_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (id) DO NOTHING",
+                params![
+                    r.id.as_bytes().as_slice(),
+                    micros(&r.created_at),
+                    r.restricted,
+                    opt_micros(&r.erased_at)
+                ],
+            )?;
+            if inserted == 0 {
+                return Err(StoreError::Conflict);
+            }
+        }
+        Write::PutKey(k) => {
+            require(tx, k.customer, true)?;
+            exec(
+                tx,
+                "INSERT INTO data_keys (customer, version, wrapped) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (customer, version) DO UPDATE SET wrapped = excluded.wrapped",
+                params![k.customer.as_bytes().as_slice(), i64::from(k.version), k.wrapped],
+            )?;
+        }
+        Write::SetRestricted { customer, restricted } => {
+            require(tx, *customer, true)?;
+            exec(
+                tx,
+                "UPDATE customers SET restricted = ?2 WHERE id = ?1",
+                params![customer.as_bytes().as_slice(), restricted],
+            )?;
+        }
+        Write::PutField {
+            customer,
+            field,
+            envelope,
+            at,
+        } => {
+            require(tx, *customer, true)?;
+            exec(
+                tx,
+                "INSERT INTO fields (customer, field, envelope, written_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (customer, field) DO UPDATE
+                 SET envelope = excluded.envelope, written_at = excluded.written_at",
+                params![customer.as_bytes().as_slice(), field.as_str(), envelope, micros(at)],
+            )?;
+        }
+        Write::DeleteField { customer, field } => {
+            require(tx, *customer, false)?;
+            exec(
+                tx,
+                "DELETE FROM fields WHERE customer = ?1 AND field = ?2",
+                params![customer.as_bytes().as_slice(), field.as_str()],
+            )?;
+        }
+        Write::PutConsent(c) => {
+            require(tx, c.customer, false)?;
+            exec(
+                tx,
+                "INSERT INTO consents (id, customer, purpose, basis, notice_version, given_at, expires_at,
+                                       withdrawn_at, superseded_by, evidence)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                 ON CONFLICT (id) DO UPDATE SET
+                   customer = excluded.customer, purpose = excluded.purpose, basis = excluded.basis,
+                   notice_version = excluded.notice_version, given_at = excluded.given_at,
+                   expires_at = excluded.expires_at, withdrawn_at = excluded.withdrawn_at,
+                   superseded_by = excluded.superseded_by, evidence = excluded.evidence",
+                params![
+                    c.id.as_uuid().as_bytes().as_slice(),
+                    c.customer.as_bytes().as_slice(),
+                    c.purpose.as_str(),
+                    basis_code(c.basis),
+                    i64::from(c.notice_version),
+                    micros(&c.given_at),
+                    opt_micros(&c.expires_at),
+                    opt_micros(&c.withdrawn_at),
+                    c.superseded_by.map(|s| s.as_uuid().as_bytes().to_vec()),
+                    to_json(&c.evidence, "consent evidence")?,
+                ],
+            )?;
+        }
+        Write::PutObjection(o) => {
+            require(tx, o.customer, false)?;
+            exec(
+                tx,
+                "INSERT INTO objections (customer, purpose, at) VALUES (?1, ?2, ?3)",
+                params![o.customer.as_bytes().as_slice(), o.purpose.as_str(), micros(&o.at)],
+            )?;
+        }
+        Write::EraseCustomer { customer, at } => {
+            require(tx, *customer, false)?;
+            let id = customer.as_bytes().as_slice();
+            exec(tx, "DELETE FROM data_keys WHERE customer = ?1", [id])?;
+            exec(tx, "DELETE FROM fields WHERE customer = ?1", [id])?;
+            exec(
+                tx,
+                "UPDATE customers SET erased_at = coalesce(erased_at, ?2) WHERE id = ?1",
+                params![id, micros(at)],
+            )?;
+        }
+        Write::AppendAudit(e) => {
+            let inserted = exec(
+                tx,
+                "INSERT INTO audit (seq, at, kind, customer, purpose, field, detail, mac)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (seq) DO NOTHING",
+                params![
+                    seq_to_sql(e.seq)?,
+                    micros(&e.at),
+                    e.kind.code(),
+                    e.customer.map(|c| c.as_bytes().to_vec()),
+                    e.purpose.as_ref().map(PurposeId::as_str),
+                    e.field.as_ref().map(FieldName::as_str),
+                    e.detail,
+                    e.mac.as_slice(),
+                ],
+            )?;
+            if inserted == 0 {
+                return Err(StoreError::Conflict);
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Store for SqliteStore {
+    fn apply(&self, batch: &[Write]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.writer();
+        // IMMEDIATE: take the write lock up front, so that a concurrent writer in another
+        // process waits (busy timeout) instead of failing at its first write.
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(map_err)?;
+        for w in batch {
+            // INVARIANT: on error, `tx` is dropped here and rolls the whole batch back.
+            apply_one(&tx, w)?;
+        }
+        tx.commit().map_err(map_err)
+    }
+
+    fn purposes(&self) -> Result<Vec<Purpose>, StoreError> {
+        self.read(|conn| {
+            query_all(conn, "SELECT definition FROM purposes ORDER BY id", [], |c| {
+                serde_json::from_str::<Purpose>(&c.text(0, "purposes.definition")?)
+                    .map_err(|_| corrupt("a stored purpose does not decode"))
+            })
+        })
+    }
+
+    fn customer(&self, id: CustomerId) -> Result<Option<CustomerSnapshot>, StoreError> {
+        let key = id.as_bytes().as_slice();
+        self.read(|conn| {
+            let records = query_all(
+                conn,
+                "SELECT id, created_at, restricted, erased_at FROM customers WHERE id = ?1",
+                [key],
+                |c| {
+                    Ok(CustomerRecord {
+                        id: c.customer(0, "customers.id")?,
+                        created_at: c.time(1, "customers.created_at")?,
+                        restricted: c.bool(2, "customers.restricted")?,
+                        erased_at: c.opt_time(3, "customers.erased_at")?,
+                    })
+                },
+            )?;
+            let Some(record) = records.into_iter().next() else {
+                return Ok(None);
+            };
+            let keys = query_all(
+                conn,
+                "SELECT version, wrapped FROM data_keys WHERE customer = ?1",
+                [key],
+                |c| {
+                    Ok(WrappedKey {
+                        customer: id,
+                        version: c.u32(0, "data_keys.version")?,
+                        wrapped: c.blob(1, "data_keys.wrapped")?,
+                    })
+                },
+            )?;
+            let consents = query_all(
+                conn,
+                "SELECT id, purpose, basis, notice_version, given_at, expires_at, withdrawn_at, superseded_by,
+                        evidence
+                 FROM consents WHERE customer = ?1",
+                [key],
+                |c| {
+                    let basis = basis_from_code(&c.text(2, "consents.basis")?)
+                        .ok_or_else(|| corrupt("consents.basis is unknown"))?;
+                    let evidence: Evidence = serde_json::from_str(&c.text(8, "consents.evidence")?)
+                        .map_err(|_| corrupt("consents.evidence does not decode"))?;
+                    let superseded_by = match c.opt_blob(7, "consents.superseded_by")? {
+                        None => None,
+                        Some(b) => Some(ConsentId::from_uuid(uuid_from(&b, "consents.superseded_by")?)),
+                    };
+                    Ok(Consent {
+                        id: ConsentId::from_uuid(c.uuid(0, "consents.id")?),
+                        customer: id,
+                        purpose: c.purpose(1, "consents.purpose")?,
+                        basis,
+                        notice_version: c.u32(3, "consents.notice_version")?,
+                        given_at: c.time(4, "consents.given_at")?,
+                        expires_at: c.opt_time(5, "consents.expires_at")?,
+                        withdrawn_at: c.opt_time(6, "consents.withdrawn_at")?,
+                        superseded_by,
+                        evidence,
+                    })
+                },
+            )?;
+            let objections = query_all(
+                conn,
+                "SELECT purpose, at FROM objections WHERE customer = ?1",
+                [key],
+                |c| {
+                    Ok(Objection {
+                        customer: id,
+                        purpose: c.purpose(0, "objections.purpose")?,
+                        at: c.time(1, "objections.at")?,
+                    })
+                },
+            )?;
+            Ok(Some(CustomerSnapshot {
+                record,
+                keys,
+                consents,
+                objections,
+            }))
+        })
+    }
+
+    fn field(&self, customer: CustomerId, field: &FieldName) -> Result<Option<StoredField>, StoreError> {
+        self.read(|conn| {
+            let mut found = query_all(
+                conn,
+                "SELECT field, envelope, written_at FROM fields WHERE customer = ?1 AND field = ?2",
+                params![customer.as_bytes().as_slice(), field.as_str()],
+                decode_field,
+            )?;
+            Ok(found.pop())
+        })
+    }
+
+    fn fields(&self, customer: CustomerId) -> Result<Vec<StoredField>, StoreError> {
+        self.read(|conn| {
+            query_all(
+                conn,
+                "SELECT field, envelope, written_at FROM fields WHERE customer = ?1",
+                [customer.as_bytes().as_slice()],
+                decode_field,
+            )
+        })
+    }
+
+    fn customer_ids(&self) -> Result<Vec<CustomerId>, StoreError> {
+        self.read(|conn| query_all(conn, "SELECT id FROM customers", [], |c| c.customer(0, "customers.id")))
+    }
+
+    fn audit_head(&self) -> Result<Option<AuditEvent>, StoreError> {
+        self.read(|conn| {
+            let sql = format!("SELECT {AUDIT_COLUMNS} FROM audit ORDER BY seq DESC LIMIT 1");
+            Ok(query_all(conn, &sql, [], decode_audit)?.pop())
+        })
+    }
+
+    fn audit_range(&self, from_seq: u64, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
+        let Ok(from) = i64::try_from(from_seq) else {
+            return Ok(Vec::new());
+        };
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(|conn| {
+            let sql = format!("SELECT {AUDIT_COLUMNS} FROM audit WHERE seq >= ?1 ORDER BY seq LIMIT ?2");
+            query_all(conn, &sql, params![from, limit], decode_audit)
+        })
+    }
+
+    fn audit_for(&self, customer: CustomerId) -> Result<Vec<AuditEvent>, StoreError> {
+        self.read(|conn| {
+            let sql = format!("SELECT {AUDIT_COLUMNS} FROM audit WHERE customer = ?1 ORDER BY seq");
+            query_all(conn, &sql, [customer.as_bytes().as_slice()], decode_audit)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_newer_schema_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("egard.db");
+        drop(SqliteStore::open(&path).unwrap());
+        let raw = Connection::open(&path).unwrap();
+        raw.execute(
+            "UPDATE schema_version SET version = ?1",
+            [i64::from(SQLITE_SCHEMA_VERSION) + 1],
+        )
+        .unwrap();
+        drop(raw);
+        match SqliteStore::open(&path) {
+            Err(Error::Storage(StoreError::SchemaTooNew { found, supported })) => {
+                assert_eq!(found, SQLITE_SCHEMA_VERSION + 1);
+                assert_eq!(supported, SQLITE_SCHEMA_VERSION);
+            }
+            other => panic!("expected SchemaTooNew, got {other:?}"),
+        }
+        let raw = Connection::open(&path).unwrap();
+        let v: i64 = raw
+            .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(
+            v,
+            i64::from(SQLITE_SCHEMA_VERSION) + 1,
+            "the newer version was downgraded"
+        );
+    }
+
+    #[test]
+    fn reopening_keeps_the_schema_and_the_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("egard.db");
+        let id = CustomerId::new();
+        {
+            let store = SqliteStore::open(&path).unwrap();
+            store
+                .apply(&[Write::InsertCustomer(CustomerRecord {
+                    id,
+                    created_at: Utc::now(),
+                    restricted: false,
+                    erased_at: None,
+                })])
+                .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        assert!(store.customer(id).unwrap().is_some());
+        let raw = Connection::open(&path).unwrap();
+        let n: i64 = raw
+            .query_row("SELECT count(*) FROM schema_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1);
+        let mode: String = raw.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("not.db");
+        std::fs::write(&path, vec![0x42u8; 8192]).unwrap();
+        match SqliteStore::open(&path) {
+            Err(Error::Storage(StoreError::Corrupt(msg))) => assert!(msg.contains("not a SQLite database")),
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn corrupt_rows_are_errors_not_panics() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("egard.db");
+        let store = SqliteStore::open(&path).unwrap();
+        let id = CustomerId::new();
+        store
+            .apply(&[Write::InsertCustomer(CustomerRecord {
+                id,
+                created_at: Utc::now(),
+                restricted: false,
+                erased_at: None,
+            })])
+            .unwrap();
+        let raw = Connection::open(&path).unwrap();
+        let key = id.as_bytes().as_slice();
+        raw.execute(
+            "INSERT INTO consents VALUES (?1, ?2, 'news', 'bogus', 1, 0, NULL, NULL, NULL, '{}')",
+            params![vec![1u8; 16], key],
+        )
+        .unwrap();
+        assert!(matches!(store.customer(id), Err(StoreError::Corrupt(_))));
+        raw.execute("DELETE FROM consents", []).unwrap();
+        raw.execute("UPDATE customers SET created_at = 'yesterday'", [])
+            .unwrap();
+        assert!(matches!(store.customer(id), Err(StoreError::Corrupt(_))));
+        raw.execute(
+            "INSERT INTO audit VALUES (1, 0, 'access_granted', NULL, NULL, NULL, '', x'00')",
+            [],
+        )
+        .unwrap();
+        assert!(matches!(store.audit_head(), Err(StoreError::Corrupt(_))));
+        raw.execute("UPDATE audit SET mac = zeroblob(32), kind = 'nope'", [])
+            .unwrap();
+        assert!(matches!(store.audit_range(0, 10), Err(StoreError::Corrupt(_))));
+        raw.execute("INSERT INTO purposes VALUES ('x', 'not json')", [])
+            .unwrap();
+        assert!(matches!(store.purposes(), Err(StoreError::Corrupt(_))));
+    }
+
+    #[test]
+    fn no_column_holds_anything_but_envelopes_and_ids() {
+        // Every BLOB/TEXT column is listed here with what it holds; a new column must be
+        // added on purpose.
+        let store = SqliteStore::in_memory().unwrap();
+        let conn = store.writer();
+        let mut columns: Vec<String> = Vec::new();
+        for table in [
+            "purposes",
+            "customers",
+            "data_keys",
+            "fields",
+            "consents",
+            "objections",
+            "audit",
+        ] {
+            let mut stmt = conn.prepare(&format!("PRAGMA table_info({table})")).unwrap();
+            let names = stmt.query_map([], |r| r.get::<_, String>(1)).unwrap();
+            for n in names {
+                columns.push(format!("{table}.{}", n.unwrap()));
+            }
+        }
+        let expected = [
+            "purposes.id",
+            "purposes.definition",
+            "customers.id",
+            "customers.created_at",
+            "customers.restricted",
+            "customers.erased_at",
+            "data_keys.customer",
+            "data_keys.version",
+            "data_keys.wrapped",
+            "fields.customer",
+            "fields.field",
+            "fields.envelope",
+            "fields.written_at",
+            "consents.id",
+            "consents.customer",
+            "consents.purpose",
+            "consents.basis",
+            "consents.notice_version",
+            "consents.given_at",
+            "consents.expires_at",
+            "consents.withdrawn_at",
+            "consents.superseded_by",
+            "consents.evidence",
+            "objections.customer",
+            "objections.purpose",
+            "objections.at",
+            "audit.seq",
+            "audit.at",
+            "audit.kind",
+            "audit.customer",
+            "audit.purpose",
+            "audit.field",
+            "audit.detail",
+            "audit.mac",
+        ];
+        assert_eq!(columns, expected);
+    }
+}
