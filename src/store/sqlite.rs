@@ -1,35 +1,7 @@
 //! The embedded, durable store: one SQLite database file (SQLite is bundled, nothing to
 //! install).
 //!
-//! # Durability
-//!
-//! The database runs in WAL mode with `synchronous=FULL`: every [`Store::apply`] batch is one
-//! `BEGIN IMMEDIATE` transaction, and when `apply` returns `Ok` the transaction's WAL frames
-//! have been written *and fsynced*. An acknowledged write survives a crash of the process
-//! (SIGKILL, panic, abort) and also a crash of the operating system or a power cut.
-//!
-//! `synchronous=NORMAL` would also survive a killed process (the frames are in the OS page
-//! cache when `apply` returns) but may lose the last acknowledged transactions on power loss.
-//! egard keeps consents, withdrawals and the audit trail of every access: a withdrawal that
-//! was confirmed to a customer and then forgotten after a power cut would open their data
-//! again, so the default is the durable one. [`SqliteStore::open_with`] can relax it to
-//! [`Durability::ProcessCrash`] where the host accepts that risk for speed.
-//!
-//! # Concurrency
-//!
-//! One writer connection behind a mutex serialises the writers of this process (so they
-//! never meet SQLite's `database is locked`); reads go through a small pool of reader
-//! connections, which WAL lets run alongside the writer. Several processes may open the same
-//! file: `BEGIN IMMEDIATE` and a busy timeout serialise their writers (give their vaults a
-//! [`cache_ttl`](crate::VaultBuilder::cache_ttl)).
-//!
-//! # Schema
-//!
-//! A `schema_version` table records the schema; opening an older file migrates it forward
-//! in one transaction, opening a newer one fails with [`StoreError::SchemaTooNew`] and
-//! changes nothing. Personal data is only ever stored as envelopes (ciphertext `BLOB`s); no
-//! column holds plaintext. Stored rows are read as untrusted input: anything that does not
-//! decode is [`StoreError::Corrupt`], never a panic.
+//! See [`SqliteStore`] for durability, concurrency and schema rules.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -113,7 +85,7 @@ const BUSY_TIMEOUT: StdDuration = StdDuration::from_secs(10);
 /// How many idle reader connections are kept.
 const MAX_IDLE_READERS: usize = 16;
 
-/// What an acknowledged write survives; see the [module docs](self).
+/// What an acknowledged write survives; see [`SqliteStore`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Durability {
@@ -149,6 +121,36 @@ impl SqliteOptions {
 }
 
 /// A durable store in one SQLite database file: the embedded default.
+///
+/// # Durability
+///
+/// The database runs in WAL mode with `synchronous=FULL`: every [`Store::apply`] batch is one
+/// `BEGIN IMMEDIATE` transaction, and when `apply` returns `Ok` the transaction's WAL frames
+/// have been written *and fsynced*. An acknowledged write survives a crash of the process
+/// (SIGKILL, panic, abort) and also a crash of the operating system or a power cut.
+///
+/// `synchronous=NORMAL` would also survive a killed process (the frames are in the OS page
+/// cache when `apply` returns) but may lose the last acknowledged transactions on power loss.
+/// egard keeps consents, withdrawals and the audit trail of every access: a withdrawal that
+/// was confirmed to a customer and then forgotten after a power cut would open their data
+/// again, so the default is the durable one. [`SqliteStore::open_with`] can relax it to
+/// [`Durability::ProcessCrash`] where the host accepts that risk for speed.
+///
+/// # Concurrency
+///
+/// One writer connection behind a mutex serialises the writers of this process (so they
+/// never meet SQLite's `database is locked`); reads go through a small pool of reader
+/// connections, which WAL lets run alongside the writer. Several processes may open the same
+/// file: `BEGIN IMMEDIATE` and a busy timeout serialise their writers (give their vaults a
+/// [`cache_ttl`](crate::VaultBuilder::cache_ttl)).
+///
+/// # Schema
+///
+/// A `schema_version` table records the schema; opening an older file migrates it forward
+/// in one transaction, opening a newer one fails with [`StoreError::SchemaTooNew`] and
+/// changes nothing. Personal data is only ever stored as envelopes (ciphertext `BLOB`s); no
+/// column holds plaintext. Stored rows are read as untrusted input: anything that does not
+/// decode is [`StoreError::Corrupt`], never a panic.
 ///
 /// ```
 /// use egard::{MasterKey, SqliteStore, Vault};
