@@ -1,5 +1,6 @@
 //! The vault: the one entry point that holds the keys and enforces the gate.
 
+mod batch;
 pub(crate) mod cache;
 mod journal;
 mod rights;
@@ -405,34 +406,8 @@ impl Vault {
             return Err(Error::Invalid("special-category purposes need explicit consent"));
         }
         self.with_customer(customer, |_, state| {
-            if state.erased {
-                return Err(Error::Erased(customer));
-            }
-            if def.purpose.is_direct_marketing() && state.objections.contains_key(&def.id) {
-                return Err(AccessDenied::Objected.into());
-            }
-            let now = self.now();
-            let record = Consent {
-                id: ConsentId::new(),
-                customer,
-                purpose: def.id.clone(),
-                basis: def.purpose.basis(),
-                notice_version: def.purpose.required_notice_version(),
-                given_at: now,
-                expires_at: def.purpose.lifetime().map(|d| now + d),
-                withdrawn_at: None,
-                superseded_by: None,
-                evidence: evidence.clone(),
-            };
-            let mut writes = Vec::with_capacity(2);
-            if let Some(prev) = state.current.get(&def.id) {
-                if prev.withdrawn_at.is_none() && prev.superseded_by.is_none() {
-                    let mut prev = prev.clone();
-                    prev.superseded_by = Some(record.id);
-                    writes.push(Write::PutConsent(prev));
-                }
-            }
-            writes.push(Write::PutConsent(record.clone()));
+            let (record, writes) =
+                batch::new_consent(&def, customer, state, state.current.get(&def.id), &evidence, self.now())?;
             let id = record.id;
             self.commit(
                 writes,
