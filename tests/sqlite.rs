@@ -95,7 +95,10 @@ fn a_wrong_master_key_fails_at_reveal_time_and_loses_nothing() {
     }
     let v = vault(SqliteStore::open(&path).unwrap());
     let pass = v.authorize(alice, "newsletter").unwrap();
-    assert_eq!(v.reveal::<String>(&pass, "email").unwrap().expose(), "alice@example.com");
+    assert_eq!(
+        v.reveal::<String>(&pass, "email").unwrap().expose(),
+        "alice@example.com"
+    );
 }
 
 fn batch_checks(v: &Vault) {
@@ -105,7 +108,9 @@ fn batch_checks(v: &Vault) {
         v.set_field(c, "email", "x@example.com").unwrap();
     }
     // A live consent before the batch is superseded by it; a customer twice in the batch.
-    let first = v.give_consent(customers[0], "newsletter", Evidence::new("web")).unwrap();
+    let first = v
+        .give_consent(customers[0], "newsletter", Evidence::new("web"))
+        .unwrap();
     let mut items: Vec<_> = customers
         .iter()
         .map(|&c| (c, "newsletter", Evidence::new("import")))
@@ -163,7 +168,10 @@ fn batch_checks(v: &Vault) {
     // An objection to direct marketing refuses the batch too.
     v.object(fresh, "ads").unwrap();
     assert!(matches!(
-        v.give_consents([(customers[4], "ads", Evidence::new("i")), (fresh, "ads", Evidence::new("i"))]),
+        v.give_consents([
+            (customers[4], "ads", Evidence::new("i")),
+            (fresh, "ads", Evidence::new("i"))
+        ]),
         Err(Error::Denied(AccessDenied::Objected))
     ));
     assert!(matches!(
