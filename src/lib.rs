@@ -21,9 +21,9 @@ pub use error::{AccessDenied, Error};
 pub use gate::{AccessPass, Revealed, Sealed};
 pub use ids::{ConsentId, CustomerId, FieldName, PurposeId};
 pub use purpose::{LawfulBasis, Purpose};
-pub use store::{MemoryStore, Store, StoreError};
 #[cfg(feature = "sqlite")]
-pub use store::{SqliteOptions, SqliteStore};
+pub use store::{Durability, SqliteOptions, SqliteStore};
+pub use store::{MemoryStore, Store, StoreError};
 pub use vault::{
     AuditBatching, DEFAULT_CACHE_CAPACITY, DEFAULT_MAX_VALUE_LEN, DEFAULT_PASS_LIFETIME, ErasureReceipt, SubjectExport,
     SweepReport, Vault, VaultBuilder,

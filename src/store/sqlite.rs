@@ -86,29 +86,56 @@ const BUSY_TIMEOUT: StdDuration = StdDuration::from_secs(10);
 const MAX_IDLE_READERS: usize = 16;
 
 /// What an acknowledged write survives; see [`SqliteStore`].
+///
+/// Every level survives a crash of the process (SIGKILL, panic, abort): when
+/// [`Store::apply`] returns, the transaction is in the WAL file, and the database is
+/// consistent after any crash. They differ on an operating-system crash or a power cut.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Durability {
-    /// `synchronous=FULL`: every acknowledged batch is fsynced; it survives a process crash,
-    /// an operating-system crash and a power cut. The default.
+    /// The default. Every batch that changes something (a customer, a key, a field, a
+    /// consent, a withdrawal, an objection, a restriction, an erasure, a purpose) is fsynced
+    /// before `apply` returns (`synchronous=FULL`): it survives a power cut. A batch that
+    /// only logs an access (the audit events of `authorize` and of exports) is not fsynced
+    /// (`synchronous=NORMAL`): it survives a process crash at once, and a power cut from the
+    /// next fsynced batch or checkpoint on (the WAL is synced in order, so the log never has
+    /// a hole; at worst it ends a few accesses early).
     #[default]
-    PowerLoss,
-    /// `synchronous=NORMAL`: an acknowledged batch survives a crash of the process, but the
-    /// last ones may be lost on a power cut or an operating-system crash (the database stays
-    /// consistent either way). Faster: WAL is fsynced only at checkpoints.
+    Changes,
+    /// Every batch is fsynced (`synchronous=FULL`), access logs included: every `authorize`
+    /// pays for a disk sync.
+    Full,
+    /// No batch is fsynced at commit (`synchronous=NORMAL`); the WAL is synced at
+    /// checkpoints. The last acknowledged batches may be lost on a power cut.
     ProcessCrash,
+}
+
+impl Durability {
+    /// Whether a batch needs `synchronous=FULL`.
+    fn full_for(self, batch: &[Write]) -> bool {
+        match self {
+            Durability::Full => true,
+            Durability::ProcessCrash => false,
+            Durability::Changes => !batch.iter().all(|w| {
+                matches!(w, Write::AppendAudit(e) if matches!(
+                    e.kind,
+                    AuditKind::AccessGranted | AuditKind::AccessDenied | AuditKind::ConsentExpired | AuditKind::Exported
+                ))
+            }),
+        }
+    }
 }
 
 /// Options for [`SqliteStore::open_with`].
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct SqliteOptions {
-    /// What an acknowledged write survives; [`Durability::PowerLoss`] by default.
+    /// What an acknowledged write survives; [`Durability::Changes`] by default.
     pub durability: Durability,
 }
 
 impl SqliteOptions {
-    /// The defaults: durable against power loss.
+    /// The defaults: changes durable against power loss.
     pub fn new() -> Self {
         Self::default()
     }
@@ -124,17 +151,17 @@ impl SqliteOptions {
 ///
 /// # Durability
 ///
-/// The database runs in WAL mode with `synchronous=FULL`: every [`Store::apply`] batch is one
-/// `BEGIN IMMEDIATE` transaction, and when `apply` returns `Ok` the transaction's WAL frames
-/// have been written *and fsynced*. An acknowledged write survives a crash of the process
-/// (SIGKILL, panic, abort) and also a crash of the operating system or a power cut.
-///
-/// `synchronous=NORMAL` would also survive a killed process (the frames are in the OS page
-/// cache when `apply` returns) but may lose the last acknowledged transactions on power loss.
-/// egard keeps consents, withdrawals and the audit trail of every access: a withdrawal that
-/// was confirmed to a customer and then forgotten after a power cut would open their data
-/// again, so the default is the durable one. [`SqliteStore::open_with`] can relax it to
-/// [`Durability::ProcessCrash`] where the host accepts that risk for speed.
+/// The database runs in WAL mode; every [`Store::apply`] batch is one `BEGIN IMMEDIATE`
+/// transaction. When `apply` returns `Ok`, the batch survives a crash of the process
+/// (SIGKILL, panic, abort) whatever the [`Durability`]; by default ([`Durability::Changes`])
+/// every batch that changes something is also fsynced (`synchronous=FULL`), so that it
+/// survives an operating-system crash or a power cut too: a withdrawal confirmed to a
+/// customer must never come back to life. The audit events that only record an access
+/// (`authorize`, exports) are committed with `synchronous=NORMAL`: an fsync per `authorize`
+/// would cost milliseconds on common disks, and such an event becomes power-loss durable
+/// with the next fsynced batch or checkpoint (the WAL is synced in order). Choose
+/// [`Durability::Full`] to fsync those too, or [`Durability::ProcessCrash`] to fsync nothing
+/// at commit, with [`SqliteStore::open_with`].
 ///
 /// # Concurrency
 ///
@@ -163,11 +190,33 @@ impl SqliteOptions {
 /// # Ok::<(), egard::Error>(())
 /// ```
 pub struct SqliteStore {
-    writer: Mutex<Connection>,
+    writer: Mutex<Writer>,
     /// `None` for an in-memory database, which only its one connection can see.
     readers: Option<Readers>,
     path: Option<PathBuf>,
     durability: Durability,
+}
+
+/// The writer connection and its current `synchronous` setting.
+struct Writer {
+    conn: Connection,
+    full: bool,
+}
+
+impl Writer {
+    fn new(conn: Connection) -> Self {
+        Self { conn, full: true }
+    }
+
+    /// Sets `synchronous` for the next transaction, if it changes.
+    fn synchronous(&mut self, full: bool) -> Result<(), StoreError> {
+        if self.full != full {
+            let mode = if full { "FULL" } else { "NORMAL" };
+            self.conn.pragma_update(None, "synchronous", mode).map_err(map_err)?;
+            self.full = full;
+        }
+        Ok(())
+    }
 }
 
 struct Readers {
@@ -186,7 +235,7 @@ impl std::fmt::Debug for SqliteStore {
 
 impl SqliteStore {
     /// Opens the database file at `path`, creating it if needed, and migrates its schema
-    /// forward. Durable against power loss ([`Durability::PowerLoss`]).
+    /// forward, with the default [`Durability::Changes`].
     ///
     /// Fails with [`StoreError::SchemaTooNew`] (inside [`Error::Storage`]) if the file was
     /// written by a newer release, and with [`StoreError::Corrupt`] if it is not an egard
@@ -199,10 +248,10 @@ impl SqliteStore {
     pub fn open_with(path: impl AsRef<Path>, options: SqliteOptions) -> Result<SqliteStore, Error> {
         let path = path.as_ref().to_path_buf();
         let mut writer = Connection::open(&path).map_err(map_err)?;
-        configure(&writer, options.durability, true)?;
+        configure(&writer, true)?;
         migrate(&mut writer)?;
         Ok(SqliteStore {
-            writer: Mutex::new(writer),
+            writer: Mutex::new(Writer::new(writer)),
             readers: Some(Readers {
                 path: path.clone(),
                 idle: Mutex::new(Vec::new()),
@@ -215,10 +264,10 @@ impl SqliteStore {
     /// A private database held in memory, for tests: nothing survives the store.
     pub fn in_memory() -> Result<SqliteStore, Error> {
         let mut writer = Connection::open_in_memory().map_err(map_err)?;
-        configure(&writer, Durability::default(), false)?;
+        configure(&writer, false)?;
         migrate(&mut writer)?;
         Ok(SqliteStore {
-            writer: Mutex::new(writer),
+            writer: Mutex::new(Writer::new(writer)),
             readers: None,
             path: None,
             durability: Durability::default(),
@@ -230,7 +279,7 @@ impl SqliteStore {
         self.path.as_deref()
     }
 
-    fn writer(&self) -> MutexGuard<'_, Connection> {
+    fn writer(&self) -> MutexGuard<'_, Writer> {
         // A panic while holding the writer drops its transaction, which rolls back: the
         // connection is still consistent.
         self.writer.lock().unwrap_or_else(PoisonError::into_inner)
@@ -239,15 +288,15 @@ impl SqliteStore {
     /// Runs `read` in one read transaction (one consistent snapshot).
     fn read<R>(&self, read: impl FnOnce(&Connection) -> Result<R, StoreError>) -> Result<R, StoreError> {
         let Some(readers) = &self.readers else {
-            let conn = self.writer();
-            return in_read_tx(&conn, read);
+            let writer = self.writer();
+            return in_read_tx(&writer.conn, read);
         };
         let pooled = readers.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
         let conn = match pooled {
             Some(conn) => conn,
             None => {
                 let conn = Connection::open(&readers.path).map_err(map_err)?;
-                configure(&conn, self.durability, false)?;
+                configure(&conn, false)?;
                 conn.pragma_update(None, "query_only", true).map_err(map_err)?;
                 conn
             }
@@ -269,7 +318,8 @@ fn in_read_tx<R>(conn: &Connection, read: impl FnOnce(&Connection) -> Result<R, 
 }
 
 /// Sets the pragmas every connection needs.
-fn configure(conn: &Connection, durability: Durability, wal: bool) -> Result<(), StoreError> {
+/// Sets the pragmas every connection needs; `synchronous=FULL` until a batch says otherwise.
+fn configure(conn: &Connection, wal: bool) -> Result<(), StoreError> {
     conn.busy_timeout(BUSY_TIMEOUT).map_err(map_err)?;
     conn.set_prepared_statement_cache_capacity(64);
     if wal {
@@ -281,11 +331,7 @@ fn configure(conn: &Connection, durability: Durability, wal: bool) -> Result<(),
         }
     }
     conn.pragma_update(None, "foreign_keys", true).map_err(map_err)?;
-    let sync = match durability {
-        Durability::PowerLoss => "FULL",
-        Durability::ProcessCrash => "NORMAL",
-    };
-    conn.pragma_update(None, "synchronous", sync).map_err(map_err)?;
+    conn.pragma_update(None, "synchronous", "FULL").map_err(map_err)?;
     Ok(())
 }
 
@@ -734,7 +780,9 @@ impl Store for SqliteStore {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut conn = self.writer();
+        let mut writer = self.writer();
+        writer.synchronous(self.durability.full_for(batch))?;
+        let conn = &mut writer.conn;
         // IMMEDIATE: take the write lock up front, so that a concurrent writer in another
         // process waits (busy timeout) instead of failing at its first write.
         let tx = conn
@@ -1003,11 +1051,54 @@ mod tests {
     }
 
     #[test]
+    fn only_changes_are_fsynced_by_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("egard.db")).unwrap();
+        let sync = |store: &SqliteStore| -> i64 {
+            store
+                .writer()
+                .conn
+                .query_row("PRAGMA synchronous", [], |r| r.get(0))
+                .unwrap()
+        };
+        let event = |seq, kind| AuditEvent {
+            seq,
+            at: Utc::now(),
+            kind,
+            customer: None,
+            purpose: None,
+            field: None,
+            detail: String::new(),
+            mac: [0; 32],
+        };
+        // 2 is FULL, 1 is NORMAL.
+        assert_eq!(sync(&store), 2);
+        store
+            .apply(&[Write::AppendAudit(event(1, AuditKind::AccessGranted))])
+            .unwrap();
+        assert_eq!(sync(&store), 1, "an access log entry alone is not fsynced");
+        let change = Write::PutPurpose(Purpose::new("p", LawfulBasis::Consent).fields(["a"]));
+        store
+            .apply(&[change.clone(), Write::AppendAudit(event(2, AuditKind::PurposeDefined))])
+            .unwrap();
+        assert_eq!(sync(&store), 2, "a change is fsynced");
+        store
+            .apply(&[Write::AppendAudit(event(3, AuditKind::ConsentWithdrawn))])
+            .unwrap();
+        assert_eq!(sync(&store), 2, "a consent event is fsynced");
+        let batch = [Write::AppendAudit(event(4, AuditKind::AccessDenied))];
+        assert!(Durability::Full.full_for(&batch));
+        assert!(!Durability::Changes.full_for(&batch));
+        assert!(!Durability::ProcessCrash.full_for(&[change]));
+    }
+
+    #[test]
     fn no_column_holds_anything_but_envelopes_and_ids() {
         // Every BLOB/TEXT column is listed here with what it holds; a new column must be
         // added on purpose.
         let store = SqliteStore::in_memory().unwrap();
-        let conn = store.writer();
+        let writer = store.writer();
+        let conn = &writer.conn;
         let mut columns: Vec<String> = Vec::new();
         for table in [
             "purposes",
