@@ -1,27 +1,62 @@
 //! The first thing to run: a customer lends their data for a purpose, and takes it back.
 //!
 //! ```text
-//! cargo run --example quickstart
+//! cargo run --example quickstart            # the tour, stored in egard-quickstart.db
+//! cargo run --example quickstart            # again: Alice's data is still there, still sealed
 //! ```
+//!
+//! The database file lives in the OS temporary directory (or at the path given as the first
+//! argument); delete it to start over.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use chrono::{Duration, TimeZone, Utc};
 use egard::{
-    AccessDenied, AccessPass, Error, Evidence, LawfulBasis, ManualClock, MasterKey, MemoryStore, Purpose, Revealed,
-    Sealed, Vault,
+    AccessDenied, AccessPass, CustomerId, Error, Evidence, LawfulBasis, ManualClock, MasterKey, Purpose, Revealed,
+    Sealed, SqliteStore, Store, Vault,
 };
 
-fn main() -> Result<(), Error> {
-    // A clock we can move, so that we can watch a consent expire.
-    let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 1, 5, 9, 0, 0).unwrap());
+/// !!! A FIXED, PUBLIC KEY, FOR THIS DEMO ONLY !!!
+///
+/// A persistent store needs the same master key on every run, so the demo hard-codes one.
+/// Anyone who reads this file can open the demo's data. In production the master key comes
+/// from your KMS, a file or an environment variable (`MasterKey::from_env`), and egard never
+/// stores it.
+const DEMO_ONLY_MASTER_KEY: [u8; 32] = *b"egard quickstart DEMO key-unsafe";
 
-    // In production the master key comes from your KMS, a file or an environment variable
-    // (MasterKey::from_env); egard never stores it.
+fn main() -> Result<(), Error> {
+    let path: PathBuf = std::env::args_os()
+        .nth(1)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("egard-quickstart.db"));
+    // Durable, embedded storage: one SQLite file. An Arc, so that we can peek at the store.
+    let store = Arc::new(SqliteStore::open(&path)?);
+    let mut customers = store.customer_ids()?;
+    customers.sort(); // time-ordered ids: the first one created is Alice
+    let head = store.audit_head()?;
+
+    // A clock we can move, so that we can watch a consent expire. A later run starts after the
+    // last event the earlier runs recorded.
+    let start = match &head {
+        Some(last) => last.at + Duration::days(1),
+        None => Utc.with_ymd_and_hms(2026, 1, 5, 9, 0, 0).unwrap(),
+    };
+    let clock = ManualClock::new(start);
     let vault = Vault::builder()
-        .master_key(MasterKey::generate()?)
-        .store(MemoryStore::new())
+        .master_key(MasterKey::from_bytes(DEMO_ONLY_MASTER_KEY))
+        .store(store.clone())
         .clock(clock.clone())
         .build()?;
 
+    match customers.first() {
+        None => first_run(&vault, &clock, &path),
+        Some(&alice) => later_run(&vault, alice, &path, customers.len()),
+    }
+}
+
+fn first_run(vault: &Vault, clock: &ManualClock, path: &Path) -> Result<(), Error> {
+    println!("A new store at {}", path.display());
     step("1. Two purposes, each naming the fields it needs and its lawful basis");
     vault.define_purpose(
         Purpose::new("newsletter", LawfulBasis::Consent)
@@ -134,6 +169,63 @@ fn main() -> Result<(), Error> {
     let report = vault.verify_audit()?;
     say(&format!(
         "{} audit events verified; Alice has {} of them, none with a value in it.",
+        report.events_verified,
+        vault.audit_events(alice)?.len()
+    ));
+
+    step("11. Everything is on disk");
+    say(&format!(
+        "run me again: the next run finds Alice's data in {}",
+        path.display()
+    ));
+    Ok(())
+}
+
+/// A second (or later) run: the store already holds Alice from the first one.
+fn later_run(vault: &Vault, alice: CustomerId, path: &Path, customers: usize) -> Result<(), Error> {
+    println!("Found the store of an earlier run at {}", path.display());
+    println!("(delete the file to see the tour from the start)");
+
+    step("1. Alice's data is still there, and still sealed");
+    say(&format!(
+        "{customers} customers on disk; the first one created is Alice, {alice}."
+    ));
+    let on_disk = [path.to_path_buf(), PathBuf::from(format!("{}-wal", path.display()))]
+        .iter()
+        .filter_map(|p| std::fs::read(p).ok())
+        .any(|bytes| bytes.windows(b"alice@".len()).any(|w| w == b"alice@"));
+    say(&format!(
+        "her email appears in clear in the database files: {on_disk} (ciphertext only)"
+    ));
+
+    step("2. Her consents came back with her, and so did the rules");
+    let history = vault.consents(alice)?;
+    say(&format!(
+        "{} consent records on file; the newest was given under notice v{}, the purpose now asks for v{}.",
+        history.len(),
+        history.last().map_or(0, |c| c.notice_version),
+        vault.purpose("newsletter")?.required_notice_version()
+    ));
+    match vault.authorize(alice, "newsletter") {
+        Ok(pass) => say(&format!(
+            "authorize(newsletter): granted, a consent from an earlier run is still valid until {}",
+            pass.valid_until()
+        )),
+        denial => denied("authorize(newsletter) with what is on file", denial),
+    }
+
+    step("3. A fresh consent under the current notice opens her sealed email again");
+    vault.give_consent(alice, "newsletter", Evidence::new("web-form").source("renewal-page"))?;
+    let pass = vault.authorize(alice, "newsletter")?;
+    let email: Revealed<String> = vault.reveal(&pass, "email")?;
+    say(&format!("revealed through a new pass: email = {}", email.expose()));
+    vault.withdraw_consent(alice, "newsletter")?;
+    say("(and withdrawn again before we leave)");
+
+    step("4. The audit chain spans every run");
+    let report = vault.verify_audit()?;
+    say(&format!(
+        "{} audit events verified, Alice has {} of them.",
         report.events_verified,
         vault.audit_events(alice)?.len()
     ));
