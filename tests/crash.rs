@@ -21,15 +21,16 @@ const KEY: [u8; 32] = [0xc4; 32];
 const DB_VAR: &str = "EGARD_CRASH_DB";
 const RUN_VAR: &str = "EGARD_CRASH_RUN";
 
-fn open(path: &str) -> (Vault, Vec<CustomerId>) {
+/// With `batching`, access events are group-committed with the next change (some may be lost
+/// by a kill, by design; changes never are).
+fn open(path: &str, batching: bool) -> (Vault, Vec<CustomerId>) {
     let store = SqliteStore::open(path).unwrap();
     let ids = store.customer_ids().unwrap();
-    let vault = Vault::builder()
-        .master_key(MasterKey::from_bytes(KEY))
-        .store(store)
-        .build()
-        .unwrap();
-    (vault, ids)
+    let mut builder = Vault::builder().master_key(MasterKey::from_bytes(KEY)).store(store);
+    if batching {
+        builder = builder.audit_batching(8, Duration::from_millis(20));
+    }
+    (builder.build().unwrap(), ids)
 }
 
 /// Random bytes without a dependency: a v4 UUID is 122 random bits from the OS.
@@ -47,7 +48,8 @@ fn child_process_entry_point() {
         return;
     };
     let run: u64 = std::env::var(RUN_VAR).unwrap().parse().unwrap();
-    let (vault, mut customers) = open(&path);
+    // Every other run group-commits its access events.
+    let (vault, mut customers) = open(&path, run % 2 == 1);
     vault
         .define_purpose(Purpose::new("newsletter", LawfulBasis::Consent).fields(["email"]))
         .unwrap();
@@ -139,7 +141,7 @@ impl Model {
     }
 
     fn check(&self, path: &str, kill: usize) {
-        let (vault, ids) = open(path);
+        let (vault, ids) = open(path, false);
         let ids: HashSet<CustomerId> = ids.into_iter().collect();
         vault
             .verify_audit()
