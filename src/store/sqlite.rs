@@ -285,11 +285,16 @@ impl SqliteStore {
         self.writer.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Runs `read` in one read transaction (one consistent snapshot).
-    fn read<R>(&self, read: impl FnOnce(&Connection) -> Result<R, StoreError>) -> Result<R, StoreError> {
+    /// Runs `read` on a reader connection: one statement, or several in one read transaction
+    /// (one consistent snapshot) when `snapshot` is asked.
+    fn read<R>(
+        &self,
+        snapshot: bool,
+        read: impl FnOnce(&Connection) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
         let Some(readers) = &self.readers else {
             let writer = self.writer();
-            return in_read_tx(&writer.conn, read);
+            return in_read_tx(&writer.conn, snapshot, read);
         };
         let pooled = readers.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
         let conn = match pooled {
@@ -301,7 +306,7 @@ impl SqliteStore {
                 conn
             }
         };
-        let out = in_read_tx(&conn, read);
+        let out = in_read_tx(&conn, snapshot, read);
         let mut idle = readers.idle.lock().unwrap_or_else(PoisonError::into_inner);
         if idle.len() < MAX_IDLE_READERS && conn.is_autocommit() {
             idle.push(conn);
@@ -310,7 +315,15 @@ impl SqliteStore {
     }
 }
 
-fn in_read_tx<R>(conn: &Connection, read: impl FnOnce(&Connection) -> Result<R, StoreError>) -> Result<R, StoreError> {
+fn in_read_tx<R>(
+    conn: &Connection,
+    snapshot: bool,
+    read: impl FnOnce(&Connection) -> Result<R, StoreError>,
+) -> Result<R, StoreError> {
+    if !snapshot {
+        // One statement is its own (implicit) read transaction.
+        return read(conn);
+    }
     let tx = conn.unchecked_transaction().map_err(map_err)?;
     let out = read(&tx)?;
     tx.finish().map_err(map_err)?;
@@ -796,7 +809,7 @@ impl Store for SqliteStore {
     }
 
     fn purposes(&self) -> Result<Vec<Purpose>, StoreError> {
-        self.read(|conn| {
+        self.read(false, |conn| {
             query_all(conn, "SELECT definition FROM purposes ORDER BY id", [], |c| {
                 serde_json::from_str::<Purpose>(&c.text(0, "purposes.definition")?)
                     .map_err(|_| corrupt("a stored purpose does not decode"))
@@ -806,7 +819,7 @@ impl Store for SqliteStore {
 
     fn customer(&self, id: CustomerId) -> Result<Option<CustomerSnapshot>, StoreError> {
         let key = id.as_bytes().as_slice();
-        self.read(|conn| {
+        self.read(true, |conn| {
             let records = query_all(
                 conn,
                 "SELECT id, created_at, restricted, erased_at FROM customers WHERE id = ?1",
@@ -886,7 +899,7 @@ impl Store for SqliteStore {
     }
 
     fn field(&self, customer: CustomerId, field: &FieldName) -> Result<Option<StoredField>, StoreError> {
-        self.read(|conn| {
+        self.read(false, |conn| {
             let mut found = query_all(
                 conn,
                 "SELECT field, envelope, written_at FROM fields WHERE customer = ?1 AND field = ?2",
@@ -898,7 +911,7 @@ impl Store for SqliteStore {
     }
 
     fn fields(&self, customer: CustomerId) -> Result<Vec<StoredField>, StoreError> {
-        self.read(|conn| {
+        self.read(false, |conn| {
             query_all(
                 conn,
                 "SELECT field, envelope, written_at FROM fields WHERE customer = ?1",
@@ -909,11 +922,13 @@ impl Store for SqliteStore {
     }
 
     fn customer_ids(&self) -> Result<Vec<CustomerId>, StoreError> {
-        self.read(|conn| query_all(conn, "SELECT id FROM customers", [], |c| c.customer(0, "customers.id")))
+        self.read(false, |conn| {
+            query_all(conn, "SELECT id FROM customers", [], |c| c.customer(0, "customers.id"))
+        })
     }
 
     fn audit_head(&self) -> Result<Option<AuditEvent>, StoreError> {
-        self.read(|conn| {
+        self.read(false, |conn| {
             let sql = format!("SELECT {AUDIT_COLUMNS} FROM audit ORDER BY seq DESC LIMIT 1");
             Ok(query_all(conn, &sql, [], decode_audit)?.pop())
         })
@@ -924,14 +939,14 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         };
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.read(|conn| {
+        self.read(false, |conn| {
             let sql = format!("SELECT {AUDIT_COLUMNS} FROM audit WHERE seq >= ?1 ORDER BY seq LIMIT ?2");
             query_all(conn, &sql, params![from, limit], decode_audit)
         })
     }
 
     fn audit_for(&self, customer: CustomerId) -> Result<Vec<AuditEvent>, StoreError> {
-        self.read(|conn| {
+        self.read(false, |conn| {
             let sql = format!("SELECT {AUDIT_COLUMNS} FROM audit WHERE customer = ?1 ORDER BY seq");
             query_all(conn, &sql, [customer.as_bytes().as_slice()], decode_audit)
         })
