@@ -32,6 +32,12 @@ pub fn memory() -> Arc<dyn Store> {
     Arc::new(MemoryStore::new())
 }
 
+/// The SQLite backend (in memory: the conformance suite, `tests/sqlite.rs` and
+/// `tests/crash.rs` cover database files).
+pub fn sqlite() -> Arc<dyn Store> {
+    Arc::new(egard::SqliteStore::in_memory().unwrap())
+}
+
 /// Runs each named test function `fn(NewStore)` on every backend, as `backend::name`.
 ///
 /// To add a backend, add one line, for example
@@ -42,6 +48,7 @@ macro_rules! backend_tests {
     ($($test:ident),* $(,)?) => {
         $crate::backend_tests!(@backends [$($test),*]
             memory => $crate::common::memory,
+            sqlite => $crate::common::sqlite,
         );
     };
     (@backends $tests:tt $($backend:ident => $make:expr,)*) => {
