@@ -34,6 +34,7 @@ pub struct AuditBatching {
 /// The audit chain's head and the access events not yet written.
 pub(crate) struct Journal {
     key: hmac::Key,
+    foreign: bool,
     batching: Option<AuditBatching>,
     state: Mutex<State>,
 }
@@ -47,9 +48,18 @@ struct State {
 }
 
 impl Journal {
-    pub(crate) fn new(key: hmac::Key, head: Option<AuditEvent>, batching: Option<AuditBatching>) -> Self {
+    /// A journal continuing after `head`. With `foreign` set (the stored head was not signed
+    /// under `key`: the vault was given another master key), every write is refused, so that a
+    /// misconfigured vault cannot append events that would break the chain.
+    pub(crate) fn new(
+        key: hmac::Key,
+        head: Option<AuditEvent>,
+        foreign: bool,
+        batching: Option<AuditBatching>,
+    ) -> Self {
         Self {
             key,
+            foreign,
             batching,
             state: Mutex::new(State {
                 head: head.map(|e| (e.seq, e.mac)).unwrap_or((0, [0; 32])),
@@ -148,6 +158,9 @@ impl Journal {
         mut writes: Vec<Write>,
         entries: &[(Entry, DateTime<Utc>)],
     ) -> Result<(), Error> {
+        if self.foreign {
+            return Err(Error::Crypto);
+        }
         let base = writes.len();
         for _ in 0..RETRIES {
             let (mut seq, mut mac) = state.head;

@@ -180,6 +180,22 @@ impl VaultBuilder {
         }
         let audit_key = master.derive_hmac_key("audit", namespace.as_str());
         let head = store.audit_head()?;
+        // A vault given the wrong master key must not extend the chain with events under the
+        // wrong audit key. During a rotation (previous keys configured) the check is skipped.
+        let foreign = match &head {
+            Some(head) if previous.is_empty() => {
+                let prev_mac = match head.seq {
+                    0 | 1 => Some([0; 32]),
+                    seq => store
+                        .audit_range(seq - 1, 1)?
+                        .first()
+                        .filter(|e| e.seq == seq - 1)
+                        .map(|e| e.mac),
+                };
+                prev_mac.is_some_and(|prev| audit::chain_mac(&audit_key, &prev, head) != head.mac)
+            }
+            _ => false,
+        };
         Ok(Vault {
             store,
             master,
@@ -188,7 +204,7 @@ impl VaultBuilder {
             clock: self.clock,
             purposes: RwLock::new(purposes),
             cache: Cache::new(self.cache_capacity),
-            journal: Journal::new(audit_key, head, self.audit_batching),
+            journal: Journal::new(audit_key, head, foreign, self.audit_batching),
             pass_lifetime: self.pass_lifetime,
             cache_ttl: self.cache_ttl,
             max_value_len: self.max_value_len,
@@ -770,6 +786,24 @@ mod tests {
             "the third denial filled the batch"
         );
         assert_eq!(vault.verify_audit().unwrap().events_verified, (before + 5) as u64);
+    }
+
+    #[test]
+    fn a_vault_with_another_master_key_cannot_extend_the_chain() {
+        let store = Arc::new(MemoryStore::new());
+        let right = batched_vault(store.clone(), 1);
+        right.create_customer().unwrap();
+        let wrong = Vault::builder()
+            .master_key(MasterKey::from_bytes([4; 32]))
+            .store(store.clone())
+            .build()
+            .unwrap();
+        let other = Purpose::new("q", LawfulBasis::Consent).fields(["email"]);
+        assert!(matches!(wrong.define_purpose(other.clone()), Err(Error::Crypto)));
+        assert!(matches!(wrong.create_customer(), Err(Error::Crypto)));
+        drop(wrong);
+        right.define_purpose(other).unwrap();
+        assert_eq!(right.verify_audit().unwrap().events_verified, 3);
     }
 
     #[test]
