@@ -295,6 +295,13 @@ impl Vault {
     /// Re-wraps every data key that is not under the current master key (configure the old
     /// one with [`previous_master_key`](crate::VaultBuilder::previous_master_key)). Field
     /// ciphertexts are not touched. Returns how many keys were re-wrapped.
+    ///
+    /// Known limitation: the audit key is derived from the current master key, so the
+    /// events written after a rotation are chained under a new audit key, and
+    /// [`verify_audit`](Vault::verify_audit) reports the first of them as a MAC mismatch.
+    /// Verify the log just before rotating and file the [`AuditReport`](crate::AuditReport)
+    /// (its `head_mac` anchors everything before). A stored, wrapped audit key that survives
+    /// rotation is planned.
     pub fn rotate_master_key(&self) -> Result<usize, Error> {
         let mut rewrapped = 0;
         for customer in self.store.customer_ids()? {
