@@ -24,6 +24,8 @@ pub use purpose::{LawfulBasis, Purpose};
 #[cfg(feature = "sqlite")]
 pub use store::{Durability, SqliteOptions, SqliteStore};
 pub use store::{MemoryStore, Store, StoreError};
+#[cfg(feature = "postgres")]
+pub use store::{PostgresOptions, PostgresStore};
 pub use vault::{
     AuditBatching, DEFAULT_CACHE_CAPACITY, DEFAULT_MAX_VALUE_LEN, DEFAULT_PASS_LIFETIME, ErasureReceipt, SubjectExport,
     SweepReport, Vault, VaultBuilder,

@@ -1,0 +1,1005 @@
+//! PostgreSQL storage, for fleets of application servers sharing one database.
+//!
+//! Built on the synchronous [`postgres`](::postgres) client and an [`r2d2`] connection pool,
+//! with a small connection manager of egard's own that prepares every statement once per
+//! connection. Plain PostgreSQL SQL only (no extensions), so the same schema runs on managed
+//! PostgreSQL and on Postgres-wire distributed databases.
+//!
+//! Rules, the same as every durable egard backend:
+//! - a schema version table (`egard_schema_version`) and forward migrations, applied under an
+//!   advisory lock so that many servers starting at once migrate once; a database written by
+//!   a newer release is refused with [`StoreError::SchemaTooNew`], never downgraded;
+//! - every [`Store::apply`] batch is one transaction (one statement for a lone audit event);
+//! - the customer rows a batch touches are locked (`FOR UPDATE`) for the transaction, so an
+//!   erasure in one process and a key or field write in another can never interleave into a
+//!   key that outlives its erasure;
+//! - errors carry a SQLSTATE or an I/O error kind, never a stored value or a server message;
+//! - every stored row is decoded with checks: a bad row is [`StoreError::Corrupt`], never a
+//!   panic.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::postgres::error::SqlState;
+use ::postgres::tls::{MakeTlsConnect, TlsConnect};
+use ::postgres::types::ToSql;
+use ::postgres::{Client, Config, NoTls, Row, Socket, Statement};
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{CustomerRecord, CustomerSnapshot, Objection, Store, StoreError, StoredField, WrappedKey, Write};
+use crate::audit::{AuditEvent, AuditKind};
+use crate::consent::Consent;
+use crate::error::Error;
+use crate::ids::{CustomerId, FieldName, PurposeId};
+use crate::purpose::Purpose;
+
+/// The newest schema version this release writes and understands.
+pub const POSTGRES_SCHEMA_VERSION: u32 = 1;
+
+/// How to connect: the schema to work in, the pool size and timeouts.
+///
+/// ```
+/// use std::time::Duration;
+/// use egard::PostgresOptions;
+///
+/// let options = PostgresOptions::new()
+///     .schema("egard")
+///     .pool_size(16)
+///     .connect_timeout(Duration::from_secs(5));
+/// # let _ = options;
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct PostgresOptions {
+    schema: Option<String>,
+    pool_size: u32,
+    connect_timeout: Duration,
+    application_name: Option<String>,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PostgresOptions {
+    /// The defaults: tables in the connection's default schema (usually `public`), a pool of
+    /// at most 8 connections, a 10-second connect timeout.
+    pub fn new() -> Self {
+        Self {
+            schema: None,
+            pool_size: 8,
+            connect_timeout: Duration::from_secs(10),
+            application_name: None,
+        }
+    }
+
+    /// Keeps egard's tables in this PostgreSQL schema, created if missing (the role then
+    /// needs `CREATE` on the database; a schema created beforehand by an administrator is
+    /// used as it is). 1 to 63 characters of `a-z`, `0-9` and `_`, not starting with a digit.
+    pub fn schema(mut self, schema: &str) -> Self {
+        self.schema = Some(schema.to_owned());
+        self
+    }
+
+    /// The most connections the pool opens (8 by default; at least 1).
+    pub fn pool_size(mut self, connections: u32) -> Self {
+        self.pool_size = connections.max(1);
+        self
+    }
+
+    /// How long to wait for a connection, when opening one or when the pool is exhausted
+    /// (10 seconds by default). Applies unless the URL sets `connect_timeout` itself.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// The `application_name` the connections report in `pg_stat_activity` (`egard` by
+    /// default, unless the URL sets one).
+    pub fn application_name(mut self, name: &str) -> Self {
+        self.application_name = Some(name.to_owned());
+        self
+    }
+}
+
+/// A [`Store`] in a PostgreSQL database, shared by any number of processes.
+///
+/// ```no_run
+/// use egard::{MasterKey, PostgresStore, Vault};
+///
+/// let store = PostgresStore::connect("postgres://egard@db.internal:5432/app")?;
+/// let vault = Vault::builder()
+///     .master_key(MasterKey::from_env("EGARD_MASTER_KEY")?)
+///     .store(store)
+///     // Several servers on one database: changes made elsewhere count here within 5 s.
+///     .cache_ttl(chrono::Duration::seconds(5))
+///     .build()?;
+/// # Ok::<(), egard::Error>(())
+/// ```
+///
+/// The tables it creates (names prefixed `egard_`, in the configured schema): `schema_version`,
+/// `purposes`, `customers`, `keys`, `fields`, `consents`, `objections` and `audit`. See the
+/// README for the full layout.
+pub struct PostgresStore {
+    pool: r2d2::Pool<Manager>,
+    schema: Option<String>,
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the URL: it can hold a password.
+        let state = self.pool.state();
+        f.debug_struct("PostgresStore")
+            .field("schema", &self.schema)
+            .field("connections", &state.connections)
+            .field("idle_connections", &state.idle_connections)
+            .finish()
+    }
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` (a `postgres://` URL or a `key=value` string), creates
+    /// or migrates egard's tables, and opens a pool of connections, without TLS.
+    pub fn connect(url: &str) -> Result<PostgresStore, Error> {
+        Self::connect_with(url, PostgresOptions::new())
+    }
+
+    /// Like [`connect`](Self::connect), with egard's tables in the PostgreSQL schema `schema`
+    /// (created if missing): several vaults, or tests, can then share one database apart.
+    pub fn connect_with_schema(url: &str, schema: &str) -> Result<PostgresStore, Error> {
+        Self::connect_with(url, PostgresOptions::new().schema(schema))
+    }
+
+    /// Like [`connect`](Self::connect), with options.
+    pub fn connect_with(url: &str, options: PostgresOptions) -> Result<PostgresStore, Error> {
+        Self::connect_with_tls(url, options, NoTls)
+    }
+
+    /// Like [`connect_with`](Self::connect_with), over TLS: `tls` is any connector for the
+    /// `postgres` crate, such as `postgres_native_tls::MakeTlsConnector` or
+    /// `postgres_openssl::MakeTlsConnector` (managed databases usually require TLS; set
+    /// `sslmode=require` in the URL).
+    pub fn connect_with_tls<T>(url: &str, options: PostgresOptions, tls: T) -> Result<PostgresStore, Error>
+    where
+        T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
+        T::Stream: Send,
+        T::TlsConnect: Send,
+        <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+    {
+        let mut config: Config = url
+            .parse()
+            .map_err(|_| Error::Config("the PostgreSQL URL or connection string does not parse"))?;
+        if let Some(schema) = &options.schema {
+            check_schema_name(schema)?;
+        }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(options.connect_timeout);
+        }
+        match &options.application_name {
+            Some(name) => {
+                config.application_name(name);
+            }
+            None if config.get_application_name().is_none() => {
+                config.application_name("egard");
+            }
+            None => {}
+        }
+        let sql = Arc::new(Sql::new(options.schema.as_deref()));
+        let connect: ConnectFn = Box::new(move || config.connect(tls.clone()));
+
+        // Migrate on a connection of its own before the pool prepares its statements.
+        let mut client = connect().map_err(|e| pg_error("connect", e))?;
+        migrate(&mut client, &sql, options.schema.as_deref())?;
+        drop(client);
+
+        let manager = Manager { connect, sql };
+        let pool = r2d2::Pool::builder()
+            .max_size(options.pool_size)
+            .min_idle(Some(1))
+            .connection_timeout(options.connect_timeout.max(Duration::from_millis(100)))
+            .test_on_check_out(true)
+            .error_handler(Box::new(r2d2::NopErrorHandler))
+            .build(manager)
+            .map_err(|_| StoreError::Unavailable("could not open the connection pool".into()))?;
+        Ok(PostgresStore {
+            pool,
+            schema: options.schema,
+        })
+    }
+
+    /// The PostgreSQL schema egard's tables are in, if one was configured.
+    pub fn schema(&self) -> Option<&str> {
+        self.schema.as_deref()
+    }
+
+    fn conn(&self) -> Result<r2d2::PooledConnection<Manager>, StoreError> {
+        self.pool
+            .get()
+            .map_err(|_| StoreError::Unavailable("no database connection could be had in time".into()))
+    }
+}
+
+fn check_schema_name(schema: &str) -> Result<(), Error> {
+    let ok = !schema.is_empty()
+        && schema.len() <= 63
+        && schema
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && !schema.as_bytes()[0].is_ascii_digit()
+        && !schema.starts_with("pg_");
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Config(
+            "PostgreSQL schema: 1 to 63 characters of a-z, 0-9 and '_', not starting with a digit or 'pg_'",
+        ))
+    }
+}
+
+// ----- connections -----
+
+type ConnectFn = Box<dyn Fn() -> Result<Client, ::postgres::Error> + Send + Sync>;
+
+/// Opens connections for the pool and prepares egard's statements on each.
+struct Manager {
+    connect: ConnectFn,
+    sql: Arc<Sql>,
+}
+
+/// A pooled connection with its prepared statements.
+struct Conn {
+    client: Client,
+    stmts: Vec<Statement>,
+}
+
+impl Conn {
+    fn stmt(&self, q: Q) -> Result<&Statement, StoreError> {
+        self.stmts
+            .get(q as usize)
+            .ok_or_else(|| StoreError::Unavailable("statement not prepared".into()))
+    }
+}
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = Conn;
+    type Error = ::postgres::Error;
+
+    fn connect(&self) -> Result<Conn, ::postgres::Error> {
+        let mut client = (self.connect)()?;
+        let mut stmts = Vec::with_capacity(Q::ALL.len());
+        for q in Q::ALL {
+            stmts.push(client.prepare(self.sql.text(q))?);
+        }
+        Ok(Conn { client, stmts })
+    }
+
+    fn is_valid(&self, conn: &mut Conn) -> Result<(), ::postgres::Error> {
+        conn.client.simple_query("").map(|_| ())
+    }
+
+    fn has_broken(&self, conn: &mut Conn) -> bool {
+        conn.client.is_closed()
+    }
+}
+
+// ----- SQL -----
+
+/// The statements, prepared once per connection.
+#[derive(Debug, Clone, Copy)]
+enum Q {
+    LockCustomer,
+    InsertCustomer,
+    PutPurpose,
+    PutKey,
+    SetRestricted,
+    PutField,
+    DeleteField,
+    PutConsent,
+    PutObjection,
+    EraseMark,
+    EraseKeys,
+    EraseFields,
+    AppendAudit,
+    Purposes,
+    Customer,
+    Field,
+    Fields,
+    CustomerIds,
+    AuditHead,
+    AuditRange,
+    AuditFor,
+}
+
+impl Q {
+    const ALL: [Q; 21] = [
+        Q::LockCustomer,
+        Q::InsertCustomer,
+        Q::PutPurpose,
+        Q::PutKey,
+        Q::SetRestricted,
+        Q::PutField,
+        Q::DeleteField,
+        Q::PutConsent,
+        Q::PutObjection,
+        Q::EraseMark,
+        Q::EraseKeys,
+        Q::EraseFields,
+        Q::AppendAudit,
+        Q::Purposes,
+        Q::Customer,
+        Q::Field,
+        Q::Fields,
+        Q::CustomerIds,
+        Q::AuditHead,
+        Q::AuditRange,
+        Q::AuditFor,
+    ];
+}
+
+/// The SQL text of every statement and migration, with the table names qualified by the
+/// configured schema.
+struct Sql {
+    texts: Vec<String>,
+    /// `"schema".egard_` or `egard_`.
+    prefix: String,
+}
+
+const AUDIT_COLUMNS: &str = "seq, at, kind, customer, purpose, field, detail, mac";
+
+/// The forward migrations, in order; `{p}` stands for the table prefix. Version `i + 1` is
+/// `MIGRATIONS[i]`. Never edit a released one: add the next.
+const MIGRATIONS: [&str; 1] = [r#"
+CREATE TABLE {p}purposes (
+    id          text PRIMARY KEY,
+    definition  jsonb NOT NULL
+);
+CREATE TABLE {p}customers (
+    id          uuid PRIMARY KEY,
+    created_at  timestamptz NOT NULL,
+    restricted  boolean NOT NULL DEFAULT false,
+    erased_at   timestamptz
+);
+CREATE TABLE {p}keys (
+    customer    uuid NOT NULL REFERENCES {p}customers (id),
+    version     bigint NOT NULL,
+    wrapped     bytea NOT NULL,
+    PRIMARY KEY (customer, version)
+);
+CREATE TABLE {p}fields (
+    customer    uuid NOT NULL REFERENCES {p}customers (id),
+    field       text NOT NULL,
+    envelope    bytea NOT NULL,
+    written_at  timestamptz NOT NULL,
+    PRIMARY KEY (customer, field)
+);
+CREATE TABLE {p}consents (
+    id          uuid PRIMARY KEY,
+    customer    uuid NOT NULL REFERENCES {p}customers (id),
+    purpose     text NOT NULL,
+    given_at    timestamptz NOT NULL,
+    record      jsonb NOT NULL
+);
+CREATE INDEX egard_consents_by_customer ON {p}consents (customer);
+CREATE TABLE {p}objections (
+    id          bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+    customer    uuid NOT NULL REFERENCES {p}customers (id),
+    purpose     text NOT NULL,
+    at          timestamptz NOT NULL
+);
+CREATE INDEX egard_objections_by_customer ON {p}objections (customer);
+CREATE TABLE {p}audit (
+    seq         bigint PRIMARY KEY,
+    at          timestamptz NOT NULL,
+    kind        text NOT NULL,
+    customer    uuid,
+    purpose     text,
+    field       text,
+    detail      text NOT NULL,
+    mac         bytea NOT NULL
+);
+CREATE INDEX egard_audit_by_customer ON {p}audit (customer, seq);
+"#];
+
+impl Sql {
+    fn new(schema: Option<&str>) -> Self {
+        let prefix = match schema {
+            // The name was checked: a-z, 0-9 and '_' only, so quoting cannot be escaped.
+            Some(s) => format!("\"{s}\".egard_"),
+            None => "egard_".to_owned(),
+        };
+        let p = &prefix;
+        let texts = Q::ALL
+            .iter()
+            .map(|q| match q {
+                Q::LockCustomer => format!("SELECT erased_at FROM {p}customers WHERE id = $1 FOR UPDATE"),
+                Q::InsertCustomer => format!(
+                    "INSERT INTO {p}customers (id, created_at, restricted, erased_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (id) DO NOTHING"
+                ),
+                Q::PutPurpose => format!(
+                    "INSERT INTO {p}purposes (id, definition) VALUES ($1, $2) \
+                     ON CONFLICT (id) DO UPDATE SET definition = EXCLUDED.definition"
+                ),
+                Q::PutKey => format!(
+                    "INSERT INTO {p}keys (customer, version, wrapped) VALUES ($1, $2, $3) \
+                     ON CONFLICT (customer, version) DO UPDATE SET wrapped = EXCLUDED.wrapped"
+                ),
+                Q::SetRestricted => format!("UPDATE {p}customers SET restricted = $2 WHERE id = $1"),
+                Q::PutField => format!(
+                    "INSERT INTO {p}fields (customer, field, envelope, written_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (customer, field) DO UPDATE \
+                     SET envelope = EXCLUDED.envelope, written_at = EXCLUDED.written_at"
+                ),
+                Q::DeleteField => format!("DELETE FROM {p}fields WHERE customer = $1 AND field = $2"),
+                Q::PutConsent => format!(
+                    "INSERT INTO {p}consents (id, customer, purpose, given_at, record) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (id) DO UPDATE SET customer = EXCLUDED.customer, purpose = EXCLUDED.purpose, \
+                     given_at = EXCLUDED.given_at, record = EXCLUDED.record"
+                ),
+                Q::PutObjection => {
+                    format!("INSERT INTO {p}objections (customer, purpose, at) VALUES ($1, $2, $3)")
+                }
+                Q::EraseMark => {
+                    format!("UPDATE {p}customers SET erased_at = COALESCE(erased_at, $2) WHERE id = $1")
+                }
+                Q::EraseKeys => format!("DELETE FROM {p}keys WHERE customer = $1"),
+                Q::EraseFields => format!("DELETE FROM {p}fields WHERE customer = $1"),
+                Q::AppendAudit => format!(
+                    "INSERT INTO {p}audit ({AUDIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                     ON CONFLICT (seq) DO NOTHING"
+                ),
+                Q::Purposes => format!("SELECT definition FROM {p}purposes ORDER BY id"),
+                // One round trip for the whole snapshot; the paired arrays share their order.
+                Q::Customer => format!(
+                    "SELECT c.created_at, c.restricted, c.erased_at, \
+                     ARRAY(SELECT k.version FROM {p}keys k WHERE k.customer = c.id ORDER BY k.version), \
+                     ARRAY(SELECT k.wrapped FROM {p}keys k WHERE k.customer = c.id ORDER BY k.version), \
+                     ARRAY(SELECT r.record FROM {p}consents r WHERE r.customer = c.id ORDER BY r.given_at, r.id), \
+                     ARRAY(SELECT o.purpose FROM {p}objections o WHERE o.customer = c.id ORDER BY o.id), \
+                     ARRAY(SELECT o.at FROM {p}objections o WHERE o.customer = c.id ORDER BY o.id) \
+                     FROM {p}customers c WHERE c.id = $1"
+                ),
+                Q::Field => format!(
+                    "SELECT field, envelope, written_at FROM {p}fields WHERE customer = $1 AND field = $2"
+                ),
+                Q::Fields => format!(
+                    "SELECT field, envelope, written_at FROM {p}fields WHERE customer = $1 ORDER BY field"
+                ),
+                Q::CustomerIds => format!("SELECT id FROM {p}customers"),
+                Q::AuditHead => format!("SELECT {AUDIT_COLUMNS} FROM {p}audit ORDER BY seq DESC LIMIT 1"),
+                Q::AuditRange => {
+                    format!("SELECT {AUDIT_COLUMNS} FROM {p}audit WHERE seq >= $1 ORDER BY seq LIMIT $2")
+                }
+                Q::AuditFor => format!("SELECT {AUDIT_COLUMNS} FROM {p}audit WHERE customer = $1 ORDER BY seq"),
+            })
+            .collect();
+        Sql { texts, prefix }
+    }
+
+    fn text(&self, q: Q) -> &str {
+        self.texts.get(q as usize).map_or("", String::as_str)
+    }
+
+    fn migration(&self, i: usize) -> Option<String> {
+        MIGRATIONS.get(i).map(|m| m.replace("{p}", &self.prefix))
+    }
+}
+
+/// Creates the schema and the version table if missing, refuses a newer schema, applies the
+/// missing migrations; all in one transaction, under an advisory lock.
+fn migrate(client: &mut Client, sql: &Sql, schema: Option<&str>) -> Result<(), StoreError> {
+    let e = |e| pg_error("migrate", e);
+    let mut tx = client.transaction().map_err(e)?;
+    // Many servers starting at once: one migrates, the others wait and then find it done.
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&lock_key(schema)])
+        .map_err(e)?;
+    if let Some(schema) = schema {
+        let exists = tx
+            .query_opt("SELECT 1 FROM pg_namespace WHERE nspname = $1", &[&schema])
+            .map_err(e)?
+            .is_some();
+        if !exists {
+            tx.batch_execute(&format!("CREATE SCHEMA \"{schema}\"")).map_err(e)?;
+        }
+    }
+    let p = &sql.prefix;
+    tx.batch_execute(&format!(
+        "CREATE TABLE IF NOT EXISTS {p}schema_version (\
+         version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+    ))
+    .map_err(e)?;
+    let row = tx
+        .query_one(&format!("SELECT COALESCE(MAX(version), 0) FROM {p}schema_version"), &[])
+        .map_err(e)?;
+    let found: i32 = row.try_get(0).map_err(|_| corrupt("schema version"))?;
+    let found = u32::try_from(found).map_err(|_| corrupt("schema version"))?;
+    if found > POSTGRES_SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            found,
+            supported: POSTGRES_SCHEMA_VERSION,
+        });
+    }
+    for version in found + 1..=POSTGRES_SCHEMA_VERSION {
+        let i = usize::try_from(version - 1).map_err(|_| corrupt("schema version"))?;
+        let text = sql.migration(i).ok_or_else(|| corrupt("schema version"))?;
+        tx.batch_execute(&text).map_err(e)?;
+        let v = i32::try_from(version).map_err(|_| corrupt("schema version"))?;
+        tx.execute(&format!("INSERT INTO {p}schema_version (version) VALUES ($1)"), &[&v])
+            .map_err(e)?;
+    }
+    tx.commit().map_err(e)
+}
+
+/// The advisory lock key of a schema's migrations (FNV-1a, stable across releases).
+fn lock_key(schema: Option<&str>) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in b"egard-migrate:".iter().chain(schema.unwrap_or("").as_bytes()) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    i64::from_ne_bytes(h.to_ne_bytes())
+}
+
+// ----- errors -----
+
+/// Maps a client error to a store error: SQLSTATE or I/O error kind only, never a server
+/// message (a message or detail can quote a value).
+fn pg_error(context: &str, e: ::postgres::Error) -> StoreError {
+    if let Some(state) = e.code() {
+        if *state == SqlState::UNIQUE_VIOLATION
+            || *state == SqlState::T_R_SERIALIZATION_FAILURE
+            || *state == SqlState::T_R_DEADLOCK_DETECTED
+        {
+            return StoreError::Conflict;
+        }
+        if *state == SqlState::FOREIGN_KEY_VIOLATION {
+            return StoreError::MissingCustomer;
+        }
+        let code = state.code();
+        if code.starts_with("22") {
+            return StoreError::Corrupt(format!("{context}: a value is out of range for the database (SQLSTATE {code})"));
+        }
+        return StoreError::Unavailable(format!("{context}: database error (SQLSTATE {code})"));
+    }
+    if e.is_closed() {
+        return StoreError::Unavailable(format!("{context}: the connection to the database was lost"));
+    }
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return StoreError::Unavailable(format!("{context}: I/O error ({})", io.kind()));
+        }
+        source = s.source();
+    }
+    StoreError::Unavailable(format!("{context}: the database client failed"))
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(format!("undecodable stored {what}"))
+}
+
+// ----- encoding and decoding -----
+
+fn seq_param(seq: u64) -> Result<i64, StoreError> {
+    i64::try_from(seq).map_err(|_| StoreError::Corrupt("audit sequence number out of range".into()))
+}
+
+fn get<'a, T: ::postgres::types::FromSql<'a>>(row: &'a Row, i: usize, what: &str) -> Result<T, StoreError> {
+    row.try_get(i).map_err(|_| corrupt(what))
+}
+
+fn customer_id(uuid: Uuid, what: &str) -> Result<CustomerId, StoreError> {
+    CustomerId::from_uuid(uuid).map_err(|_| corrupt(what))
+}
+
+fn decode_audit(row: &Row) -> Result<AuditEvent, StoreError> {
+    const W: &str = "audit event";
+    let seq: i64 = get(row, 0, W)?;
+    let kind: &str = get(row, 2, W)?;
+    let customer: Option<Uuid> = get(row, 3, W)?;
+    let purpose: Option<&str> = get(row, 4, W)?;
+    let field: Option<&str> = get(row, 5, W)?;
+    let mac: &[u8] = get(row, 7, W)?;
+    Ok(AuditEvent {
+        seq: u64::try_from(seq).map_err(|_| corrupt(W))?,
+        at: get(row, 1, W)?,
+        kind: AuditKind::from_code(kind).ok_or_else(|| corrupt(W))?,
+        customer: customer.map(|c| customer_id(c, W)).transpose()?,
+        purpose: purpose.map(PurposeId::new).transpose().map_err(|_| corrupt(W))?,
+        field: field.map(FieldName::new).transpose().map_err(|_| corrupt(W))?,
+        detail: get(row, 6, W)?,
+        mac: mac.try_into().map_err(|_| corrupt(W))?,
+    })
+}
+
+fn decode_field(row: &Row) -> Result<StoredField, StoreError> {
+    const W: &str = "field";
+    let name: &str = get(row, 0, W)?;
+    Ok(StoredField {
+        field: FieldName::new(name).map_err(|_| corrupt(W))?,
+        envelope: get(row, 1, W)?,
+        written_at: get(row, 2, W)?,
+    })
+}
+
+fn decode_snapshot(id: CustomerId, row: &Row) -> Result<CustomerSnapshot, StoreError> {
+    const W: &str = "customer";
+    let versions: Vec<i64> = get(row, 3, W)?;
+    let wrapped: Vec<Vec<u8>> = get(row, 4, W)?;
+    if versions.len() != wrapped.len() {
+        return Err(corrupt(W));
+    }
+    let keys = versions
+        .into_iter()
+        .zip(wrapped)
+        .map(|(v, w)| {
+            Ok(WrappedKey {
+                customer: id,
+                version: u32::try_from(v).map_err(|_| corrupt("data key"))?,
+                wrapped: w,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    let records: Vec<serde_json::Value> = get(row, 5, W)?;
+    let consents = records
+        .into_iter()
+        .map(|r| {
+            let c: Consent = serde_json::from_value(r).map_err(|_| corrupt("consent"))?;
+            if c.customer == id { Ok(c) } else { Err(corrupt("consent")) }
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    let purposes: Vec<String> = get(row, 6, W)?;
+    let ats: Vec<DateTime<Utc>> = get(row, 7, W)?;
+    if purposes.len() != ats.len() {
+        return Err(corrupt(W));
+    }
+    let objections = purposes
+        .into_iter()
+        .zip(ats)
+        .map(|(p, at)| {
+            Ok(Objection {
+                customer: id,
+                purpose: PurposeId::new(&p).map_err(|_| corrupt("objection"))?,
+                at,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    Ok(CustomerSnapshot {
+        record: CustomerRecord {
+            id,
+            created_at: get(row, 0, W)?,
+            restricted: get(row, 1, W)?,
+            erased_at: get(row, 2, W)?,
+        },
+        keys,
+        consents,
+        objections,
+    })
+}
+
+/// Where a write must find its customer: `Some((customer, refused once erased))`.
+fn target(w: &Write) -> Option<(CustomerId, bool)> {
+    match w {
+        Write::PutKey(k) => Some((k.customer, true)),
+        Write::PutField { customer, .. } | Write::SetRestricted { customer, .. } => Some((*customer, true)),
+        Write::DeleteField { customer, .. } | Write::EraseCustomer { customer, .. } => Some((*customer, false)),
+        Write::PutConsent(c) => Some((c.customer, false)),
+        Write::PutObjection(o) => Some((o.customer, false)),
+        Write::PutPurpose(_) | Write::InsertCustomer(_) | Write::AppendAudit(_) => None,
+    }
+}
+
+fn audit_params(e: &AuditEvent) -> Result<AuditParams<'_>, StoreError> {
+    Ok(AuditParams {
+        seq: seq_param(e.seq)?,
+        customer: e.customer.map(|c| *c.as_uuid()),
+        purpose: e.purpose.as_ref().map(PurposeId::as_str),
+        field: e.field.as_ref().map(FieldName::as_str),
+        mac: &e.mac,
+        event: e,
+    })
+}
+
+struct AuditParams<'a> {
+    seq: i64,
+    customer: Option<Uuid>,
+    purpose: Option<&'a str>,
+    field: Option<&'a str>,
+    mac: &'a [u8],
+    event: &'a AuditEvent,
+}
+
+impl AuditParams<'_> {
+    fn execute(&self, client: &mut impl ::postgres::GenericClient, stmt: &Statement) -> Result<(), StoreError> {
+        let rows = client
+            .execute(
+                stmt,
+                &[
+                    &self.seq,
+                    &self.event.at,
+                    &self.event.kind.code(),
+                    &self.customer,
+                    &self.purpose,
+                    &self.field,
+                    &self.event.detail,
+                    &self.mac,
+                ],
+            )
+            .map_err(|e| pg_error("append audit event", e))?;
+        if rows == 0 {
+            // Another writer holds this sequence number.
+            return Err(StoreError::Conflict);
+        }
+        Ok(())
+    }
+}
+
+/// What the transaction knows of a customer it locked or inserted.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Standing {
+    Missing,
+    Live,
+    Erased,
+}
+
+fn json<T: serde::Serialize>(value: &T, what: &str) -> Result<serde_json::Value, StoreError> {
+    serde_json::to_value(value).map_err(|_| StoreError::Corrupt(format!("{what} could not be encoded")))
+}
+
+impl Store for PostgresStore {
+    fn apply(&self, batch: &[Write]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn()?;
+        let conn = &mut *conn;
+
+        // A lone audit event (every authorize) is one statement: atomic without BEGIN/COMMIT.
+        if let [Write::AppendAudit(event)] = batch {
+            let stmt = conn.stmt(Q::AppendAudit)?.clone();
+            return audit_params(event)?.execute(&mut conn.client, &stmt);
+        }
+
+        let ctx = |e| pg_error("apply", e);
+        let Conn { client, stmts } = conn;
+        let st = |q: Q| stmts.get(q as usize).ok_or_else(|| StoreError::Unavailable("statement not prepared".into()));
+        let mut tx = client.transaction().map_err(ctx)?;
+
+        // Lock every customer the batch names, in a fixed order (no deadlock between two
+        // batches), so that no other transaction can erase or change them until we commit.
+        let mut standing: HashMap<CustomerId, Standing> = HashMap::new();
+        let named: BTreeSet<CustomerId> = batch.iter().filter_map(|w| target(w).map(|(c, _)| c)).collect();
+        for id in named {
+            let row = tx.query_opt(st(Q::LockCustomer)?, &[id.as_uuid()]).map_err(ctx)?;
+            let s = match row {
+                None => Standing::Missing,
+                Some(row) => match get::<Option<DateTime<Utc>>>(&row, 0, "customer")? {
+                    Some(_) => Standing::Erased,
+                    None => Standing::Live,
+                },
+            };
+            standing.insert(id, s);
+        }
+
+        for w in batch {
+            if let Some((id, refused_if_erased)) = target(w) {
+                match standing.get(&id).copied().unwrap_or(Standing::Missing) {
+                    Standing::Missing => return Err(StoreError::MissingCustomer),
+                    Standing::Erased if refused_if_erased => return Err(StoreError::MissingCustomer),
+                    _ => {}
+                }
+            }
+            match w {
+                Write::PutPurpose(p) => {
+                    tx.execute(st(Q::PutPurpose)?, &[&p.id(), &json(p, "a purpose")?])
+                        .map_err(ctx)?;
+                }
+                Write::InsertCustomer(r) => {
+                    let rows = tx
+                        .execute(
+                            st(Q::InsertCustomer)?,
+                            &[r.id.as_uuid(), &r.created_at, &r.restricted, &r.erased_at],
+                        )
+                        .map_err(ctx)?;
+                    if rows == 0 {
+                        return Err(StoreError::Conflict);
+                    }
+                    let s = if r.erased_at.is_some() {
+                        Standing::Erased
+                    } else {
+                        Standing::Live
+                    };
+                    standing.insert(r.id, s);
+                }
+                Write::PutKey(k) => {
+                    tx.execute(
+                        st(Q::PutKey)?,
+                        &[k.customer.as_uuid(), &i64::from(k.version), &k.wrapped],
+                    )
+                    .map_err(ctx)?;
+                }
+                Write::SetRestricted { customer, restricted } => {
+                    tx.execute(st(Q::SetRestricted)?, &[customer.as_uuid(), restricted])
+                        .map_err(ctx)?;
+                }
+                Write::PutField {
+                    customer,
+                    field,
+                    envelope,
+                    at,
+                } => {
+                    tx.execute(
+                        st(Q::PutField)?,
+                        &[customer.as_uuid(), &field.as_str(), envelope, at],
+                    )
+                    .map_err(ctx)?;
+                }
+                Write::DeleteField { customer, field } => {
+                    tx.execute(st(Q::DeleteField)?, &[customer.as_uuid(), &field.as_str()])
+                        .map_err(ctx)?;
+                }
+                Write::PutConsent(c) => {
+                    let params: [&(dyn ToSql + Sync); 5] = [
+                        c.id.as_uuid(),
+                        c.customer.as_uuid(),
+                        &c.purpose.as_str(),
+                        &c.given_at,
+                        &json(c, "a consent")?,
+                    ];
+                    tx.execute(st(Q::PutConsent)?, &params).map_err(ctx)?;
+                }
+                Write::PutObjection(o) => {
+                    tx.execute(
+                        st(Q::PutObjection)?,
+                        &[o.customer.as_uuid(), &o.purpose.as_str(), &o.at],
+                    )
+                    .map_err(ctx)?;
+                }
+                Write::EraseCustomer { customer, at } => {
+                    tx.execute(st(Q::EraseMark)?, &[customer.as_uuid(), at]).map_err(ctx)?;
+                    tx.execute(st(Q::EraseKeys)?, &[customer.as_uuid()]).map_err(ctx)?;
+                    tx.execute(st(Q::EraseFields)?, &[customer.as_uuid()]).map_err(ctx)?;
+                    standing.insert(*customer, Standing::Erased);
+                }
+                Write::AppendAudit(event) => {
+                    audit_params(event)?.execute(&mut tx, st(Q::AppendAudit)?)?;
+                }
+            }
+        }
+        // Dropping the transaction on any early return above rolls it back.
+        tx.commit().map_err(|e| pg_error("commit", e))
+    }
+
+    fn purposes(&self) -> Result<Vec<Purpose>, StoreError> {
+        let mut conn = self.conn()?;
+        let Conn { client, stmts } = &mut *conn;
+        let stmt = stmts.get(Q::Purposes as usize).ok_or_else(|| corrupt("statement"))?;
+        let rows = client.query(stmt, &[]).map_err(|e| pg_error("read purposes", e))?;
+        rows.iter()
+            .map(|row| {
+                let v: serde_json::Value = get(row, 0, "purpose")?;
+                serde_json::from_value(v).map_err(|_| corrupt("purpose"))
+            })
+            .collect()
+    }
+
+    fn customer(&self, id: CustomerId) -> Result<Option<CustomerSnapshot>, StoreError> {
+        let mut conn = self.conn()?;
+        let Conn { client, stmts } = &mut *conn;
+        let stmt = stmts.get(Q::Customer as usize).ok_or_else(|| corrupt("statement"))?;
+        let row = client
+            .query_opt(stmt, &[id.as_uuid()])
+            .map_err(|e| pg_error("read customer", e))?;
+        row.map(|row| decode_snapshot(id, &row)).transpose()
+    }
+
+    fn field(&self, customer: CustomerId, field: &FieldName) -> Result<Option<StoredField>, StoreError> {
+        let mut conn = self.conn()?;
+        let Conn { client, stmts } = &mut *conn;
+        let stmt = stmts.get(Q::Field as usize).ok_or_else(|| corrupt("statement"))?;
+        let row = client
+            .query_opt(stmt, &[customer.as_uuid(), &field.as_str()])
+            .map_err(|e| pg_error("read field", e))?;
+        row.map(|row| decode_field(&row)).transpose()
+    }
+
+    fn fields(&self, customer: CustomerId) -> Result<Vec<StoredField>, StoreError> {
+        let mut conn = self.conn()?;
+        let Conn { client, stmts } = &mut *conn;
+        let stmt = stmts.get(Q::Fields as usize).ok_or_else(|| corrupt("statement"))?;
+        let rows = client
+            .query(stmt, &[customer.as_uuid()])
+            .map_err(|e| pg_error("read fields", e))?;
+        rows.iter().map(decode_field).collect()
+    }
+
+    fn customer_ids(&self) -> Result<Vec<CustomerId>, StoreError> {
+        let mut conn = self.conn()?;
+        let Conn { client, stmts } = &mut *conn;
+        let stmt = stmts.get(Q::CustomerIds as usize).ok_or_else(|| corrupt("statement"))?;
+        let rows = client.query(stmt, &[]).map_err(|e| pg_error("read customer ids", e))?;
+        rows.iter()
+            .map(|row| customer_id(get(row, 0, "customer id")?, "customer id"))
+            .collect()
+    }
+
+    fn audit_head(&self) -> Result<Option<AuditEvent>, StoreError> {
+        let mut conn = self.conn()?;
+        let Conn { client, stmts } = &mut *conn;
+        let stmt = stmts.get(Q::AuditHead as usize).ok_or_else(|| corrupt("statement"))?;
+        let row = client.query_opt(stmt, &[]).map_err(|e| pg_error("read audit head", e))?;
+        row.map(|row| decode_audit(&row)).transpose()
+    }
+
+    fn audit_range(&self, from_seq: u64, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
+        let Ok(from) = i64::try_from(from_seq) else {
+            // No stored sequence number reaches this far.
+            return Ok(Vec::new());
+        };
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut conn = self.conn()?;
+        let Conn { client, stmts } = &mut *conn;
+        let stmt = stmts.get(Q::AuditRange as usize).ok_or_else(|| corrupt("statement"))?;
+        let rows = client
+            .query(stmt, &[&from, &limit])
+            .map_err(|e| pg_error("read audit range", e))?;
+        rows.iter().map(decode_audit).collect()
+    }
+
+    fn audit_for(&self, customer: CustomerId) -> Result<Vec<AuditEvent>, StoreError> {
+        let mut conn = self.conn()?;
+        let Conn { client, stmts } = &mut *conn;
+        let stmt = stmts.get(Q::AuditFor as usize).ok_or_else(|| corrupt("statement"))?;
+        let rows = client
+            .query(stmt, &[customer.as_uuid()])
+            .map_err(|e| pg_error("read audit events", e))?;
+        rows.iter().map(decode_audit).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_names_are_checked() {
+        for good in ["egard", "tenant_7", "_x", "a"] {
+            assert!(check_schema_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "Egard", "7x", "a-b", "a\"b", "pg_catalog", &"x".repeat(64)] {
+            assert!(check_schema_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn statements_are_qualified_by_the_schema() {
+        let sql = Sql::new(Some("tenant_1"));
+        for q in Q::ALL {
+            assert!(sql.text(q).contains("\"tenant_1\".egard_"), "{q:?}");
+        }
+        let migration = sql.migration(0).unwrap();
+        assert!(!migration.contains("{p}"));
+        assert!(migration.contains("CREATE TABLE \"tenant_1\".egard_audit"));
+        assert!(Sql::new(None).text(Q::AuditHead).contains("FROM egard_audit"));
+    }
+
+    #[test]
+    fn migration_lock_keys_differ_per_schema() {
+        assert_ne!(lock_key(Some("a")), lock_key(Some("b")));
+        assert_eq!(lock_key(None), lock_key(None));
+    }
+
+    #[test]
+    fn a_url_with_a_password_never_shows_in_errors() {
+        let err = PostgresStore::connect("postgres://user:s3cret@127.0.0.1:1/db?connect_timeout=1").unwrap_err();
+        assert!(matches!(err, Error::Storage(StoreError::Unavailable(_))), "{err:?}");
+        assert!(!format!("{err} {err:?}").contains("s3cret"));
+        let err = PostgresStore::connect("postgres://user:s3cret@[bad").unwrap_err();
+        assert!(!format!("{err} {err:?}").contains("s3cret"));
+    }
+}
