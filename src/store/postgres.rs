@@ -464,12 +464,12 @@ impl Sql {
                      ARRAY(SELECT o.at FROM {p}objections o WHERE o.customer = c.id ORDER BY o.id) \
                      FROM {p}customers c WHERE c.id = $1"
                 ),
-                Q::Field => format!(
-                    "SELECT field, envelope, written_at FROM {p}fields WHERE customer = $1 AND field = $2"
-                ),
-                Q::Fields => format!(
-                    "SELECT field, envelope, written_at FROM {p}fields WHERE customer = $1 ORDER BY field"
-                ),
+                Q::Field => {
+                    format!("SELECT field, envelope, written_at FROM {p}fields WHERE customer = $1 AND field = $2")
+                }
+                Q::Fields => {
+                    format!("SELECT field, envelope, written_at FROM {p}fields WHERE customer = $1 ORDER BY field")
+                }
                 Q::CustomerIds => format!("SELECT id FROM {p}customers"),
                 Q::AuditHead => format!("SELECT {AUDIT_COLUMNS} FROM {p}audit ORDER BY seq DESC LIMIT 1"),
                 Q::AuditRange => {
@@ -562,7 +562,9 @@ fn pg_error(context: &str, e: ::postgres::Error) -> StoreError {
         }
         let code = state.code();
         if code.starts_with("22") {
-            return StoreError::Corrupt(format!("{context}: a value is out of range for the database (SQLSTATE {code})"));
+            return StoreError::Corrupt(format!(
+                "{context}: a value is out of range for the database (SQLSTATE {code})"
+            ));
         }
         return StoreError::Unavailable(format!("{context}: database error (SQLSTATE {code})"));
     }
@@ -650,7 +652,11 @@ fn decode_snapshot(id: CustomerId, row: &Row) -> Result<CustomerSnapshot, StoreE
         .into_iter()
         .map(|r| {
             let c: Consent = serde_json::from_value(r).map_err(|_| corrupt("consent"))?;
-            if c.customer == id { Ok(c) } else { Err(corrupt("consent")) }
+            if c.customer == id {
+                Ok(c)
+            } else {
+                Err(corrupt("consent"))
+            }
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
     let purposes: Vec<String> = get(row, 6, W)?;
@@ -767,7 +773,11 @@ impl Store for PostgresStore {
 
         let ctx = |e| pg_error("apply", e);
         let Conn { client, stmts } = conn;
-        let st = |q: Q| stmts.get(q as usize).ok_or_else(|| StoreError::Unavailable("statement not prepared".into()));
+        let st = |q: Q| {
+            stmts
+                .get(q as usize)
+                .ok_or_else(|| StoreError::Unavailable("statement not prepared".into()))
+        };
         let mut tx = client.transaction().map_err(ctx)?;
 
         // Lock every customer the batch names, in a fixed order (no deadlock between two
@@ -833,11 +843,8 @@ impl Store for PostgresStore {
                     envelope,
                     at,
                 } => {
-                    tx.execute(
-                        st(Q::PutField)?,
-                        &[customer.as_uuid(), &field.as_str(), envelope, at],
-                    )
-                    .map_err(ctx)?;
+                    tx.execute(st(Q::PutField)?, &[customer.as_uuid(), &field.as_str(), envelope, at])
+                        .map_err(ctx)?;
                 }
                 Write::DeleteField { customer, field } => {
                     tx.execute(st(Q::DeleteField)?, &[customer.as_uuid(), &field.as_str()])
@@ -932,7 +939,9 @@ impl Store for PostgresStore {
         let mut conn = self.conn()?;
         let Conn { client, stmts } = &mut *conn;
         let stmt = stmts.get(Q::AuditHead as usize).ok_or_else(|| corrupt("statement"))?;
-        let row = client.query_opt(stmt, &[]).map_err(|e| pg_error("read audit head", e))?;
+        let row = client
+            .query_opt(stmt, &[])
+            .map_err(|e| pg_error("read audit head", e))?;
         row.map(|row| decode_audit(&row)).transpose()
     }
 

@@ -121,8 +121,10 @@ impl VaultBuilder {
 
     /// For several processes sharing one database: cached consents and standing are re-read
     /// from the store when older than `ttl`. A change made by another process then takes
-    /// effect here within `ttl` for new passes, and within `ttl` plus the pass lifetime for
-    /// passes already issued. Off by default (one process owns the store).
+    /// effect here within `ttl` for new passes and for passes already issued used through
+    /// [`Vault::reveal`] (which then re-reads a stale customer too), and within `ttl` plus the
+    /// pass lifetime for passes used only through [`Sealed::open`]. Off by default (one
+    /// process owns the store).
     pub fn cache_ttl(mut self, ttl: Duration) -> Self {
         self.cache_ttl = Some(ttl);
         self
@@ -533,6 +535,14 @@ impl Vault {
     /// cover the field.
     pub fn reveal<T: DeserializeOwned + 'static>(&self, pass: &AccessPass, field: &str) -> Result<Revealed<T>, Error> {
         let customer = pass.customer();
+        if self.cache_ttl.is_some() {
+            // Several processes share the store: a withdrawal, restriction or erasure made
+            // elsewhere stops this pass within the time-to-live, as it stops `authorize`.
+            let mut state = pass.entry.lock();
+            if !state.erased && !state.evicted {
+                self.refresh_if_stale(&pass.entry, &mut state)?;
+            }
+        }
         let (name, key) = pass.check(customer, field)?;
         let stored = self
             .store
