@@ -141,6 +141,44 @@ fn record(id: CustomerId) -> CustomerRecord {
     }
 }
 
+// ----- the conformance suite -----
+
+/// Schemas made for the conformance checks (one fresh, empty store per check), all dropped
+/// at the end, also when a check fails.
+struct Schemas {
+    url: String,
+    names: Mutex<Vec<String>>,
+}
+
+impl Drop for Schemas {
+    fn drop(&mut self) {
+        if let Ok(mut admin) = postgres::Client::connect(&self.url, postgres::NoTls) {
+            for name in self.names.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+                let _ = admin.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE"));
+            }
+        }
+    }
+}
+
+#[cfg(feature = "conformance")]
+#[test]
+fn passes_the_store_conformance_suite() {
+    let db = db_or_skip!();
+    let schemas = Schemas {
+        url: db.url.clone(),
+        names: Mutex::default(),
+    };
+    egard::store::conformance::run_all(|| {
+        let name = format!("{}_{}", db.schema, schemas.names.lock().unwrap().len());
+        schemas.names.lock().unwrap().push(name.clone());
+        let options = PostgresOptions::new()
+            .schema(&name)
+            .pool_size(4)
+            .application_name(&db.app);
+        PostgresStore::connect_with(&db.url, options).unwrap()
+    });
+}
+
 // ----- the store itself -----
 
 #[test]
