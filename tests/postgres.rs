@@ -145,11 +145,13 @@ fn record(id: CustomerId) -> CustomerRecord {
 
 /// Schemas made for the conformance checks (one fresh, empty store per check), all dropped
 /// at the end, also when a check fails.
+#[cfg(feature = "conformance")]
 struct Schemas {
     url: String,
     names: Mutex<Vec<String>>,
 }
 
+#[cfg(feature = "conformance")]
 impl Drop for Schemas {
     fn drop(&mut self) {
         if let Ok(mut admin) = postgres::Client::connect(&self.url, postgres::NoTls) {
