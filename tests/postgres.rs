@@ -68,17 +68,35 @@ impl TestDb {
         postgres::Client::connect(&self.url, postgres::NoTls).unwrap()
     }
 
-    /// Ends every connection of this test's stores (and of no one else's).
+    /// Ends every connection of this test's stores (and of no one else's), and waits until
+    /// those backends are gone (`pg_terminate_backend` only signals them).
     fn terminate_backends(&self) -> u64 {
         let mut admin = self.admin();
-        let rows = admin
+        let pids: Vec<i32> = admin
             .query(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                "SELECT pid FROM pg_stat_activity \
                  WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_name = $1",
                 &[&self.app],
             )
-            .unwrap();
-        rows.len() as u64
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for pid in &pids {
+            admin.execute("SELECT pg_terminate_backend($1)", &[pid]).unwrap();
+        }
+        let deadline = Instant::now() + StdDuration::from_secs(60);
+        loop {
+            let left: i64 = admin
+                .query_one("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1)", &[&pids])
+                .unwrap()
+                .get(0);
+            assert!(Instant::now() < deadline, "terminated backends did not exit");
+            if left == 0 {
+                return pids.len() as u64;
+            }
+            std::thread::sleep(StdDuration::from_millis(5));
+        }
     }
 }
 
@@ -658,6 +676,25 @@ fn a_connection_killed_mid_operation_is_a_storage_error_and_the_vault_recovers()
     let fresh = vault(db.store(), &clock);
     assert!(is_denied(fresh.authorize(alice, "newsletter"), AccessDenied::Withdrawn));
     fresh.verify_audit().unwrap();
+}
+
+#[test]
+fn connections_killed_while_idle_are_replaced_without_an_error() {
+    let db = db_or_skip!();
+    let clock = ManualClock::new(t0());
+    let v = vault(db.store(), &clock);
+    v.define_purpose(newsletter()).unwrap();
+    let alice = ready_customer(&v);
+    assert!(db.terminate_backends() >= 1);
+    // A change starts with BEGIN: on a dead connection nothing else was sent, so the store
+    // takes another connection and the call succeeds.
+    v.withdraw_consent(alice, "newsletter").unwrap();
+    assert!(is_denied(v.authorize(alice, "newsletter"), AccessDenied::Withdrawn));
+    assert!(db.terminate_backends() >= 1);
+    // Reads change nothing: retried on a live connection.
+    assert_eq!(v.consents(alice).unwrap().len(), 1);
+    v.give_consent(alice, "newsletter", Evidence::new("again")).unwrap();
+    v.verify_audit().unwrap();
 }
 
 #[test]

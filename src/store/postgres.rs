@@ -20,6 +20,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use ::postgres::error::SqlState;
@@ -128,6 +129,11 @@ impl PostgresOptions {
 pub struct PostgresStore {
     pool: r2d2::Pool<Manager>,
     schema: Option<String>,
+    /// Bumped whenever a connection is found dead: pooled connections older than the current
+    /// epoch are checked with an empty query before their next use (connections killed
+    /// together, as by a restart or failover, are found without costing the hot path a
+    /// round trip each time).
+    epoch: Arc<AtomicU64>,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -197,18 +203,24 @@ impl PostgresStore {
         migrate(&mut client, &sql, options.schema.as_deref())?;
         drop(client);
 
-        let manager = Manager { connect, sql };
+        let epoch = Arc::new(AtomicU64::new(0));
+        let manager = Manager {
+            connect,
+            sql,
+            epoch: epoch.clone(),
+        };
         let pool = r2d2::Pool::builder()
             .max_size(options.pool_size)
             .min_idle(Some(1))
             .connection_timeout(options.connect_timeout.max(Duration::from_millis(100)))
-            .test_on_check_out(true)
+            .test_on_check_out(false)
             .error_handler(Box::new(r2d2::NopErrorHandler))
             .build(manager)
             .map_err(|_| StoreError::Unavailable("could not open the connection pool".into()))?;
         Ok(PostgresStore {
             pool,
             schema: options.schema,
+            epoch,
         })
     }
 
@@ -217,10 +229,53 @@ impl PostgresStore {
         self.schema.as_deref()
     }
 
+    /// A pooled connection; one of an older epoch than the last connection loss is checked
+    /// first, and dropped (for a new one) if dead.
     fn conn(&self) -> Result<r2d2::PooledConnection<Manager>, StoreError> {
-        self.pool
-            .get()
-            .map_err(|_| StoreError::Unavailable("no database connection could be had in time".into()))
+        let current = self.epoch.load(Ordering::Acquire);
+        for _ in 0..=self.pool.max_size() {
+            let mut conn = self
+                .pool
+                .get()
+                .map_err(|_| StoreError::Unavailable("no database connection could be had in time".into()))?;
+            if conn.epoch >= current || conn.client.simple_query("").is_ok() {
+                conn.epoch = conn.epoch.max(current);
+                return Ok(conn);
+            }
+            // Dead: dropping it here discards it (`has_broken`); try the next one.
+        }
+        Err(StoreError::Unavailable("no live database connection".into()))
+    }
+
+    /// Notes a failure on `conn`: if the connection is gone, every pooled connection will be
+    /// checked before its next use. Returns whether it was gone.
+    fn lost(&self, conn: &Conn) -> bool {
+        let gone = conn.client.is_closed();
+        if gone {
+            self.epoch.fetch_add(1, Ordering::AcqRel);
+        }
+        gone
+    }
+
+    /// Runs a read, again on another connection while the one used turned out dead (reads
+    /// change nothing, so this is always safe); at most once per pooled connection.
+    fn query(&self, what: &'static str, q: Q, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, StoreError> {
+        let mut retries = self.pool.max_size();
+        loop {
+            let mut conn = self.conn()?;
+            let conn = &mut *conn;
+            let stmt = conn.stmt(q)?.clone();
+            match conn.client.query(&stmt, params) {
+                Ok(rows) => return Ok(rows),
+                Err(e) => {
+                    if self.lost(conn) && retries > 0 {
+                        retries -= 1;
+                        continue;
+                    }
+                    return Err(pg_error(what, e));
+                }
+            }
+        }
     }
 }
 
@@ -249,12 +304,15 @@ type ConnectFn = Box<dyn Fn() -> Result<Client, ::postgres::Error> + Send + Sync
 struct Manager {
     connect: ConnectFn,
     sql: Arc<Sql>,
+    epoch: Arc<AtomicU64>,
 }
 
 /// A pooled connection with its prepared statements.
 struct Conn {
     client: Client,
     stmts: Vec<Statement>,
+    /// The store's connection-loss epoch when this connection was last known alive.
+    epoch: u64,
 }
 
 impl Conn {
@@ -270,12 +328,13 @@ impl r2d2::ManageConnection for Manager {
     type Error = ::postgres::Error;
 
     fn connect(&self) -> Result<Conn, ::postgres::Error> {
+        let epoch = self.epoch.load(Ordering::Acquire);
         let mut client = (self.connect)()?;
         let mut stmts = Vec::with_capacity(Q::ALL.len());
         for q in Q::ALL {
             stmts.push(client.prepare(self.sql.text(q))?);
         }
-        Ok(Conn { client, stmts })
+        Ok(Conn { client, stmts, epoch })
     }
 
     fn is_valid(&self, conn: &mut Conn) -> Result<(), ::postgres::Error> {
@@ -757,136 +816,172 @@ fn json<T: serde::Serialize>(value: &T, what: &str) -> Result<serde_json::Value,
     serde_json::to_value(value).map_err(|_| StoreError::Corrupt(format!("{what} could not be encoded")))
 }
 
+/// How a batch failed: before anything was sent (BEGIN), or inside the transaction.
+enum BatchError {
+    Begin(::postgres::Error),
+    Store(StoreError),
+}
+
+impl From<StoreError> for BatchError {
+    fn from(e: StoreError) -> Self {
+        BatchError::Store(e)
+    }
+}
+
+/// Applies a batch of several writes in one transaction on `client`.
+fn run_batch(client: &mut Client, stmts: &[Statement], batch: &[Write]) -> Result<(), BatchError> {
+    let ctx = |e| pg_error("apply", e);
+    let st = |q: Q| {
+        stmts
+            .get(q as usize)
+            .ok_or_else(|| StoreError::Unavailable("statement not prepared".into()))
+    };
+    let mut tx = client.transaction().map_err(BatchError::Begin)?;
+
+    // Lock every customer the batch names, in a fixed order (no deadlock between two
+    // batches), so that no other transaction can erase or change them until we commit.
+    let mut standing: HashMap<CustomerId, Standing> = HashMap::new();
+    let named: BTreeSet<CustomerId> = batch.iter().filter_map(|w| target(w).map(|(c, _)| c)).collect();
+    for id in named {
+        let row = tx.query_opt(st(Q::LockCustomer)?, &[id.as_uuid()]).map_err(ctx)?;
+        let s = match row {
+            None => Standing::Missing,
+            Some(row) => match get::<Option<DateTime<Utc>>>(&row, 0, "customer")? {
+                Some(_) => Standing::Erased,
+                None => Standing::Live,
+            },
+        };
+        standing.insert(id, s);
+    }
+
+    for w in batch {
+        if let Some((id, refused_if_erased)) = target(w) {
+            match standing.get(&id).copied().unwrap_or(Standing::Missing) {
+                Standing::Missing => return Err(StoreError::MissingCustomer.into()),
+                Standing::Erased if refused_if_erased => return Err(StoreError::MissingCustomer.into()),
+                _ => {}
+            }
+        }
+        match w {
+            Write::PutPurpose(p) => {
+                tx.execute(st(Q::PutPurpose)?, &[&p.id(), &json(p, "a purpose")?])
+                    .map_err(ctx)?;
+            }
+            Write::InsertCustomer(r) => {
+                let rows = tx
+                    .execute(
+                        st(Q::InsertCustomer)?,
+                        &[r.id.as_uuid(), &r.created_at, &r.restricted, &r.erased_at],
+                    )
+                    .map_err(ctx)?;
+                if rows == 0 {
+                    return Err(StoreError::Conflict.into());
+                }
+                let s = if r.erased_at.is_some() {
+                    Standing::Erased
+                } else {
+                    Standing::Live
+                };
+                standing.insert(r.id, s);
+            }
+            Write::PutKey(k) => {
+                tx.execute(
+                    st(Q::PutKey)?,
+                    &[k.customer.as_uuid(), &i64::from(k.version), &k.wrapped],
+                )
+                .map_err(ctx)?;
+            }
+            Write::SetRestricted { customer, restricted } => {
+                tx.execute(st(Q::SetRestricted)?, &[customer.as_uuid(), restricted])
+                    .map_err(ctx)?;
+            }
+            Write::PutField {
+                customer,
+                field,
+                envelope,
+                at,
+            } => {
+                tx.execute(st(Q::PutField)?, &[customer.as_uuid(), &field.as_str(), envelope, at])
+                    .map_err(ctx)?;
+            }
+            Write::DeleteField { customer, field } => {
+                tx.execute(st(Q::DeleteField)?, &[customer.as_uuid(), &field.as_str()])
+                    .map_err(ctx)?;
+            }
+            Write::PutConsent(c) => {
+                let params: [&(dyn ToSql + Sync); 5] = [
+                    c.id.as_uuid(),
+                    c.customer.as_uuid(),
+                    &c.purpose.as_str(),
+                    &c.given_at,
+                    &json(c, "a consent")?,
+                ];
+                tx.execute(st(Q::PutConsent)?, &params).map_err(ctx)?;
+            }
+            Write::PutObjection(o) => {
+                tx.execute(
+                    st(Q::PutObjection)?,
+                    &[o.customer.as_uuid(), &o.purpose.as_str(), &o.at],
+                )
+                .map_err(ctx)?;
+            }
+            Write::EraseCustomer { customer, at } => {
+                tx.execute(st(Q::EraseMark)?, &[customer.as_uuid(), at]).map_err(ctx)?;
+                tx.execute(st(Q::EraseKeys)?, &[customer.as_uuid()]).map_err(ctx)?;
+                tx.execute(st(Q::EraseFields)?, &[customer.as_uuid()]).map_err(ctx)?;
+                standing.insert(*customer, Standing::Erased);
+            }
+            Write::AppendAudit(event) => {
+                audit_params(event)?.execute(&mut tx, st(Q::AppendAudit)?)?;
+            }
+        }
+    }
+    // Dropping the transaction on any early return above rolls it back.
+    tx.commit().map_err(|e| BatchError::Store(pg_error("commit", e)))
+}
+
 impl Store for PostgresStore {
     fn apply(&self, batch: &[Write]) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut conn = self.conn()?;
-        let conn = &mut *conn;
-
         // A lone audit event (every authorize) is one statement: atomic without BEGIN/COMMIT.
+        // It is not retried on a dead connection: it may have been applied.
         if let [Write::AppendAudit(event)] = batch {
+            let params = audit_params(event)?;
+            let mut conn = self.conn()?;
+            let conn = &mut *conn;
             let stmt = conn.stmt(Q::AppendAudit)?.clone();
-            return audit_params(event)?.execute(&mut conn.client, &stmt);
-        }
-
-        let ctx = |e| pg_error("apply", e);
-        let Conn { client, stmts } = conn;
-        let st = |q: Q| {
-            stmts
-                .get(q as usize)
-                .ok_or_else(|| StoreError::Unavailable("statement not prepared".into()))
-        };
-        let mut tx = client.transaction().map_err(ctx)?;
-
-        // Lock every customer the batch names, in a fixed order (no deadlock between two
-        // batches), so that no other transaction can erase or change them until we commit.
-        let mut standing: HashMap<CustomerId, Standing> = HashMap::new();
-        let named: BTreeSet<CustomerId> = batch.iter().filter_map(|w| target(w).map(|(c, _)| c)).collect();
-        for id in named {
-            let row = tx.query_opt(st(Q::LockCustomer)?, &[id.as_uuid()]).map_err(ctx)?;
-            let s = match row {
-                None => Standing::Missing,
-                Some(row) => match get::<Option<DateTime<Utc>>>(&row, 0, "customer")? {
-                    Some(_) => Standing::Erased,
-                    None => Standing::Live,
-                },
-            };
-            standing.insert(id, s);
-        }
-
-        for w in batch {
-            if let Some((id, refused_if_erased)) = target(w) {
-                match standing.get(&id).copied().unwrap_or(Standing::Missing) {
-                    Standing::Missing => return Err(StoreError::MissingCustomer),
-                    Standing::Erased if refused_if_erased => return Err(StoreError::MissingCustomer),
-                    _ => {}
-                }
+            let result = params.execute(&mut conn.client, &stmt);
+            if result.is_err() {
+                self.lost(conn);
             }
-            match w {
-                Write::PutPurpose(p) => {
-                    tx.execute(st(Q::PutPurpose)?, &[&p.id(), &json(p, "a purpose")?])
-                        .map_err(ctx)?;
-                }
-                Write::InsertCustomer(r) => {
-                    let rows = tx
-                        .execute(
-                            st(Q::InsertCustomer)?,
-                            &[r.id.as_uuid(), &r.created_at, &r.restricted, &r.erased_at],
-                        )
-                        .map_err(ctx)?;
-                    if rows == 0 {
-                        return Err(StoreError::Conflict);
+            return result;
+        }
+        let mut retries = self.pool.max_size();
+        loop {
+            let mut conn = self.conn()?;
+            let conn = &mut *conn;
+            match run_batch(&mut conn.client, &conn.stmts, batch) {
+                Ok(()) => return Ok(()),
+                // Nothing was sent but BEGIN: safe to try again on a live connection.
+                Err(BatchError::Begin(e)) => {
+                    if self.lost(conn) && retries > 0 {
+                        retries -= 1;
+                        continue;
                     }
-                    let s = if r.erased_at.is_some() {
-                        Standing::Erased
-                    } else {
-                        Standing::Live
-                    };
-                    standing.insert(r.id, s);
+                    return Err(pg_error("apply", e));
                 }
-                Write::PutKey(k) => {
-                    tx.execute(
-                        st(Q::PutKey)?,
-                        &[k.customer.as_uuid(), &i64::from(k.version), &k.wrapped],
-                    )
-                    .map_err(ctx)?;
-                }
-                Write::SetRestricted { customer, restricted } => {
-                    tx.execute(st(Q::SetRestricted)?, &[customer.as_uuid(), restricted])
-                        .map_err(ctx)?;
-                }
-                Write::PutField {
-                    customer,
-                    field,
-                    envelope,
-                    at,
-                } => {
-                    tx.execute(st(Q::PutField)?, &[customer.as_uuid(), &field.as_str(), envelope, at])
-                        .map_err(ctx)?;
-                }
-                Write::DeleteField { customer, field } => {
-                    tx.execute(st(Q::DeleteField)?, &[customer.as_uuid(), &field.as_str()])
-                        .map_err(ctx)?;
-                }
-                Write::PutConsent(c) => {
-                    let params: [&(dyn ToSql + Sync); 5] = [
-                        c.id.as_uuid(),
-                        c.customer.as_uuid(),
-                        &c.purpose.as_str(),
-                        &c.given_at,
-                        &json(c, "a consent")?,
-                    ];
-                    tx.execute(st(Q::PutConsent)?, &params).map_err(ctx)?;
-                }
-                Write::PutObjection(o) => {
-                    tx.execute(
-                        st(Q::PutObjection)?,
-                        &[o.customer.as_uuid(), &o.purpose.as_str(), &o.at],
-                    )
-                    .map_err(ctx)?;
-                }
-                Write::EraseCustomer { customer, at } => {
-                    tx.execute(st(Q::EraseMark)?, &[customer.as_uuid(), at]).map_err(ctx)?;
-                    tx.execute(st(Q::EraseKeys)?, &[customer.as_uuid()]).map_err(ctx)?;
-                    tx.execute(st(Q::EraseFields)?, &[customer.as_uuid()]).map_err(ctx)?;
-                    standing.insert(*customer, Standing::Erased);
-                }
-                Write::AppendAudit(event) => {
-                    audit_params(event)?.execute(&mut tx, st(Q::AppendAudit)?)?;
+                Err(BatchError::Store(e)) => {
+                    self.lost(conn);
+                    return Err(e);
                 }
             }
         }
-        // Dropping the transaction on any early return above rolls it back.
-        tx.commit().map_err(|e| pg_error("commit", e))
     }
 
     fn purposes(&self) -> Result<Vec<Purpose>, StoreError> {
-        let mut conn = self.conn()?;
-        let Conn { client, stmts } = &mut *conn;
-        let stmt = stmts.get(Q::Purposes as usize).ok_or_else(|| corrupt("statement"))?;
-        let rows = client.query(stmt, &[]).map_err(|e| pg_error("read purposes", e))?;
+        let rows = self.query("read purposes", Q::Purposes, &[])?;
         rows.iter()
             .map(|row| {
                 let v: serde_json::Value = get(row, 0, "purpose")?;
@@ -896,53 +991,30 @@ impl Store for PostgresStore {
     }
 
     fn customer(&self, id: CustomerId) -> Result<Option<CustomerSnapshot>, StoreError> {
-        let mut conn = self.conn()?;
-        let Conn { client, stmts } = &mut *conn;
-        let stmt = stmts.get(Q::Customer as usize).ok_or_else(|| corrupt("statement"))?;
-        let row = client
-            .query_opt(stmt, &[id.as_uuid()])
-            .map_err(|e| pg_error("read customer", e))?;
-        row.map(|row| decode_snapshot(id, &row)).transpose()
+        let rows = self.query("read customer", Q::Customer, &[id.as_uuid()])?;
+        rows.first().map(|row| decode_snapshot(id, row)).transpose()
     }
 
     fn field(&self, customer: CustomerId, field: &FieldName) -> Result<Option<StoredField>, StoreError> {
-        let mut conn = self.conn()?;
-        let Conn { client, stmts } = &mut *conn;
-        let stmt = stmts.get(Q::Field as usize).ok_or_else(|| corrupt("statement"))?;
-        let row = client
-            .query_opt(stmt, &[customer.as_uuid(), &field.as_str()])
-            .map_err(|e| pg_error("read field", e))?;
-        row.map(|row| decode_field(&row)).transpose()
+        let rows = self.query("read field", Q::Field, &[customer.as_uuid(), &field.as_str()])?;
+        rows.first().map(decode_field).transpose()
     }
 
     fn fields(&self, customer: CustomerId) -> Result<Vec<StoredField>, StoreError> {
-        let mut conn = self.conn()?;
-        let Conn { client, stmts } = &mut *conn;
-        let stmt = stmts.get(Q::Fields as usize).ok_or_else(|| corrupt("statement"))?;
-        let rows = client
-            .query(stmt, &[customer.as_uuid()])
-            .map_err(|e| pg_error("read fields", e))?;
+        let rows = self.query("read fields", Q::Fields, &[customer.as_uuid()])?;
         rows.iter().map(decode_field).collect()
     }
 
     fn customer_ids(&self) -> Result<Vec<CustomerId>, StoreError> {
-        let mut conn = self.conn()?;
-        let Conn { client, stmts } = &mut *conn;
-        let stmt = stmts.get(Q::CustomerIds as usize).ok_or_else(|| corrupt("statement"))?;
-        let rows = client.query(stmt, &[]).map_err(|e| pg_error("read customer ids", e))?;
+        let rows = self.query("read customer ids", Q::CustomerIds, &[])?;
         rows.iter()
             .map(|row| customer_id(get(row, 0, "customer id")?, "customer id"))
             .collect()
     }
 
     fn audit_head(&self) -> Result<Option<AuditEvent>, StoreError> {
-        let mut conn = self.conn()?;
-        let Conn { client, stmts } = &mut *conn;
-        let stmt = stmts.get(Q::AuditHead as usize).ok_or_else(|| corrupt("statement"))?;
-        let row = client
-            .query_opt(stmt, &[])
-            .map_err(|e| pg_error("read audit head", e))?;
-        row.map(|row| decode_audit(&row)).transpose()
+        let rows = self.query("read audit head", Q::AuditHead, &[])?;
+        rows.first().map(decode_audit).transpose()
     }
 
     fn audit_range(&self, from_seq: u64, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
@@ -951,22 +1023,12 @@ impl Store for PostgresStore {
             return Ok(Vec::new());
         };
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let mut conn = self.conn()?;
-        let Conn { client, stmts } = &mut *conn;
-        let stmt = stmts.get(Q::AuditRange as usize).ok_or_else(|| corrupt("statement"))?;
-        let rows = client
-            .query(stmt, &[&from, &limit])
-            .map_err(|e| pg_error("read audit range", e))?;
+        let rows = self.query("read audit range", Q::AuditRange, &[&from, &limit])?;
         rows.iter().map(decode_audit).collect()
     }
 
     fn audit_for(&self, customer: CustomerId) -> Result<Vec<AuditEvent>, StoreError> {
-        let mut conn = self.conn()?;
-        let Conn { client, stmts } = &mut *conn;
-        let stmt = stmts.get(Q::AuditFor as usize).ok_or_else(|| corrupt("statement"))?;
-        let rows = client
-            .query(stmt, &[customer.as_uuid()])
-            .map_err(|e| pg_error("read audit events", e))?;
+        let rows = self.query("read audit events", Q::AuditFor, &[customer.as_uuid()])?;
         rows.iter().map(decode_audit).collect()
     }
 }
