@@ -97,16 +97,30 @@ const OPS: [Op; 3] = [
     }),
 ];
 
-/// Mean time of `n` runs of `op`, after a warm-up.
+/// Mean time of `n` runs of `op`.
 fn mean(bed: &Bed, op: fn(&Bed, usize), n: usize) -> StdDuration {
-    for i in 0..n / 10 {
-        op(bed, i);
-    }
     let start = Instant::now();
     for i in 0..n {
         op(bed, i);
     }
     start.elapsed() / n as u32
+}
+
+/// Interleaved rounds on both backends (so that load on a shared machine hits both alike):
+/// the median of the per-round times of each, and the median of the per-round ratios.
+fn ratio(base: &Bed, other: &Bed, op: fn(&Bed, usize), rounds: usize, n: usize) -> (StdDuration, StdDuration, f64) {
+    let (mut a, mut b, mut r) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let x = mean(base, op, n);
+        let y = mean(other, op, n);
+        a.push(x);
+        b.push(y);
+        r.push(y.as_secs_f64() / x.as_secs_f64());
+    }
+    a.sort();
+    b.sort();
+    r.sort_by(f64::total_cmp);
+    (a[rounds / 2], b[rounds / 2], r[rounds / 2])
 }
 
 /// Two vaults with the real clock: how long after a withdrawal on A does B refuse?
@@ -200,20 +214,16 @@ fn main() {
 
     println!();
     for (op_name, op) in OPS {
-        let base = mean(&baseline, op, 1000);
         for bed in [&pg, &pg_batched] {
-            let p = mean(bed, op, 1000);
+            let (base, p, r) = ratio(&baseline, bed, op, 7, 200);
             println!(
-                "{op_name}: {} {:.1} µs, {} {:.1} µs, ratio {}/{} = {:.1}x ({:.0} ops/s on {})",
+                "{op_name}: {} {:.1} µs, {} {:.1} µs, ratio {}/{} = {r:.1}x (median of 7 interleaved rounds of 200)",
                 baseline.name,
                 base.as_secs_f64() * 1e6,
                 bed.name,
                 p.as_secs_f64() * 1e6,
                 bed.name,
                 baseline.name,
-                p.as_secs_f64() / base.as_secs_f64(),
-                1.0 / p.as_secs_f64(),
-                bed.name,
             );
         }
     }
