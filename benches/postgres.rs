@@ -1,6 +1,6 @@
-//! PostgreSQL against the embedded baseline, in one run: `authorize` + `reveal` of a 32-byte
-//! field, warm (customer cached) and cold (first touch: the customer is read and its data key
-//! unwrapped), and `give_consent` throughput. Prints the ratios, then measures the
+//! PostgreSQL against SQLite (a database file, default durability), in one run: `authorize`
+//! + `reveal` of a 32-byte field, warm (customer cached) and cold (first touch: the customer
+//! is read and its data key unwrapped), and `give_consent` throughput. Prints the ratios, then measures the
 //! revocation bound of two vaults on one database with the real clock.
 //!
 //! ```text
@@ -17,8 +17,8 @@ use std::time::{Duration as StdDuration, Instant};
 use chrono::Duration;
 use criterion::{Criterion, Throughput};
 use egard::{
-    AccessDenied, CustomerId, Error, Evidence, LawfulBasis, MasterKey, MemoryStore, PostgresOptions, PostgresStore,
-    Purpose, Store, Vault,
+    AccessDenied, CustomerId, Error, Evidence, LawfulBasis, MasterKey, PostgresOptions, PostgresStore, Purpose,
+    SqliteStore, Store, Vault,
 };
 
 const WARM_CUSTOMERS: usize = 64;
@@ -193,7 +193,8 @@ fn main() {
         PostgresStore::connect_with(&url, options).unwrap(),
         true,
     );
-    let baseline = bed("memory", MemoryStore::new(), false);
+    let dir = tempfile::tempdir().unwrap();
+    let baseline = bed("sqlite", SqliteStore::open(dir.path().join("bench.db")).unwrap(), false);
 
     let mut c = Criterion::default().configure_from_args();
     for (op_name, op) in OPS {
