@@ -590,6 +590,44 @@ fn an_erasure_in_one_vault_stops_the_other_within_the_ttl() {
 }
 
 #[test]
+fn a_purpose_redefined_in_one_vault_is_used_by_the_other_within_the_ttl() {
+    let db = db_or_skip!();
+    let (a, b, clock) = fleet(&db);
+    let alice = ready_customer(&a);
+    let pass = b.authorize(alice, "newsletter").unwrap();
+    // A new privacy notice, published through A: consents under notice 1 no longer count.
+    a.define_purpose(newsletter().notice_version(2)).unwrap();
+    assert!(is_denied(
+        a.authorize(alice, "newsletter"),
+        AccessDenied::NoticeOutdated
+    ));
+    assert!(
+        b.authorize(alice, "newsletter").is_ok(),
+        "within the ttl B may still grant"
+    );
+    clock.advance(TTL);
+    assert!(is_denied(
+        b.authorize(alice, "newsletter"),
+        AccessDenied::NoticeOutdated
+    ));
+    assert!(is_denied(
+        b.reveal::<String>(&pass, "email"),
+        AccessDenied::NoticeOutdated
+    ));
+    // A consent given again through B is recorded under notice 2, which A accepts.
+    b.give_consent(alice, "newsletter", Evidence::new("web-form")).unwrap();
+    clock.advance(TTL);
+    assert!(a.authorize(alice, "newsletter").is_ok());
+    assert!(b.authorize(alice, "newsletter").is_ok()); // B re-read the purposes just now
+    // A purpose defined on A only is known to B after the ttl.
+    a.define_purpose(Purpose::new("support", LawfulBasis::Contract).fields(["email"]))
+        .unwrap();
+    assert!(matches!(b.authorize(alice, "support"), Err(Error::UnknownPurpose(_))));
+    clock.advance(TTL);
+    assert!(is_denied(b.authorize(alice, "support"), AccessDenied::NoConsent));
+}
+
+#[test]
 fn two_vaults_writing_at_once_keep_one_verifiable_audit_chain() {
     let db = db_or_skip!();
     let (a, b, _clock) = fleet(&db);

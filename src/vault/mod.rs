@@ -10,7 +10,7 @@ pub use journal::AuditBatching;
 pub use rights::{ErasureReceipt, SubjectExport, SweepReport};
 
 use std::collections::HashMap;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 use serde::Serialize;
@@ -119,8 +119,10 @@ impl VaultBuilder {
         self
     }
 
-    /// For several processes sharing one database: cached consents and standing are re-read
-    /// from the store when older than `ttl`. A change made by another process then takes
+    /// For several processes sharing one database: cached consents, standing and purpose
+    /// definitions are re-read from the store when older than `ttl`. A change made by another
+    /// process (a withdrawal, objection, restriction, erasure, or a purpose defined or
+    /// redefined, such as a new notice version) then takes
     /// effect here within `ttl` for new passes and for passes already issued used through
     /// [`Vault::reveal`] (which then re-reads a stale customer too), and within `ttl` plus the
     /// pass lifetime for passes used only through [`Sealed::open`]. Off by default (one
@@ -198,6 +200,7 @@ impl VaultBuilder {
             }
             _ => false,
         };
+        let loaded_at = self.clock.now().trunc_subsecs(6);
         Ok(Vault {
             store,
             master,
@@ -205,6 +208,7 @@ impl VaultBuilder {
             namespace: Arc::from(namespace.as_str()),
             clock: self.clock,
             purposes: RwLock::new(purposes),
+            purposes_loaded_at: Mutex::new(loaded_at),
             cache: Cache::new(self.cache_capacity),
             journal: Journal::new(audit_key, head, foreign, self.audit_batching),
             pass_lifetime: self.pass_lifetime,
@@ -225,6 +229,8 @@ pub struct Vault {
     namespace: Arc<str>,
     clock: Arc<dyn Clock>,
     purposes: RwLock<HashMap<PurposeId, Arc<PurposeDef>>>,
+    /// When the purposes were last read from the store (for the multi-process time-to-live).
+    purposes_loaded_at: Mutex<DateTime<Utc>>,
     cache: Cache,
     journal: Journal,
     pass_lifetime: Duration,
@@ -318,6 +324,7 @@ impl Vault {
     }
 
     fn purpose_def(&self, id: &str) -> Result<Arc<PurposeDef>, Error> {
+        self.refresh_purposes_if_stale()?;
         let purposes = self.purposes.read().unwrap_or_else(PoisonError::into_inner);
         match purposes.get(id) {
             Some(def) => Ok(def.clone()),
@@ -536,8 +543,10 @@ impl Vault {
     pub fn reveal<T: DeserializeOwned + 'static>(&self, pass: &AccessPass, field: &str) -> Result<Revealed<T>, Error> {
         let customer = pass.customer();
         if self.cache_ttl.is_some() {
-            // Several processes share the store: a withdrawal, restriction or erasure made
-            // elsewhere stops this pass within the time-to-live, as it stops `authorize`.
+            // Several processes share the store: a withdrawal, restriction, erasure or purpose
+            // change made elsewhere stops this pass within the time-to-live, as it stops
+            // `authorize`.
+            self.refresh_purposes_if_stale()?;
             let mut state = pass.entry.lock();
             if !state.erased && !state.evicted {
                 self.refresh_if_stale(&pass.entry, &mut state)?;
@@ -662,6 +671,43 @@ impl Vault {
                 return change(&entry, &mut state);
             }
         }
+    }
+
+    /// Re-reads the purpose definitions when the cache time-to-live has passed: a purpose
+    /// defined or redefined by another process is used from then on, and the passes issued
+    /// under the old definition stop, as [`Vault::define_purpose`] stops them.
+    fn refresh_purposes_if_stale(&self) -> Result<(), Error> {
+        let Some(ttl) = self.cache_ttl else {
+            return Ok(());
+        };
+        let now = self.now();
+        {
+            let loaded = self.purposes_loaded_at.lock().unwrap_or_else(PoisonError::into_inner);
+            if now < *loaded + ttl {
+                return Ok(());
+            }
+        }
+        let stored = self.store.purposes()?;
+        let mut purposes = self.purposes.write().unwrap_or_else(PoisonError::into_inner);
+        for p in stored {
+            let def = p
+                .validate()
+                .map_err(|_| StoreError::Corrupt("invalid stored purpose".into()))?;
+            if let Some(old) = purposes.get(&def.id) {
+                if old.purpose == def.purpose {
+                    continue;
+                }
+                let notice_changed = old.purpose.required_notice_version() != def.purpose.required_notice_version();
+                old.retired.revoke(if notice_changed {
+                    AccessDenied::NoticeOutdated
+                } else {
+                    AccessDenied::PurposeChanged
+                });
+            }
+            purposes.insert(def.id.clone(), Arc::new(def));
+        }
+        *self.purposes_loaded_at.lock().unwrap_or_else(PoisonError::into_inner) = now;
+        Ok(())
     }
 
     /// Re-reads consents and standing when the cache time-to-live has passed.
