@@ -1,7 +1,8 @@
 //! PostgreSQL against SQLite (a database file, default durability), in one run: `authorize`
-//! + `reveal` of a 32-byte field, warm (customer cached) and cold (first touch: the customer
-//! is read and its data key unwrapped), and `give_consent` throughput. Prints the ratios, then measures the
-//! revocation bound of two vaults on one database with the real clock.
+//! then `reveal` of a 32-byte field, warm (customer cached) and cold (first touch: the
+//! customer is read and its data key unwrapped), and `give_consent` throughput. Prints the
+//! ratios, then measures the revocation bound of two vaults on one database with the real
+//! clock.
 //!
 //! ```text
 //! EGARD_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test cargo bench --features postgres --bench postgres
