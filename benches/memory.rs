@@ -1,0 +1,213 @@
+//! Memory: bytes per customer for a population of 1,000,000 customers in `MemoryStore`
+//! (3 purposes' records, 5 fields of at most 32 bytes), counted by a global allocator.
+//!
+//! ```text
+//! cargo bench --bench memory
+//! ```
+//!
+//! The population is built through the vault into two `MemoryStore`s, one for the data and
+//! one for the audit log (every create, set_field and consent appends audit events), so that
+//! dropping them one at a time measures each part exactly. `EGARD_BENCH_MEMORY_CUSTOMERS`
+//! overrides the population size.
+
+#![allow(unsafe_code)] // the counting allocator; the library itself forbids unsafe code
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use egard::store::Write;
+use egard::store::{CustomerSnapshot, StoredField};
+use egard::{AuditEvent, CustomerId, FieldName, MemoryStore, Purpose, Store, StoreError};
+
+/// Counts the bytes and allocations live at any time (as requested: the C allocator adds its
+/// own headers and rounding, which the RSS figure includes).
+struct Counting;
+
+static BYTES: AtomicUsize = AtomicUsize::new(0);
+static BLOCKS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call is forwarded unchanged to the system allocator; only counters are added.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded with the caller's guarantees.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            BYTES.fetch_add(layout.size(), Ordering::Relaxed);
+            BLOCKS.fetch_add(1, Ordering::Relaxed);
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded with the caller's guarantees.
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            BYTES.fetch_add(layout.size(), Ordering::Relaxed);
+            BLOCKS.fetch_add(1, Ordering::Relaxed);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { System.dealloc(ptr, layout) };
+        BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
+        BLOCKS.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: forwarded with the caller's guarantees.
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            BYTES.fetch_add(new_size, Ordering::Relaxed);
+            BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Live (bytes, allocations).
+fn live() -> (usize, usize) {
+    (BYTES.load(Ordering::Relaxed), BLOCKS.load(Ordering::Relaxed))
+}
+
+/// Data in one `MemoryStore`, audit events in another: the same structures as one
+/// `MemoryStore` holding both, but each can be dropped and measured alone.
+struct Split {
+    data: Arc<MemoryStore>,
+    audit: Arc<MemoryStore>,
+}
+
+impl Store for Split {
+    fn apply(&self, batch: &[Write]) -> Result<(), StoreError> {
+        // The vault puts a batch's audit events after its changes.
+        let k = batch
+            .iter()
+            .position(|w| matches!(w, Write::AppendAudit(_)))
+            .unwrap_or(batch.len());
+        self.data.apply(&batch[..k])?;
+        self.audit.apply(&batch[k..])
+    }
+    fn purposes(&self) -> Result<Vec<Purpose>, StoreError> {
+        self.data.purposes()
+    }
+    fn customer(&self, id: CustomerId) -> Result<Option<CustomerSnapshot>, StoreError> {
+        self.data.customer(id)
+    }
+    fn field(&self, customer: CustomerId, field: &FieldName) -> Result<Option<StoredField>, StoreError> {
+        self.data.field(customer, field)
+    }
+    fn fields(&self, customer: CustomerId) -> Result<Vec<StoredField>, StoreError> {
+        self.data.fields(customer)
+    }
+    fn customer_ids(&self) -> Result<Vec<CustomerId>, StoreError> {
+        self.data.customer_ids()
+    }
+    fn audit_head(&self) -> Result<Option<AuditEvent>, StoreError> {
+        self.audit.audit_head()
+    }
+    fn audit_range(&self, from_seq: u64, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
+        self.audit.audit_range(from_seq, limit)
+    }
+    fn audit_for(&self, customer: CustomerId) -> Result<Vec<AuditEvent>, StoreError> {
+        self.audit.audit_for(customer)
+    }
+}
+
+/// Resident set size and its peak, in KiB.
+fn rss_kib() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let get = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (get("VmRSS:"), get("VmHWM:"))
+}
+
+fn main() {
+    // `cargo test --benches` runs this without --bench: a small population then.
+    let benching = std::env::args().any(|a| a == "--bench");
+    let n: usize = match std::env::var("EGARD_BENCH_MEMORY_CUSTOMERS") {
+        Ok(v) => v.parse().unwrap(),
+        Err(_) if benching => 1_000_000,
+        Err(_) => 1_000,
+    };
+    let (rss0, _) = rss_kib();
+    let base = live();
+    let data = Arc::new(MemoryStore::new());
+    let audit = Arc::new(MemoryStore::new());
+    let store = Split {
+        data: data.clone(),
+        audit: audit.clone(),
+    };
+    let (vault, _clock, customers, setup) = common::build(n, store, n >= 500_000);
+    let (rss1, peak) = rss_kib();
+    let all = live();
+    let ids = customers.capacity() * size_of::<CustomerId>();
+    drop(customers);
+    let audit_events = vault.verify_audit().unwrap().events_verified;
+    drop(vault);
+    let without_vault = live();
+    drop(audit);
+    let without_audit = live();
+    drop(data);
+    let end = live();
+
+    let per = |bytes: usize| bytes as f64 / n as f64;
+    let cache = all.0 - ids - without_vault.0;
+    let cache_blocks = all.1 - 1 - without_vault.1;
+    let audit_bytes = without_vault.0 - without_audit.0;
+    let audit_blocks = without_vault.1 - without_audit.1;
+    let store_bytes = without_audit.0 - end.0;
+    let store_blocks = without_audit.1 - end.1;
+    println!("\n== memory: {n} customers in MemoryStore (3 purposes' records, 5 fields of ≤ 32 bytes)");
+    println!(
+        "built in {setup:.2?}; {audit_events} audit events ({:.1} per customer)",
+        audit_events as f64 / n as f64
+    );
+    println!("bytes requested from the allocator, per customer (allocations per customer):");
+    println!(
+        "  MemoryStore, data only (records, keys, fields, consents):  {:>7.0} B  ({:.1} allocations)",
+        per(store_bytes),
+        store_blocks as f64 / n as f64
+    );
+    println!(
+        "  MemoryStore, audit log:                                     {:>7.0} B  ({:.1} allocations)",
+        per(audit_bytes),
+        audit_blocks as f64 / n as f64
+    );
+    println!(
+        "  MemoryStore, data + audit log:                              {:>7.0} B",
+        per(store_bytes + audit_bytes)
+    );
+    println!(
+        "  vault cache (its default 100,000 customers, shared over n): {:>7.0} B  ({:.1} allocations)",
+        per(cache),
+        cache_blocks as f64 / n as f64
+    );
+    println!(
+        "RSS after building: {:.0} B per customer (everything, with the allocator's overhead); peak RSS {} MiB",
+        (rss1.saturating_sub(rss0)) as f64 * 1024.0 / n as f64,
+        peak / 1024
+    );
+    println!(
+        "target ≤ 1 KiB per customer in MemoryStore: data only {}, with the audit log {}",
+        if per(store_bytes) <= 1024.0 { "met" } else { "MISSED" },
+        if per(store_bytes + audit_bytes) <= 1024.0 {
+            "met"
+        } else {
+            "MISSED"
+        },
+    );
+    let _ = base;
+}
