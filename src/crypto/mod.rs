@@ -175,20 +175,37 @@ impl DataKey {
         field: &str,
         envelope: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, Error> {
-        let parsed = FieldEnvelope::parse(envelope)?;
+        self.open_owned(namespace, customer, field, envelope.to_vec())
+    }
+
+    /// Opens a field envelope the caller owns, in place: no second copy of the ciphertext
+    /// (the hot path of `reveal`, whose store hands back an owned envelope). The whole
+    /// buffer is wiped when dropped.
+    pub(crate) fn open_owned(
+        &self,
+        namespace: &str,
+        customer: CustomerId,
+        field: &str,
+        envelope: Vec<u8>,
+    ) -> Result<Zeroizing<Vec<u8>>, Error> {
+        let mut buf = Zeroizing::new(envelope);
+        let parsed = FieldEnvelope::parse(&buf)?;
         if parsed.dek_version != self.version {
             return Err(Error::Crypto);
         }
+        let nonce = parsed.nonce;
         let mut aad = AadBuf::new(parsed.header);
         aad.part(namespace.as_bytes())
             .part(customer.as_bytes())
             .part(field.as_bytes());
-        let mut buf = Zeroizing::new(parsed.sealed.to_vec());
+        // The ciphertext and tag are the envelope's tail.
+        let start = buf.len() - parsed.sealed.len();
         let len = self
             .key
-            .open_in_place(Nonce::assume_unique_for_key(parsed.nonce), aad.aad(), &mut buf)
+            .open_in_place(Nonce::assume_unique_for_key(nonce), aad.aad(), &mut buf[start..])
             .map_err(|_| Error::Crypto)?
             .len();
+        buf.copy_within(start..start + len, 0);
         buf.truncate(len);
         Ok(buf)
     }

@@ -219,3 +219,38 @@ fn data_key_debug_shows_the_version_only() {
     let (key, _, _) = data_key(4);
     assert_eq!(format!("{key:?}"), "DataKey { version: 4, .. }");
 }
+
+// ----- opening in place (reveal's path) -----
+
+#[test]
+fn open_owned_opens_in_place_what_open_opens() {
+    let (key, _, c) = data_key(1);
+    for len in [0, 1, 32, 256] {
+        let plaintext: Vec<u8> = (0..len).map(|i| i as u8).collect();
+        let envelope = key.seal(NS, c, "email", &plaintext).unwrap();
+        let borrowed = key.open(NS, c, "email", &envelope).unwrap();
+        let owned = key.open_owned(NS, c, "email", envelope.clone()).unwrap();
+        assert_eq!(borrowed.as_slice(), plaintext.as_slice());
+        assert_eq!(owned.as_slice(), plaintext.as_slice());
+    }
+}
+
+#[test]
+fn open_owned_refuses_a_moved_tampered_or_truncated_envelope() {
+    let (key, _, c) = data_key(1);
+    let envelope = key.seal(NS, c, "email", b"secret value").unwrap();
+    assert!(is_crypto(key.open_owned(NS, c, "phone", envelope.clone())));
+    assert!(is_crypto(key.open_owned("other", c, "email", envelope.clone())));
+    assert!(is_crypto(key.open_owned(NS, customer(), "email", envelope.clone())));
+    for i in 0..envelope.len() {
+        let mut tampered = envelope.clone();
+        tampered[i] ^= 1;
+        assert!(is_crypto(key.open_owned(NS, c, "email", tampered)), "byte {i}");
+    }
+    for len in 0..envelope.len() {
+        assert!(
+            is_crypto(key.open_owned(NS, c, "email", envelope[..len].to_vec())),
+            "length {len}"
+        );
+    }
+}

@@ -557,7 +557,7 @@ impl Vault {
             .store
             .field(customer, name)?
             .ok_or_else(|| Error::UnknownField(name.clone()))?;
-        let plaintext = key.open(&self.namespace, customer, name.as_str(), &stored.envelope)?;
+        let plaintext = key.open_owned(&self.namespace, customer, name.as_str(), stored.envelope)?;
         decode(name, &plaintext)
     }
 
