@@ -85,11 +85,34 @@ impl Inner {
     fn check(&self, batch: &[Write]) -> Result<(), StoreError> {
         let mut inserted = HashSet::new();
         let mut erased = HashSet::new();
-        let mut seqs = HashSet::new();
-        for w in batch {
+        // Duplicate sequence numbers within the batch: while they ascend (as the vault writes
+        // them) none can repeat, so the set is only built, without allocating on the hot
+        // path, once one does not.
+        let mut last_seq: Option<u64> = None;
+        let mut seqs: Option<HashSet<u64>> = None;
+        for (i, w) in batch.iter().enumerate() {
             let conflict = match w {
                 Write::InsertCustomer(r) => self.customers.contains_key(&r.id) || !inserted.insert(r.id),
-                Write::AppendAudit(e) => self.audit.contains_key(&e.seq) || !seqs.insert(e.seq),
+                Write::AppendAudit(e) => {
+                    let repeated = match (&mut seqs, last_seq) {
+                        (Some(set), _) => !set.insert(e.seq),
+                        (None, Some(last)) if e.seq <= last => {
+                            let mut set: HashSet<u64> = batch[..i]
+                                .iter()
+                                .filter_map(|w| match w {
+                                    Write::AppendAudit(earlier) => Some(earlier.seq),
+                                    _ => None,
+                                })
+                                .collect();
+                            let repeated = !set.insert(e.seq);
+                            seqs = Some(set);
+                            repeated
+                        }
+                        (None, _) => false,
+                    };
+                    last_seq = Some(e.seq);
+                    self.audit.contains_key(&e.seq) || repeated
+                }
                 _ => false,
             };
             if conflict {
@@ -261,5 +284,46 @@ impl Store for MemoryStore {
             .filter(|e| e.customer == Some(customer))
             .cloned()
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::AuditKind;
+
+    fn event(seq: u64) -> Write {
+        Write::AppendAudit(AuditEvent {
+            seq,
+            at: chrono::Utc::now(),
+            kind: AuditKind::PurposeDefined,
+            customer: None,
+            purpose: None,
+            field: None,
+            detail: String::new(),
+            mac: [0; 32],
+        })
+    }
+
+    fn seqs(store: &MemoryStore) -> Vec<u64> {
+        store.audit_range(0, 100).unwrap().iter().map(|e| e.seq).collect()
+    }
+
+    #[test]
+    fn an_audit_sequence_number_repeated_in_a_batch_or_already_stored_conflicts() {
+        let store = MemoryStore::new();
+        store.apply(&[event(1), event(2)]).unwrap();
+        for batch in [
+            vec![event(3), event(3)],
+            vec![event(3), event(4), event(3)],
+            vec![event(5), event(3), event(4), event(3)],
+            vec![event(2)],
+            vec![event(3), event(1)],
+        ] {
+            assert_eq!(store.apply(&batch), Err(StoreError::Conflict));
+            assert_eq!(seqs(&store), [1, 2], "nothing of a refused batch is applied");
+        }
+        store.apply(&[event(4), event(3), event(5)]).unwrap();
+        assert_eq!(seqs(&store), [1, 2, 3, 4, 5]);
     }
 }
