@@ -5,6 +5,7 @@
 //! withdrawal and the flags of passes already handed out change together.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use chrono::{DateTime, Utc};
@@ -23,6 +24,8 @@ pub(crate) struct CustomerEntry {
     /// The unwrapped data key; `None` once erased.
     pub(crate) key: Option<DataKey>,
     state: Mutex<CustomerState>,
+    /// Used since the last eviction scan passed it (a second chance before eviction).
+    recent: AtomicBool,
 }
 
 /// What the vault knows of one customer, kept in step with the store.
@@ -142,6 +145,15 @@ impl CustomerEntry {
             id,
             key,
             state: Mutex::new(state),
+            recent: AtomicBool::new(true),
+        }
+    }
+
+    /// Marks the entry as used, so that the next eviction scan passes it over once.
+    pub(crate) fn touch(&self) {
+        // Read first: no write to a shared cache line when already marked.
+        if !self.recent.load(Ordering::Relaxed) {
+            self.recent.store(true, Ordering::Relaxed);
         }
     }
 
@@ -176,18 +188,34 @@ impl Cache {
     }
 
     /// Makes room in a shard: drops entries that no pass refers to (an entry with live passes
-    /// must stay, or a later withdrawal could not reach their flags).
+    /// must stay, or a later withdrawal could not reach their flags), giving entries used
+    /// since the last scan a second chance (otherwise the first entries in the map's order
+    /// would be evicted over and over, and a busy customer that lands there would miss the
+    /// cache on every access).
     pub(crate) fn make_room(&self, shard: &mut HashMap<CustomerId, Arc<CustomerEntry>>) {
         if shard.len() < self.per_shard {
             return;
         }
         let excess = shard.len() + 1 - self.per_shard;
-        let victims: Vec<CustomerId> = shard
-            .iter()
-            .filter(|(_, e)| Arc::strong_count(e) == 1)
-            .map(|(id, _)| *id)
-            .take(excess)
-            .collect();
+        let mut victims: Vec<CustomerId> = Vec::with_capacity(excess);
+        for (id, e) in shard.iter() {
+            if victims.len() == excess {
+                break;
+            }
+            if Arc::strong_count(e) == 1 && !e.recent.swap(false, Ordering::Relaxed) {
+                victims.push(*id);
+            }
+        }
+        if victims.len() < excess {
+            // Every free entry was used since the last scan: their marks are cleared now.
+            let more: Vec<CustomerId> = shard
+                .iter()
+                .filter(|(id, e)| Arc::strong_count(e) == 1 && !victims.contains(id))
+                .map(|(id, _)| *id)
+                .take(excess - victims.len())
+                .collect();
+            victims.extend(more);
+        }
         for id in victims {
             if let Some(entry) = shard.remove(&id) {
                 entry.lock().evicted = true;
@@ -208,5 +236,51 @@ impl Cache {
             .iter()
             .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).len())
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(recent: bool) -> Arc<CustomerEntry> {
+        let e = CustomerEntry::new(CustomerId::new(), None, CustomerState::default());
+        e.recent.store(recent, Ordering::Relaxed);
+        Arc::new(e)
+    }
+
+    #[test]
+    fn eviction_gives_recently_used_entries_a_second_chance() {
+        // 32 customers per shard, all used lately but one: making room evicts that one.
+        let cache = Cache::new(32 * SHARDS);
+        let stale = entry(false);
+        let stale_id = stale.id;
+        let mut map: HashMap<CustomerId, Arc<CustomerEntry>> =
+            (0..31).map(|_| entry(true)).map(|e| (e.id, e)).collect();
+        map.insert(stale_id, stale);
+        cache.make_room(&mut map);
+        assert_eq!(map.len(), 31);
+        assert!(
+            !map.contains_key(&stale_id),
+            "the entry not used since the last scan goes"
+        );
+    }
+
+    #[test]
+    fn eviction_makes_room_when_every_entry_was_used_but_never_drops_a_pinned_one() {
+        let cache = Cache::new(3 * SHARDS);
+        let pinned = entry(true);
+        let mut map: HashMap<CustomerId, Arc<CustomerEntry>> = [entry(true), entry(true), pinned.clone()]
+            .into_iter()
+            .map(|e| (e.id, e))
+            .collect();
+        cache.make_room(&mut map);
+        assert_eq!(map.len(), 2);
+        assert!(map.contains_key(&pinned.id), "an entry a pass refers to stays");
+        let other = map.values().find(|e| e.id != pinned.id).unwrap();
+        assert!(
+            !other.recent.load(Ordering::Relaxed),
+            "the scan used up its second chance"
+        );
     }
 }

@@ -638,6 +638,7 @@ impl Vault {
     fn entry(&self, id: CustomerId) -> Result<Arc<CustomerEntry>, Error> {
         let mut shard = self.cache.shard(id);
         if let Some(entry) = shard.get(&id) {
+            entry.touch();
             return Ok(entry.clone());
         }
         // Loaded under the shard lock, so that no change to this customer can slip between
