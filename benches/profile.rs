@@ -25,16 +25,19 @@ struct Ctx<'a> {
     cold: &'a Vault,
     granted: &'a [CustomerId],
     expired: &'a [CustomerId],
+    withdrawn: &'a [CustomerId],
     passes: &'a [AccessPass],
 }
 
-const CASES: [&str; 8] = [
+const CASES: [&str; 10] = [
     "reveal_32",
     "reveal_256",
     "authorize_warm",
     "authorize_cold",
     "authorize_reveal_32",
+    "denied_no_consent",
     "denied_expired",
+    "denied_withdrawn",
     "seal_32",
     "set_field_32",
 ];
@@ -65,6 +68,13 @@ fn run(ctx: &Ctx<'_>, case: &str, iters: usize) {
                 let v: Revealed<String> = ctx.vault.reveal(&pass, "email").unwrap();
                 black_box(v);
             }
+            "denied_no_consent" => {
+                black_box(ctx.vault.authorize(g, "research").unwrap_err());
+            }
+            "denied_withdrawn" => {
+                let w = ctx.withdrawn[i % ctx.withdrawn.len()];
+                black_box(ctx.vault.authorize(w, "newsletter").unwrap_err());
+            }
             "denied_expired" => {
                 let e = ctx.expired[i % ctx.expired.len()];
                 black_box(ctx.vault.authorize(e, "newsletter").unwrap_err());
@@ -80,7 +90,7 @@ fn run(ctx: &Ctx<'_>, case: &str, iters: usize) {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
-    let n = 1_000;
+    let n = std::env::var("EGARD_PROFILE_CUSTOMERS").map_or(1_000, |v| v.parse().unwrap());
     let pop = population(n);
     let granted_idx = probes(n, Newsletter::Valid, 250, 1);
     let granted: Vec<CustomerId> = granted_idx.iter().map(|&i| pop.customers[i]).collect();
@@ -88,6 +98,13 @@ fn main() {
         .into_iter()
         .map(|i| pop.customers[i])
         .collect();
+    let withdrawn: Vec<CustomerId> = probes(n, Newsletter::Withdrawn, 250, 3)
+        .into_iter()
+        .map(|i| pop.customers[i])
+        .collect();
+    for &c in expired.iter().chain(&withdrawn) {
+        let _ = pop.vault.authorize(c, "newsletter");
+    }
     for (&c, &i) in granted.iter().zip(&granted_idx) {
         pop.vault.set_field(c, "bio", &value_of_len(256, i)).unwrap();
     }
@@ -101,6 +118,7 @@ fn main() {
         cold: &cold,
         granted: &granted,
         expired: &expired,
+        withdrawn: &withdrawn,
         passes: &passes,
     };
     match args.as_slice() {
