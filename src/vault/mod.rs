@@ -332,9 +332,11 @@ impl Vault {
         }
     }
 
-    fn any_purpose_covers(&self, field: &FieldName) -> bool {
+    /// The name of `field` as a purpose that covers it holds it, shared: stored fields and
+    /// audit events then hold no copy of their own.
+    fn covering_purpose_name(&self, field: &FieldName) -> Option<FieldName> {
         let purposes = self.purposes.read().unwrap_or_else(PoisonError::into_inner);
-        purposes.values().any(|p| p.covers(field.as_str()))
+        purposes.values().find_map(|p| p.field(field.as_str()).cloned())
     }
 
     // ----- customers and fields -----
@@ -409,11 +411,7 @@ impl Vault {
 
     fn collectable_field(&self, field: &str) -> Result<FieldName, Error> {
         let name = FieldName::new(field)?;
-        if self.any_purpose_covers(&name) {
-            Ok(name)
-        } else {
-            Err(Error::UnknownField(name))
-        }
+        self.covering_purpose_name(&name).ok_or(Error::UnknownField(name))
     }
 
     // ----- consent -----
