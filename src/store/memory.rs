@@ -80,6 +80,13 @@ fn target(w: &Write) -> Option<(CustomerId, bool)> {
     }
 }
 
+/// Appends without the spare capacity of `Vec::push` (which would double it): a customer's
+/// lists are short and grow rarely, and memory is what a store of many customers spends.
+fn push_exact<T>(list: &mut Vec<T>, item: T) {
+    list.reserve_exact(1);
+    list.push(item);
+}
+
 impl Inner {
     /// Checks the whole batch against the current state without changing anything.
     fn check(&self, batch: &[Write]) -> Result<(), StoreError> {
@@ -160,7 +167,7 @@ impl Inner {
             Write::PutKey(k) => {
                 if let Some(s) = Self::slot(&mut self.customers, k.customer) {
                     s.keys.retain(|old| old.version != k.version);
-                    s.keys.push(k.clone());
+                    push_exact(&mut s.keys, k.clone());
                 }
             }
             Write::SetRestricted { customer, restricted } => {
@@ -182,7 +189,7 @@ impl Inner {
                     };
                     match s.fields.iter_mut().find(|f| &f.field == field) {
                         Some(old) => *old = new,
-                        None => s.fields.push(new),
+                        None => push_exact(&mut s.fields, new),
                     }
                 }
             }
@@ -195,13 +202,13 @@ impl Inner {
                 if let Some(s) = Self::slot(&mut self.customers, c.customer) {
                     match s.consents.iter_mut().find(|old| old.id == c.id) {
                         Some(old) => *old = c.clone(),
-                        None => s.consents.push(c.clone()),
+                        None => push_exact(&mut s.consents, c.clone()),
                     }
                 }
             }
             Write::PutObjection(o) => {
                 if let Some(s) = Self::slot(&mut self.customers, o.customer) {
-                    s.objections.push(o.clone());
+                    push_exact(&mut s.objections, o.clone());
                 }
             }
             Write::EraseCustomer { customer, at } => {
