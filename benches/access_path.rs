@@ -19,7 +19,7 @@ use std::time::{Duration as StdDuration, Instant, SystemTime};
 
 use chrono::{DateTime, Duration, Utc};
 use criterion::Criterion;
-use egard::{AccessPass, Consent, ConsentId, CustomerId, Evidence, LawfulBasis, PurposeId, Revealed};
+use egard::{AccessPass, Consent, ConsentId, CustomerId, Evidence, LawfulBasis, MasterKey, PurposeId, Revealed, Vault};
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
 
@@ -32,7 +32,7 @@ const PROBES: usize = 250;
 const AAD_LEN: usize = 44;
 
 /// The cases, in the order they are reported, with the floor each one is compared to.
-const CASES: [(&str, &str); 16] = [
+const CASES: [(&str, &str); 17] = [
     ("floor_check", ""),
     ("floor_open_32", ""),
     ("floor_open_256", ""),
@@ -44,6 +44,7 @@ const CASES: [(&str, &str); 16] = [
     ("authorize_warm", "floor_check"),
     ("authorize_cold", "floor_check"),
     ("authorize_reveal_32", "floor_check_open_32"),
+    ("authorize_reveal_32_batched", "floor_check_open_32"),
     ("denied_no_consent", "floor_check"),
     ("denied_expired", "floor_check"),
     ("denied_withdrawn", "floor_check"),
@@ -269,6 +270,19 @@ fn bench_population(c: &mut Criterion, n: usize, own: &mut HashMap<(usize, &'sta
     // A vault with a cache of one customer per shard over the same store: every authorize
     // through it is a first touch (store read, data-key unwrap, cache fill).
     let cold = vault_over(pop.store.clone(), &pop.clock, 1);
+    // The same, with group commit of access events (VaultBuilder::audit_batching): events are
+    // still chained (one HMAC each) but written 64 at a time.
+    let batched = Vault::builder()
+        .master_key(MasterKey::from_bytes(common::MASTER))
+        .store(pop.store.clone())
+        .clock(pop.clock.clone())
+        .audit_batching(64, StdDuration::from_millis(100))
+        .build()
+        .unwrap();
+    for &c in granted.iter() {
+        batched.authorize(c, "newsletter").unwrap();
+    }
+    let batched = &batched;
     let mac_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &[9; 32]);
 
     let floor = &floor;
@@ -370,6 +384,14 @@ fn bench_population(c: &mut Criterion, n: usize, own: &mut HashMap<(usize, &'sta
                 black_box(v);
             })
         }),
+        ("authorize_reveal_32_batched", {
+            let mut p = Cycle::new(granted);
+            Box::new(move || {
+                let pass = batched.authorize(*p.next(), "newsletter").unwrap();
+                let v: Revealed<String> = batched.reveal(&pass, "email").unwrap();
+                black_box(v);
+            })
+        }),
         // ----- denials -----
         ("denied_no_consent", {
             let mut p = Cycle::new(granted);
@@ -466,7 +488,7 @@ fn report(title: &str, m: &HashMap<(usize, &'static str), f64>, populations: &[u
         return;
     }
     println!("\n== {title}: medians, and ratios to the floor measured in this run");
-    print!("{:<22}", "case");
+    print!("{:<28}", "case");
     for n in populations {
         print!("{:>24}", format!("n={n} (× floor)"));
     }
@@ -475,7 +497,7 @@ fn report(title: &str, m: &HashMap<(usize, &'static str), f64>, populations: &[u
     }
     println!("{:>24}", "floor");
     for &(case, floor) in &CASES {
-        print!("{case:<22}");
+        print!("{case:<28}");
         for &n in populations {
             let cell = match (m.get(&(n, case)), m.get(&(n, floor))) {
                 (Some(v), Some(f)) => format!("{} ({:.2}×)", ns(*v), v / f),
