@@ -5,6 +5,12 @@
 //! carries an HMAC-SHA256, under an audit key derived from the master key, over its own
 //! content and the previous event's MAC, so an edited, dropped, inserted or reordered event
 //! breaks the chain at that point.
+//!
+//! The MAC input, for anyone re-implementing verification: the previous event's MAC (32 zero
+//! bytes before the first event), the sequence number (u64 big-endian), the time in
+//! microseconds since the Unix epoch (i64 big-endian), then the kind's code, the customer id's
+//! 16 bytes, the purpose, the field and the detail, each prefixed by its length (u16
+//! big-endian; absent parts are empty).
 
 use chrono::{DateTime, Utc};
 use ring::hmac;
@@ -174,7 +180,10 @@ pub(crate) fn chain_mac(key: &hmac::Key, prev: &[u8; 32], event: &AuditEvent) ->
         event.field.as_ref().map_or("", |f| f.as_str()).as_bytes(),
         event.detail.as_bytes(),
     ] {
-        ctx.update(&(part.len() as u64).to_be_bytes());
+        // Two-byte length prefixes keep a typical event within two SHA-256 blocks; every part
+        // but the last (the detail) is an id or name of at most 64 bytes.
+        let len = u16::try_from(part.len()).unwrap_or(u16::MAX);
+        ctx.update(&len.to_be_bytes());
         ctx.update(part);
     }
     let tag = ctx.sign();

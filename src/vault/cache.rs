@@ -14,7 +14,7 @@ use crate::consent::{Consent, Standing};
 use crate::crypto::DataKey;
 use crate::error::AccessDenied;
 use crate::gate::Revocation;
-use crate::ids::{CustomerId, PurposeId};
+use crate::ids::{CustomerId, FieldName, PurposeId};
 use crate::store::CustomerSnapshot;
 
 /// One cached customer.
@@ -41,6 +41,9 @@ pub(crate) struct CustomerState {
     pub(crate) current: HashMap<PurposeId, Consent>,
     /// The latest objection per purpose.
     pub(crate) objections: HashMap<PurposeId, DateTime<Utc>>,
+    /// The customer's sealed field envelopes (ciphertext), read from the store on the first
+    /// reveal and kept in step by every change made through this vault; `None` until read.
+    pub(crate) fields: Option<HashMap<FieldName, Vec<u8>>>,
     /// The flag shared by the live passes of each purpose.
     grants: HashMap<PurposeId, Arc<Revocation>>,
     /// Flags revoked for another reason that passes still hold: an erasure must reach them
@@ -81,6 +84,7 @@ impl CustomerState {
             loaded_at: Some(now),
             current,
             objections,
+            fields: None,
             grants: HashMap::new(),
             revoked: Vec::new(),
         }
@@ -136,6 +140,7 @@ impl CustomerState {
             flag.revoke_erased();
         }
         self.erased = true;
+        self.fields = None;
     }
 }
 
@@ -220,6 +225,15 @@ impl Cache {
             if let Some(entry) = shard.remove(&id) {
                 entry.lock().evicted = true;
             }
+        }
+    }
+
+    /// Forgets the cached envelopes of a customer whose fields changed behind the cache (the
+    /// retention sweep).
+    pub(crate) fn forget_fields(&self, id: CustomerId) {
+        let entry = self.shard(id).get(&id).cloned();
+        if let Some(entry) = entry {
+            entry.lock().fields = None;
         }
     }
 

@@ -380,19 +380,28 @@ impl Vault {
         self.with_customer(customer, |entry, state| {
             let key = live_key(entry, state)?;
             let envelope = key.seal(&self.namespace, customer, name.as_str(), &plaintext)?;
-            let kind = match self.store.field(customer, &name)? {
-                Some(_) => AuditKind::FieldRectified,
-                None => AuditKind::FieldWritten,
+            let exists = match &state.fields {
+                Some(fields) => fields.contains_key(&name),
+                None => self.store.field(customer, &name)?.is_some(),
+            };
+            let kind = if exists {
+                AuditKind::FieldRectified
+            } else {
+                AuditKind::FieldWritten
             };
             self.commit(
                 vec![Write::PutField {
                     customer,
                     field: name.clone(),
-                    envelope,
+                    envelope: envelope.clone(),
                     at: self.now(),
                 }],
                 vec![Entry::new(kind, Some(customer)).field(&name)],
-            )
+            )?;
+            if let Some(fields) = &mut state.fields {
+                fields.insert(name.clone(), envelope);
+            }
+            Ok(())
         })
     }
 
@@ -541,21 +550,34 @@ impl Vault {
     pub fn reveal<T: DeserializeOwned + 'static>(&self, pass: &AccessPass, field: &str) -> Result<Revealed<T>, Error> {
         let customer = pass.customer();
         if self.cache_ttl.is_some() {
-            // Several processes share the store: a withdrawal, restriction, erasure or purpose
-            // change made elsewhere stops this pass within the time-to-live, as it stops
-            // `authorize`.
+            // Several processes share the store: a purpose change made elsewhere stops this
+            // pass within the time-to-live, as it stops `authorize`.
             self.refresh_purposes_if_stale()?;
+        }
+        let (name, key, envelope) = {
             let mut state = pass.entry.lock();
-            if !state.erased && !state.evicted {
+            if self.cache_ttl.is_some() && !state.erased && !state.evicted {
+                // Likewise a withdrawal, restriction or erasure made elsewhere.
                 self.refresh_if_stale(&pass.entry, &mut state)?;
             }
-        }
-        let (name, key) = pass.check(customer, field)?;
-        let stored = self
-            .store
-            .field(customer, name)?
-            .ok_or_else(|| Error::UnknownField(name.clone()))?;
-        let plaintext = key.open_owned(&self.namespace, customer, name.as_str(), stored.envelope)?;
+            let (name, key) = pass.check(customer, field)?;
+            // The envelopes are ciphertext: caching them keeps the store off the hot path.
+            // INVARIANT: every change to a customer's fields made through this vault updates
+            // or drops this copy under the same lock (set_field, erasure, the sweep, a
+            // time-to-live refresh).
+            if state.fields.is_none() {
+                let stored = self.store.fields(customer)?;
+                state.fields = Some(stored.into_iter().map(|f| (f.field, f.envelope)).collect());
+            }
+            let envelope = state
+                .fields
+                .as_ref()
+                .and_then(|fields| fields.get(name))
+                .cloned()
+                .ok_or_else(|| Error::UnknownField(name.clone()))?;
+            (name, key, envelope)
+        };
+        let plaintext = key.open_owned(&self.namespace, customer, name.as_str(), envelope)?;
         decode(name, &plaintext)
     }
 
@@ -741,6 +763,7 @@ impl Vault {
         state.restricted = fresh.restricted;
         state.current = fresh.current;
         state.objections = fresh.objections;
+        state.fields = None;
         state.loaded_at = Some(now);
         Ok(())
     }
@@ -859,6 +882,47 @@ mod tests {
         drop(wrong);
         right.define_purpose(other).unwrap();
         assert_eq!(right.verify_audit().unwrap().events_verified, 3);
+    }
+
+    #[test]
+    fn cached_envelopes_follow_rectification_and_the_retention_sweep() {
+        let clock = crate::ManualClock::new(Utc::now());
+        let vault = Vault::builder()
+            .master_key(MasterKey::from_bytes([3; 32]))
+            .store(MemoryStore::new())
+            .clock(clock.clone())
+            .build()
+            .unwrap();
+        vault
+            .define_purpose(
+                Purpose::new("p", LawfulBasis::Consent)
+                    .fields(["email"])
+                    .consent_lifetime(Duration::days(1)),
+            )
+            .unwrap();
+        let c = vault.create_customer().unwrap();
+        vault.set_field(c, "email", "old@example.com").unwrap();
+        vault.give_consent(c, "p", Evidence::new("t")).unwrap();
+        let pass = vault.authorize(c, "p").unwrap();
+        assert_eq!(
+            vault.reveal::<String>(&pass, "email").unwrap().expose(),
+            "old@example.com"
+        );
+        vault.set_field(c, "email", "new@example.com").unwrap();
+        assert_eq!(
+            vault.reveal::<String>(&pass, "email").unwrap().expose(),
+            "new@example.com"
+        );
+        // The pass outlives nothing here: sweep once the consent has ended, then look with a
+        // pass issued under a fresh consent.
+        clock.advance(Duration::days(2));
+        assert_eq!(vault.sweep_retention().unwrap().deleted.len(), 1);
+        vault.give_consent(c, "p", Evidence::new("t")).unwrap();
+        let pass = vault.authorize(c, "p").unwrap();
+        assert!(matches!(
+            vault.reveal::<String>(&pass, "email"),
+            Err(Error::UnknownField(_))
+        ));
     }
 
     #[test]

@@ -283,6 +283,7 @@ impl Vault {
             }
             if !writes.is_empty() {
                 self.commit(writes, entries)?;
+                self.cache.forget_fields(customer);
             }
         }
         Ok(SweepReport {
