@@ -7,6 +7,9 @@ mod clock;
 mod consent;
 pub mod crypto;
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod gate;
 mod ids;
 mod purpose;

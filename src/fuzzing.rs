@@ -1,0 +1,443 @@
+//! Harness functions shared by the fuzz targets (`fuzz/`) and the corpus replay test
+//! (`tests/corpus_replay.rs`). Feature `fuzzing`; not part of the public API.
+//!
+//! Each function takes arbitrary bytes, runs them through one parser of untrusted input (and
+//! the decryption behind it, with fixed test keys), and checks properties that must hold for
+//! every input. A violated property is a panic: that is how a fuzzer reports it. The
+//! functions themselves are the only place in the crate that asserts on input, on purpose.
+
+use std::sync::{Arc, OnceLock};
+
+use chrono::{Duration, TimeZone, Utc};
+
+use crate::clock::ManualClock;
+use crate::consent::Evidence;
+use crate::crypto::{DataKey, ENVELOPE_OVERHEAD, FieldEnvelope, MasterKey, WrappedKeyEnvelope};
+use crate::error::{AccessDenied, Error};
+use crate::gate::{AccessPass, Sealed, decode};
+use crate::ids::{CustomerId, FieldName};
+use crate::purpose::{LawfulBasis, Purpose};
+use crate::store::{CustomerRecord, MemoryStore, Store, WrappedKey, Write};
+use crate::vault::Vault;
+
+/// The names of the fuzz targets, which are also the folders of `tests/corpus/`.
+pub const TARGETS: [&str; 5] = [
+    "field_envelope",
+    "wrapped_key",
+    "sealed_json",
+    "sealed_bytes",
+    "vault_ops",
+];
+
+/// Runs the harness of `target` on `data`. Unknown targets panic.
+pub fn run(target: &str, data: &[u8]) {
+    match target {
+        "field_envelope" => field_envelope(data),
+        "wrapped_key" => wrapped_key(data),
+        "sealed_json" => sealed_json(data),
+        "sealed_bytes" => sealed_bytes(data),
+        "vault_ops" => vault_ops(data),
+        other => panic!("unknown fuzz target {other}"),
+    }
+}
+
+const NAMESPACE: &str = "egard";
+const DEK_VERSION: u32 = 1;
+
+/// Fixed keys and one customer whose id is known, so that valid inputs can be built.
+struct Fixture {
+    master: MasterKey,
+    customer: CustomerId,
+    other: CustomerId,
+    dek: DataKey,
+    wrapped: Vec<u8>,
+    vault: Vault,
+    pass: AccessPass,
+}
+
+fn fixed_customer(last: u8) -> CustomerId {
+    let mut bytes = [0x5a; 16];
+    bytes[6] = 0x4a; // version 4
+    bytes[8] = 0x9a; // RFC 4122 variant
+    bytes[15] = last;
+    match CustomerId::from_uuid(uuid::Uuid::from_bytes(bytes)) {
+        Ok(id) => id,
+        Err(_) => unreachable!("a version-4 UUID is a valid customer id"),
+    }
+}
+
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let customer = fixed_customer(1);
+        let other = fixed_customer(2);
+        let master = MasterKey::from_bytes([0x11; 32]);
+        let wrapped = master
+            .wrap(NAMESPACE, customer, DEK_VERSION, &[0x22; 32])
+            .expect("wrap the fixture key");
+        let dek = DataKey::unwrap(&master, NAMESPACE, customer, DEK_VERSION, &wrapped).expect("unwrap the fixture key");
+        let store = MemoryStore::new();
+        let at = Utc
+            .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+            .single()
+            .expect("a valid date");
+        store
+            .apply(&[
+                Write::InsertCustomer(CustomerRecord {
+                    id: customer,
+                    created_at: at,
+                    restricted: false,
+                    erased_at: None,
+                }),
+                Write::PutKey(WrappedKey {
+                    customer,
+                    version: DEK_VERSION,
+                    wrapped: wrapped.clone(),
+                }),
+            ])
+            .expect("insert the fixture customer");
+        let vault = Vault::builder()
+            .master_key(MasterKey::from_bytes([0x11; 32]))
+            .store(store)
+            .clock(ManualClock::new(at))
+            .pass_lifetime(Duration::days(365_000))
+            .build()
+            .expect("build the fixture vault");
+        vault
+            .define_purpose(Purpose::new("support", LawfulBasis::Contract).fields(["email", "name"]))
+            .expect("define the fixture purpose");
+        vault
+            .give_consent(customer, "support", Evidence::new("fuzz"))
+            .expect("record the fixture basis");
+        let pass = vault
+            .authorize(customer, "support")
+            .expect("authorize the fixture pass");
+        Fixture {
+            master,
+            customer,
+            other,
+            dek,
+            wrapped,
+            vault,
+            pass,
+        }
+    })
+}
+
+/// Field envelope: parse, then open under the fixture's data key for `email`.
+pub fn field_envelope(data: &[u8]) {
+    let f = fixture();
+    let parsed = FieldEnvelope::parse(data);
+    assert_eq!(parsed.is_ok(), data.len() >= ENVELOPE_OVERHEAD && data[..2] == [1, 1]);
+    let opened = f.dek.open(NAMESPACE, f.customer, "email", data);
+    if let Ok(plaintext) = opened {
+        assert!(parsed.is_ok(), "an envelope that opens must parse");
+        assert_eq!(plaintext.len() + ENVELOPE_OVERHEAD, data.len());
+        // The associated data binds the field, the customer and the namespace.
+        assert!(f.dek.open(NAMESPACE, f.customer, "name", data).is_err());
+        assert!(f.dek.open(NAMESPACE, f.other, "email", data).is_err());
+        assert!(f.dek.open("other", f.customer, "email", data).is_err());
+        let field = FieldName::new("email").expect("a valid field name");
+        let _ = decode::<String>(&field, &plaintext);
+        let _ = decode::<serde_json::Value>(&field, &plaintext);
+    }
+}
+
+/// Wrapped data key: parse, then unwrap under the fixture's master key.
+pub fn wrapped_key(data: &[u8]) {
+    let f = fixture();
+    let parsed = WrappedKeyEnvelope::parse(data);
+    assert_eq!(
+        parsed.is_ok(),
+        data.len() == ENVELOPE_OVERHEAD + 32 && data[..2] == [1, 1]
+    );
+    if let Ok(raw) = f.master.unwrap(NAMESPACE, f.customer, DEK_VERSION, data) {
+        assert_eq!(raw.len(), 32);
+        assert!(parsed.is_ok_and(|p| p.kek_id == f.master.id()));
+        // The associated data binds the customer, the key version and the namespace.
+        assert!(f.master.unwrap(NAMESPACE, f.other, DEK_VERSION, data).is_err());
+        assert!(f.master.unwrap(NAMESPACE, f.customer, DEK_VERSION + 1, data).is_err());
+        assert!(f.master.unwrap("other", f.customer, DEK_VERSION, data).is_err());
+        assert!(DataKey::unwrap(&f.master, NAMESPACE, f.customer, DEK_VERSION, data).is_ok());
+    }
+    // Another master key never opens it (keys are selected by id, never tried in turn).
+    let other = MasterKey::from_bytes([0x33; 32]);
+    assert!(other.unwrap(NAMESPACE, f.customer, DEK_VERSION, data).is_err());
+}
+
+/// Checks a parsed sealed value: both serialised forms round-trip to the same value, and
+/// opening it through the fixture pass either fails cleanly or gives a value only for the
+/// fixture customer and a field the pass covers.
+fn check_sealed(sealed: &Sealed<String>) {
+    let f = fixture();
+    let bytes = sealed.to_bytes();
+    let from_bytes = Sealed::<String>::from_bytes(&bytes).expect("to_bytes output parses");
+    assert!(from_bytes == *sealed, "binary round trip changed the value");
+    let json = serde_json::to_vec(sealed).expect("a sealed value serializes");
+    let from_json: Sealed<String> = serde_json::from_slice(&json).expect("serialized JSON parses");
+    assert!(from_json == *sealed, "JSON round trip changed the value");
+    match sealed.open(&f.pass) {
+        Ok(_) => {
+            assert_eq!(sealed.customer(), f.customer);
+            assert!(f.pass.fields().contains(sealed.field()));
+        }
+        Err(Error::Denied(AccessDenied::WrongCustomer)) => assert_ne!(sealed.customer(), f.customer),
+        Err(Error::Denied(AccessDenied::FieldNotCovered)) => assert!(!f.pass.fields().contains(sealed.field())),
+        Err(Error::Crypto | Error::Codec { .. }) => {}
+        Err(e) => panic!("unexpected error opening a sealed value: {e:?}"),
+    }
+}
+
+/// `Sealed<T>` from JSON.
+pub fn sealed_json(data: &[u8]) {
+    if let Ok(sealed) = serde_json::from_slice::<Sealed<String>>(data) {
+        check_sealed(&sealed);
+    }
+}
+
+/// `Sealed<T>` from its binary form ([`Sealed::from_bytes`]).
+pub fn sealed_bytes(data: &[u8]) {
+    if let Ok(sealed) = Sealed::<String>::from_bytes(data) {
+        assert_eq!(sealed.to_bytes(), data, "the binary form is canonical");
+        check_sealed(&sealed);
+    }
+}
+
+/// Operation sequences on a vault, including raw bytes planted in the store as a tampered
+/// database would hold them. Nothing may panic, the audit chain always verifies, and a value
+/// revealed is the last value written (unless the store was tampered with).
+pub fn vault_ops(data: &[u8]) {
+    let clock = ManualClock::new(
+        Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+            .single()
+            .expect("a valid date"),
+    );
+    let store = Arc::new(MemoryStore::new());
+    let build = |store: Arc<MemoryStore>| {
+        Vault::builder()
+            .master_key(MasterKey::from_bytes([0x11; 32]).with_id(2))
+            .previous_master_key(MasterKey::from_bytes([0x44; 32]))
+            .store(store)
+            .clock(clock.clone())
+            .cache_capacity(4)
+            .max_value_len(256)
+            .build()
+            .expect("build a vault")
+    };
+    let mut vault = build(store.clone());
+    const PURPOSES: [&str; 3] = ["news", "ship", "ads"];
+    const FIELDS: [&str; 4] = ["email", "name", "address", "phone"];
+    let define = |vault: &Vault, i: usize, notice: u32| {
+        let p = match i {
+            0 => Purpose::new("news", LawfulBasis::Consent)
+                .fields(["email", "name"])
+                .consent_lifetime(Duration::days(10)),
+            1 => Purpose::new("ship", LawfulBasis::Contract).fields(["name", "address"]),
+            _ => Purpose::new("ads", LawfulBasis::LegitimateInterests)
+                .fields(["email", "phone"])
+                .direct_marketing(),
+        };
+        vault.define_purpose(p.notice_version(notice))
+    };
+    for i in 0..3 {
+        define(&vault, i, 1).expect("define a purpose");
+    }
+    let mut customers: Vec<CustomerId> = Vec::new();
+    let mut passes: Vec<AccessPass> = Vec::new();
+    let mut sealed: Vec<Sealed<String>> = Vec::new();
+    // The last value written per (customer, field); `None` once tampered or erased.
+    let mut written: std::collections::HashMap<(CustomerId, &str), Option<String>> = Default::default();
+    let mut input = data.iter().copied();
+    let mut next = move || input.next();
+    let mut steps = 0;
+    while let Some(op) = next() {
+        steps += 1;
+        if steps > 64 {
+            break;
+        }
+        let arg = next().unwrap_or(0);
+        let pick = |n: usize| usize::from(arg) % n.max(1);
+        let customer = (!customers.is_empty()).then(|| customers[pick(customers.len())]);
+        let purpose = PURPOSES[usize::from(arg >> 4) % PURPOSES.len()];
+        let field = FIELDS[usize::from(arg >> 2) % FIELDS.len()];
+        match op % 16 {
+            0 => {
+                let notice = vault
+                    .purpose(PURPOSES[pick(3)])
+                    .map_or(1, |p| p.required_notice_version());
+                let _ = define(&vault, pick(3), notice + u32::from(arg & 1));
+            }
+            1 if customers.len() < 8 => customers.extend(vault.create_customer().ok()),
+            2 => {
+                if let Some(c) = customer {
+                    let len = usize::from(next().unwrap_or(0));
+                    let value: String = std::iter::repeat_n('x', len).collect::<String>() + &steps.to_string();
+                    if vault.set_field(c, field, &value).is_ok() {
+                        written.insert((c, field), Some(value));
+                    }
+                }
+            }
+            3 => {
+                if let Some(c) = customer {
+                    let _ = vault.give_consent(c, purpose, Evidence::new("fuzz"));
+                }
+            }
+            4 => {
+                if let Some(c) = customer {
+                    let _ = vault.withdraw_consent(c, purpose);
+                }
+            }
+            5 => clock.advance(Duration::hours(i64::from(arg))),
+            6 => {
+                if let Some(c) = customer {
+                    if passes.len() < 16 {
+                        passes.extend(vault.authorize(c, purpose).ok());
+                    }
+                }
+            }
+            7 => {
+                if let Some(pass) = passes.get(pick(passes.len())) {
+                    if let Ok(v) = vault.reveal::<String>(pass, field) {
+                        if let Some(Some(expected)) = written.get(&(pass.customer(), field)) {
+                            assert_eq!(v.expose(), expected, "revealed a value that was not written");
+                        }
+                    }
+                    let _ = vault.reveal::<u64>(pass, field);
+                }
+            }
+            8 => {
+                if let Some(c) = customer {
+                    let _ = if arg & 1 == 0 {
+                        vault.restrict(c)
+                    } else {
+                        vault.lift_restriction(c)
+                    };
+                }
+            }
+            9 => {
+                if let Some(c) = customer {
+                    let _ = vault.object(c, purpose);
+                }
+            }
+            10 => {
+                if let Some(c) = customer {
+                    if vault.erase_customer(c).is_ok() {
+                        written.retain(|(k, _), _| *k != c);
+                    }
+                }
+            }
+            11 => {
+                // A tampered field envelope in the database.
+                if let Some(c) = customer {
+                    let len = usize::from(next().unwrap_or(0)) % 64;
+                    let envelope: Vec<u8> = (0..len).map_while(|_| next()).collect();
+                    let name = FieldName::new(field).expect("a valid field name");
+                    let at = clock_now(&clock);
+                    if store
+                        .apply(&[Write::PutField {
+                            customer: c,
+                            field: name,
+                            envelope,
+                            at,
+                        }])
+                        .is_ok()
+                    {
+                        written.insert((c, field), None);
+                    }
+                }
+            }
+            12 => {
+                // A tampered wrapped key in the database; a fresh vault must read it.
+                if let Some(c) = customer {
+                    let version = u32::from(next().unwrap_or(1));
+                    let wrapped: Vec<u8> = (0..usize::from(arg) % 72).map_while(|_| next()).collect();
+                    let _ = store.apply(&[Write::PutKey(WrappedKey {
+                        customer: c,
+                        version,
+                        wrapped,
+                    })]);
+                    written.retain(|(k, _), _| *k != c);
+                    passes.clear();
+                    vault = build(store.clone());
+                }
+            }
+            13 => {
+                if let Some(c) = customer {
+                    if let Ok(export) = vault.export_customer(c) {
+                        let _ = serde_json::to_vec(&export);
+                    }
+                }
+            }
+            14 => {
+                let _ = vault.sweep_retention();
+                // A sweep may delete fields: forget what was expected of them.
+                written.clear();
+            }
+            15 => {
+                if let Some(c) = customer {
+                    if let Ok(s) = vault.seal(c, field, &format!("sealed{steps}")) {
+                        sealed.push(s);
+                    }
+                }
+                if let (Some(s), Some(pass)) = (sealed.get(pick(sealed.len())), passes.get(pick(passes.len()))) {
+                    let _ = s.open(pass);
+                }
+            }
+            _ => {}
+        }
+    }
+    let _ = vault.rotate_master_key();
+    vault
+        .verify_audit()
+        .expect("the audit chain verifies after any sequence");
+}
+
+fn clock_now(clock: &ManualClock) -> chrono::DateTime<Utc> {
+    use crate::clock::Clock;
+    clock.now()
+}
+
+/// Valid inputs to start fuzzing from (and to keep in the corpus).
+pub fn seeds(target: &str) -> Vec<Vec<u8>> {
+    let f = fixture();
+    let seal = |customer: CustomerId, field: &str, value: &str| -> Sealed<String> {
+        match f.vault.seal(customer, field, &value.to_owned()) {
+            Ok(s) => s,
+            Err(_) => Sealed::new(
+                customer,
+                FieldName::new(field).expect("a valid field name"),
+                f.dek
+                    .seal(NAMESPACE, customer, field, value.as_bytes())
+                    .expect("seal a seed"),
+            ),
+        }
+    };
+    match target {
+        "field_envelope" => vec![
+            f.dek
+                .seal(NAMESPACE, f.customer, "email", b"\"alice@example.com\"")
+                .expect("seal a seed"),
+            f.dek.seal(NAMESPACE, f.customer, "email", b"").expect("seal a seed"),
+            f.dek
+                .seal(NAMESPACE, f.customer, "email", b"[1,2,{}]")
+                .expect("seal a seed"),
+        ],
+        "wrapped_key" => vec![f.wrapped.clone()],
+        "sealed_json" => vec![
+            serde_json::to_vec(&seal(f.customer, "email", "alice@example.com")).expect("serialize a seed"),
+            serde_json::to_vec(&seal(f.customer, "name", "Alice")).expect("serialize a seed"),
+        ],
+        "sealed_bytes" => vec![
+            seal(f.customer, "email", "alice@example.com").to_bytes(),
+            seal(f.customer, "name", "").to_bytes(),
+        ],
+        "vault_ops" => vec![
+            vec![1, 0, 2, 0, 3, 3, 0, 6, 0, 7, 0],
+            vec![1, 0, 1, 1, 2, 4, 5, 3, 0, 6, 0, 4, 0, 7, 0, 10, 0, 7, 0, 13, 0],
+            vec![
+                1, 0, 2, 0, 3, 3, 0, 6, 0, 11, 0, 20, 1, 1, 0, 0, 0, 0, 7, 0, 12, 1, 40, 1, 1, 6, 0, 15, 0,
+            ],
+        ],
+        _ => Vec::new(),
+    }
+}
