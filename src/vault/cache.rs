@@ -178,16 +178,20 @@ pub(crate) struct Cache {
 }
 
 impl Cache {
+    /// A cache of at most `capacity` customers (at least one), beyond those held by live
+    /// passes. Rounding down per shard keeps the total within the capacity; a small
+    /// capacity gets fewer shards.
     pub(crate) fn new(capacity: usize) -> Self {
+        let shards = SHARDS.min(capacity.max(1));
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
-            per_shard: capacity.div_ceil(SHARDS).max(1),
+            shards: (0..shards).map(|_| Mutex::default()).collect(),
+            per_shard: (capacity / shards).max(1),
         }
     }
 
     pub(crate) fn shard(&self, id: CustomerId) -> MutexGuard<'_, HashMap<CustomerId, Arc<CustomerEntry>>> {
         let b = id.as_bytes();
-        let i = usize::from(b[15] ^ b[7]) % SHARDS;
+        let i = usize::from(b[15] ^ b[7]) % self.shards.len();
         // A shard holds only map operations; a poisoned one is still a consistent map.
         self.shards[i].lock().unwrap_or_else(PoisonError::into_inner)
     }

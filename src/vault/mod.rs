@@ -112,8 +112,9 @@ impl VaultBuilder {
         self
     }
 
-    /// How many customers' unwrapped keys and consents are cached (100,000 by default).
-    /// Customers with live passes are kept beyond it.
+    /// How many customers' unwrapped keys and consents are cached (100,000 by default; at
+    /// least one). Customers with live passes are kept beyond it. See
+    /// [`Vault::cached_customers`].
     pub fn cache_capacity(mut self, customers: usize) -> Self {
         self.cache_capacity = customers;
         self
@@ -262,6 +263,13 @@ impl Vault {
             max_value_len: DEFAULT_MAX_VALUE_LEN,
             audit_batching: None,
         }
+    }
+
+    /// How many customers are in the key cache now: at most the
+    /// [`cache_capacity`](VaultBuilder::cache_capacity), plus customers whose entries are
+    /// held by live passes (a withdrawal must still reach those). For monitoring and tests.
+    pub fn cached_customers(&self) -> usize {
+        self.cache.len()
     }
 
     /// The current time, at the microsecond precision every backend keeps.
