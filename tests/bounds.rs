@@ -5,11 +5,11 @@
 //! time under `SERIAL`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use egard::{
-    AccessDenied, DEFAULT_MAX_VALUE_LEN, Error, Evidence, LawfulBasis, MasterKey, MemoryStore, Purpose,
+    AccessDenied, CustomerId, DEFAULT_MAX_VALUE_LEN, Error, Evidence, LawfulBasis, MasterKey, MemoryStore, Purpose,
     Vault,
 };
 
@@ -57,6 +57,17 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 
 fn purpose() -> Purpose {
     Purpose::new("support", LawfulBasis::Contract).fields(["email", "notes"])
+}
+
+fn vault_on(store: Arc<MemoryStore>, capacity: usize) -> Vault {
+    let vault = Vault::builder()
+        .master_key(MasterKey::from_bytes([3; 32]))
+        .store(store)
+        .cache_capacity(capacity)
+        .build()
+        .unwrap();
+    vault.define_purpose(purpose()).unwrap();
+    vault
 }
 
 #[test]
@@ -107,4 +118,97 @@ fn a_value_past_max_value_len_is_too_large() {
         big.set_field(c, "notes", &"c".repeat(DEFAULT_MAX_VALUE_LEN - 1)),
         Err(Error::TooLarge { .. })
     ));
+}
+
+/// Bytes allocated now.
+fn live_bytes() -> isize {
+    LIVE_BYTES.load(Ordering::Relaxed)
+}
+
+/// Touches each customer once (sealing loads the customer's key into the cache; nothing is
+/// written to the store) and gives the allocation growth over the round.
+fn touch_all(vault: &Vault, customers: &[CustomerId]) -> isize {
+    let before = live_bytes();
+    for &c in customers {
+        drop(vault.seal(c, "email", &"x".to_owned()).unwrap());
+    }
+    live_bytes() - before
+}
+
+#[test]
+fn the_key_cache_stays_bounded_and_memory_flat() {
+    let _serial = serial();
+    const N: usize = 600;
+    const CAPACITY: usize = 50;
+    let store = Arc::new(MemoryStore::new());
+    let customers: Vec<CustomerId> = {
+        let setup = vault_on(store.clone(), 10);
+        (0..3 * N).map(|_| setup.create_customer().unwrap()).collect()
+    };
+    let (first, rest) = customers.split_at(N);
+    let (second, third) = rest.split_at(N);
+
+    // A bounded vault: customers pass through its cache; it never holds more than CAPACITY.
+    let bounded = vault_on(store.clone(), CAPACITY);
+    touch_all(&bounded, first); // warm-up: the shards reach their final size
+    assert!(bounded.cached_customers() <= CAPACITY);
+    let growth_second = touch_all(&bounded, second);
+    assert!(bounded.cached_customers() <= CAPACITY);
+    let growth_third = touch_all(&bounded, third);
+    assert!(bounded.cached_customers() <= CAPACITY);
+    assert!(bounded.cached_customers() >= CAPACITY / 2, "the cache is used at all");
+
+    // Control: a vault whose cache holds everyone grows with every customer, which shows
+    // what the measurement would see if the bound did not hold.
+    let unbounded = vault_on(store, 10 * N);
+    touch_all(&unbounded, first);
+    let growth_unbounded = touch_all(&unbounded, second);
+    assert_eq!(unbounded.cached_customers(), 2 * N);
+    let per_customer = growth_unbounded / N as isize;
+    assert!(per_customer > 100, "a cached customer costs {per_customer} bytes");
+
+    // Flat: another N customers through the bounded cache cost less than two cached
+    // customers' worth in total (the unbounded cache grew by N of them).
+    for growth in [growth_second, growth_third] {
+        assert!(
+            growth < 2 * per_customer,
+            "bounded cache grew by {growth} bytes over {N} customers (one cached customer: {per_customer} bytes)"
+        );
+    }
+}
+
+#[test]
+fn a_small_capacity_is_an_exact_bound() {
+    let _serial = serial();
+    let store = Arc::new(MemoryStore::new());
+    let setup = vault_on(store.clone(), 10);
+    let customers: Vec<CustomerId> = (0..100).map(|_| setup.create_customer().unwrap()).collect();
+    for capacity in [0, 1, 3, 31, 33, 64] {
+        let vault = vault_on(store.clone(), capacity);
+        touch_all(&vault, &customers);
+        assert!(
+            vault.cached_customers() <= capacity.max(1),
+            "capacity {capacity}: {} cached",
+            vault.cached_customers()
+        );
+    }
+    // Customers held by live passes stay cached beyond the bound (a withdrawal must reach
+    // their passes), and are dropped once the passes are gone.
+    let vault = vault_on(store, 2);
+    let passes: Vec<_> = customers[..10]
+        .iter()
+        .map(|&c| {
+            vault.give_consent(c, "support", Evidence::new("contract")).unwrap();
+            vault.authorize(c, "support").unwrap()
+        })
+        .collect();
+    assert_eq!(vault.cached_customers(), 10);
+    vault.withdraw_consent(customers[0], "support").unwrap();
+    assert!(matches!(
+        vault.reveal::<String>(&passes[0], "email"),
+        Err(Error::Denied(AccessDenied::Withdrawn))
+    ));
+    drop(passes);
+    touch_all(&vault, &customers[10..]);
+    assert!(vault.cached_customers() <= 2);
 }
