@@ -21,12 +21,13 @@ use crate::store::{CustomerRecord, MemoryStore, Store, WrappedKey, Write};
 use crate::vault::Vault;
 
 /// The names of the fuzz targets, which are also the folders of `tests/corpus/`.
-pub const TARGETS: [&str; 5] = [
+pub const TARGETS: [&str; 6] = [
     "field_envelope",
     "wrapped_key",
     "sealed_json",
     "sealed_bytes",
     "vault_ops",
+    "sqlite_records",
 ];
 
 /// Runs the harness of `target` on `data`. Unknown targets panic.
@@ -37,6 +38,7 @@ pub fn run(target: &str, data: &[u8]) {
         "sealed_json" => sealed_json(data),
         "sealed_bytes" => sealed_bytes(data),
         "vault_ops" => vault_ops(data),
+        "sqlite_records" => sqlite_records(data),
         other => panic!("unknown fuzz target {other}"),
     }
 }
@@ -397,6 +399,166 @@ fn clock_now(clock: &ManualClock) -> chrono::DateTime<Utc> {
     clock.now()
 }
 
+/// Stored records decoded by the SQLite backend: rows written straight into the database
+/// file (any SQLite type in any column, as a damaged or hostile file could hold), then read
+/// through every `Store` method and through a vault built on the store. Nothing may panic;
+/// a bad row is an error.
+///
+/// Input: a sequence of rows, each `table u8` then one value per column, each value
+/// `tag u8` (null, integer, text, blob, or a "plausible" value: the fixture customer id, a
+/// small integer, a known name) followed by its bytes. Without the `sqlite` feature, a no-op.
+pub fn sqlite_records(data: &[u8]) {
+    #[cfg(feature = "sqlite")]
+    sqlite::records(data);
+    #[cfg(not(feature = "sqlite"))]
+    let _ = data;
+}
+
+/// Removes the database file of [`sqlite_records`] (call once its inputs are all run).
+pub fn cleanup() {
+    #[cfg(feature = "sqlite")]
+    let _ = std::fs::remove_dir_all(sqlite::folder());
+}
+
+#[cfg(feature = "sqlite")]
+mod sqlite {
+    use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+
+    use rusqlite::types::Value;
+
+    use super::{NAMESPACE, fixture};
+    use crate::crypto::MasterKey;
+    use crate::error::Error;
+    use crate::ids::FieldName;
+    use crate::store::{SqliteStore, Store, StoreError};
+    use crate::vault::Vault;
+
+    const TABLES: [(&str, usize); 7] = [
+        ("purposes", 2),
+        ("customers", 4),
+        ("data_keys", 3),
+        ("fields", 4),
+        ("consents", 10),
+        ("objections", 3),
+        ("audit", 8),
+    ];
+
+    struct Db {
+        store: Arc<SqliteStore>,
+        raw: Mutex<rusqlite::Connection>,
+    }
+
+    /// The folder of this process's database file; see [`cleanup`](super::cleanup).
+    pub(super) fn folder() -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("egard-fuzz-{}", std::process::id()))
+    }
+
+    fn db() -> &'static Db {
+        static DB: OnceLock<Db> = OnceLock::new();
+        DB.get_or_init(|| {
+            let dir = folder();
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("a temporary folder");
+            let path = dir.join("fuzz.db");
+            let store = Arc::new(SqliteStore::open(&path).expect("open the fuzz database"));
+            let raw = rusqlite::Connection::open(&path).expect("open a second connection");
+            raw.pragma_update(None, "synchronous", "OFF").expect("synchronous=OFF");
+            raw.busy_timeout(std::time::Duration::from_secs(5))
+                .expect("busy timeout");
+            Db {
+                store,
+                raw: Mutex::new(raw),
+            }
+        })
+    }
+
+    fn value(input: &mut impl Iterator<Item = u8>) -> Value {
+        let f = fixture();
+        let bytes = |input: &mut dyn Iterator<Item = u8>| {
+            let len = usize::from(input.next().unwrap_or(0) % 80);
+            input.take(len).collect::<Vec<u8>>()
+        };
+        match input.next().unwrap_or(0) % 8 {
+            0 => Value::Null,
+            1 => {
+                let b: Vec<u8> = input.take(8).collect();
+                let mut a = [0u8; 8];
+                a[..b.len()].copy_from_slice(&b);
+                Value::Integer(i64::from_be_bytes(a))
+            }
+            2 => Value::Text(String::from_utf8_lossy(&bytes(input)).into_owned()),
+            3 => Value::Blob(bytes(input)),
+            4 => Value::Blob(f.customer.as_bytes().to_vec()),
+            5 => Value::Integer(i64::from(input.next().unwrap_or(0) % 4)),
+            6 => Value::Text(
+                ["support", "email", "access_granted", "contract", "{}", "consent"]
+                    [usize::from(input.next().unwrap_or(0)) % 6]
+                    .to_owned(),
+            ),
+            _ => Value::Blob(f.wrapped.clone()),
+        }
+    }
+
+    pub(super) fn records(data: &[u8]) {
+        let db = db();
+        let f = fixture();
+        {
+            let raw = db.raw.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut input = data.iter().copied();
+            let mut rows = 0;
+            while let Some(t) = input.next() {
+                rows += 1;
+                if rows > 6 {
+                    break;
+                }
+                let (table, columns) = TABLES[usize::from(t) % TABLES.len()];
+                let values: Vec<Value> = (0..columns).map(|_| value(&mut input)).collect();
+                let marks = vec!["?"; columns].join(", ");
+                // Constraint failures (NOT NULL, keys, CHECK) just skip the row.
+                let _ = raw.execute(
+                    &format!("INSERT OR REPLACE INTO {table} VALUES ({marks})"),
+                    rusqlite::params_from_iter(values),
+                );
+            }
+        }
+        let store = &db.store;
+        let id = f.customer;
+        let email = FieldName::new("email").expect("a valid field name");
+        let _ = store.purposes();
+        let _ = store.customer(id);
+        let _ = store.field(id, &email);
+        let _ = store.fields(id);
+        let _ = store.customer_ids();
+        let _ = store.audit_head();
+        let _ = store.audit_range(0, 16);
+        let _ = store.audit_for(id);
+        let built = Vault::builder()
+            .master_key(MasterKey::from_bytes([0x11; 32]))
+            .namespace(NAMESPACE)
+            .store(store.clone())
+            .build();
+        if let Ok(vault) = built {
+            let _ = vault
+                .authorize(id, "support")
+                .map(|pass| vault.reveal::<String>(&pass, "email"));
+            let _ = vault.seal(id, "email", &"x".to_owned());
+            let _ = vault.export_customer(id);
+            let _ = vault.consents(id);
+            let _ = vault.sweep_retention();
+            let _ = vault.rotate_master_key();
+            match vault.verify_audit() {
+                Ok(_) | Err(Error::AuditBroken { .. } | Error::Storage(StoreError::Corrupt(_))) => {}
+                Err(e) => panic!("unexpected error verifying a damaged log: {e:?}"),
+            }
+        }
+        // Back to an empty database for the next input.
+        let raw = db.raw.lock().unwrap_or_else(PoisonError::into_inner);
+        for (table, _) in TABLES {
+            let _ = raw.execute(&format!("DELETE FROM {table}"), []);
+        }
+    }
+}
+
 /// Valid inputs to start fuzzing from (and to keep in the corpus).
 pub fn seeds(target: &str) -> Vec<Vec<u8>> {
     let f = fixture();
@@ -436,6 +598,15 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
             vec![1, 0, 1, 1, 2, 4, 5, 3, 0, 6, 0, 4, 0, 7, 0, 10, 0, 7, 0, 13, 0],
             vec![
                 1, 0, 2, 0, 3, 3, 0, 6, 0, 11, 0, 20, 1, 1, 0, 0, 0, 0, 7, 0, 12, 1, 40, 1, 1, 6, 0, 15, 0,
+            ],
+        ],
+        "sqlite_records" => vec![
+            // A customer row with the fixture id, its wrapped key, then a field.
+            vec![1, 4, 5, 0, 5, 0, 0, 2, 4, 5, 1, 7, 3, 4, 6, 1, 3, 2, 5, 0],
+            // A purpose row, a consent row and an audit row of plausible values.
+            vec![
+                0, 6, 0, 2, 3, b'{', b'}', b'x', 4, 3, 16, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 4, 6,
+                0, 6, 3, 5, 1, 5, 0, 0, 0, 0, 0, 6, 4, 6, 2, 5, 1, 5, 0, 6, 4, 6, 0, 6, 1, 2, 0, 3, 32,
             ],
         ],
         _ => Vec::new(),

@@ -55,6 +55,12 @@ fn vault_ops_corpus() {
     replay("vault_ops");
 }
 
+#[test]
+fn sqlite_records_corpus() {
+    replay("sqlite_records");
+    fuzzing::cleanup();
+}
+
 /// Writes the seed inputs into `tests/corpus/` (run once by hand before fuzzing:
 /// `EGARD_WRITE_SEEDS=1 cargo test --features fuzzing --test corpus_replay -- --ignored`).
 #[test]
