@@ -360,3 +360,48 @@ fn canaries_never_leak_outside_revealed_values_and_exports() {
         );
     }
 }
+
+/// The same canaries through a SQLite database file: no byte of the file, its write-ahead
+/// log or its shared-memory index holds one in clear.
+#[cfg(feature = "sqlite")]
+#[test]
+fn canaries_never_reach_a_sqlite_file_in_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("canary.db");
+    let canaries = [canary("email"), canary("name"), canary("street"), canary("notes")];
+    {
+        let vault = Vault::builder()
+            .master_key(MasterKey::from_bytes([21; 32]))
+            .store(egard::SqliteStore::open(&path).unwrap())
+            .build()
+            .unwrap();
+        vault
+            .define_purpose(Purpose::new("ship", LawfulBasis::Contract).fields(["email", "name", "address", "notes"]))
+            .unwrap();
+        let alice = vault.create_customer().unwrap();
+        let bob = vault.create_customer().unwrap();
+        for (field, value) in ["email", "name", "address", "notes"].iter().zip(&canaries) {
+            vault.set_field(alice, field, value).unwrap();
+            vault.set_field(bob, field, value).unwrap();
+            assert!(vault.set_field(alice, "shoe_size", value).is_err());
+        }
+        vault.give_consent(alice, "ship", Evidence::new("contract")).unwrap();
+        let pass = vault.authorize(alice, "ship").unwrap();
+        assert_eq!(vault.reveal::<String>(&pass, "email").unwrap().expose(), &canaries[0]);
+        assert!(vault.reveal::<u64>(&pass, "name").is_err());
+        vault.export_customer(alice).unwrap();
+        vault.erase_customer(bob).unwrap();
+        vault.verify_audit().unwrap();
+    }
+    let mut bytes = Vec::new();
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        bytes.extend(std::fs::read(entry.unwrap().path()).unwrap());
+    }
+    assert!(bytes.len() > 4096, "the database was written");
+    for c in &canaries {
+        assert!(
+            !bytes.windows(c.len()).any(|w| w == c.as_bytes()),
+            "a canary is in the SQLite file in clear"
+        );
+    }
+}
