@@ -17,7 +17,7 @@ use std::thread;
 use std::time::{Duration as StdDuration, Instant};
 
 use egard::{
-    AccessDenied, AccessPass, CustomerId, Error, Evidence, LawfulBasis, MasterKey, MemoryStore, Purpose, Vault,
+    AccessDenied, AccessPass, CustomerId, Error, Evidence, LawfulBasis, MasterKey, MemoryStore, Purpose, Store, Vault,
 };
 
 const READERS: usize = 4;
@@ -174,10 +174,21 @@ fn writer(vault: Arc<Vault>, current: Arc<Mutex<Option<Arc<Round>>>>, stop: &Ato
 
 #[test]
 fn no_reveal_succeeds_after_a_revocation_returned() {
+    stress(MemoryStore::new());
+}
+
+#[cfg(feature = "sqlite")]
+#[test]
+fn no_reveal_succeeds_after_a_revocation_returned_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    stress(egard::SqliteStore::open(dir.path().join("stress.db")).unwrap());
+}
+
+fn stress(store: impl Store) {
     let vault = Arc::new(
         Vault::builder()
             .master_key(MasterKey::from_bytes([5; 32]))
-            .store(MemoryStore::new())
+            .store(store)
             .build()
             .unwrap(),
     );
