@@ -5,8 +5,8 @@
 //! cargo run --example quickstart            # again: Alice's data is still there, still sealed
 //! ```
 //!
-//! The database file lives in the OS temporary directory (or at the path given as the first
-//! argument); delete it to start over.
+//! The database file is `egard-quickstart.db` in the current directory (or the path given as
+//! the first argument); delete it to start over.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,7 +29,7 @@ fn main() -> Result<(), Error> {
     let path: PathBuf = std::env::args_os()
         .nth(1)
         .map(PathBuf::from)
-        .unwrap_or_else(|| std::env::temp_dir().join("egard-quickstart.db"));
+        .unwrap_or_else(|| PathBuf::from("egard-quickstart.db"));
     // Durable, embedded storage: one SQLite file. An Arc, so that we can peek at the store.
     let store = Arc::new(SqliteStore::open(&path)?);
     let mut customers = store.customer_ids()?;
