@@ -5,9 +5,10 @@ use std::sync::Arc;
 use chrono::Duration;
 use serde::{Deserialize, Serialize};
 
-use crate::error::Error;
+use crate::error::{AccessDenied, Error};
 use crate::gate::Revocation;
 use crate::ids::{FieldName, PurposeId};
+use crate::store::StoreError;
 
 /// The six lawful bases of GDPR Art. 6(1).
 ///
@@ -237,6 +238,25 @@ impl PurposeDef {
     pub(crate) fn field(&self, field: &str) -> Option<&FieldName> {
         let i = self.fields.binary_search_by(|f| f.as_str().cmp(field)).ok()?;
         self.fields.get(i)
+    }
+
+    /// Stops the passes issued under this definition, now that `successor` replaces it: a
+    /// notice update reads as [`AccessDenied::NoticeOutdated`], any other change as
+    /// [`AccessDenied::PurposeChanged`].
+    pub(crate) fn retire_for(&self, successor: &PurposeDef) {
+        let notice_changed = self.purpose.required_notice_version() != successor.purpose.required_notice_version();
+        self.retired.revoke(if notice_changed {
+            AccessDenied::NoticeOutdated
+        } else {
+            AccessDenied::PurposeChanged
+        });
+    }
+
+    /// Validates a purpose read back from a store: a bad one is corrupt storage.
+    pub(crate) fn from_stored(purpose: Purpose) -> Result<Self, StoreError> {
+        purpose
+            .validate()
+            .map_err(|_| StoreError::Corrupt("invalid stored purpose".into()))
     }
 
     pub(crate) fn covers(&self, field: &str) -> bool {

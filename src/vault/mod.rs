@@ -178,9 +178,7 @@ impl VaultBuilder {
         }
         let mut purposes = HashMap::new();
         for p in store.purposes()? {
-            let def = p
-                .validate()
-                .map_err(|_| StoreError::Corrupt("invalid stored purpose".into()))?;
+            let def = PurposeDef::from_stored(p)?;
             purposes.insert(def.id.clone(), Arc::new(def));
         }
         let audit_key = master.derive_hmac_key("audit", namespace.as_str());
@@ -307,12 +305,7 @@ impl Vault {
             ],
         )?;
         if let Some(old) = old {
-            let notice_changed = old.purpose.required_notice_version() != def.purpose.required_notice_version();
-            old.retired.revoke(if notice_changed {
-                AccessDenied::NoticeOutdated
-            } else {
-                AccessDenied::PurposeChanged
-            });
+            old.retire_for(&def);
         }
         purposes.insert(def.id.clone(), Arc::new(def));
         Ok(())
@@ -719,19 +712,12 @@ impl Vault {
         let stored = self.store.purposes()?;
         let mut purposes = self.purposes.write().unwrap_or_else(PoisonError::into_inner);
         for p in stored {
-            let def = p
-                .validate()
-                .map_err(|_| StoreError::Corrupt("invalid stored purpose".into()))?;
+            let def = PurposeDef::from_stored(p)?;
             if let Some(old) = purposes.get(&def.id) {
                 if old.purpose == def.purpose {
                     continue;
                 }
-                let notice_changed = old.purpose.required_notice_version() != def.purpose.required_notice_version();
-                old.retired.revoke(if notice_changed {
-                    AccessDenied::NoticeOutdated
-                } else {
-                    AccessDenied::PurposeChanged
-                });
+                old.retire_for(&def);
             }
             purposes.insert(def.id.clone(), Arc::new(def));
         }
