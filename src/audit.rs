@@ -58,6 +58,26 @@ pub enum AuditKind {
 }
 
 impl AuditKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [AuditKind; 16] = [
+        AuditKind::PurposeDefined,
+        AuditKind::CustomerCreated,
+        AuditKind::ConsentGiven,
+        AuditKind::ConsentWithdrawn,
+        AuditKind::ConsentExpired,
+        AuditKind::AccessGranted,
+        AuditKind::AccessDenied,
+        AuditKind::FieldWritten,
+        AuditKind::FieldRectified,
+        AuditKind::FieldDeleted,
+        AuditKind::Exported,
+        AuditKind::Restricted,
+        AuditKind::RestrictionLifted,
+        AuditKind::Objected,
+        AuditKind::Erased,
+        AuditKind::KeyRotated,
+    ];
+
     /// A stable code for storage.
     pub fn code(self) -> &'static str {
         match self {
@@ -82,25 +102,7 @@ impl AuditKind {
 
     /// The kind for a stored code.
     pub fn from_code(code: &str) -> Option<Self> {
-        const ALL: [AuditKind; 16] = [
-            AuditKind::PurposeDefined,
-            AuditKind::CustomerCreated,
-            AuditKind::ConsentGiven,
-            AuditKind::ConsentWithdrawn,
-            AuditKind::ConsentExpired,
-            AuditKind::AccessGranted,
-            AuditKind::AccessDenied,
-            AuditKind::FieldWritten,
-            AuditKind::FieldRectified,
-            AuditKind::FieldDeleted,
-            AuditKind::Exported,
-            AuditKind::Restricted,
-            AuditKind::RestrictionLifted,
-            AuditKind::Objected,
-            AuditKind::Erased,
-            AuditKind::KeyRotated,
-        ];
-        ALL.into_iter().find(|k| k.code() == code)
+        Self::ALL.into_iter().find(|k| k.code() == code)
     }
 }
 

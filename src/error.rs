@@ -33,6 +33,20 @@ pub enum AccessDenied {
 }
 
 impl AccessDenied {
+    /// Every reason, in declaration order.
+    pub const ALL: [AccessDenied; 10] = [
+        AccessDenied::NoConsent,
+        AccessDenied::Expired,
+        AccessDenied::Withdrawn,
+        AccessDenied::NoticeOutdated,
+        AccessDenied::FieldNotCovered,
+        AccessDenied::WrongCustomer,
+        AccessDenied::Restricted,
+        AccessDenied::Objected,
+        AccessDenied::PassExpired,
+        AccessDenied::PurposeChanged,
+    ];
+
     /// A stable, lowercase code for the reason, used in audit events and storage.
     pub fn code(self) -> &'static str {
         match self {

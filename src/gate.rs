@@ -55,25 +55,15 @@ impl Revocation {
     }
 }
 
-const REASONS: [AccessDenied; 10] = [
-    AccessDenied::NoConsent,
-    AccessDenied::Expired,
-    AccessDenied::Withdrawn,
-    AccessDenied::NoticeOutdated,
-    AccessDenied::FieldNotCovered,
-    AccessDenied::WrongCustomer,
-    AccessDenied::Restricted,
-    AccessDenied::Objected,
-    AccessDenied::PassExpired,
-    AccessDenied::PurposeChanged,
-];
-
 fn reason_code(reason: AccessDenied) -> u8 {
-    REASONS.iter().position(|r| *r == reason).map_or(1, |i| i as u8 + 1)
+    AccessDenied::ALL
+        .iter()
+        .position(|r| *r == reason)
+        .map_or(1, |i| i as u8 + 1)
 }
 
 fn reason_from_code(code: u8) -> AccessDenied {
-    REASONS
+    AccessDenied::ALL
         .get(usize::from(code).wrapping_sub(1))
         .copied()
         .unwrap_or(AccessDenied::NoConsent)

@@ -1021,24 +1021,7 @@ pub fn audit_log_reads<S: Store>(store: &S) {
 
 /// Audit events of every kind round-trip with every field.
 pub fn audit_events_round_trip<S: Store>(store: &S) {
-    let kinds = [
-        AuditKind::PurposeDefined,
-        AuditKind::CustomerCreated,
-        AuditKind::ConsentGiven,
-        AuditKind::ConsentWithdrawn,
-        AuditKind::ConsentExpired,
-        AuditKind::AccessGranted,
-        AuditKind::AccessDenied,
-        AuditKind::FieldWritten,
-        AuditKind::FieldRectified,
-        AuditKind::FieldDeleted,
-        AuditKind::Exported,
-        AuditKind::Restricted,
-        AuditKind::RestrictionLifted,
-        AuditKind::Objected,
-        AuditKind::Erased,
-        AuditKind::KeyRotated,
-    ];
+    let kinds = AuditKind::ALL;
     let who = CustomerId::new();
     let events: Vec<AuditEvent> = kinds
         .iter()

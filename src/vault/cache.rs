@@ -241,6 +241,17 @@ impl Cache {
         }
     }
 
+    /// Stops every pass of every cached customer (the vault is going away; entries with live
+    /// passes are always cached, so this reaches them all).
+    pub(crate) fn revoke_all_passes(&self, reason: AccessDenied) {
+        for shard in &self.shards {
+            let shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            for entry in shard.values() {
+                entry.lock().revoke_all(reason);
+            }
+        }
+    }
+
     /// Removes a customer (after erasure).
     pub(crate) fn remove(&self, id: CustomerId) {
         if let Some(entry) = self.shard(id).remove(&id) {

@@ -790,9 +790,11 @@ impl Vault {
 
 impl Drop for Vault {
     /// Writes the access events still queued under [`AuditBatching`] (best effort: call
-    /// [`Vault::flush_audit`] to see an error).
+    /// [`Vault::flush_audit`] to see an error), and stops every pass this vault issued
+    /// ([`AccessDenied::PassExpired`]): a pass never outlives its vault.
     fn drop(&mut self) {
         let _ = self.flush_audit();
+        self.cache.revoke_all_passes(AccessDenied::PassExpired);
     }
 }
 
@@ -917,6 +919,19 @@ mod tests {
             vault.reveal::<String>(&pass, "email"),
             Err(Error::UnknownField(_))
         ));
+    }
+
+    #[test]
+    fn a_pass_does_not_outlive_its_vault() {
+        let store = Arc::new(MemoryStore::new());
+        let vault = batched_vault(store, 1);
+        let c = vault.create_customer().unwrap();
+        vault.give_consent(c, "p", Evidence::new("t")).unwrap();
+        let sealed = vault.seal(c, "email", &"a@example.com".to_string()).unwrap();
+        let pass = vault.authorize(c, "p").unwrap();
+        assert_eq!(sealed.open(&pass).unwrap().expose(), "a@example.com");
+        drop(vault);
+        assert!(matches!(sealed.open(&pass), Err(Error::Denied(AccessDenied::PassExpired))));
     }
 
     #[test]
