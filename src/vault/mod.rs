@@ -931,7 +931,10 @@ mod tests {
         let pass = vault.authorize(c, "p").unwrap();
         assert_eq!(sealed.open(&pass).unwrap().expose(), "a@example.com");
         drop(vault);
-        assert!(matches!(sealed.open(&pass), Err(Error::Denied(AccessDenied::PassExpired))));
+        assert!(matches!(
+            sealed.open(&pass),
+            Err(Error::Denied(AccessDenied::PassExpired))
+        ));
     }
 
     #[test]
