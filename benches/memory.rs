@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use egard::store::Write;
-use egard::store::{CustomerSnapshot, StoredField};
+use egard::store::{CustomerSnapshot, StoredField, VaultSecret};
 use egard::{AuditEvent, CustomerId, FieldName, MemoryStore, Purpose, Store, StoreError};
 
 /// Counts the bytes and allocations live at any time (as requested: the C allocator adds its
@@ -117,6 +117,9 @@ impl Store for Split {
     }
     fn audit_for(&self, customer: CustomerId) -> Result<Vec<AuditEvent>, StoreError> {
         self.audit.audit_for(customer)
+    }
+    fn secret(&self, name: &str) -> Result<Option<VaultSecret>, StoreError> {
+        self.data.secret(name)
     }
 }
 

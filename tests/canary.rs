@@ -12,7 +12,7 @@ use std::fmt::{Debug, Display};
 use std::sync::{Arc, Mutex};
 
 use chrono::{Duration, TimeZone, Utc};
-use egard::store::{CustomerSnapshot, StoredField, Write};
+use egard::store::{CustomerSnapshot, StoredField, VaultSecret, Write};
 use egard::{
     AccessPass, AuditEvent, CustomerId, Error, Evidence, FieldName, LawfulBasis, ManualClock, MasterKey, MemoryStore,
     Purpose, PurposeId, Revealed, Sealed, Store, StoreError, Vault,
@@ -52,6 +52,10 @@ impl Store for RecordingStore {
                 Write::PutConsent(c) => serde_json::to_vec(c),
                 Write::PutObjection(o) => serde_json::to_vec(o),
                 Write::AppendAudit(e) => serde_json::to_vec(e),
+                Write::InsertSecret(v) | Write::ReplaceSecret(v) => {
+                    self.record(&v.wrapped);
+                    serde_json::to_vec(v)
+                }
                 _ => Ok(Vec::new()),
             };
             self.record(&json.unwrap());
@@ -81,6 +85,9 @@ impl Store for RecordingStore {
     }
     fn audit_for(&self, customer: CustomerId) -> Result<Vec<AuditEvent>, StoreError> {
         self.inner.audit_for(customer)
+    }
+    fn secret(&self, name: &str) -> Result<Option<VaultSecret>, StoreError> {
+        self.inner.secret(name)
     }
 }
 

@@ -215,8 +215,12 @@ fn creates_its_schema_once_and_records_the_version() {
             &[],
         )
         .unwrap();
-    let versions: Vec<i32> = rows.iter().map(|r| r.get(0)).collect();
-    assert_eq!(versions, vec![egard::store::POSTGRES_SCHEMA_VERSION as i32]);
+    let mut versions: Vec<i32> = rows.iter().map(|r| r.get(0)).collect();
+    versions.sort_unstable();
+    assert_eq!(
+        versions,
+        (1..=egard::store::POSTGRES_SCHEMA_VERSION as i32).collect::<Vec<_>>()
+    );
     let tables: i64 = admin
         .query_one(
             "SELECT count(*) FROM information_schema.tables WHERE table_schema = $1",
@@ -224,7 +228,40 @@ fn creates_its_schema_once_and_records_the_version() {
         )
         .unwrap()
         .get(0);
-    assert_eq!(tables, 8);
+    assert_eq!(tables, 9);
+}
+
+#[test]
+fn a_version_1_schema_is_migrated_forward_with_its_data() {
+    let db = db_or_skip!();
+    let store = db.store();
+    let alice = CustomerId::new();
+    store.apply(&[Write::InsertCustomer(record(alice))]).unwrap();
+    drop(store);
+    // Back to version 1: no secrets table, version 2 not recorded.
+    db.admin()
+        .batch_execute(&format!(
+            "DROP TABLE \"{s}\".egard_vault_secrets; DELETE FROM \"{s}\".egard_schema_version WHERE version = 2",
+            s = db.schema
+        ))
+        .unwrap();
+    let store = db.store();
+    assert!(store.customer(alice).unwrap().is_some(), "the version 1 data is kept");
+    let secret = egard::store::VaultSecret {
+        name: "audit".into(),
+        wrapped: vec![7; 3],
+    };
+    store.apply(&[Write::InsertSecret(secret.clone())]).unwrap();
+    assert_eq!(store.secret("audit").unwrap(), Some(secret));
+    let top: i32 = db
+        .admin()
+        .query_one(
+            &format!("SELECT max(version) FROM \"{}\".egard_schema_version", db.schema),
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(top, 2);
 }
 
 #[test]

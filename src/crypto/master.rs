@@ -3,7 +3,6 @@
 use std::fmt;
 
 use ring::aead::{LessSafeKey, NONCE_LEN, Nonce};
-use ring::hmac;
 use ring::rand::SecureRandom;
 use zeroize::Zeroizing;
 
@@ -27,7 +26,6 @@ use crate::ids::CustomerId;
 /// ```
 pub struct MasterKey {
     id: u32,
-    bytes: Zeroizing<[u8; KEY_LEN]>,
     kek: LessSafeKey,
 }
 
@@ -48,7 +46,7 @@ impl MasterKey {
             Ok(kek) => kek,
             Err(_) => unreachable!("AES-256 accepts every 32-byte key"),
         };
-        Self { id: 1, bytes, kek }
+        Self { id: 1, kek }
     }
 
     /// A new random master key, with id 1. Keep it safe: without it nothing can be opened.
@@ -104,33 +102,22 @@ impl MasterKey {
         self.id
     }
 
-    /// A key for HMAC derived from this master key for one use (`label`) in one vault
-    /// namespace, with HKDF-SHA256.
-    pub(crate) fn derive_hmac_key(&self, label: &str, namespace: &str) -> hmac::Key {
-        struct Len;
-        impl ring::hkdf::KeyType for Len {
-            fn len(&self) -> usize {
-                32
-            }
-        }
-        let salt = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, b"egard.v1");
-        let prk = salt.extract(self.bytes.as_ref());
-        let info = [label.as_bytes(), b"\0", namespace.as_bytes()];
-        let mut out = Zeroizing::new([0u8; 32]);
-        // INVARIANT: HKDF-SHA256 can expand to 32 bytes (the limit is 255 * 32); neither call
-        // can fail for this length.
-        if let Ok(okm) = prk.expand(&info, Len) {
-            let _ = okm.fill(out.as_mut());
-        }
-        hmac::Key::new(hmac::HMAC_SHA256, out.as_ref())
-    }
-
     fn aad(header: &[u8], namespace: &str, customer: CustomerId, version: u32) -> AadBuf {
         let mut aad = AadBuf::new(header);
         aad.part(namespace.as_bytes())
             .part(customer.as_bytes())
             .part(b"dek")
             .part(&version.to_be_bytes());
+        aad
+    }
+
+    /// The associated data of a vault secret: the header, the namespace, a label no customer
+    /// key uses, and the secret's name.
+    fn secret_aad(header: &[u8], namespace: &str, name: &str) -> AadBuf {
+        let mut aad = AadBuf::new(header);
+        aad.part(namespace.as_bytes())
+            .part(b"vault-secret")
+            .part(name.as_bytes());
         aad
     }
 
@@ -141,9 +128,38 @@ impl MasterKey {
         version: u32,
         key: &[u8],
     ) -> Result<Vec<u8>, Error> {
+        self.seal_key(key, |header| Self::aad(header, namespace, customer, version))
+    }
+
+    pub(crate) fn unwrap(
+        &self,
+        namespace: &str,
+        customer: CustomerId,
+        version: u32,
+        wrapped: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, Error> {
+        self.open_key(wrapped, |header| Self::aad(header, namespace, customer, version))
+    }
+
+    /// Wraps a vault-level secret (such as the audit key) of the namespace, under its name.
+    pub(crate) fn wrap_secret(&self, namespace: &str, name: &str, key: &[u8]) -> Result<Vec<u8>, Error> {
+        self.seal_key(key, |header| Self::secret_aad(header, namespace, name))
+    }
+
+    /// Unwraps what [`MasterKey::wrap_secret`] wrapped.
+    pub(crate) fn unwrap_secret(
+        &self,
+        namespace: &str,
+        name: &str,
+        wrapped: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, Error> {
+        self.open_key(wrapped, |header| Self::secret_aad(header, namespace, name))
+    }
+
+    fn seal_key(&self, key: &[u8], aad: impl FnOnce(&[u8]) -> AadBuf) -> Result<Vec<u8>, Error> {
         let nonce = fresh_nonce()?;
         let header = envelope::wrapped_header(self.id);
-        let aad = Self::aad(&header, namespace, customer, version);
+        let aad = aad(&header);
         let mut out = Vec::with_capacity(envelope::WRAPPED_LEN);
         out.extend_from_slice(&header);
         out.extend_from_slice(&nonce);
@@ -157,18 +173,12 @@ impl MasterKey {
         Ok(out)
     }
 
-    pub(crate) fn unwrap(
-        &self,
-        namespace: &str,
-        customer: CustomerId,
-        version: u32,
-        wrapped: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>, Error> {
+    fn open_key(&self, wrapped: &[u8], aad: impl FnOnce(&[u8]) -> AadBuf) -> Result<Zeroizing<Vec<u8>>, Error> {
         let parsed = WrappedKeyEnvelope::parse(wrapped)?;
         if parsed.kek_id != self.id {
             return Err(Error::Crypto);
         }
-        let aad = Self::aad(parsed.header, namespace, customer, version);
+        let aad = aad(parsed.header);
         let mut buf = Zeroizing::new(parsed.sealed.to_vec());
         let len = self
             .kek

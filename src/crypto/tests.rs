@@ -1,5 +1,5 @@
 //! Unit tests of the crypto internals: envelope layout, associated-data binding, key wrapping,
-//! key derivation, and the one opaque error.
+//! vault secrets, and the one opaque error.
 
 use super::envelope::{self, HEADER_LEN, WRAPPED_LEN};
 use super::*;
@@ -185,24 +185,6 @@ fn aad_never_overflows_its_buffer() {
 // ----- master keys -----
 
 #[test]
-fn derived_keys_differ_by_label_and_namespace_and_master_key() {
-    let tag = |k: &MasterKey, label: &str, ns: &str| {
-        ring::hmac::sign(&k.derive_hmac_key(label, ns), b"message")
-            .as_ref()
-            .to_vec()
-    };
-    let k = kek();
-    assert_eq!(tag(&k, "audit", NS), tag(&kek(), "audit", NS), "deterministic");
-    assert_ne!(tag(&k, "audit", NS), tag(&k, "index", NS));
-    assert_ne!(tag(&k, "audit", NS), tag(&k, "audit", "other"));
-    assert_ne!(tag(&k, "audit", NS), tag(&MasterKey::from_bytes([8; 32]), "audit", NS));
-    // Different splits of the same characters between label and namespace differ.
-    assert_ne!(tag(&k, "ab", "c"), tag(&k, "a", "bc"));
-    // The id does not change the key material.
-    assert_eq!(tag(&k, "audit", NS), tag(&kek().with_id(9), "audit", NS));
-}
-
-#[test]
 fn master_keys_from_hex_match_from_bytes() {
     let c = customer();
     let wrapped = kek().wrap(NS, c, 1, &[5; 32]).unwrap();
@@ -253,4 +235,25 @@ fn open_owned_refuses_a_moved_tampered_or_truncated_envelope() {
             "length {len}"
         );
     }
+}
+
+#[test]
+fn a_vault_secret_is_bound_to_its_namespace_name_and_master_key() {
+    let master = kek();
+    let secret = [5u8; 32];
+    let wrapped = master.wrap_secret(NS, "audit", &secret).unwrap();
+    assert_eq!(WrappedKeyEnvelope::parse(&wrapped).unwrap().kek_id, master.id());
+    assert_eq!(&**master.unwrap_secret(NS, "audit", &wrapped).unwrap(), &secret[..]);
+    assert!(master.unwrap_secret("other-ns", "audit", &wrapped).is_err());
+    assert!(master.unwrap_secret(NS, "other", &wrapped).is_err());
+    assert!(
+        MasterKey::from_bytes([8; 32])
+            .unwrap_secret(NS, "audit", &wrapped)
+            .is_err()
+    );
+    // Not a customer key, and a customer key is not a vault secret.
+    let c = CustomerId::new();
+    assert!(master.unwrap(NS, c, 1, &wrapped).is_err());
+    let customer_key = master.wrap(NS, c, 1, &secret).unwrap();
+    assert!(master.unwrap_secret(NS, "audit", &customer_key).is_err());
 }

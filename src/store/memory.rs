@@ -3,7 +3,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use super::{CustomerRecord, CustomerSnapshot, Objection, Store, StoreError, StoredField, WrappedKey, Write};
+use super::{
+    CustomerRecord, CustomerSnapshot, Objection, Store, StoreError, StoredField, VaultSecret, WrappedKey, Write,
+};
 use crate::audit::AuditEvent;
 use crate::consent::Consent;
 use crate::ids::{CustomerId, FieldName};
@@ -40,6 +42,7 @@ struct Inner {
     purposes: BTreeMap<String, Purpose>,
     customers: HashMap<CustomerId, Slot>,
     audit: BTreeMap<u64, AuditEvent>,
+    secrets: BTreeMap<String, VaultSecret>,
 }
 
 struct Slot {
@@ -76,7 +79,11 @@ fn target(w: &Write) -> Option<(CustomerId, bool)> {
         Write::DeleteField { customer, .. } | Write::EraseCustomer { customer, .. } => Some((*customer, false)),
         Write::PutConsent(c) => Some((c.customer, false)),
         Write::PutObjection(o) => Some((o.customer, false)),
-        Write::PutPurpose(_) | Write::InsertCustomer(_) | Write::AppendAudit(_) => None,
+        Write::PutPurpose(_)
+        | Write::InsertCustomer(_)
+        | Write::AppendAudit(_)
+        | Write::InsertSecret(_)
+        | Write::ReplaceSecret(_) => None,
     }
 }
 
@@ -91,6 +98,7 @@ impl Inner {
     /// Checks the whole batch against the current state without changing anything.
     fn check(&self, batch: &[Write]) -> Result<(), StoreError> {
         let mut inserted = HashSet::new();
+        let mut secrets = HashSet::new();
         let mut erased = HashSet::new();
         // Duplicate sequence numbers within the batch: while they ascend (as the vault writes
         // them) none can repeat, so the set is only built, without allocating on the hot
@@ -100,6 +108,11 @@ impl Inner {
         for (i, w) in batch.iter().enumerate() {
             let conflict = match w {
                 Write::InsertCustomer(r) => self.customers.contains_key(&r.id) || !inserted.insert(r.id),
+                Write::InsertSecret(v) => self.secrets.contains_key(&v.name) || !secrets.insert(v.name.as_str()),
+                Write::ReplaceSecret(v) => {
+                    secrets.insert(v.name.as_str());
+                    false
+                }
                 Write::AppendAudit(e) => {
                     let repeated = match (&mut seqs, last_seq) {
                         (Some(set), _) => !set.insert(e.seq),
@@ -221,6 +234,9 @@ impl Inner {
             Write::AppendAudit(e) => {
                 self.audit.insert(e.seq, e.clone());
             }
+            Write::InsertSecret(v) | Write::ReplaceSecret(v) => {
+                self.secrets.insert(v.name.clone(), v.clone());
+            }
         }
     }
 }
@@ -291,6 +307,10 @@ impl Store for MemoryStore {
             .filter(|e| e.customer == Some(customer))
             .cloned()
             .collect())
+    }
+
+    fn secret(&self, name: &str) -> Result<Option<VaultSecret>, StoreError> {
+        Ok(self.read().secrets.get(name).cloned())
     }
 }
 

@@ -86,6 +86,24 @@ pub struct WrappedKey {
     pub wrapped: Vec<u8>,
 }
 
+/// A vault-level secret (such as the audit chain's key), stored only wrapped under a master
+/// key. The vault writes it once per store and re-wraps it on rotation.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VaultSecret {
+    /// Which secret (for example `audit`).
+    pub name: String,
+    /// The wrapped-key envelope (it names the master key id).
+    pub wrapped: Vec<u8>,
+}
+
+impl std::fmt::Debug for VaultSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VaultSecret")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
 /// An objection (Art. 21) by a customer to processing for a purpose.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Objection {
@@ -148,6 +166,12 @@ pub enum Write {
     /// Appends an audit event. Fails with [`StoreError::Conflict`] if an event with the
     /// same sequence number exists.
     AppendAudit(AuditEvent),
+    /// Inserts a vault secret. Fails with [`StoreError::Conflict`] if a secret with the same
+    /// name exists (stored or earlier in the same batch): of two vaults installing one at
+    /// once, one wins and the other reads the winner's.
+    InsertSecret(VaultSecret),
+    /// Replaces a vault secret (re-wrapped on rotation), or inserts it if absent.
+    ReplaceSecret(VaultSecret),
 }
 
 /// A sealed field as stored.
@@ -186,7 +210,8 @@ pub struct CustomerSnapshot {
 ///   `SetRestricted` fail the same way; consents, objections, field deletions and a
 ///   repeated erasure (which keeps the first `erased_at`) are still accepted.
 /// - A duplicate `InsertCustomer` id or `AppendAudit` sequence number, stored or earlier in
-///   the same batch, fails with [`StoreError::Conflict`].
+///   the same batch, fails with [`StoreError::Conflict`]; so does an `InsertSecret` whose
+///   name exists, stored or earlier in the same batch.
 /// - Reads of missing things are `Ok(None)` or empty, not errors.
 pub trait Store: Send + Sync + 'static {
     /// Applies a batch of writes atomically.
@@ -215,6 +240,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every audit event about one customer, ascending.
     fn audit_for(&self, customer: CustomerId) -> Result<Vec<AuditEvent>, StoreError>;
+
+    /// One vault secret by name.
+    fn secret(&self, name: &str) -> Result<Option<VaultSecret>, StoreError>;
 }
 
 impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
@@ -244,5 +272,8 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     }
     fn audit_for(&self, customer: CustomerId) -> Result<Vec<AuditEvent>, StoreError> {
         (**self).audit_for(customer)
+    }
+    fn secret(&self, name: &str) -> Result<Option<VaultSecret>, StoreError> {
+        (**self).secret(name)
     }
 }

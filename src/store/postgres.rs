@@ -30,7 +30,9 @@ use ::postgres::{Client, Config, NoTls, Row, Socket, Statement};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{CustomerRecord, CustomerSnapshot, Objection, Store, StoreError, StoredField, WrappedKey, Write};
+use super::{
+    CustomerRecord, CustomerSnapshot, Objection, Store, StoreError, StoredField, VaultSecret, WrappedKey, Write,
+};
 use crate::audit::{AuditEvent, AuditKind};
 use crate::consent::Consent;
 use crate::error::Error;
@@ -38,7 +40,7 @@ use crate::ids::{CustomerId, FieldName, PurposeId};
 use crate::purpose::Purpose;
 
 /// The newest schema version this release writes and understands.
-pub const POSTGRES_SCHEMA_VERSION: u32 = 1;
+pub const POSTGRES_SCHEMA_VERSION: u32 = 2;
 
 /// How to connect: the schema to work in, the pool size and timeouts.
 ///
@@ -372,10 +374,13 @@ enum Q {
     AuditHead,
     AuditRange,
     AuditFor,
+    InsertSecret,
+    ReplaceSecret,
+    Secret,
 }
 
 impl Q {
-    const ALL: [Q; 21] = [
+    const ALL: [Q; 24] = [
         Q::LockCustomer,
         Q::InsertCustomer,
         Q::PutPurpose,
@@ -397,6 +402,9 @@ impl Q {
         Q::AuditHead,
         Q::AuditRange,
         Q::AuditFor,
+        Q::InsertSecret,
+        Q::ReplaceSecret,
+        Q::Secret,
     ];
 }
 
@@ -412,7 +420,8 @@ const AUDIT_COLUMNS: &str = "seq, at, kind, customer, purpose, field, detail, ma
 
 /// The forward migrations, in order; `{p}` stands for the table prefix. Version `i + 1` is
 /// `MIGRATIONS[i]`. Never edit a released one: add the next.
-const MIGRATIONS: [&str; 1] = [r#"
+const MIGRATIONS: [&str; 2] = [
+    r#"
 CREATE TABLE {p}purposes (
     id          text PRIMARY KEY,
     definition  jsonb NOT NULL
@@ -462,7 +471,15 @@ CREATE TABLE {p}audit (
     mac         bytea NOT NULL
 );
 CREATE INDEX egard_audit_by_customer ON {p}audit (customer, seq);
-"#];
+"#,
+    // Version 2: vault-level secrets (the audit key), stored wrapped under a master key.
+    r#"
+CREATE TABLE {p}vault_secrets (
+    name        text PRIMARY KEY,
+    wrapped     bytea NOT NULL
+);
+"#,
+];
 
 impl Sql {
     fn new(schema: Option<&str>) -> Self {
@@ -535,6 +552,14 @@ impl Sql {
                     format!("SELECT {AUDIT_COLUMNS} FROM {p}audit WHERE seq >= $1 ORDER BY seq LIMIT $2")
                 }
                 Q::AuditFor => format!("SELECT {AUDIT_COLUMNS} FROM {p}audit WHERE customer = $1 ORDER BY seq"),
+                Q::InsertSecret => format!(
+                    "INSERT INTO {p}vault_secrets (name, wrapped) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING"
+                ),
+                Q::ReplaceSecret => format!(
+                    "INSERT INTO {p}vault_secrets (name, wrapped) VALUES ($1, $2) \
+                     ON CONFLICT (name) DO UPDATE SET wrapped = EXCLUDED.wrapped"
+                ),
+                Q::Secret => format!("SELECT name, wrapped FROM {p}vault_secrets WHERE name = $1"),
             })
             .collect();
         Sql { texts, prefix }
@@ -755,7 +780,11 @@ fn target(w: &Write) -> Option<(CustomerId, bool)> {
         Write::DeleteField { customer, .. } | Write::EraseCustomer { customer, .. } => Some((*customer, false)),
         Write::PutConsent(c) => Some((c.customer, false)),
         Write::PutObjection(o) => Some((o.customer, false)),
-        Write::PutPurpose(_) | Write::InsertCustomer(_) | Write::AppendAudit(_) => None,
+        Write::PutPurpose(_)
+        | Write::InsertCustomer(_)
+        | Write::AppendAudit(_)
+        | Write::InsertSecret(_)
+        | Write::ReplaceSecret(_) => None,
     }
 }
 
@@ -934,6 +963,15 @@ fn run_batch(client: &mut Client, stmts: &[Statement], batch: &[Write]) -> Resul
             Write::AppendAudit(event) => {
                 audit_params(event)?.execute(&mut tx, st(Q::AppendAudit)?)?;
             }
+            Write::InsertSecret(v) => {
+                let rows = tx.execute(st(Q::InsertSecret)?, &[&v.name, &v.wrapped]).map_err(ctx)?;
+                if rows == 0 {
+                    return Err(StoreError::Conflict.into());
+                }
+            }
+            Write::ReplaceSecret(v) => {
+                tx.execute(st(Q::ReplaceSecret)?, &[&v.name, &v.wrapped]).map_err(ctx)?;
+            }
         }
     }
     // Dropping the transaction on any early return above rolls it back.
@@ -1030,6 +1068,18 @@ impl Store for PostgresStore {
     fn audit_for(&self, customer: CustomerId) -> Result<Vec<AuditEvent>, StoreError> {
         let rows = self.query("read audit events", Q::AuditFor, &[customer.as_uuid()])?;
         rows.iter().map(decode_audit).collect()
+    }
+
+    fn secret(&self, name: &str) -> Result<Option<VaultSecret>, StoreError> {
+        let rows = self.query("read vault secret", Q::Secret, &[&name])?;
+        rows.first()
+            .map(|row| {
+                Ok(VaultSecret {
+                    name: get(row, 0, "vault secret")?,
+                    wrapped: get(row, 1, "vault secret")?,
+                })
+            })
+            .transpose()
     }
 }
 

@@ -12,7 +12,9 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params};
 use uuid::Uuid;
 
-use super::{CustomerRecord, CustomerSnapshot, Objection, Store, StoreError, StoredField, WrappedKey, Write};
+use super::{
+    CustomerRecord, CustomerSnapshot, Objection, Store, StoreError, StoredField, VaultSecret, WrappedKey, Write,
+};
 use crate::audit::{AuditEvent, AuditKind};
 use crate::consent::{Consent, Evidence};
 use crate::error::Error;
@@ -75,6 +77,11 @@ const MIGRATIONS: &[&str] = &[
         mac BLOB NOT NULL
     );
     CREATE INDEX audit_by_customer ON audit (customer, seq) WHERE customer IS NOT NULL;",
+    // Version 2: vault-level secrets (the audit key), stored wrapped under a master key.
+    "CREATE TABLE vault_secrets (
+        name TEXT PRIMARY KEY NOT NULL,
+        wrapped BLOB NOT NULL
+    ) WITHOUT ROWID;",
 ];
 
 /// The newest schema version this release understands.
@@ -784,6 +791,24 @@ fn apply_one(tx: &Connection, w: &Write) -> Result<(), StoreError> {
                 return Err(StoreError::Conflict);
             }
         }
+        Write::InsertSecret(v) => {
+            let inserted = exec(
+                tx,
+                "INSERT INTO vault_secrets (name, wrapped) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
+                params![v.name, v.wrapped],
+            )?;
+            if inserted == 0 {
+                return Err(StoreError::Conflict);
+            }
+        }
+        Write::ReplaceSecret(v) => {
+            exec(
+                tx,
+                "INSERT INTO vault_secrets (name, wrapped) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET wrapped = excluded.wrapped",
+                params![v.name, v.wrapped],
+            )?;
+        }
     }
     Ok(())
 }
@@ -951,6 +976,23 @@ impl Store for SqliteStore {
             query_all(conn, &sql, [customer.as_bytes().as_slice()], decode_audit)
         })
     }
+
+    fn secret(&self, name: &str) -> Result<Option<VaultSecret>, StoreError> {
+        self.read(false, |conn| {
+            let mut found = query_all(
+                conn,
+                "SELECT name, wrapped FROM vault_secrets WHERE name = ?1",
+                [name],
+                |c| {
+                    Ok(VaultSecret {
+                        name: c.text(0, "vault_secrets.name")?,
+                        wrapped: c.blob(1, "vault_secrets.wrapped")?,
+                    })
+                },
+            )?;
+            Ok(found.pop())
+        })
+    }
 }
 
 #[cfg(test)]
@@ -985,6 +1027,42 @@ mod tests {
             i64::from(SQLITE_SCHEMA_VERSION) + 1,
             "the newer version was downgraded"
         );
+    }
+
+    #[test]
+    fn a_version_1_file_is_migrated_forward_with_its_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("egard.db");
+        let id = CustomerId::new();
+        {
+            let raw = Connection::open(&path).unwrap();
+            raw.execute_batch(MIGRATIONS[0]).unwrap();
+            raw.execute_batch(
+                "CREATE TABLE schema_version (version INTEGER NOT NULL); INSERT INTO schema_version VALUES (1);",
+            )
+            .unwrap();
+            raw.execute(
+                "INSERT INTO customers (id, created_at, restricted, erased_at) VALUES (?1, 0, 0, NULL)",
+                [id.as_bytes().as_slice()],
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        assert!(store.customer(id).unwrap().is_some(), "the v1 data is kept");
+        assert_eq!(store.secret("audit").unwrap(), None);
+        let secret = VaultSecret {
+            name: "audit".into(),
+            wrapped: vec![1, 2, 3],
+        };
+        store.apply(&[Write::InsertSecret(secret.clone())]).unwrap();
+        assert_eq!(store.secret("audit").unwrap(), Some(secret));
+        drop(store);
+        let raw = Connection::open(&path).unwrap();
+        let v: i64 = raw
+            .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, 2);
+        assert_eq!(SQLITE_SCHEMA_VERSION, 2);
     }
 
     #[test]

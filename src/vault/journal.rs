@@ -13,9 +13,72 @@ use std::time::{Duration as StdDuration, Instant};
 use chrono::{DateTime, Utc};
 use ring::hmac;
 
+use ring::rand::SecureRandom;
+use zeroize::Zeroizing;
+
 use crate::audit::{self, AuditEvent, Entry};
+use crate::crypto::{MasterKey, WrappedKeyEnvelope, random};
 use crate::error::Error;
-use crate::store::{Store, StoreError, Write};
+use crate::store::{Store, StoreError, VaultSecret, Write};
+
+/// The name of the stored, wrapped audit key.
+pub(crate) const AUDIT_SECRET: &str = "audit";
+
+/// The audit chain's key: the stored one, opened with the master key its envelope names
+/// (current or previous), or, on a store without audit log nor audit key, a new random one
+/// stored wrapped under the current master key. `None` when it cannot be opened (a wrong
+/// master key), or when a store with an audit log has no audit key (removed, or written
+/// before audit keys were stored): the vault then refuses to write.
+pub(crate) fn audit_key(
+    store: &dyn Store,
+    master: &MasterKey,
+    previous: &[MasterKey],
+    namespace: &str,
+    has_log: bool,
+) -> Result<Option<hmac::Key>, Error> {
+    // Two rounds: of two vaults installing a key at once, the loser reads the winner's.
+    for _ in 0..2 {
+        if let Some(secret) = store.secret(AUDIT_SECRET)? {
+            return Ok(open_audit_key(&secret.wrapped, master, previous, namespace));
+        }
+        if has_log {
+            return Ok(None);
+        }
+        let mut raw = Zeroizing::new([0u8; 32]);
+        random().fill(raw.as_mut()).map_err(|_| Error::Crypto)?;
+        let wrapped = master.wrap_secret(namespace, AUDIT_SECRET, raw.as_ref())?;
+        let secret = VaultSecret {
+            name: AUDIT_SECRET.to_owned(),
+            wrapped,
+        };
+        match store.apply(&[Write::InsertSecret(secret)]) {
+            Ok(()) => return Ok(Some(hmac::Key::new(hmac::HMAC_SHA256, raw.as_ref()))),
+            Err(StoreError::Conflict) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(StoreError::Conflict.into())
+}
+
+/// The raw audit key in `wrapped`, unwrapped with the master key its envelope names.
+pub(crate) fn unwrap_audit_key(
+    wrapped: &[u8],
+    master: &MasterKey,
+    previous: &[MasterKey],
+    namespace: &str,
+) -> Result<Zeroizing<Vec<u8>>, Error> {
+    let kek_id = WrappedKeyEnvelope::parse(wrapped)?.kek_id;
+    let kek = std::iter::once(master)
+        .chain(previous)
+        .find(|k| k.id() == kek_id)
+        .ok_or(Error::Crypto)?;
+    kek.unwrap_secret(namespace, AUDIT_SECRET, wrapped)
+}
+
+fn open_audit_key(wrapped: &[u8], master: &MasterKey, previous: &[MasterKey], namespace: &str) -> Option<hmac::Key> {
+    let raw = unwrap_audit_key(wrapped, master, previous, namespace).ok()?;
+    Some(hmac::Key::new(hmac::HMAC_SHA256, &raw))
+}
 
 /// How many times a batch is retried when another writer appended to the audit log first.
 /// Several processes on one database (PostgreSQL) share one chain: a process whose head is
@@ -36,8 +99,8 @@ pub struct AuditBatching {
 
 /// The audit chain's head and the access events not yet written.
 pub(crate) struct Journal {
-    key: hmac::Key,
-    foreign: bool,
+    /// `None`: the audit key could not be opened, and every write is refused.
+    key: Option<hmac::Key>,
     batching: Option<AuditBatching>,
     state: Mutex<State>,
 }
@@ -51,18 +114,12 @@ struct State {
 }
 
 impl Journal {
-    /// A journal continuing after `head`. With `foreign` set (the stored head was not signed
-    /// under `key`: the vault was given another master key), every write is refused, so that a
+    /// A journal continuing after `head`. Without a key (the vault's master keys cannot open
+    /// the stored audit key), every write is refused with [`Error::Crypto`], so that a
     /// misconfigured vault cannot append events that would break the chain.
-    pub(crate) fn new(
-        key: hmac::Key,
-        head: Option<AuditEvent>,
-        foreign: bool,
-        batching: Option<AuditBatching>,
-    ) -> Self {
+    pub(crate) fn new(key: Option<hmac::Key>, head: Option<AuditEvent>, batching: Option<AuditBatching>) -> Self {
         Self {
             key,
-            foreign,
             batching,
             state: Mutex::new(State {
                 head: head.map(|e| (e.seq, e.mac)).unwrap_or((0, [0; 32])),
@@ -78,8 +135,9 @@ impl Journal {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub(crate) fn key(&self) -> &hmac::Key {
-        &self.key
+    /// The audit key, if it could be opened.
+    pub(crate) fn key(&self) -> Option<&hmac::Key> {
+        self.key.as_ref()
     }
 
     /// The sequence number of the last event written by (or known to) this vault.
@@ -161,9 +219,9 @@ impl Journal {
         mut writes: Vec<Write>,
         entries: &[(Entry, DateTime<Utc>)],
     ) -> Result<(), Error> {
-        if self.foreign {
+        let Some(key) = &self.key else {
             return Err(Error::Crypto);
-        }
+        };
         let base = writes.len();
         for _ in 0..RETRIES {
             let (mut seq, mut mac) = state.head;
@@ -179,7 +237,7 @@ impl Journal {
                     detail: e.detail.clone(),
                     mac: [0; 32],
                 };
-                event.mac = audit::chain_mac(&self.key, &mac, &event);
+                event.mac = audit::chain_mac(key, &mac, &event);
                 mac = event.mac;
                 writes.push(Write::AppendAudit(event));
             }

@@ -156,7 +156,13 @@ impl VaultBuilder {
         self
     }
 
-    /// Checks the configuration, reads the purposes and the audit head from the store.
+    /// Checks the configuration, reads the purposes, the audit head and the audit key from the
+    /// store (on a store without an audit log, a random audit key is created, wrapped under the
+    /// current master key and stored).
+    ///
+    /// A master key that cannot open the stored audit key (the wrong key) does not fail the
+    /// build: every write is then refused with [`Error::Crypto`], as is
+    /// [`Vault::verify_audit`], so that a misconfigured vault never extends the chain.
     pub fn build(self) -> Result<Vault, Error> {
         let mut keys = self.master_keys.into_iter();
         let master = keys.next().ok_or(Error::Config("a master key is required"))?;
@@ -181,24 +187,8 @@ impl VaultBuilder {
             let def = PurposeDef::from_stored(p)?;
             purposes.insert(def.id.clone(), Arc::new(def));
         }
-        let audit_key = master.derive_hmac_key("audit", namespace.as_str());
         let head = store.audit_head()?;
-        // A vault given the wrong master key must not extend the chain with events under the
-        // wrong audit key. During a rotation (previous keys configured) the check is skipped.
-        let foreign = match &head {
-            Some(head) if previous.is_empty() => {
-                let prev_mac = match head.seq {
-                    0 | 1 => Some([0; 32]),
-                    seq => store
-                        .audit_range(seq - 1, 1)?
-                        .first()
-                        .filter(|e| e.seq == seq - 1)
-                        .map(|e| e.mac),
-                };
-                prev_mac.is_some_and(|prev| audit::chain_mac(&audit_key, &prev, head) != head.mac)
-            }
-            _ => false,
-        };
+        let audit_key = journal::audit_key(store.as_ref(), &master, &previous, namespace.as_str(), head.is_some())?;
         let loaded_at = self.clock.now().trunc_subsecs(6);
         Ok(Vault {
             store,
@@ -209,7 +199,7 @@ impl VaultBuilder {
             purposes: RwLock::new(purposes),
             purposes_loaded_at: Mutex::new(loaded_at),
             cache: Cache::new(self.cache_capacity),
-            journal: Journal::new(audit_key, head, foreign, self.audit_batching),
+            journal: Journal::new(audit_key, head, self.audit_batching),
             pass_lifetime: self.pass_lifetime,
             cache_ttl: self.cache_ttl,
             max_value_len: self.max_value_len,
@@ -598,10 +588,12 @@ impl Vault {
 
     /// Verifies the whole audit chain: sequence numbers from 1 without gaps, every MAC, and
     /// that the log reaches the last event this vault wrote. Any edited, dropped, inserted or
-    /// reordered event is reported as [`Error::AuditBroken`] with its sequence number.
+    /// reordered event is reported as [`Error::AuditBroken`] with its sequence number. A vault
+    /// whose master keys cannot open the stored audit key gets [`Error::Crypto`].
     pub fn verify_audit(&self) -> Result<AuditReport, Error> {
         const PAGE: usize = 1024;
         self.flush_audit()?;
+        let key = self.journal.key().ok_or(Error::Crypto)?;
         let known_seq = self.journal.written_seq();
         let mut prev = [0u8; 32];
         let mut expected = 1u64;
@@ -614,7 +606,7 @@ impl Vault {
                         problem: AuditBreak::SequenceGap,
                     });
                 }
-                if audit::chain_mac(self.journal.key(), &prev, event) != event.mac {
+                if audit::chain_mac(key, &prev, event) != event.mac {
                     return Err(Error::AuditBroken {
                         seq: event.seq,
                         problem: AuditBreak::MacMismatch,

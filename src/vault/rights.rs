@@ -7,14 +7,14 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::{Vault, live_key};
+use super::{Vault, journal, live_key};
 use crate::audit::{AuditEvent, AuditKind, Entry};
 use crate::consent::Consent;
 use crate::crypto::WrappedKeyEnvelope;
 use crate::error::{AccessDenied, Error};
 use crate::ids::{CustomerId, FieldName};
 use crate::purpose::Purpose;
-use crate::store::{Objection, Write};
+use crate::store::{Objection, VaultSecret, Write};
 
 /// Everything egard holds about one customer, in clear, for the customer (Art. 15) or for
 /// another controller (Art. 20): serialize it to JSON with `serde_json`.
@@ -294,16 +294,13 @@ impl Vault {
     }
 
     /// Re-wraps every data key that is not under the current master key (configure the old
-    /// one with [`previous_master_key`](crate::VaultBuilder::previous_master_key)). Field
-    /// ciphertexts are not touched. Returns how many keys were re-wrapped.
-    ///
-    /// Known limitation: the audit key is derived from the current master key, so the
-    /// events written after a rotation are chained under a new audit key, and
-    /// [`verify_audit`](Vault::verify_audit) reports the first of them as a MAC mismatch.
-    /// Verify the log just before rotating and file the [`AuditReport`](crate::AuditReport)
-    /// (its `head_mac` anchors everything before). A stored, wrapped audit key that survives
-    /// rotation is planned.
+    /// one with [`previous_master_key`](crate::VaultBuilder::previous_master_key)), and the
+    /// audit key with them: the audit chain continues under the same key and
+    /// [`verify_audit`](Vault::verify_audit) verifies across the rotation. Field ciphertexts
+    /// are not touched. Returns how many data keys were re-wrapped (the audit key is not
+    /// counted).
     pub fn rotate_master_key(&self) -> Result<usize, Error> {
+        self.rotate_audit_key()?;
         let mut rewrapped = 0;
         for customer in self.store.customer_ids()? {
             let Some(snapshot) = self.store.customer(customer)? else {
@@ -333,5 +330,26 @@ impl Vault {
             }
         }
         Ok(rewrapped)
+    }
+
+    /// Re-wraps the stored audit key under the current master key, if it is under another.
+    fn rotate_audit_key(&self) -> Result<(), Error> {
+        let Some(secret) = self.store.secret(journal::AUDIT_SECRET)? else {
+            // A vault always has one once built, unless its log predates it (it then writes
+            // nothing, and the commit below would be refused anyway).
+            return Err(Error::Crypto);
+        };
+        if WrappedKeyEnvelope::parse(&secret.wrapped)?.kek_id == self.master.id() {
+            return Ok(());
+        }
+        let raw = journal::unwrap_audit_key(&secret.wrapped, &self.master, &self.previous, &self.namespace)?;
+        let wrapped = self.master.wrap_secret(&self.namespace, journal::AUDIT_SECRET, &raw)?;
+        self.commit(
+            vec![Write::ReplaceSecret(VaultSecret {
+                name: journal::AUDIT_SECRET.to_owned(),
+                wrapped,
+            })],
+            vec![Entry::new(AuditKind::KeyRotated, None).detail(format!("audit_key,master_key={}", self.master.id()))],
+        )
     }
 }

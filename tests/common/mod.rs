@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use egard::store::{CustomerSnapshot, StoredField, Write};
+use egard::store::{CustomerSnapshot, StoredField, VaultSecret, Write};
 use egard::{
     AccessDenied, AuditEvent, CustomerId, Error, Evidence, FieldName, LawfulBasis, ManualClock, MasterKey, MemoryStore,
     Purpose, Store, StoreError, Vault,
@@ -233,5 +233,8 @@ impl Store for TamperStore {
             Some(log) => Ok(log.iter().filter(|e| e.customer == Some(customer)).cloned().collect()),
             None => self.inner.audit_for(customer),
         }
+    }
+    fn secret(&self, name: &str) -> Result<Option<VaultSecret>, StoreError> {
+        self.inner.secret(name)
     }
 }
