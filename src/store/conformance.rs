@@ -37,13 +37,19 @@
 //!   binary envelopes of any content and size, audit sequence numbers up to `i64::MAX`
 //!   (what a signed 64-bit column holds), reads from any `u64` sequence number;
 //! - concurrent writers of the same audit sequence number: exactly one wins, the others get
-//!   [`StoreError::Conflict`].
+//!   [`StoreError::Conflict`];
+//! - vault secrets: [`Write::InsertSecret`] of a name already stored (or earlier in the batch)
+//!   is a [`StoreError::Conflict`], [`Write::ReplaceSecret`] upserts, secrets read back
+//!   exactly, take part in a batch's atomicity, and of concurrent inserters of one name
+//!   exactly one wins.
 
 use std::collections::HashSet;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 
-use super::{CustomerRecord, CustomerSnapshot, Objection, Store, StoreError, StoredField, WrappedKey, Write};
+use super::{
+    CustomerRecord, CustomerSnapshot, Objection, Store, StoreError, StoredField, VaultSecret, WrappedKey, Write,
+};
 use crate::audit::{AuditEvent, AuditKind};
 use crate::consent::{Consent, Evidence};
 use crate::ids::{ConsentId, CustomerId, FieldName, PurposeId};
@@ -90,6 +96,15 @@ pub fn run_all<S: Store>(make: impl Fn() -> S) {
         (
             "concurrent_audit_appends_conflict",
             concurrent_audit_appends_conflict::<S>,
+        ),
+        ("vault_secrets", vault_secrets::<S>),
+        (
+            "vault_secrets_are_atomic_with_the_batch",
+            vault_secrets_are_atomic_with_the_batch::<S>,
+        ),
+        (
+            "concurrent_secret_inserts_conflict",
+            concurrent_secret_inserts_conflict::<S>,
         ),
     ];
     for (name, check) in checks {
@@ -249,11 +264,20 @@ fn assert_empty(store: &impl Store, what: &str) {
     );
 }
 
+fn secret(name: &str, fill: u8) -> VaultSecret {
+    VaultSecret {
+        name: name.to_owned(),
+        // Every byte value, as a wrapped key holds.
+        wrapped: (0..=255u8).map(|b| b ^ fill).chain([0, fill]).collect(),
+    }
+}
+
 // ----- the checks -----
 
 /// Reads of missing things are `Ok(None)` or empty, not errors.
 pub fn empty_store_reads<S: Store>(store: &S) {
     assert_empty(store, "empty store");
+    assert_eq!(get(store.secret("audit"), "secret"), None, "unknown secret");
     let nobody = CustomerId::new();
     assert_eq!(get(store.customer(nobody), "customer"), None, "unknown customer");
     assert_eq!(
@@ -1204,6 +1228,139 @@ pub fn concurrent_audit_appends_conflict<S: Store>(store: &S) {
         .collect();
     assert_eq!(get(store.audit_range(1, 10), "range").len(), 5, "five events");
     assert!(details.iter().all(|d| d.starts_with("writer-")), "details");
+}
+
+/// Secrets: insert, read back, conflict on a second insert, replace.
+pub fn vault_secrets<S: Store>(store: &S) {
+    ok(store, &[Write::InsertSecret(secret("audit", 1))], "insert a secret");
+    assert_eq!(
+        get(store.secret("audit"), "secret"),
+        Some(secret("audit", 1)),
+        "read back"
+    );
+    assert_eq!(get(store.secret("other"), "secret"), None, "another name");
+    refused(
+        store,
+        &[Write::InsertSecret(secret("audit", 2))],
+        StoreError::Conflict,
+        "a second insert of a stored name",
+    );
+    refused(
+        store,
+        &[
+            Write::InsertSecret(secret("other", 1)),
+            Write::InsertSecret(secret("other", 2)),
+        ],
+        StoreError::Conflict,
+        "two inserts of one name in a batch",
+    );
+    assert_eq!(
+        get(store.secret("other"), "secret"),
+        None,
+        "nothing of the refused batch"
+    );
+    assert_eq!(get(store.secret("audit"), "secret"), Some(secret("audit", 1)), "kept");
+    ok(store, &[Write::ReplaceSecret(secret("audit", 3))], "replace a secret");
+    assert_eq!(
+        get(store.secret("audit"), "secret"),
+        Some(secret("audit", 3)),
+        "replaced"
+    );
+    ok(
+        store,
+        &[Write::ReplaceSecret(secret("other", 4))],
+        "replace an absent secret",
+    );
+    assert_eq!(
+        get(store.secret("other"), "secret"),
+        Some(secret("other", 4)),
+        "inserted"
+    );
+    assert_eq!(
+        get(store.secret("audit"), "secret"),
+        Some(secret("audit", 3)),
+        "untouched"
+    );
+}
+
+/// A batch holding a secret and a failing write leaves the secret unchanged; a successful
+/// one writes both.
+pub fn vault_secrets_are_atomic_with_the_batch<S: Store>(store: &S) {
+    ok(store, &[Write::AppendAudit(event(1, None))], "first event");
+    refused(
+        store,
+        &[
+            Write::InsertSecret(secret("audit", 1)),
+            Write::AppendAudit(event(1, None)),
+        ],
+        StoreError::Conflict,
+        "insert with a duplicate event",
+    );
+    assert_eq!(get(store.secret("audit"), "secret"), None, "insert rolled back");
+    ok(
+        store,
+        &[
+            Write::InsertSecret(secret("audit", 1)),
+            Write::AppendAudit(event(2, None)),
+        ],
+        "insert with an event",
+    );
+    refused(
+        store,
+        &[
+            Write::ReplaceSecret(secret("audit", 2)),
+            Write::PutKey(key(CustomerId::new(), 1, 1)),
+        ],
+        StoreError::MissingCustomer,
+        "replace with a write to a missing customer",
+    );
+    assert_eq!(
+        get(store.secret("audit"), "secret"),
+        Some(secret("audit", 1)),
+        "replace rolled back"
+    );
+    ok(
+        store,
+        &[
+            Write::ReplaceSecret(secret("audit", 2)),
+            Write::AppendAudit(event(3, None)),
+        ],
+        "replace with an event",
+    );
+    assert_eq!(
+        get(store.secret("audit"), "secret"),
+        Some(secret("audit", 2)),
+        "replaced"
+    );
+    assert_eq!(
+        get(store.audit_head(), "head").map(|e| e.seq),
+        Some(3),
+        "events written"
+    );
+}
+
+/// Threads inserting the same secret at once: exactly one wins, the others conflict.
+pub fn concurrent_secret_inserts_conflict<S: Store>(store: &S) {
+    const THREADS: u8 = 8;
+    let results: Vec<Result<(), StoreError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|i| s.spawn(move || store.apply(&[Write::InsertSecret(secret("audit", i))])))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| panic!("an inserting thread panicked")))
+            .collect()
+    });
+    let winners: Vec<u8> = (0..THREADS).filter(|&i| results[usize::from(i)].is_ok()).collect();
+    assert_eq!(winners.len(), 1, "exactly one concurrent insert must win");
+    for r in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert_eq!(*r, StoreError::Conflict, "a losing insert must be a conflict");
+    }
+    assert_eq!(
+        get(store.secret("audit"), "secret"),
+        Some(secret("audit", winners[0])),
+        "the winner's secret is stored"
+    );
 }
 
 #[cfg(test)]
