@@ -1,6 +1,7 @@
 //! The audit log: what it records, that `verify_audit` counts an intact chain and finds an
 //! edited, dropped, inserted, swapped or truncated event (tampering with the stored log
-//! underneath the vault), and that a failed audit write fails the operation (fail closed).
+//! underneath the vault), that a failed audit write fails the operation (fail closed), and
+//! that the chain's key, stored wrapped under the master key, survives a master-key rotation.
 
 mod common;
 
@@ -8,7 +9,9 @@ use std::sync::Arc;
 
 use chrono::Duration;
 use common::*;
-use egard::{AccessDenied, AuditBreak, AuditEvent, AuditKind, Error, Evidence, ManualClock, Store, Vault};
+use egard::crypto::WrappedKeyEnvelope;
+use egard::store::Write;
+use egard::{AccessDenied, AuditBreak, AuditEvent, AuditKind, Error, Evidence, ManualClock, MasterKey, Store, Vault};
 
 struct Setup {
     tamper: Arc<TamperStore>,
@@ -330,6 +333,147 @@ fn two_vaults_sharing_a_store_keep_one_chain(new_store: NewStore) {
     assert_eq!(b.verify_audit().unwrap().events_verified, 8);
 }
 
+/// The master key id that wraps the stored audit key.
+fn audit_key_kek_id(store: &dyn Store) -> u32 {
+    let secret = store
+        .secret("audit")
+        .unwrap()
+        .expect("a built vault stores its audit key");
+    WrappedKeyEnvelope::parse(&secret.wrapped).unwrap().kek_id
+}
+
+fn build(store: &Arc<dyn Store>, clock: &ManualClock, current: MasterKey, previous: Option<MasterKey>) -> Vault {
+    let mut b = Vault::builder()
+        .master_key(current)
+        .store(store.clone())
+        .clock(clock.clone());
+    if let Some(p) = previous {
+        b = b.previous_master_key(p);
+    }
+    b.build().unwrap()
+}
+
+fn the_chain_verifies_across_a_master_key_rotation(new_store: NewStore) {
+    let store = new_store();
+    let clock = ManualClock::new(t0());
+    let new_key = || MasterKey::from_bytes([42; 32]).with_id(2);
+    let old = vault_on(store.clone(), &clock);
+    define_standard_purposes(&old);
+    let c = customer_with_data(&old);
+    consent(&old, c, "newsletter");
+    let before = old.verify_audit().unwrap();
+    assert_eq!(audit_key_kek_id(&*store), 1);
+    drop(old);
+    // The new key current, the old one as previous: the stored audit key is opened with the
+    // key its envelope names, so events written before the rotation chain on.
+    let rotating = build(&store, &clock, new_key(), Some(MasterKey::from_bytes(KEY)));
+    let pass = rotating.authorize(c, "newsletter").unwrap();
+    assert_eq!(rotating.reveal::<String>(&pass, "email").unwrap().expose(), "alice@example.com");
+    assert_eq!(
+        rotating.rotate_master_key().unwrap(),
+        1,
+        "one data key; the audit key is not counted"
+    );
+    assert_eq!(audit_key_kek_id(&*store), 2, "the audit key was re-wrapped");
+    let rotated = whole_log(&*store)
+        .into_iter()
+        .filter(|e| e.kind == AuditKind::KeyRotated)
+        .collect::<Vec<_>>();
+    assert_eq!(rotated.len(), 2);
+    assert!(
+        rotated
+            .iter()
+            .any(|e| e.customer.is_none() && e.detail.starts_with("audit_key"))
+    );
+    // Keep using it: more events after the rotation, all under the same audit key.
+    let d = rotating.create_customer().unwrap();
+    rotating.set_field(d, "email", "d@example.com").unwrap();
+    rotating.withdraw_consent(c, "newsletter").unwrap();
+    let report = rotating.verify_audit().unwrap();
+    assert_eq!(report.events_verified, whole_log(&*store).len() as u64);
+    assert!(report.events_verified > before.events_verified);
+    assert_eq!(rotating.rotate_master_key().unwrap(), 0, "nothing left to rotate");
+    assert_eq!(
+        rotating.verify_audit().unwrap(),
+        report,
+        "a second rotation writes nothing"
+    );
+    drop(rotating);
+    // Only the new key: it verifies the whole log and writes on.
+    let after = build(&store, &clock, new_key(), None);
+    assert_eq!(after.verify_audit().unwrap(), report);
+    after.create_customer().unwrap();
+    assert_eq!(
+        after.verify_audit().unwrap().events_verified,
+        report.events_verified + 1
+    );
+    // The old key alone opens neither the data nor the audit key any more.
+    let retired = build(&store, &clock, MasterKey::from_bytes(KEY), None);
+    assert!(matches!(retired.verify_audit(), Err(Error::Crypto)));
+    assert!(matches!(retired.create_customer(), Err(Error::Crypto)));
+    assert!(matches!(retired.authorize(c, "shipping"), Err(Error::Crypto)));
+    drop(retired);
+    assert_eq!(
+        after.verify_audit().unwrap().events_verified,
+        report.events_verified + 1
+    );
+}
+
+fn the_audit_key_is_selected_by_id_never_tried(new_store: NewStore) {
+    let store = new_store();
+    let clock = ManualClock::new(t0());
+    let vault = vault_on(store.clone(), &clock);
+    define_standard_purposes(&vault);
+    drop(vault);
+    // The right bytes under another id, and wrong bytes under the right id next to them.
+    let renamed = build(&store, &clock, MasterKey::from_bytes(KEY).with_id(2), None);
+    assert!(matches!(renamed.verify_audit(), Err(Error::Crypto)));
+    let mixed = build(
+        &store,
+        &clock,
+        MasterKey::from_bytes([9; 32]),
+        Some(MasterKey::from_bytes(KEY).with_id(2)),
+    );
+    assert!(matches!(mixed.verify_audit(), Err(Error::Crypto)));
+    assert!(matches!(mixed.create_customer(), Err(Error::Crypto)));
+    assert_eq!(vault_on(store, &clock).verify_audit().unwrap().events_verified, 2);
+}
+
+fn vaults_building_on_an_empty_store_at_once_share_one_audit_key(new_store: NewStore) {
+    let store = new_store();
+    let clock = ManualClock::new(t0());
+    let barrier = std::sync::Barrier::new(4);
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                barrier.wait();
+                let vault = vault_on(store.clone(), &clock);
+                vault.create_customer().unwrap();
+            });
+        }
+    });
+    assert_eq!(
+        vault_on(store.clone(), &clock).verify_audit().unwrap().events_verified,
+        4
+    );
+}
+
+fn a_log_without_its_audit_key_is_never_extended(new_store: NewStore) {
+    // An audit log, but no stored audit key (removed, or written before keys were stored):
+    // no new key is made up for it, nothing is written.
+    let store = new_store();
+    let clock = ManualClock::new(t0());
+    let other = new_store();
+    vault_on(other.clone(), &clock).create_customer().unwrap();
+    let event = whole_log(&*other).remove(0);
+    store.apply(&[Write::AppendAudit(event)]).unwrap();
+    let vault = vault_on(store.clone(), &clock);
+    assert!(matches!(vault.create_customer(), Err(Error::Crypto)));
+    assert!(matches!(vault.verify_audit(), Err(Error::Crypto)));
+    assert_eq!(store.secret("audit").unwrap(), None);
+    assert_eq!(whole_log(&*store).len(), 1);
+}
+
 fn many_threads_append_one_unbroken_chain(new_store: NewStore) {
     let store = new_store();
     let clock = ManualClock::new(t0());
@@ -433,6 +577,10 @@ backend_tests!(
     a_failed_audit_write_fails_the_operation,
     two_vaults_sharing_a_store_keep_one_chain,
     many_threads_append_one_unbroken_chain,
+    the_chain_verifies_across_a_master_key_rotation,
+    the_audit_key_is_selected_by_id_never_tried,
+    vaults_building_on_an_empty_store_at_once_share_one_audit_key,
+    a_log_without_its_audit_key_is_never_extended,
 );
 
 #[test]
