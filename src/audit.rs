@@ -2,9 +2,17 @@
 //!
 //! Every decision and every change is appended as an [`AuditEvent`]: a sequence number, a
 //! time, a kind, and the ids it concerns (customer, purpose, field), never a value. Each event
-//! carries an HMAC-SHA256, under an audit key derived from the master key, over its own
-//! content and the previous event's MAC, so an edited, dropped, inserted or reordered event
-//! breaks the chain at that point.
+//! carries an HMAC-SHA256 over its own content and the previous event's MAC, so an edited,
+//! dropped, inserted or reordered event breaks the chain at that point.
+//!
+//! The audit key is 32 random bytes, made once per store by the first vault built on it and
+//! stored only wrapped under the master key (the same AES-256-GCM envelope as a data key,
+//! naming the master key's id; its associated data binds the namespace and marks it as a
+//! vault secret, never a customer key). A vault opens it with the master key the envelope
+//! names, current or previous, and [`Vault::rotate_master_key`](crate::Vault::rotate_master_key)
+//! re-wraps it with the data keys, so the chain runs on under the same key across a rotation.
+//! A vault whose master keys cannot open it writes nothing and cannot verify the log
+//! ([`Error::Crypto`](crate::Error::Crypto)).
 //!
 //! The MAC input, for anyone re-implementing verification: the previous event's MAC (32 zero
 //! bytes before the first event), the sequence number (u64 big-endian), the time in
@@ -53,7 +61,7 @@ pub enum AuditKind {
     Objected,
     /// The customer was erased by crypto-shredding (Art. 17).
     Erased,
-    /// A data key was re-wrapped under another master key.
+    /// A data key, or the audit key (no customer), was re-wrapped under another master key.
     KeyRotated,
 }
 

@@ -368,7 +368,10 @@ fn the_chain_verifies_across_a_master_key_rotation(new_store: NewStore) {
     // key its envelope names, so events written before the rotation chain on.
     let rotating = build(&store, &clock, new_key(), Some(MasterKey::from_bytes(KEY)));
     let pass = rotating.authorize(c, "newsletter").unwrap();
-    assert_eq!(rotating.reveal::<String>(&pass, "email").unwrap().expose(), "alice@example.com");
+    assert_eq!(
+        rotating.reveal::<String>(&pass, "email").unwrap().expose(),
+        "alice@example.com"
+    );
     assert_eq!(
         rotating.rotate_master_key().unwrap(),
         1,

@@ -126,7 +126,8 @@ impl PostgresOptions {
 /// ```
 ///
 /// The tables it creates (names prefixed `egard_`, in the configured schema): `schema_version`,
-/// `purposes`, `customers`, `keys`, `fields`, `consents`, `objections` and `audit`. See the
+/// `purposes`, `customers`, `keys`, `fields`, `consents`, `objections`, `audit` and
+/// `vault_secrets` (the wrapped audit key, added by schema version 2). See the
 /// README for the full layout.
 pub struct PostgresStore {
     pool: r2d2::Pool<Manager>,

@@ -180,8 +180,9 @@ impl SqliteOptions {
 ///
 /// # Schema
 ///
-/// A `schema_version` table records the schema; opening an older file migrates it forward
-/// in one transaction, opening a newer one fails with [`StoreError::SchemaTooNew`] and
+/// A `schema_version` table records the schema (version 2 added the `vault_secrets` table,
+/// which holds the wrapped audit key); opening an older file migrates it forward in one
+/// transaction, opening a newer one fails with [`StoreError::SchemaTooNew`] and
 /// changes nothing. Personal data is only ever stored as envelopes (ciphertext `BLOB`s); no
 /// column holds plaintext. Stored rows are read as untrusted input: anything that does not
 /// decode is [`StoreError::Corrupt`], never a panic.
