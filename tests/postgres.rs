@@ -695,6 +695,57 @@ fn two_vaults_writing_at_once_keep_one_verifiable_audit_chain() {
     assert_eq!(report_a.events_verified, before + 6 * PER_THREAD);
 }
 
+#[test]
+fn servers_starting_at_once_share_one_audit_key_that_survives_a_rotation() {
+    let db = Arc::new(db_or_skip!());
+    let clock = ManualClock::new(t0());
+    let build = |current: MasterKey, previous: Option<MasterKey>| {
+        let mut b = Vault::builder()
+            .master_key(current)
+            .store(db.store())
+            .clock(clock.clone())
+            .namespace("fleet");
+        if let Some(p) = previous {
+            b = b.previous_master_key(p);
+        }
+        b.build().unwrap()
+    };
+    // Four servers building on the empty database at once: one installs the audit key, the
+    // others read it; all write to one chain.
+    let barrier = std::sync::Barrier::new(4);
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                barrier.wait();
+                let v = build(MasterKey::from_bytes([42; 32]), None);
+                v.create_customer().unwrap();
+            });
+        }
+    });
+    let old = build(MasterKey::from_bytes([42; 32]), None);
+    assert_eq!(old.verify_audit().unwrap().events_verified, 4);
+    old.define_purpose(newsletter()).unwrap();
+    let alice = ready_customer(&old);
+    drop(old);
+    let new_key = || MasterKey::from_bytes([43; 32]).with_id(2);
+    let rotating = build(new_key(), Some(MasterKey::from_bytes([42; 32])));
+    assert_eq!(rotating.rotate_master_key().unwrap(), 5);
+    rotating.create_customer().unwrap();
+    let report = rotating.verify_audit().unwrap();
+    drop(rotating);
+    let after = build(new_key(), None);
+    assert_eq!(after.verify_audit().unwrap(), report);
+    let pass = after.authorize(alice, "newsletter").unwrap();
+    assert_eq!(
+        after.reveal::<String>(&pass, "email").unwrap().expose(),
+        "someone@example.com"
+    );
+    assert_eq!(
+        after.verify_audit().unwrap().events_verified,
+        report.events_verified + 1
+    );
+}
+
 // ----- connection loss -----
 
 #[test]
