@@ -5,8 +5,8 @@ use std::sync::{Arc, MutexGuard};
 
 use chrono::{DateTime, Utc};
 
-use super::Vault;
 use super::cache::{CustomerEntry, CustomerState};
+use super::{Refresh, Vault};
 use crate::audit::{AuditKind, Entry};
 use crate::consent::{Consent, Evidence};
 use crate::error::{AccessDenied, Error};
@@ -67,6 +67,11 @@ impl Vault {
             let mut states: Vec<MutexGuard<'_, CustomerState>> = entries.iter().map(|e| e.lock()).collect();
             if states.iter().any(|s| s.evicted) {
                 continue;
+            }
+            for (entry, state) in entries.iter().zip(states.iter_mut()) {
+                if !state.erased {
+                    self.refresh(entry, state, Refresh::Always)?;
+                }
             }
             return self.give_consents_locked(&batch, &ids, &entries, &mut states);
         }

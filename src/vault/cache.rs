@@ -232,15 +232,6 @@ impl Cache {
         }
     }
 
-    /// Forgets the cached envelopes of a customer whose fields changed behind the cache (the
-    /// retention sweep).
-    pub(crate) fn forget_fields(&self, id: CustomerId) {
-        let entry = self.shard(id).get(&id).cloned();
-        if let Some(entry) = entry {
-            entry.lock().fields = None;
-        }
-    }
-
     /// Stops every pass of every cached customer (the vault is going away; entries with live
     /// passes are always cached, so this reaches them all).
     pub(crate) fn revoke_all_passes(&self, reason: AccessDenied) {

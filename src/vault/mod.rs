@@ -275,6 +275,9 @@ impl Vault {
     /// purpose again unchanged does nothing. The notice version never goes down.
     pub fn define_purpose(&self, purpose: Purpose) -> Result<(), Error> {
         let def = purpose.validate()?;
+        // Compare with what the store holds now, not with a stale copy (another process may
+        // have raised the notice version).
+        self.refresh_purposes(Refresh::Always)?;
         let mut purposes = self.purposes.write().unwrap_or_else(PoisonError::into_inner);
         let old = purposes.get(&def.id).cloned();
         if let Some(old) = &old {
@@ -315,7 +318,7 @@ impl Vault {
     }
 
     fn purpose_def(&self, id: &str) -> Result<Arc<PurposeDef>, Error> {
-        self.refresh_purposes_if_stale()?;
+        self.refresh_purposes(Refresh::IfStale)?;
         let purposes = self.purposes.read().unwrap_or_else(PoisonError::into_inner);
         match purposes.get(id) {
             Some(def) => Ok(def.clone()),
@@ -490,11 +493,10 @@ impl Vault {
     /// [`Error::Erased`]. If the audit log cannot be written, the access fails.
     pub fn authorize(&self, customer: CustomerId, purpose: &str) -> Result<AccessPass, Error> {
         let def = self.purpose_def(purpose)?;
-        self.with_customer(customer, |entry, state| {
+        self.with_cached_customer(customer, |entry, state| {
             if state.erased {
                 return Err(Error::Erased(customer));
             }
-            self.refresh_if_stale(entry, state)?;
             let now = self.now();
             let record = state.current.get(&def.id);
             match decide(record, &def, state.standing(&def.id), None, now) {
@@ -539,17 +541,20 @@ impl Vault {
     /// Reads a stored field through a pass: the pass must be live and its purpose must
     /// cover the field.
     pub fn reveal<T: DeserializeOwned + 'static>(&self, pass: &AccessPass, field: &str) -> Result<Revealed<T>, Error> {
+        if !Arc::ptr_eq(&pass.namespace, &self.namespace) {
+            return Err(Error::Invalid("the pass was issued by another vault"));
+        }
         let customer = pass.customer();
         if self.cache_ttl.is_some() {
             // Several processes share the store: a purpose change made elsewhere stops this
             // pass within the time-to-live, as it stops `authorize`.
-            self.refresh_purposes_if_stale()?;
+            self.refresh_purposes(Refresh::IfStale)?;
         }
         let (name, key, envelope) = {
             let mut state = pass.entry.lock();
             if self.cache_ttl.is_some() && !state.erased && !state.evicted {
                 // Likewise a withdrawal, restriction or erasure made elsewhere.
-                self.refresh_if_stale(&pass.entry, &mut state)?;
+                self.refresh(&pass.entry, &mut state, Refresh::IfStale)?;
             }
             let (name, key) = pass.check(customer, field)?;
             // The envelopes are ciphertext: caching them keeps the store off the hot path.
@@ -672,17 +677,41 @@ impl Vault {
     }
 
     /// Runs `change` on a customer's entry under its lock, starting again if the entry left
-    /// the cache meanwhile.
+    /// the cache meanwhile. With several processes on the store (`cache_ttl` set), the entry
+    /// is first re-read from the store, so that a change never rests on a stale copy (a
+    /// withdrawal must end the record another process renewed).
     fn with_customer<R>(
         &self,
         id: CustomerId,
-        mut change: impl FnMut(&Arc<CustomerEntry>, &mut CustomerState) -> Result<R, Error>,
+        change: impl FnMut(&Arc<CustomerEntry>, &mut CustomerState) -> Result<R, Error>,
+    ) -> Result<R, Error> {
+        self.locked_customer(id, Refresh::Always, change)
+    }
+
+    /// Runs `check` under a customer's lock with the cached copy, re-read only once older than
+    /// the time-to-live (the hot path of `authorize`).
+    fn with_cached_customer<R>(
+        &self,
+        id: CustomerId,
+        check: impl FnMut(&Arc<CustomerEntry>, &mut CustomerState) -> Result<R, Error>,
+    ) -> Result<R, Error> {
+        self.locked_customer(id, Refresh::IfStale, check)
+    }
+
+    fn locked_customer<R>(
+        &self,
+        id: CustomerId,
+        refresh: Refresh,
+        mut run: impl FnMut(&Arc<CustomerEntry>, &mut CustomerState) -> Result<R, Error>,
     ) -> Result<R, Error> {
         loop {
             let entry = self.entry(id)?;
             let mut state = entry.lock();
             if !state.evicted {
-                return change(&entry, &mut state);
+                if !state.erased {
+                    self.refresh(&entry, &mut state, refresh)?;
+                }
+                return run(&entry, &mut state);
             }
         }
     }
@@ -690,12 +719,12 @@ impl Vault {
     /// Re-reads the purpose definitions when the cache time-to-live has passed: a purpose
     /// defined or redefined by another process is used from then on, and the passes issued
     /// under the old definition stop, as [`Vault::define_purpose`] stops them.
-    fn refresh_purposes_if_stale(&self) -> Result<(), Error> {
+    fn refresh_purposes(&self, when: Refresh) -> Result<(), Error> {
         let Some(ttl) = self.cache_ttl else {
             return Ok(());
         };
         let now = self.now();
-        {
+        if when == Refresh::IfStale {
             let loaded = self.purposes_loaded_at.lock().unwrap_or_else(PoisonError::into_inner);
             if now < *loaded + ttl {
                 return Ok(());
@@ -717,13 +746,14 @@ impl Vault {
         Ok(())
     }
 
-    /// Re-reads consents and standing when the cache time-to-live has passed.
-    fn refresh_if_stale(&self, entry: &CustomerEntry, state: &mut CustomerState) -> Result<(), Error> {
+    /// With several processes on the store (`cache_ttl` set), re-reads consents and standing
+    /// when the time-to-live has passed, or always.
+    fn refresh(&self, entry: &CustomerEntry, state: &mut CustomerState, when: Refresh) -> Result<(), Error> {
         let Some(ttl) = self.cache_ttl else {
             return Ok(());
         };
         let now = self.now();
-        if state.loaded_at.is_some_and(|t| now < t + ttl) {
+        if when == Refresh::IfStale && state.loaded_at.is_some_and(|t| now < t + ttl) {
             return Ok(());
         }
         let snapshot = self.store.customer(entry.id)?.ok_or(Error::UnknownCustomer(entry.id))?;
@@ -788,6 +818,15 @@ impl Drop for Vault {
         let _ = self.flush_audit();
         self.cache.revoke_all_passes(AccessDenied::PassExpired);
     }
+}
+
+/// When a cached customer is re-read from a shared store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refresh {
+    /// Once the cached copy is older than the time-to-live.
+    IfStale,
+    /// Before every change.
+    Always,
 }
 
 /// The data key of a customer that was not erased.
@@ -911,6 +950,19 @@ mod tests {
             vault.reveal::<String>(&pass, "email"),
             Err(Error::UnknownField(_))
         ));
+    }
+
+    #[test]
+    fn a_vault_reveals_only_through_its_own_passes() {
+        let store = Arc::new(MemoryStore::new());
+        let issuer = batched_vault(store.clone(), 1);
+        let other = batched_vault(store, 1);
+        let c = issuer.create_customer().unwrap();
+        issuer.set_field(c, "email", "a@example.com").unwrap();
+        issuer.give_consent(c, "p", Evidence::new("t")).unwrap();
+        let pass = issuer.authorize(c, "p").unwrap();
+        assert!(matches!(other.reveal::<String>(&pass, "email"), Err(Error::Invalid(_))));
+        assert_eq!(issuer.reveal::<String>(&pass, "email").unwrap().expose(), "a@example.com");
     }
 
     #[test]

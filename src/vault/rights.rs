@@ -226,71 +226,100 @@ impl Vault {
         let ids = self.store.customer_ids()?;
         let mut deleted = Vec::new();
         for &customer in &ids {
-            let Some(snapshot) = self.store.customer(customer)? else {
-                continue;
-            };
-            // A restricted customer's data stays stored (Art. 18(1)(b), (c): restriction is
-            // what a customer asks for instead of deletion).
-            if snapshot.record.erased_at.is_some() || snapshot.record.restricted {
+            // A first look without the customer's lock, to pass over the many with nothing
+            // to delete; the decision is made again under the lock before anything goes.
+            if self.unneeded_fields(customer, &purposes, now)?.is_empty() {
                 continue;
             }
-            let mut writes = Vec::new();
-            let mut entries = Vec::new();
-            for stored in self.store.fields(customer)? {
-                let needed = purposes
-                    .iter()
-                    .filter(|p| p.field_names().any(|f| f == stored.field.as_str()))
-                    .any(|p| {
-                        let retention = p.retention_period().unwrap_or_default();
-                        let latest = snapshot
-                            .consents
-                            .iter()
-                            .filter(|c| c.purpose.as_str() == p.id())
-                            .max_by_key(|c| (c.given_at, c.id));
-                        // An objection ends the records given before it (all of them, for
-                        // direct marketing), as a withdrawal does.
-                        let objected = snapshot
-                            .objections
-                            .iter()
-                            .filter(|o| o.purpose.as_str() == p.id())
-                            .map(|o| o.at)
-                            .max();
-                        let window_start = match latest {
-                            None => stored.written_at,
-                            Some(c) => {
-                                let objection = objected.filter(|&o| p.is_direct_marketing() || c.given_at <= o);
-                                let ended = [c.withdrawn_at, objection, c.expires_at.filter(|&e| e <= now)];
-                                match ended.into_iter().flatten().min() {
-                                    Some(end) => end,
-                                    None => return true,
-                                }
-                            }
-                        };
-                        now < window_start + retention
-                    });
-                if !needed {
-                    writes.push(Write::DeleteField {
-                        customer,
-                        field: stored.field.clone(),
-                    });
-                    entries.push(
-                        Entry::new(AuditKind::FieldDeleted, Some(customer))
-                            .field(&stored.field)
-                            .detail("retention"),
-                    );
-                    deleted.push((customer, stored.field));
+            let gone = self.with_customer(customer, |_, state| {
+                // Under the lock no set_field can slip between this read and the delete.
+                let gone = self.unneeded_fields(customer, &purposes, now)?;
+                if gone.is_empty() {
+                    return Ok(gone);
                 }
-            }
-            if !writes.is_empty() {
+                let writes = gone
+                    .iter()
+                    .map(|field| Write::DeleteField {
+                        customer,
+                        field: field.clone(),
+                    })
+                    .collect();
+                let entries = gone
+                    .iter()
+                    .map(|field| {
+                        Entry::new(AuditKind::FieldDeleted, Some(customer))
+                            .field(field)
+                            .detail("retention")
+                    })
+                    .collect();
                 self.commit(writes, entries)?;
-                self.cache.forget_fields(customer);
-            }
+                state.fields = None;
+                Ok(gone)
+            })?;
+            deleted.extend(gone.into_iter().map(|field| (customer, field)));
         }
         Ok(SweepReport {
             swept_at: now,
             customers_examined: ids.len(),
             deleted,
         })
+    }
+
+    /// The stored fields of `customer` that no purpose needs any more at `now`.
+    fn unneeded_fields(
+        &self,
+        customer: CustomerId,
+        purposes: &[Purpose],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<FieldName>, Error> {
+        let Some(snapshot) = self.store.customer(customer)? else {
+            return Ok(Vec::new());
+        };
+        // A restricted customer's data stays stored (Art. 18(1)(b), (c): restriction is what a
+        // customer asks for instead of deletion).
+        if snapshot.record.erased_at.is_some() || snapshot.record.restricted {
+            return Ok(Vec::new());
+        }
+        let mut gone = Vec::new();
+        for stored in self.store.fields(customer)? {
+            let needed = purposes
+                .iter()
+                .filter(|p| p.field_names().any(|f| f == stored.field.as_str()))
+                .any(|p| {
+                    let retention = p.retention_period().unwrap_or_default();
+                    let latest = snapshot
+                        .consents
+                        .iter()
+                        .filter(|c| c.purpose.as_str() == p.id())
+                        .max_by_key(|c| (c.given_at, c.id));
+                    // An objection ends the records given before it (all of them, for direct
+                    // marketing), as a withdrawal does.
+                    let objected = snapshot
+                        .objections
+                        .iter()
+                        .filter(|o| o.purpose.as_str() == p.id())
+                        .map(|o| o.at)
+                        .max();
+                    let window_start = match latest {
+                        None => stored.written_at,
+                        Some(c) => {
+                            let objection = objected.filter(|&o| p.is_direct_marketing() || c.given_at <= o);
+                            let ended = [c.withdrawn_at, objection, c.expires_at.filter(|&e| e <= now)];
+                            match ended.into_iter().flatten().min() {
+                                Some(end) => end,
+                                None => return true,
+                            }
+                        }
+                    };
+                    // Stored times are untrusted: a window ending past the calendar's range is
+                    // still open.
+                    window_start.checked_add_signed(retention).is_none_or(|end| now < end)
+                });
+            if !needed {
+                gone.push(stored.field);
+            }
+        }
+        Ok(gone)
     }
 
     /// Re-wraps every data key that is not under the current master key (configure the old
