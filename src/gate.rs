@@ -165,21 +165,39 @@ pub(crate) fn decode<T: DeserializeOwned + 'static>(field: &FieldName, plaintext
 }
 
 /// Encodes a value for sealing, into a buffer wiped on drop.
+///
+/// The value is measured first and written once into a buffer of exactly its size: a growing
+/// buffer would leave unwiped copies of the plaintext behind in freed memory, and a value over
+/// `max` is refused before anything is allocated for it.
 pub(crate) fn encode<T: Serialize + ?Sized>(
     field: &FieldName,
     value: &T,
     max: usize,
 ) -> Result<Zeroizing<Vec<u8>>, Error> {
-    let bytes = Zeroizing::new(serde_json::to_vec(value).map_err(|_| Error::Codec {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let codec = || Error::Codec {
         field: field.clone(),
         action: "encoded",
-    })?);
-    if bytes.len() > max {
+    };
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, value).map_err(|_| codec())?;
+    if count.0 > max {
         return Err(Error::TooLarge {
             field: field.clone(),
             max,
         });
     }
+    let mut bytes = Zeroizing::new(Vec::with_capacity(count.0));
+    serde_json::to_writer(&mut *bytes, value).map_err(|_| codec())?;
     Ok(bytes)
 }
 
