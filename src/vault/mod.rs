@@ -962,7 +962,10 @@ mod tests {
         issuer.give_consent(c, "p", Evidence::new("t")).unwrap();
         let pass = issuer.authorize(c, "p").unwrap();
         assert!(matches!(other.reveal::<String>(&pass, "email"), Err(Error::Invalid(_))));
-        assert_eq!(issuer.reveal::<String>(&pass, "email").unwrap().expose(), "a@example.com");
+        assert_eq!(
+            issuer.reveal::<String>(&pass, "email").unwrap().expose(),
+            "a@example.com"
+        );
     }
 
     #[test]
