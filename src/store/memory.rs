@@ -70,23 +70,6 @@ impl MemoryStore {
     }
 }
 
-fn target(w: &Write) -> Option<(CustomerId, bool)> {
-    // (customer, refused once erased)
-    match w {
-        Write::PutKey(k) => Some((k.customer, true)),
-        Write::PutField { customer, .. } => Some((*customer, true)),
-        Write::SetRestricted { customer, .. } => Some((*customer, true)),
-        Write::DeleteField { customer, .. } | Write::EraseCustomer { customer, .. } => Some((*customer, false)),
-        Write::PutConsent(c) => Some((c.customer, false)),
-        Write::PutObjection(o) => Some((o.customer, false)),
-        Write::PutPurpose(_)
-        | Write::InsertCustomer(_)
-        | Write::AppendAudit(_)
-        | Write::InsertSecret(_)
-        | Write::ReplaceSecret(_) => None,
-    }
-}
-
 /// Appends without the spare capacity of `Vec::push` (which would double it): a customer's
 /// lists are short and grow rarely, and memory is what a store of many customers spends.
 fn push_exact<T>(list: &mut Vec<T>, item: T) {
@@ -138,7 +121,7 @@ impl Inner {
             if conflict {
                 return Err(StoreError::Conflict);
             }
-            if let Some((id, refused_if_erased)) = target(w) {
+            if let Some((id, refused_if_erased)) = w.target_customer() {
                 let stored_erased = match self.customers.get(&id) {
                     Some(slot) => slot.record.erased_at.is_some(),
                     None if inserted.contains(&id) => false,

@@ -174,6 +174,27 @@ pub enum Write {
     ReplaceSecret(VaultSecret),
 }
 
+impl Write {
+    /// The customer this write must find stored, and whether it is refused once that customer
+    /// was erased: `Some((customer, refused_once_erased))`, or `None` for writes that name no
+    /// existing customer. This is the [`Store`] contract's rule for
+    /// [`StoreError::MissingCustomer`], for backends to apply.
+    pub fn target_customer(&self) -> Option<(CustomerId, bool)> {
+        match self {
+            Write::PutKey(k) => Some((k.customer, true)),
+            Write::PutField { customer, .. } | Write::SetRestricted { customer, .. } => Some((*customer, true)),
+            Write::DeleteField { customer, .. } | Write::EraseCustomer { customer, .. } => Some((*customer, false)),
+            Write::PutConsent(c) => Some((c.customer, false)),
+            Write::PutObjection(o) => Some((o.customer, false)),
+            Write::PutPurpose(_)
+            | Write::InsertCustomer(_)
+            | Write::AppendAudit(_)
+            | Write::InsertSecret(_)
+            | Write::ReplaceSecret(_) => None,
+        }
+    }
+}
+
 /// A sealed field as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredField {

@@ -773,22 +773,6 @@ fn decode_snapshot(id: CustomerId, row: &Row) -> Result<CustomerSnapshot, StoreE
     })
 }
 
-/// Where a write must find its customer: `Some((customer, refused once erased))`.
-fn target(w: &Write) -> Option<(CustomerId, bool)> {
-    match w {
-        Write::PutKey(k) => Some((k.customer, true)),
-        Write::PutField { customer, .. } | Write::SetRestricted { customer, .. } => Some((*customer, true)),
-        Write::DeleteField { customer, .. } | Write::EraseCustomer { customer, .. } => Some((*customer, false)),
-        Write::PutConsent(c) => Some((c.customer, false)),
-        Write::PutObjection(o) => Some((o.customer, false)),
-        Write::PutPurpose(_)
-        | Write::InsertCustomer(_)
-        | Write::AppendAudit(_)
-        | Write::InsertSecret(_)
-        | Write::ReplaceSecret(_) => None,
-    }
-}
-
 fn audit_params(e: &AuditEvent) -> Result<AuditParams<'_>, StoreError> {
     Ok(AuditParams {
         seq: seq_param(e.seq)?,
@@ -871,7 +855,10 @@ fn run_batch(client: &mut Client, stmts: &[Statement], batch: &[Write]) -> Resul
     // Lock every customer the batch names, in a fixed order (no deadlock between two
     // batches), so that no other transaction can erase or change them until we commit.
     let mut standing: HashMap<CustomerId, Standing> = HashMap::new();
-    let named: BTreeSet<CustomerId> = batch.iter().filter_map(|w| target(w).map(|(c, _)| c)).collect();
+    let named: BTreeSet<CustomerId> = batch
+        .iter()
+        .filter_map(|w| w.target_customer().map(|(c, _)| c))
+        .collect();
     for id in named {
         let row = tx.query_opt(st(Q::LockCustomer)?, &[id.as_uuid()]).map_err(ctx)?;
         let s = match row {
@@ -885,7 +872,7 @@ fn run_batch(client: &mut Client, stmts: &[Statement], batch: &[Write]) -> Resul
     }
 
     for w in batch {
-        if let Some((id, refused_if_erased)) = target(w) {
+        if let Some((id, refused_if_erased)) = w.target_customer() {
             match standing.get(&id).copied().unwrap_or(Standing::Missing) {
                 Standing::Missing => return Err(StoreError::MissingCustomer.into()),
                 Standing::Erased if refused_if_erased => return Err(StoreError::MissingCustomer.into()),
