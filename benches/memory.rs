@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use egard::store::Write;
-use egard::store::{CustomerSnapshot, StoredField, VaultSecret};
-use egard::{AuditEvent, CustomerId, FieldName, MemoryStore, Purpose, Store, StoreError};
+use egard::store::{CustomerSnapshot, LatestChange, PurposeSnapshot, StoredField, VaultSecret};
+use egard::{AuditEvent, CustomerId, FieldName, MemoryStore, Store, StoreError};
 
 /// Counts the bytes and allocations live at any time (as requested: the C allocator adds its
 /// own headers and rounding, which the RSS figure includes).
@@ -94,11 +94,26 @@ impl Store for Split {
         self.data.apply(&batch[..k])?;
         self.audit.apply(&batch[k..])
     }
-    fn purposes(&self) -> Result<Vec<Purpose>, StoreError> {
-        self.data.purposes()
+    fn purposes(&self) -> Result<Vec<PurposeSnapshot>, StoreError> {
+        // The data half knows no audit event: each purpose's latest change is looked up in
+        // the audit half (a scan, fine for the few purposes of a benchmark).
+        let events = self.audit.audit_range(0, usize::MAX)?;
+        let mut purposes = self.data.purposes()?;
+        for p in &mut purposes {
+            let id = p.stored.purpose.id();
+            p.latest_change = self.latest(events.iter().filter(|e| {
+                e.customer.is_none() && e.state.is_some() && e.purpose.as_ref().is_some_and(|x| x.as_str() == id)
+            }))?;
+        }
+        Ok(purposes)
     }
     fn customer(&self, id: CustomerId) -> Result<Option<CustomerSnapshot>, StoreError> {
-        self.data.customer(id)
+        let Some(mut snapshot) = self.data.customer(id)? else {
+            return Ok(None);
+        };
+        let events = self.audit.audit_for(id)?;
+        snapshot.latest_change = self.latest(events.iter().filter(|e| e.state.is_some()))?;
+        Ok(Some(snapshot))
     }
     fn field(&self, customer: CustomerId, field: &FieldName) -> Result<Option<StoredField>, StoreError> {
         self.data.field(customer, field)
@@ -120,6 +135,25 @@ impl Store for Split {
     }
     fn secret(&self, name: &str) -> Result<Option<VaultSecret>, StoreError> {
         self.data.secret(name)
+    }
+}
+
+impl Split {
+    /// The last of `events` with the MAC of the event before it.
+    fn latest<'a>(&self, events: impl Iterator<Item = &'a AuditEvent>) -> Result<Option<LatestChange>, StoreError> {
+        let Some(event) = events.last().cloned() else {
+            return Ok(None);
+        };
+        let prev_mac = match event.seq.checked_sub(1) {
+            Some(prev) => self
+                .audit
+                .audit_range(prev, 1)?
+                .first()
+                .filter(|e| e.seq == prev)
+                .map(|e| e.mac),
+            None => None,
+        };
+        Ok(Some(LatestChange { event, prev_mac }))
     }
 }
 

@@ -17,8 +17,13 @@
 //! The MAC input, for anyone re-implementing verification: the previous event's MAC (32 zero
 //! bytes before the first event), the sequence number (u64 big-endian), the time in
 //! microseconds since the Unix epoch (i64 big-endian), then the kind's code, the customer id's
-//! 16 bytes, the purpose, the field and the detail, each prefixed by its length (u16
-//! big-endian; absent parts are empty).
+//! 16 bytes, the purpose, the field, the detail and the state MAC (32 bytes), each prefixed by
+//! its length (u16 big-endian; absent parts are empty).
+//!
+//! An [`AuditAnchor`] (a sequence number and the MAC of the event there) kept outside the
+//! database lets [`Vault::verify_audit_against`](crate::Vault::verify_audit_against) and
+//! [`VaultBuilder::audit_anchor`](crate::VaultBuilder::audit_anchor) catch a log that was cut
+//! back, which a chain alone cannot show.
 
 use chrono::{DateTime, Utc};
 use ring::hmac;
@@ -131,6 +136,12 @@ pub struct AuditEvent {
     pub field: Option<FieldName>,
     /// A short code (a denial reason, a consent id, a key version); never personal data.
     pub detail: String,
+    /// For a change, the state MAC of the customer (or, for a purpose definition, of the
+    /// purpose) that the change produced; `None` for access decisions and key rotations.
+    /// Loading a customer checks its stored state against the latest such event, so that
+    /// older rows written back into the store are caught while the log is whole.
+    #[serde(with = "opt_mac_hex", default)]
+    pub state: Option<[u8; 32]>,
     /// HMAC-SHA256 over the previous event's MAC and this event's content.
     #[serde(with = "mac_hex")]
     pub mac: [u8; 32],
@@ -144,6 +155,7 @@ pub(crate) struct Entry {
     pub(crate) purpose: Option<PurposeId>,
     pub(crate) field: Option<FieldName>,
     pub(crate) detail: String,
+    pub(crate) state: Option<[u8; 32]>,
 }
 
 impl Entry {
@@ -154,6 +166,7 @@ impl Entry {
             purpose: None,
             field: None,
             detail: String::new(),
+            state: None,
         }
     }
 
@@ -171,6 +184,12 @@ impl Entry {
         self.detail = detail.into();
         self
     }
+
+    /// The state MAC this change produced.
+    pub(crate) fn state(mut self, state: [u8; 32]) -> Self {
+        self.state = Some(state);
+        self
+    }
 }
 
 /// The MAC of an event, chained to the previous event's MAC.
@@ -183,15 +202,20 @@ pub(crate) fn chain_mac(key: &hmac::Key, prev: &[u8; 32], event: &AuditEvent) ->
         Some(c) => c.as_bytes(),
         None => &[],
     };
+    let state: &[u8] = match &event.state {
+        Some(s) => s,
+        None => &[],
+    };
     for part in [
         event.kind.code().as_bytes(),
         customer,
         event.purpose.as_ref().map_or("", |p| p.as_str()).as_bytes(),
         event.field.as_ref().map_or("", |f| f.as_str()).as_bytes(),
         event.detail.as_bytes(),
+        state,
     ] {
         // Two-byte length prefixes keep a typical event within two SHA-256 blocks; every part
-        // but the last (the detail) is an id or name of at most 64 bytes.
+        // but the detail is an id, a name of at most 64 bytes, or a 32-byte MAC.
         let len = u16::try_from(part.len()).unwrap_or(u16::MAX);
         ctx.update(&len.to_be_bytes());
         ctx.update(part);
@@ -234,7 +258,39 @@ impl std::fmt::Display for AuditBreak {
     }
 }
 
-mod mac_hex {
+/// A point of the audit log to keep outside the database: the sequence number of an event and
+/// its MAC. A log that ends before it, or holds another event there, was cut back.
+///
+/// Serializes to JSON as `{"seq": 42, "mac": "<64 hex digits>"}`: write it to a log line, a
+/// file or another system, and give the latest one to
+/// [`VaultBuilder::audit_anchor`](crate::VaultBuilder::audit_anchor) when the vault starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditAnchor {
+    /// The event's sequence number.
+    pub seq: u64,
+    /// The event's MAC.
+    #[serde(with = "mac_hex")]
+    pub mac: [u8; 32],
+}
+
+pub(crate) mod opt_mac_hex {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(mac: &Option<[u8; 32]>, s: S) -> Result<S::Ok, S::Error> {
+        match mac {
+            Some(mac) => super::mac_hex::serialize(mac, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<[u8; 32]>, D::Error> {
+        #[derive(Deserialize)]
+        struct Hex(#[serde(with = "super::mac_hex")] [u8; 32]);
+        Ok(Option::<Hex>::deserialize(d)?.map(|h| h.0))
+    }
+}
+
+pub(crate) mod mac_hex {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(mac: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {

@@ -12,12 +12,12 @@ use chrono::{Duration, TimeZone, Utc};
 
 use crate::clock::ManualClock;
 use crate::consent::Evidence;
-use crate::crypto::{DataKey, ENVELOPE_OVERHEAD, FieldEnvelope, MasterKey, WrappedKeyEnvelope};
+use crate::crypto::{DETACHED_VERSION, DataKey, ENVELOPE_OVERHEAD, FieldEnvelope, MasterKey, WrappedKeyEnvelope};
 use crate::error::{AccessDenied, Error};
 use crate::gate::{AccessPass, Sealed, decode};
 use crate::ids::{CustomerId, FieldName};
 use crate::purpose::{LawfulBasis, Purpose};
-use crate::store::{CustomerRecord, MemoryStore, Store, WrappedKey, Write};
+use crate::store::{Authenticated, MemoryStore, Store, WrappedKey, Write};
 use crate::vault::Vault;
 
 /// The names of the fuzz targets, which are also the folders of `tests/corpus/`.
@@ -45,6 +45,8 @@ pub fn run(target: &str, data: &[u8]) {
 
 const NAMESPACE: &str = "egard";
 const DEK_VERSION: u32 = 1;
+/// The write version the field-envelope target opens at.
+const FIELD_VERSION: u64 = 1;
 
 /// Fixed keys and one customer whose id is known, so that valid inputs can be built.
 struct Fixture {
@@ -78,29 +80,13 @@ fn fixture() -> &'static Fixture {
             .wrap(NAMESPACE, customer, DEK_VERSION, &[0x22; 32])
             .expect("wrap the fixture key");
         let dek = DataKey::unwrap(&master, NAMESPACE, customer, DEK_VERSION, &wrapped).expect("unwrap the fixture key");
-        let store = MemoryStore::new();
         let at = Utc
             .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
             .single()
             .expect("a valid date");
-        store
-            .apply(&[
-                Write::InsertCustomer(CustomerRecord {
-                    id: customer,
-                    created_at: at,
-                    restricted: false,
-                    erased_at: None,
-                }),
-                Write::PutKey(WrappedKey {
-                    customer,
-                    version: DEK_VERSION,
-                    wrapped: wrapped.clone(),
-                }),
-            ])
-            .expect("insert the fixture customer");
         let vault = Vault::builder()
             .master_key(MasterKey::from_bytes([0x11; 32]))
-            .store(store)
+            .store(MemoryStore::new())
             .clock(ManualClock::new(at))
             .pass_lifetime(Duration::days(365_000))
             .build()
@@ -108,6 +94,9 @@ fn fixture() -> &'static Fixture {
         vault
             .define_purpose(Purpose::new("support", LawfulBasis::Contract).fields(["email", "name"]))
             .expect("define the fixture purpose");
+        vault
+            .create_customer_with_id(customer)
+            .expect("create the fixture customer");
         vault
             .give_consent(customer, "support", Evidence::new("fuzz"))
             .expect("record the fixture basis");
@@ -130,15 +119,20 @@ fn fixture() -> &'static Fixture {
 pub fn field_envelope(data: &[u8]) {
     let f = fixture();
     let parsed = FieldEnvelope::parse(data);
-    assert_eq!(parsed.is_ok(), data.len() >= ENVELOPE_OVERHEAD && data[..2] == [1, 1]);
-    let opened = f.dek.open(NAMESPACE, f.customer, "email", data);
+    assert_eq!(parsed.is_ok(), data.len() >= ENVELOPE_OVERHEAD && data[..2] == [2, 1]);
+    let opened = f.dek.open(NAMESPACE, f.customer, "email", FIELD_VERSION, data);
     if let Ok(plaintext) = opened {
         assert!(parsed.is_ok(), "an envelope that opens must parse");
         assert_eq!(plaintext.len() + ENVELOPE_OVERHEAD, data.len());
-        // The associated data binds the field, the customer and the namespace.
-        assert!(f.dek.open(NAMESPACE, f.customer, "name", data).is_err());
-        assert!(f.dek.open(NAMESPACE, f.other, "email", data).is_err());
-        assert!(f.dek.open("other", f.customer, "email", data).is_err());
+        // The associated data binds the field, the customer, the namespace and the write.
+        assert!(f.dek.open(NAMESPACE, f.customer, "name", FIELD_VERSION, data).is_err());
+        assert!(f.dek.open(NAMESPACE, f.other, "email", FIELD_VERSION, data).is_err());
+        assert!(f.dek.open("other", f.customer, "email", FIELD_VERSION, data).is_err());
+        assert!(
+            f.dek
+                .open(NAMESPACE, f.customer, "email", FIELD_VERSION + 1, data)
+                .is_err()
+        );
         let field = FieldName::new("email").expect("a valid field name");
         let _ = decode::<String>(&field, &plaintext);
         let _ = decode::<serde_json::Value>(&field, &plaintext);
@@ -249,6 +243,11 @@ pub fn vault_ops(data: &[u8]) {
     let mut sealed: Vec<Sealed<String>> = Vec::new();
     // The last value written per (customer, field); `None` once tampered or erased.
     let mut written: std::collections::HashMap<(CustomerId, &str), Option<String>> = Default::default();
+    // Customers whose stored records that decide access were tampered with (a fresh vault
+    // was built after each tampering): no access may be granted to them ever again.
+    let mut tampered: std::collections::HashSet<CustomerId> = Default::default();
+    // Earlier stored states, for an attacker to write back as from a backup.
+    let mut history: Vec<crate::store::CustomerSnapshot> = Vec::new();
     let mut input = data.iter().copied();
     let mut next = move || input.next();
     let mut steps = 0;
@@ -262,7 +261,7 @@ pub fn vault_ops(data: &[u8]) {
         let customer = (!customers.is_empty()).then(|| customers[pick(customers.len())]);
         let purpose = PURPOSES[usize::from(arg >> 4) % PURPOSES.len()];
         let field = FIELDS[usize::from(arg >> 2) % FIELDS.len()];
-        match op % 16 {
+        match op % 20 {
             0 => {
                 let notice = vault
                     .purpose(PURPOSES[pick(3)])
@@ -292,8 +291,11 @@ pub fn vault_ops(data: &[u8]) {
             5 => clock.advance(Duration::hours(i64::from(arg))),
             6 => {
                 if let Some(c) = customer {
-                    if passes.len() < 16 {
-                        passes.extend(vault.authorize(c, purpose).ok());
+                    if let Ok(pass) = vault.authorize(c, purpose) {
+                        assert!(!tampered.contains(&c), "access granted on tampered records");
+                        if passes.len() < 16 {
+                            passes.push(pass);
+                        }
                     }
                 }
             }
@@ -339,6 +341,7 @@ pub fn vault_ops(data: &[u8]) {
                         .apply(&[Write::PutField {
                             customer: c,
                             field: name,
+                            version: u64::from(arg),
                             envelope,
                             at,
                         }])
@@ -353,13 +356,19 @@ pub fn vault_ops(data: &[u8]) {
                 if let Some(c) = customer {
                     let version = u32::from(next().unwrap_or(1));
                     let wrapped: Vec<u8> = (0..usize::from(arg) % 72).map_while(|_| next()).collect();
+                    let before = store.customer(c).ok().flatten().map(|s| s.keys);
                     let _ = store.apply(&[Write::PutKey(WrappedKey {
                         customer: c,
                         version,
                         wrapped,
                     })]);
+                    let after = store.customer(c).ok().flatten().map(|s| s.keys);
+                    if before != after {
+                        tampered.insert(c);
+                    }
                     written.retain(|(k, _), _| *k != c);
                     passes.clear();
+                    drop(vault);
                     vault = build(store.clone());
                 }
             }
@@ -384,6 +393,84 @@ pub fn vault_ops(data: &[u8]) {
                 if let (Some(s), Some(pass)) = (sealed.get(pick(sealed.len())), passes.get(pick(passes.len()))) {
                     let _ = s.open(pass);
                 }
+            }
+            16 => {
+                // A forged consent record: a live record for a customer who may never have
+                // consented, with a MAC made of input bytes.
+                if let Some(c) = customer {
+                    let mut mac = [0u8; 32];
+                    for b in &mut mac {
+                        *b = next().unwrap_or(0);
+                    }
+                    let Ok(purpose) = crate::ids::PurposeId::new(purpose) else {
+                        continue;
+                    };
+                    let forged = crate::consent::Consent {
+                        id: crate::ids::ConsentId::new(),
+                        customer: c,
+                        purpose,
+                        basis: LawfulBasis::Consent,
+                        notice_version: u32::from(arg),
+                        given_at: clock_now(&clock),
+                        expires_at: None,
+                        withdrawn_at: None,
+                        superseded_by: None,
+                        evidence: Evidence::new("forged").explicit(),
+                    };
+                    if store
+                        .apply(&[Write::PutConsent(Authenticated { record: forged, mac })])
+                        .is_ok()
+                    {
+                        tampered.insert(c);
+                        passes.clear();
+                        drop(vault);
+                        vault = build(store.clone());
+                    }
+                }
+            }
+            17 => {
+                // Earlier, correctly authenticated rows written back (as from a backup): all
+                // of a customer's records (its state record last, forced over the current
+                // revision), or only its consent records.
+                if let Some(old) = history.get(pick(history.len())).cloned() {
+                    let c = old.record.id;
+                    let Ok(Some(now)) = store.customer(c) else {
+                        continue;
+                    };
+                    let mut writes: Vec<Write> = old.consents.iter().cloned().map(Write::PutConsent).collect();
+                    let whole = arg & 1 == 0;
+                    if whole {
+                        writes.push(Write::UpdateCustomer {
+                            record: old.record.clone(),
+                            expected_rev: now.record.rev,
+                        });
+                    }
+                    let changed = if whole {
+                        old.record != now.record || old.consents.iter().any(|c| !now.consents.contains(c))
+                    } else {
+                        old.consents.iter().any(|c| !now.consents.contains(c))
+                    };
+                    if store.apply(&writes).is_ok() && changed {
+                        tampered.insert(c);
+                        written.retain(|(k, _), _| *k != c);
+                        passes.clear();
+                        drop(vault);
+                        vault = build(store.clone());
+                    }
+                }
+            }
+            18 => {
+                if let Some(c) = customer {
+                    if history.len() < 8 {
+                        history.extend(store.customer(c).ok().flatten());
+                    }
+                }
+            }
+            19 => {
+                // A fresh vault reads everything back from the store.
+                passes.clear();
+                drop(vault);
+                vault = build(store.clone());
             }
             _ => {}
         }
@@ -434,13 +521,13 @@ mod sqlite {
     use crate::vault::Vault;
 
     const TABLES: [(&str, usize); 7] = [
-        ("purposes", 2),
-        ("customers", 4),
+        ("purposes", 4),
+        ("customers", 6),
         ("data_keys", 3),
-        ("fields", 4),
-        ("consents", 10),
-        ("objections", 3),
-        ("audit", 8),
+        ("fields", 5),
+        ("consents", 11),
+        ("objections", 4),
+        ("audit", 9),
     ];
 
     struct Db {
@@ -538,9 +625,12 @@ mod sqlite {
             .store(store.clone())
             .build();
         if let Ok(vault) = built {
-            let _ = vault
-                .authorize(id, "support")
-                .map(|pass| vault.reveal::<String>(&pass, "email"));
+            // Every row was written straight into the file, none by a vault: nothing of it may
+            // be trusted, so no access may be granted.
+            assert!(
+                vault.authorize(id, "support").is_err(),
+                "access granted on rows no vault wrote"
+            );
             let _ = vault.seal(id, "email", &"x".to_owned());
             let _ = vault.export_customer(id);
             let _ = vault.consents(id);
@@ -572,7 +662,7 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
                 customer,
                 FieldName::new(field).expect("a valid field name"),
                 f.dek
-                    .seal(NAMESPACE, customer, field, value.as_bytes())
+                    .seal(NAMESPACE, customer, field, DETACHED_VERSION, value.as_bytes())
                     .expect("seal a seed"),
             ),
         }
@@ -580,11 +670,13 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
     match target {
         "field_envelope" => vec![
             f.dek
-                .seal(NAMESPACE, f.customer, "email", b"\"alice@example.com\"")
+                .seal(NAMESPACE, f.customer, "email", FIELD_VERSION, b"\"alice@example.com\"")
                 .expect("seal a seed"),
-            f.dek.seal(NAMESPACE, f.customer, "email", b"").expect("seal a seed"),
             f.dek
-                .seal(NAMESPACE, f.customer, "email", b"[1,2,{}]")
+                .seal(NAMESPACE, f.customer, "email", FIELD_VERSION, b"")
+                .expect("seal a seed"),
+            f.dek
+                .seal(NAMESPACE, f.customer, "email", FIELD_VERSION, b"[1,2,{}]")
                 .expect("seal a seed"),
         ],
         "wrapped_key" => vec![f.wrapped.clone()],

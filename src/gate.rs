@@ -16,7 +16,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::clock::Clock;
-use crate::crypto::{DataKey, FieldEnvelope};
+use crate::crypto::{DETACHED_VERSION, DataKey, FieldEnvelope};
 use crate::error::{AccessDenied, Error};
 use crate::ids::{CustomerId, FieldName, PurposeId};
 use crate::purpose::PurposeDef;
@@ -141,7 +141,8 @@ impl AccessPass {
         Ok((field, key))
     }
 
-    /// Opens an envelope of `field` of `customer` after checking the pass.
+    /// Opens a detached envelope (one made by [`Vault::seal`](crate::Vault::seal)) of `field`
+    /// of `customer` after checking the pass.
     pub(crate) fn open<T: DeserializeOwned + 'static>(
         &self,
         customer: CustomerId,
@@ -149,7 +150,7 @@ impl AccessPass {
         envelope: &[u8],
     ) -> Result<Revealed<T>, Error> {
         let (field, key) = self.check(customer, field)?;
-        let plaintext = key.open(&self.namespace, customer, field.as_str(), envelope)?;
+        let plaintext = key.open(&self.namespace, customer, field.as_str(), DETACHED_VERSION, envelope)?;
         decode(field, &plaintext)
     }
 }

@@ -12,11 +12,12 @@ mod error;
 pub mod fuzzing;
 mod gate;
 mod ids;
+mod integrity;
 mod purpose;
 pub mod store;
 mod vault;
 
-pub use audit::{AuditBreak, AuditEvent, AuditKind, AuditReport};
+pub use audit::{AuditAnchor, AuditBreak, AuditEvent, AuditKind, AuditReport};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use consent::{Consent, ConsentState, Evidence};
 pub use crypto::MasterKey;

@@ -217,6 +217,8 @@ impl Purpose {
             id,
             fields: fields.into(),
             purpose: self,
+            rev: 0,
+            mac: [0; 32],
             retired: Revocation::default(),
         })
     }
@@ -229,6 +231,10 @@ pub(crate) struct PurposeDef {
     /// Sorted and deduplicated.
     pub(crate) fields: Arc<[FieldName]>,
     pub(crate) purpose: Purpose,
+    /// The stored revision of this definition (0 until stored).
+    pub(crate) rev: u64,
+    /// The MAC of this definition at `rev`.
+    pub(crate) mac: [u8; 32],
     /// Set when the purpose is redefined: passes issued under this definition stop working.
     pub(crate) retired: Revocation,
 }
@@ -252,11 +258,15 @@ impl PurposeDef {
         });
     }
 
-    /// Validates a purpose read back from a store: a bad one is corrupt storage.
-    pub(crate) fn from_stored(purpose: Purpose) -> Result<Self, StoreError> {
-        purpose
+    /// Validates a purpose read back from a store (its MAC checked by the caller): a bad one
+    /// is corrupt storage.
+    pub(crate) fn from_stored(purpose: Purpose, rev: u64, mac: [u8; 32]) -> Result<Self, StoreError> {
+        let mut def = purpose
             .validate()
-            .map_err(|_| StoreError::Corrupt("invalid stored purpose".into()))
+            .map_err(|_| StoreError::Corrupt("invalid stored purpose".into()))?;
+        def.rev = rev;
+        def.mac = mac;
+        Ok(def)
     }
 
     pub(crate) fn covers(&self, field: &str) -> bool {

@@ -160,6 +160,7 @@ fn the_key_cache_stays_bounded_and_memory_flat() {
 
     // Control: a vault whose cache holds everyone grows with every customer, which shows
     // what the measurement would see if the bound did not hold.
+    drop(bounded);
     let unbounded = vault_on(store, 10 * N);
     touch_all(&unbounded, first);
     let growth_unbounded = touch_all(&unbounded, second);
@@ -183,6 +184,7 @@ fn a_small_capacity_is_an_exact_bound() {
     let store = Arc::new(MemoryStore::new());
     let setup = vault_on(store.clone(), 10);
     let customers: Vec<CustomerId> = (0..100).map(|_| setup.create_customer().unwrap()).collect();
+    drop(setup);
     for capacity in [0, 1, 3, 31, 33, 64] {
         let vault = vault_on(store.clone(), capacity);
         touch_all(&vault, &customers);

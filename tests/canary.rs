@@ -12,7 +12,7 @@ use std::fmt::{Debug, Display};
 use std::sync::{Arc, Mutex};
 
 use chrono::{Duration, TimeZone, Utc};
-use egard::store::{CustomerSnapshot, StoredField, VaultSecret, Write};
+use egard::store::{CustomerSnapshot, PurposeSnapshot, StoredField, VaultSecret, Write};
 use egard::{
     AccessPass, AuditEvent, CustomerId, Error, Evidence, FieldName, LawfulBasis, ManualClock, MasterKey, MemoryStore,
     Purpose, PurposeId, Revealed, Sealed, Store, StoreError, Vault,
@@ -39,8 +39,8 @@ impl Store for RecordingStore {
         self.record(format!("{batch:?}").as_bytes());
         for w in batch {
             let json = match w {
-                Write::PutPurpose(p) => serde_json::to_vec(p),
-                Write::InsertCustomer(r) => serde_json::to_vec(r),
+                Write::PutPurpose { stored, .. } => serde_json::to_vec(stored),
+                Write::InsertCustomer(r) | Write::UpdateCustomer { record: r, .. } => serde_json::to_vec(r),
                 Write::PutKey(k) => {
                     self.record(&k.wrapped);
                     serde_json::to_vec(k)
@@ -62,7 +62,7 @@ impl Store for RecordingStore {
         }
         self.inner.apply(batch)
     }
-    fn purposes(&self) -> Result<Vec<Purpose>, StoreError> {
+    fn purposes(&self) -> Result<Vec<PurposeSnapshot>, StoreError> {
         self.inner.purposes()
     }
     fn customer(&self, id: CustomerId) -> Result<Option<CustomerSnapshot>, StoreError> {
@@ -320,12 +320,15 @@ fn canaries_never_leak_outside_revealed_values_and_exports() {
     }
     cap.result(&vault.verify_audit());
 
-    // Key rotation, then erasure and everything after it.
+    // Key rotation, then erasure and everything after it (two vaults on the store at once,
+    // as two processes would be: with a cache time-to-live).
+    drop(vault);
     let rotated = Vault::builder()
         .master_key(MasterKey::from_bytes([22; 32]).with_id(2))
         .previous_master_key(MasterKey::from_bytes([21; 32]).with_id(1))
         .store(store.clone())
         .clock(clock.clone())
+        .cache_ttl(chrono::Duration::seconds(1))
         .build()
         .unwrap();
     cap.debug(&rotated);
@@ -333,6 +336,7 @@ fn canaries_never_leak_outside_revealed_values_and_exports() {
     let wrong_key = Vault::builder()
         .master_key(MasterKey::from_bytes([23; 32]).with_id(2))
         .store(store.clone())
+        .cache_ttl(chrono::Duration::seconds(1))
         .build()
         .unwrap();
     cap.expect_err(wrong_key.seal(alice, "email", &email));

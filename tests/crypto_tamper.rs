@@ -184,6 +184,7 @@ fn a_wrong_master_key_fails_with_crypto(new_store: NewStore) {
     // The audit key is stored wrapped under the master key: the log does not verify either.
     assert_crypto(wrong.verify_audit());
     // Nothing was written by the failed calls: the right key still opens everything.
+    drop(wrong);
     let right = vault_on(store, &clock);
     let pass = right.authorize(c, "newsletter").unwrap();
     assert_eq!(sealed.open(&pass).unwrap().expose(), CANARY);
@@ -207,12 +208,14 @@ fn a_master_key_with_another_id_is_not_tried(new_store: NewStore) {
     // The right bytes under another id: keys are selected by id, never tried in turn.
     let v = build(MasterKey::from_bytes(KEY).with_id(2), None);
     assert_crypto(v.authorize(c, "newsletter"));
+    drop(v);
     // Wrong bytes under the right id, next to the right key under another id: still no.
     let v = build(
         MasterKey::from_bytes([9; 32]).with_id(1),
         Some(MasterKey::from_bytes(KEY).with_id(2)),
     );
     assert_crypto(v.authorize(c, "newsletter"));
+    drop(v);
     // Rotation: the old key as a previous key, selected by its id.
     let new_key = || MasterKey::from_bytes([42; 32]).with_id(2);
     let v = build(new_key(), Some(MasterKey::from_bytes(KEY)));
@@ -223,6 +226,7 @@ fn a_master_key_with_another_id_is_not_tried(new_store: NewStore) {
     let v = build(new_key(), None);
     let pass = v.authorize(c, "newsletter").unwrap();
     assert_eq!(v.reveal::<String>(&pass, "email").unwrap().expose(), CANARY);
+    drop((pass, v));
     // The old key alone no longer opens anything.
     let v = build(MasterKey::from_bytes(KEY), None);
     assert_crypto(v.authorize(c, "newsletter"));
@@ -368,8 +372,8 @@ fn two_seals_of_the_same_value_differ() {
     assert_ne!(a.envelope(), b.envelope(), "fresh random nonce per seal");
     assert_eq!(
         &a.envelope()[..6],
-        &[1, 1, 0, 0, 0, 1],
-        "format 1, AES-256-GCM, data key v1"
+        &[2, 1, 0, 0, 0, 1],
+        "format 2, AES-256-GCM, data key v1"
     );
     assert_eq!(
         a.envelope().len(),

@@ -592,21 +592,22 @@ fn the_latest_record_wins_after_a_restart_even_within_one_microsecond() {
     // afresh must still see the last record as the current one.
     let store = memory();
     let clock = ManualClock::new(t0());
-    let vault = vault_on(store.clone(), &clock);
+    let vault = process_on(store.clone(), &clock);
     define_standard_purposes(&vault);
     let c = customer_with_data(&vault);
     consent(&vault, c, "newsletter");
     vault.withdraw_consent(c, "newsletter").unwrap();
     consent(&vault, c, "newsletter");
     assert!(vault.authorize(c, "newsletter").is_ok());
-    let restarted = vault_on(store.clone(), &clock);
+    let restarted = process_on(store.clone(), &clock);
     assert!(restarted.authorize(c, "newsletter").is_ok());
+    drop(restarted);
     // And the other way round: give, give (renewal), withdraw.
     let d = customer_with_data(&vault);
     consent(&vault, d, "newsletter");
     consent(&vault, d, "newsletter");
     vault.withdraw_consent(d, "newsletter").unwrap();
-    let restarted = vault_on(store, &clock);
+    let restarted = process_on(store, &clock);
     assert_eq!(denied(restarted.authorize(d, "newsletter")), AccessDenied::Withdrawn);
 }
 
@@ -818,7 +819,7 @@ fn erasure_reaches_a_pass_held_by_another_thread() {
 fn two_vaults(new_store: NewStore, ttl: Duration) -> (Vault, Vault, ManualClock) {
     let store = new_store();
     let clock = ManualClock::new(t0());
-    let a = vault_on(store.clone(), &clock);
+    let a = process_on(store.clone(), &clock);
     define_standard_purposes(&a);
     let b = Vault::builder()
         .master_key(MasterKey::from_bytes(KEY))

@@ -96,51 +96,14 @@ fn a_stale_process_cannot_take_the_notice_version_down() {
     ));
 }
 
-/// A real store whose fields read back as written a day before the end of the calendar.
-struct Skewed(Arc<MemoryStore>);
-impl egard::store::Store for Skewed {
-    fn apply(&self, b: &[egard::store::Write]) -> Result<(), StoreError> {
-        self.0.apply(b)
-    }
-    fn purposes(&self) -> Result<Vec<Purpose>, StoreError> {
-        self.0.purposes()
-    }
-    fn customer(&self, id: CustomerId) -> Result<Option<egard::store::CustomerSnapshot>, StoreError> {
-        self.0.customer(id)
-    }
-    fn field(&self, c: CustomerId, f: &FieldName) -> Result<Option<egard::store::StoredField>, StoreError> {
-        self.0.field(c, f)
-    }
-    fn fields(&self, c: CustomerId) -> Result<Vec<egard::store::StoredField>, StoreError> {
-        let mut v = self.0.fields(c)?;
-        for f in &mut v {
-            f.written_at = chrono::DateTime::<Utc>::MAX_UTC - Duration::days(1);
-        }
-        Ok(v)
-    }
-    fn customer_ids(&self) -> Result<Vec<CustomerId>, StoreError> {
-        self.0.customer_ids()
-    }
-    fn audit_head(&self) -> Result<Option<AuditEvent>, StoreError> {
-        self.0.audit_head()
-    }
-    fn audit_range(&self, a: u64, l: usize) -> Result<Vec<AuditEvent>, StoreError> {
-        self.0.audit_range(a, l)
-    }
-    fn audit_for(&self, c: CustomerId) -> Result<Vec<AuditEvent>, StoreError> {
-        self.0.audit_for(c)
-    }
-    fn secret(&self, n: &str) -> Result<Option<egard::store::VaultSecret>, StoreError> {
-        self.0.secret(n)
-    }
-}
-
 #[test]
 fn the_sweep_keeps_a_field_whose_stored_time_is_at_the_end_of_the_calendar() {
-    let inner = Arc::new(MemoryStore::new());
+    // Written a day before the end of the calendar: its retention window ends past it.
+    let clock = egard::ManualClock::new(chrono::DateTime::<Utc>::MAX_UTC - Duration::days(1));
     let v = Vault::builder()
         .master_key(MasterKey::from_bytes([9; 32]))
-        .store(Skewed(inner))
+        .store(MemoryStore::new())
+        .clock(clock)
         .build()
         .unwrap();
     v.define_purpose(

@@ -84,17 +84,26 @@ fn every_truncation_of_real_input_is_refused_or_fails_to_open() {
 
 #[test]
 fn envelope_layouts_are_checked() {
-    let mut good = vec![1u8, 1, 0, 0, 0, 7];
+    // Field envelopes are format 2 (their associated data binds the write version).
+    let mut good = vec![2u8, 1, 0, 0, 0, 7];
     good.extend([0u8; 12 + 16]);
     assert_eq!(FieldEnvelope::parse(&good).unwrap().dek_version, 7);
-    for (i, bad) in [0u8, 2, 255].into_iter().enumerate() {
+    for (i, bad) in [(0, 0u8), (0, 1), (0, 3), (0, 255), (1, 0), (1, 2), (1, 255)] {
         let mut m = good.clone();
-        m[i % 2] = bad;
-        assert!(matches!(FieldEnvelope::parse(&m), Err(Error::Crypto)));
+        m[i] = bad;
+        assert!(
+            matches!(FieldEnvelope::parse(&m), Err(Error::Crypto)),
+            "byte {i} = {bad}"
+        );
     }
+    // Wrapped keys are format 1: neither layout parses as the other.
     let mut wrapped = vec![1u8, 1, 0, 0, 1, 2];
     wrapped.extend([0u8; 12 + 32 + 16]);
     assert_eq!(WrappedKeyEnvelope::parse(&wrapped).unwrap().kek_id, 258);
+    assert!(matches!(FieldEnvelope::parse(&wrapped), Err(Error::Crypto)));
+    let mut as_field = wrapped.clone();
+    as_field[0] = 2;
+    assert!(matches!(WrappedKeyEnvelope::parse(&as_field), Err(Error::Crypto)));
     wrapped.push(0);
     assert!(matches!(WrappedKeyEnvelope::parse(&wrapped), Err(Error::Crypto)));
 }

@@ -146,6 +146,7 @@ fn event(seq: u64, customer: Option<CustomerId>) -> AuditEvent {
         purpose: None,
         field: None,
         detail: String::new(),
+        state: None,
         mac: [seq as u8; 32],
     }
 }
@@ -156,6 +157,8 @@ fn record(id: CustomerId) -> CustomerRecord {
         created_at: t0(),
         restricted: false,
         erased_at: None,
+        rev: 1,
+        mac: [1; 32],
     }
 }
 
@@ -238,15 +241,30 @@ fn a_version_1_schema_is_migrated_forward_with_its_data() {
     let alice = CustomerId::new();
     store.apply(&[Write::InsertCustomer(record(alice))]).unwrap();
     drop(store);
-    // Back to version 1: no secrets table, version 2 not recorded.
+    // Back to version 1: no secrets table, none of the MACs, revisions and versions of
+    // version 3, versions 2 and 3 not recorded.
     db.admin()
         .batch_execute(&format!(
-            "DROP TABLE \"{s}\".egard_vault_secrets; DELETE FROM \"{s}\".egard_schema_version WHERE version = 2",
+            "DROP TABLE \"{s}\".egard_vault_secrets;
+             ALTER TABLE \"{s}\".egard_purposes DROP COLUMN rev, DROP COLUMN mac;
+             ALTER TABLE \"{s}\".egard_customers DROP COLUMN rev, DROP COLUMN mac;
+             ALTER TABLE \"{s}\".egard_fields DROP COLUMN version;
+             ALTER TABLE \"{s}\".egard_consents DROP COLUMN mac;
+             ALTER TABLE \"{s}\".egard_objections DROP COLUMN mac;
+             ALTER TABLE \"{s}\".egard_audit DROP COLUMN state;
+             DELETE FROM \"{s}\".egard_schema_version WHERE version > 1",
             s = db.schema
         ))
         .unwrap();
     let store = db.store();
-    assert!(store.customer(alice).unwrap().is_some(), "the version 1 data is kept");
+    let kept: i64 = db
+        .admin()
+        .query_one(&format!("SELECT count(*) FROM \"{}\".egard_customers", db.schema), &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, 1, "the version 1 data is kept");
+    // A record written before version 3 has no MAC: refused, never trusted.
+    assert!(matches!(store.customer(alice), Err(StoreError::Corrupt(_))));
     let secret = egard::store::VaultSecret {
         name: "audit".into(),
         wrapped: vec![7; 3],
@@ -261,7 +279,7 @@ fn a_version_1_schema_is_migrated_forward_with_its_data() {
         )
         .unwrap()
         .get(0);
-    assert_eq!(top, 2);
+    assert_eq!(top, 3);
 }
 
 #[test]
@@ -343,9 +361,9 @@ fn a_failed_batch_leaves_nothing_behind() {
     let err = store
         .apply(&[
             Write::AppendAudit(event(2, None)),
-            Write::SetRestricted {
-                customer: CustomerId::new(),
-                restricted: true,
+            Write::UpdateCustomer {
+                record: record(CustomerId::new()),
+                expected_rev: 1,
             },
         ])
         .unwrap_err();
@@ -370,6 +388,7 @@ fn erasure_deletes_keys_and_fields_and_refuses_new_ones() {
             Write::PutField {
                 customer: alice,
                 field: email.clone(),
+                version: 1,
                 envelope: vec![7; 40],
                 at: t0(),
             },
@@ -397,6 +416,7 @@ fn erasure_deletes_keys_and_fields_and_refuses_new_ones() {
         store.apply(&[Write::PutField {
             customer: alice,
             field: email,
+            version: 2,
             envelope: vec![1],
             at: t0(),
         }]),

@@ -227,6 +227,7 @@ fn debug_of_every_public_type_hides_the_canary() {
             &Write::PutField {
                 customer: c,
                 field: field.field.clone(),
+                version: field.version,
                 envelope: field.envelope.clone(),
                 at: t0(),
             },
@@ -367,7 +368,7 @@ fn the_store_never_sees_plaintext_or_the_master_key() {
         blobs.push(serde_json::to_vec(&e).unwrap());
     }
     for p in w.store.purposes().unwrap() {
-        blobs.push(serde_json::to_vec(&p).unwrap());
+        blobs.push(serde_json::to_vec(&p.stored).unwrap());
     }
     assert!(blobs.len() > 10);
     for blob in &blobs {

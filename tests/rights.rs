@@ -20,13 +20,14 @@ struct Setup {
     clock: ManualClock,
 }
 
+/// A vault as one of several processes on its store (the tests restart others beside it).
 /// `newsletter` (consent, 30 days, retention 10 days), `shipping` (contract),
 /// `fraud` (legitimate interests), `census` (public task), `promo` (legitimate interests,
 /// direct marketing).
 fn setup(new_store: NewStore) -> Setup {
     let store = new_store();
     let clock = ManualClock::new(t0());
-    let vault = vault_on(store.clone(), &clock);
+    let vault = process_on(store.clone(), &clock);
     vault
         .define_purpose(
             Purpose::new("newsletter", LawfulBasis::Consent)
@@ -215,7 +216,7 @@ fn restriction_stops_everything_until_lifted(new_store: NewStore) {
     // Restricting again is harmless and not audited twice.
     vault.restrict(c).unwrap();
     // It survives a restart.
-    let restarted = vault_on(store.clone(), &clock);
+    let restarted = process_on(store.clone(), &clock);
     assert_eq!(denied(restarted.authorize(c, "shipping")), AccessDenied::Restricted);
     drop(restarted);
 
@@ -287,7 +288,7 @@ fn a_later_record_reopens_a_non_marketing_purpose(new_store: NewStore) {
     );
     assert_eq!(denied(vault.reveal::<String>(&pass, "email")), AccessDenied::Objected);
     // The same holds after a restart.
-    let restarted = vault_on(store, &clock);
+    let restarted = process_on(store, &clock);
     assert!(restarted.authorize(c, "fraud").is_ok());
 }
 
@@ -306,7 +307,7 @@ fn an_objection_to_direct_marketing_is_absolute(new_store: NewStore) {
     assert_eq!(denied(vault.authorize(c, "promo")), AccessDenied::Objected);
     let records = vault.consents(c).unwrap();
     assert_eq!(records.len(), 1, "the refused record was not stored");
-    let restarted = vault_on(store, &clock);
+    let restarted = process_on(store, &clock);
     assert_eq!(
         denied(restarted.give_consent(c, "promo", Evidence::new("web-form"))),
         AccessDenied::Objected
@@ -380,15 +381,20 @@ fn erasure_shreds_keys_and_fields_and_keeps_the_trail(new_store: NewStore) {
     assert_eq!(snapshot.consents.len(), 2);
     assert!(store.fields(c).unwrap().is_empty());
 
-    // The audit trail is kept, ends with the erasure, and holds no value.
+    // The audit trail is kept and holds no value; after the erasure come only the refusals of
+    // the calls above that asked for access (every decision is logged, erased or not).
     let events = vault.audit_events(c).unwrap();
     assert!(events.len() > events_before);
-    assert_eq!(events.last().unwrap().kind, AuditKind::Erased);
+    let erased = events.iter().rposition(|e| e.kind == AuditKind::Erased).unwrap();
+    assert!(!events[erased + 1..].is_empty());
+    for e in &events[erased + 1..] {
+        assert_eq!((e.kind, e.detail.as_str()), (AuditKind::AccessDenied, "erased"));
+    }
     assert!(!serde_json::to_string(&events).unwrap().contains(CANARY));
     assert!(vault.verify_audit().is_ok());
 
     // A vault started afresh on the same store cannot open the kept value either.
-    let restarted = vault_on(store.clone(), &clock);
+    let restarted = process_on(store.clone(), &clock);
     assert!(matches!(restarted.authorize(c, "newsletter"), Err(Error::Erased(_))));
     let again: Sealed<String> = serde_json::from_str(&kept_json).unwrap();
     assert_eq!(again, kept);

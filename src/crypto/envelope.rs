@@ -1,12 +1,13 @@
 //! Checked parsing of the versioned byte layouts. No input, however short or malformed, makes
 //! these functions panic; every malformed input is the one opaque [`Error::Crypto`].
 //!
-//! Field envelope: `format u8 | alg u8 | dek_version u32 BE | nonce 12 | ciphertext | tag 16`.
-//! Wrapped data key: `format u8 | alg u8 | master_key_id u32 BE | nonce 12 | key 32 | tag 16`.
+//! Field envelope: `format u8 (2) | alg u8 (1) | dek_version u32 BE | nonce 12 | ciphertext | tag 16`.
+//! Wrapped data key or vault secret: `format u8 (1) | alg u8 (1) | master_key_id u32 BE | nonce 12 |
+//! key 32 | tag 16`.
 
 use ring::aead::NONCE_LEN;
 
-use super::{ALG_AES_256_GCM, FORMAT_V1, KEY_LEN};
+use super::{ALG_AES_256_GCM, FIELD_FORMAT, KEY_LEN, WRAPPED_FORMAT};
 use crate::error::Error;
 
 pub(crate) const HEADER_LEN: usize = 6;
@@ -17,16 +18,16 @@ pub const ENVELOPE_OVERHEAD: usize = HEADER_LEN + NONCE_LEN + TAG_LEN;
 pub(crate) const WRAPPED_LEN: usize = ENVELOPE_OVERHEAD + KEY_LEN;
 
 pub(crate) fn field_header(dek_version: u32) -> [u8; HEADER_LEN] {
-    header(dek_version)
+    header(FIELD_FORMAT, dek_version)
 }
 
 pub(crate) fn wrapped_header(kek_id: u32) -> [u8; HEADER_LEN] {
-    header(kek_id)
+    header(WRAPPED_FORMAT, kek_id)
 }
 
-fn header(key_ref: u32) -> [u8; HEADER_LEN] {
+fn header(format: u8, key_ref: u32) -> [u8; HEADER_LEN] {
     let v = key_ref.to_be_bytes();
-    [FORMAT_V1, ALG_AES_256_GCM, v[0], v[1], v[2], v[3]]
+    [format, ALG_AES_256_GCM, v[0], v[1], v[2], v[3]]
 }
 
 /// The parts of an envelope, borrowed from its bytes.
@@ -38,12 +39,12 @@ struct Parts<'a> {
     sealed: &'a [u8],
 }
 
-fn split(bytes: &[u8]) -> Result<Parts<'_>, Error> {
+fn split(bytes: &[u8], format: u8) -> Result<Parts<'_>, Error> {
     if bytes.len() < ENVELOPE_OVERHEAD {
         return Err(Error::Crypto);
     }
     let (header, rest) = bytes.split_at(HEADER_LEN);
-    if header[0] != FORMAT_V1 || header[1] != ALG_AES_256_GCM {
+    if header[0] != format || header[1] != ALG_AES_256_GCM {
         return Err(Error::Crypto);
     }
     let key_ref = u32::from_be_bytes([header[2], header[3], header[4], header[5]]);
@@ -61,7 +62,7 @@ fn split(bytes: &[u8]) -> Result<Parts<'_>, Error> {
 ///
 /// ```
 /// // Any byte string parses or fails cleanly:
-/// assert!(egard::crypto::FieldEnvelope::parse(&[1, 1, 0]).is_err());
+/// assert!(egard::crypto::FieldEnvelope::parse(&[2, 1, 0]).is_err());
 /// ```
 #[derive(Debug)]
 pub struct FieldEnvelope<'a> {
@@ -75,7 +76,7 @@ pub struct FieldEnvelope<'a> {
 impl<'a> FieldEnvelope<'a> {
     /// Parses the layout (it does not decrypt).
     pub fn parse(bytes: &'a [u8]) -> Result<Self, Error> {
-        let p = split(bytes)?;
+        let p = split(bytes, FIELD_FORMAT)?;
         Ok(Self {
             header: p.header,
             dek_version: p.key_ref,
@@ -101,7 +102,7 @@ impl<'a> WrappedKeyEnvelope<'a> {
         if bytes.len() != WRAPPED_LEN {
             return Err(Error::Crypto);
         }
-        let p = split(bytes)?;
+        let p = split(bytes, WRAPPED_FORMAT)?;
         Ok(Self {
             header: p.header,
             kek_id: p.key_ref,

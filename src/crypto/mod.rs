@@ -17,15 +17,25 @@ use zeroize::Zeroizing;
 use crate::error::Error;
 use crate::ids::CustomerId;
 
-/// Byte layout version of envelopes written by this release.
-pub(crate) const FORMAT_V1: u8 = 1;
+/// Byte layout version of field envelopes written by this release (2: the associated data binds
+/// the field's write version).
+pub(crate) const FIELD_FORMAT: u8 = 2;
+/// Byte layout version of wrapped keys and vault secrets.
+pub(crate) const WRAPPED_FORMAT: u8 = 1;
+/// The write version of a value sealed with [`Vault::seal`](crate::Vault::seal) for the host to
+/// keep: stored fields are bound to their customer's revision (from 1), so the two never open
+/// in each other's place.
+pub(crate) const DETACHED_VERSION: u64 = 0;
 /// Algorithm id for AES-256-GCM.
 pub(crate) const ALG_AES_256_GCM: u8 = 1;
 const KEY_LEN: usize = 32;
 
-/// The longest associated data: header, and length-prefixed namespace (≤ 64), customer (16)
-/// and field or purpose label (≤ 64).
-const AAD_MAX: usize = envelope::HEADER_LEN + 3 * 4 + 64 + 16 + 64;
+/// The longest associated data, that of a field envelope: the 6-byte header, then four parts
+/// each with a 4-byte length prefix: the namespace (at most 64 bytes), the customer id (16),
+/// the field name (at most 64) and the write version (8). A wrapped data key's (namespace,
+/// customer, `dek`, version u32) and a vault secret's (namespace, `vault-secret`, name of at
+/// most 64 bytes) are shorter.
+const AAD_MAX: usize = envelope::HEADER_LEN + 4 * 4 + 64 + 16 + 64 + 8;
 
 /// Builds the associated data on the stack: the header bytes, then each part prefixed by its
 /// length as a big-endian u32, so that no two different inputs give the same bytes.
@@ -140,20 +150,19 @@ impl DataKey {
         self.version
     }
 
-    /// Seals `plaintext` for `field` of `customer`.
+    /// Seals `plaintext` for `field` of `customer`, bound to the write version `version` (the
+    /// customer's revision the field is written at, or [`DETACHED_VERSION`]).
     pub(crate) fn seal(
         &self,
         namespace: &str,
         customer: CustomerId,
         field: &str,
+        version: u64,
         plaintext: &[u8],
     ) -> Result<Vec<u8>, Error> {
         let nonce = fresh_nonce()?;
         let header = envelope::field_header(self.version);
-        let mut aad = AadBuf::new(&header);
-        aad.part(namespace.as_bytes())
-            .part(customer.as_bytes())
-            .part(field.as_bytes());
+        let aad = field_aad(&header, namespace, customer, field, version);
         let mut out = Vec::with_capacity(ENVELOPE_OVERHEAD + plaintext.len());
         out.extend_from_slice(&header);
         out.extend_from_slice(&nonce);
@@ -167,15 +176,16 @@ impl DataKey {
         Ok(out)
     }
 
-    /// Opens a field envelope; the plaintext is wiped when dropped.
+    /// Opens a field envelope written at `version`; the plaintext is wiped when dropped.
     pub(crate) fn open(
         &self,
         namespace: &str,
         customer: CustomerId,
         field: &str,
+        version: u64,
         envelope: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, Error> {
-        self.open_owned(namespace, customer, field, envelope.to_vec())
+        self.open_owned(namespace, customer, field, version, envelope.to_vec())
     }
 
     /// Opens a field envelope the caller owns, in place: no second copy of the ciphertext
@@ -186,6 +196,7 @@ impl DataKey {
         namespace: &str,
         customer: CustomerId,
         field: &str,
+        version: u64,
         envelope: Vec<u8>,
     ) -> Result<Zeroizing<Vec<u8>>, Error> {
         let mut buf = Zeroizing::new(envelope);
@@ -194,10 +205,7 @@ impl DataKey {
             return Err(Error::Crypto);
         }
         let nonce = parsed.nonce;
-        let mut aad = AadBuf::new(parsed.header);
-        aad.part(namespace.as_bytes())
-            .part(customer.as_bytes())
-            .part(field.as_bytes());
+        let aad = field_aad(parsed.header, namespace, customer, field, version);
         // The ciphertext and tag are the envelope's tail.
         let start = buf.len() - parsed.sealed.len();
         let len = self
@@ -209,6 +217,17 @@ impl DataKey {
         buf.truncate(len);
         Ok(buf)
     }
+}
+
+/// The associated data of a field envelope: the header, then the namespace, the customer, the
+/// field and the write version, each length-prefixed.
+fn field_aad(header: &[u8], namespace: &str, customer: CustomerId, field: &str, version: u64) -> AadBuf {
+    let mut aad = AadBuf::new(header);
+    aad.part(namespace.as_bytes())
+        .part(customer.as_bytes())
+        .part(field.as_bytes())
+        .part(&version.to_be_bytes());
+    aad
 }
 
 #[cfg(test)]

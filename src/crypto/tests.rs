@@ -31,17 +31,17 @@ fn seal_then_open_round_trips_any_length() {
     let (key, _, c) = data_key(1);
     for len in [0usize, 1, 15, 16, 17, 1000] {
         let plaintext: Vec<u8> = (0..len).map(|i| i as u8).collect();
-        let env = key.seal(NS, c, "email", &plaintext).unwrap();
+        let env = key.seal(NS, c, "email", 1, &plaintext).unwrap();
         assert_eq!(env.len(), ENVELOPE_OVERHEAD + len);
-        assert_eq!(&*key.open(NS, c, "email", &env).unwrap(), &plaintext[..]);
+        assert_eq!(&*key.open(NS, c, "email", 1, &env).unwrap(), &plaintext[..]);
     }
 }
 
 #[test]
 fn the_header_names_format_algorithm_and_key_version() {
     let (key, _, c) = data_key(0x0102_0304);
-    let env = key.seal(NS, c, "email", b"x").unwrap();
-    assert_eq!(&env[..HEADER_LEN], &[FORMAT_V1, ALG_AES_256_GCM, 1, 2, 3, 4]);
+    let env = key.seal(NS, c, "email", 1, b"x").unwrap();
+    assert_eq!(&env[..HEADER_LEN], &[FIELD_FORMAT, ALG_AES_256_GCM, 1, 2, 3, 4]);
     let parsed = FieldEnvelope::parse(&env).unwrap();
     assert_eq!(parsed.dek_version, 0x0102_0304);
     assert_eq!(parsed.header, &env[..HEADER_LEN]);
@@ -53,7 +53,7 @@ fn the_header_names_format_algorithm_and_key_version() {
 fn every_seal_uses_a_fresh_nonce() {
     let (key, _, c) = data_key(1);
     let nonces: std::collections::HashSet<Vec<u8>> = (0..200)
-        .map(|_| key.seal(NS, c, "email", b"same").unwrap()[HEADER_LEN..HEADER_LEN + NONCE_LEN].to_vec())
+        .map(|_| key.seal(NS, c, "email", 1, b"same").unwrap()[HEADER_LEN..HEADER_LEN + NONCE_LEN].to_vec())
         .collect();
     assert_eq!(nonces.len(), 200);
 }
@@ -61,39 +61,48 @@ fn every_seal_uses_a_fresh_nonce() {
 #[test]
 fn the_associated_data_binds_namespace_customer_field_and_header() {
     let (key, _, c) = data_key(1);
-    let env = key.seal(NS, c, "email", b"secret").unwrap();
-    assert!(key.open(NS, c, "email", &env).is_ok());
-    assert!(is_crypto(key.open("other", c, "email", &env)));
-    assert!(is_crypto(key.open(NS, customer(), "email", &env)));
-    assert!(is_crypto(key.open(NS, c, "phone", &env)));
-    assert!(is_crypto(key.open(NS, c, "", &env)));
+    let env = key.seal(NS, c, "email", 1, b"secret").unwrap();
+    assert!(key.open(NS, c, "email", 1, &env).is_ok());
+    assert!(is_crypto(key.open("other", c, "email", 1, &env)));
+    assert!(is_crypto(key.open(NS, customer(), "email", 1, &env)));
+    assert!(is_crypto(key.open(NS, c, "phone", 1, &env)));
+    assert!(is_crypto(key.open(NS, c, "", 1, &env)));
+    // The write version: an envelope of an earlier (or later) write never opens as this one.
+    for version in [0, 2, u64::MAX] {
+        assert!(is_crypto(key.open(NS, c, "email", version, &env)), "version {version}");
+    }
+    let detached = key.seal(NS, c, "email", DETACHED_VERSION, b"secret").unwrap();
+    assert!(is_crypto(key.open(NS, c, "email", 1, &detached)));
     // Length prefixes: moving a byte between namespace and field changes the AAD.
-    let env = key.seal("ab", c, "cd", b"secret").unwrap();
-    assert!(is_crypto(key.open("a", c, "bcd", &env)));
-    assert!(is_crypto(key.open("abc", c, "d", &env)));
+    let env = key.seal("ab", c, "cd", 1, b"secret").unwrap();
+    assert!(is_crypto(key.open("a", c, "bcd", 1, &env)));
+    assert!(is_crypto(key.open("abc", c, "d", 1, &env)));
 }
 
 #[test]
 fn a_version_mismatch_is_refused_before_decrypting() {
     let (key, _, c) = data_key(1);
-    let mut env = key.seal(NS, c, "email", b"secret").unwrap();
+    let mut env = key.seal(NS, c, "email", 1, b"secret").unwrap();
     env[5] = 2;
-    assert!(is_crypto(key.open(NS, c, "email", &env)));
+    assert!(is_crypto(key.open(NS, c, "email", 1, &env)));
 }
 
 #[test]
 fn every_single_bit_flip_fails_with_the_one_opaque_error() {
     let (key, _, c) = data_key(1);
-    let env = key.seal(NS, c, "email", b"\"CANARY-7f3a9\"").unwrap();
+    let env = key.seal(NS, c, "email", 1, b"\"CANARY-7f3a9\"").unwrap();
     for i in 0..env.len() {
         for bit in 0..8 {
             let mut m = env.clone();
             m[i] ^= 1 << bit;
-            assert!(is_crypto(key.open(NS, c, "email", &m)), "bit {bit} of byte {i}");
+            assert!(is_crypto(key.open(NS, c, "email", 1, &m)), "bit {bit} of byte {i}");
         }
     }
     for len in 0..env.len() {
-        assert!(is_crypto(key.open(NS, c, "email", &env[..len])), "truncated to {len}");
+        assert!(
+            is_crypto(key.open(NS, c, "email", 1, &env[..len])),
+            "truncated to {len}"
+        );
     }
 }
 
@@ -101,8 +110,8 @@ fn every_single_bit_flip_fails_with_the_one_opaque_error() {
 fn another_data_key_cannot_open() {
     let (a, _, c) = data_key(1);
     let (b, _) = DataKey::generate(&kek(), NS, c, 1).unwrap();
-    let env = a.seal(NS, c, "email", b"secret").unwrap();
-    assert!(is_crypto(b.open(NS, c, "email", &env)));
+    let env = a.seal(NS, c, "email", 1, b"secret").unwrap();
+    assert!(is_crypto(b.open(NS, c, "email", 1, &env)));
 }
 
 // ----- wrapped data keys -----
@@ -114,8 +123,8 @@ fn a_wrapped_key_unwraps_to_the_same_key() {
     assert_eq!(&wrapped[..HEADER_LEN], &envelope::wrapped_header(1));
     let unwrapped = DataKey::unwrap(&kek(), NS, c, 3, &wrapped).unwrap();
     assert_eq!(unwrapped.version(), 3);
-    let env = key.seal(NS, c, "email", b"secret").unwrap();
-    assert_eq!(&*unwrapped.open(NS, c, "email", &env).unwrap(), b"secret");
+    let env = key.seal(NS, c, "email", 1, b"secret").unwrap();
+    assert_eq!(&*unwrapped.open(NS, c, "email", 1, &env).unwrap(), b"secret");
     // Two wraps of the same key differ (fresh nonce).
     let raw = [9u8; 32];
     assert_ne!(kek().wrap(NS, c, 1, &raw).unwrap(), kek().wrap(NS, c, 1, &raw).unwrap());
@@ -209,9 +218,9 @@ fn open_owned_opens_in_place_what_open_opens() {
     let (key, _, c) = data_key(1);
     for len in [0, 1, 32, 256] {
         let plaintext: Vec<u8> = (0..len).map(|i| i as u8).collect();
-        let envelope = key.seal(NS, c, "email", &plaintext).unwrap();
-        let borrowed = key.open(NS, c, "email", &envelope).unwrap();
-        let owned = key.open_owned(NS, c, "email", envelope.clone()).unwrap();
+        let envelope = key.seal(NS, c, "email", 1, &plaintext).unwrap();
+        let borrowed = key.open(NS, c, "email", 1, &envelope).unwrap();
+        let owned = key.open_owned(NS, c, "email", 1, envelope.clone()).unwrap();
         assert_eq!(borrowed.as_slice(), plaintext.as_slice());
         assert_eq!(owned.as_slice(), plaintext.as_slice());
     }
@@ -220,18 +229,18 @@ fn open_owned_opens_in_place_what_open_opens() {
 #[test]
 fn open_owned_refuses_a_moved_tampered_or_truncated_envelope() {
     let (key, _, c) = data_key(1);
-    let envelope = key.seal(NS, c, "email", b"secret value").unwrap();
-    assert!(is_crypto(key.open_owned(NS, c, "phone", envelope.clone())));
-    assert!(is_crypto(key.open_owned("other", c, "email", envelope.clone())));
-    assert!(is_crypto(key.open_owned(NS, customer(), "email", envelope.clone())));
+    let envelope = key.seal(NS, c, "email", 1, b"secret value").unwrap();
+    assert!(is_crypto(key.open_owned(NS, c, "phone", 1, envelope.clone())));
+    assert!(is_crypto(key.open_owned("other", c, "email", 1, envelope.clone())));
+    assert!(is_crypto(key.open_owned(NS, customer(), "email", 1, envelope.clone())));
     for i in 0..envelope.len() {
         let mut tampered = envelope.clone();
         tampered[i] ^= 1;
-        assert!(is_crypto(key.open_owned(NS, c, "email", tampered)), "byte {i}");
+        assert!(is_crypto(key.open_owned(NS, c, "email", 1, tampered)), "byte {i}");
     }
     for len in 0..envelope.len() {
         assert!(
-            is_crypto(key.open_owned(NS, c, "email", envelope[..len].to_vec())),
+            is_crypto(key.open_owned(NS, c, "email", 1, envelope[..len].to_vec())),
             "length {len}"
         );
     }

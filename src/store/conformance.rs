@@ -48,7 +48,8 @@ use std::collections::HashSet;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 
 use super::{
-    CustomerRecord, CustomerSnapshot, Objection, Store, StoreError, StoredField, VaultSecret, WrappedKey, Write,
+    Authenticated, CustomerRecord, CustomerSnapshot, FieldVersion, LatestChange, Objection, RecordMac, Store,
+    StoreError, StoredField, StoredPurpose, VaultSecret, WrappedKey, Write,
 };
 use crate::audit::{AuditEvent, AuditKind};
 use crate::consent::{Consent, Evidence};
@@ -85,7 +86,13 @@ pub fn run_all<S: Store>(make: impl Fn() -> S) {
         ("delete_field", delete_field::<S>),
         ("put_consent_upserts_by_id", put_consent_upserts_by_id::<S>),
         ("objections_are_kept", objections_are_kept::<S>),
-        ("set_restricted", set_restricted::<S>),
+        ("update_customer_is_conditional", update_customer_is_conditional::<S>),
+        ("put_purpose_is_conditional", put_purpose_is_conditional::<S>),
+        (
+            "latest_changes_come_with_the_state",
+            latest_changes_come_with_the_state::<S>,
+        ),
+        ("field_versions_in_the_snapshot", field_versions_in_the_snapshot::<S>),
         ("erase_customer", erase_customer::<S>),
         ("writes_after_erasure", writes_after_erasure::<S>),
         ("purposes_round_trip", purposes_round_trip::<S>),
@@ -135,7 +142,79 @@ fn customer_record(id: CustomerId) -> CustomerRecord {
         created_at: t(0),
         restricted: false,
         erased_at: None,
+        rev: 1,
+        mac: mac_of(&(id, 1u64)),
     }
+}
+
+/// A stand-in for the MAC the vault computes: any 32 bytes that depend on the record, so
+/// that a store handing back another record's MAC is caught.
+fn mac_of<T: serde::Serialize>(value: &T) -> RecordMac {
+    let json = serde_json::to_vec(value).unwrap_or_else(|_| panic!("fixture records serialize"));
+    let digest = ring::digest::digest(&ring::digest::SHA256, &json);
+    let mut mac = [0u8; 32];
+    mac.copy_from_slice(digest.as_ref());
+    mac
+}
+
+/// `record` at revision `rev`, replacing revision `expected_rev`.
+fn update(record: &CustomerRecord, rev: u64, expected_rev: u64) -> Write {
+    let mut record = record.clone();
+    record.rev = rev;
+    record.mac = mac_of(&(record.id, rev, record.restricted, record.erased_at));
+    Write::UpdateCustomer { record, expected_rev }
+}
+
+/// A restriction of a customer still at revision 1.
+fn restrict(id: CustomerId) -> Write {
+    let record = CustomerRecord {
+        restricted: true,
+        ..customer_record(id)
+    };
+    update(&record, 2, 1)
+}
+
+fn authenticated<T: serde::Serialize>(record: T) -> Authenticated<T> {
+    let mac = mac_of(&record);
+    Authenticated { record, mac }
+}
+
+fn put_consent(c: Consent) -> Write {
+    Write::PutConsent(authenticated(c))
+}
+
+fn put_objection(o: Objection) -> Write {
+    Write::PutObjection(authenticated(o))
+}
+
+fn stored_purpose(p: Purpose, rev: u64) -> StoredPurpose {
+    let mac = mac_of(&(&p, rev));
+    StoredPurpose { purpose: p, rev, mac }
+}
+
+fn put_purpose(p: Purpose, rev: u64, expected_rev: Option<u64>) -> Write {
+    Write::PutPurpose {
+        stored: stored_purpose(p, rev),
+        expected_rev,
+    }
+}
+
+/// The records of a list read back, each checked to come with its own MAC.
+fn records<T: serde::Serialize + Clone>(list: &[Authenticated<T>], what: &str) -> Vec<T> {
+    list.iter()
+        .map(|a| {
+            assert_eq!(a.mac, mac_of(&a.record), "{what}: a record came back with another MAC");
+            a.record.clone()
+        })
+        .collect()
+}
+
+/// The purposes read back.
+fn purposes_of(store: &impl Store, what: &str) -> Vec<Purpose> {
+    get(store.purposes(), what)
+        .into_iter()
+        .map(|p| p.stored.purpose)
+        .collect()
 }
 
 fn purpose_id(s: &str) -> PurposeId {
@@ -155,9 +234,14 @@ fn key(customer: CustomerId, version: u32, fill: u8) -> WrappedKey {
 }
 
 fn put_field(customer: CustomerId, field: &str, envelope: Vec<u8>, at: DateTime<Utc>) -> Write {
+    put_field_at(customer, field, 1, envelope, at)
+}
+
+fn put_field_at(customer: CustomerId, field: &str, version: u64, envelope: Vec<u8>, at: DateTime<Utc>) -> Write {
     Write::PutField {
         customer,
         field: field_name(field),
+        version,
         envelope,
         at,
     }
@@ -191,6 +275,7 @@ fn event(seq: u64, customer: Option<CustomerId>) -> AuditEvent {
         purpose: None,
         field: None,
         detail: String::new(),
+        state: None,
         mac,
     }
 }
@@ -243,7 +328,13 @@ fn sorted_fields(mut fields: Vec<StoredField>) -> Vec<StoredField> {
     fields
 }
 
-fn sorted_consents(mut consents: Vec<Consent>) -> Vec<Consent> {
+fn sorted_consents(list: &[Authenticated<Consent>], what: &str) -> Vec<Consent> {
+    let mut consents = records(list, what);
+    consents.sort_by_key(|c| c.id);
+    consents
+}
+
+fn sorted(mut consents: Vec<Consent>) -> Vec<Consent> {
     consents.sort_by_key(|c| c.id);
     consents
 }
@@ -251,6 +342,11 @@ fn sorted_consents(mut consents: Vec<Consent>) -> Vec<Consent> {
 fn sorted_objections(mut objections: Vec<Objection>) -> Vec<Objection> {
     objections.sort_by(|a, b| (&a.purpose, a.at).cmp(&(&b.purpose, b.at)));
     objections
+}
+
+fn sorted_versions(mut fields: Vec<FieldVersion>) -> Vec<FieldVersion> {
+    fields.sort_by(|a, b| a.field.cmp(&b.field));
+    fields
 }
 
 /// Asserts that the store holds nothing at all.
@@ -308,6 +404,8 @@ pub fn customer_round_trip<S: Store>(store: &S) {
         created_at: t(42),
         restricted: true,
         erased_at: None,
+        rev: 1,
+        mac: [0x42; 32],
     };
     ok(
         store,
@@ -328,6 +426,7 @@ pub fn customer_round_trip<S: Store>(store: &S) {
         field,
         Some(StoredField {
             field: field_name("email"),
+            version: 1,
             envelope: vec![1, 2, 3],
             written_at: t(50),
         }),
@@ -379,13 +478,7 @@ pub fn missing_customer_is_refused<S: Store>(store: &S) {
     let ghost = CustomerId::new();
     let writes = [
         ("PutKey", Write::PutKey(key(ghost, 1, 1))),
-        (
-            "SetRestricted",
-            Write::SetRestricted {
-                customer: ghost,
-                restricted: true,
-            },
-        ),
+        ("UpdateCustomer", restrict(ghost)),
         ("PutField", put_field(ghost, "email", vec![1], t(0))),
         (
             "DeleteField",
@@ -394,10 +487,10 @@ pub fn missing_customer_is_refused<S: Store>(store: &S) {
                 field: field_name("email"),
             },
         ),
-        ("PutConsent", Write::PutConsent(consent(ghost, "news"))),
+        ("PutConsent", put_consent(consent(ghost, "news"))),
         (
             "PutObjection",
-            Write::PutObjection(Objection {
+            put_objection(Objection {
                 customer: ghost,
                 purpose: purpose_id("news"),
                 at: t(0),
@@ -424,7 +517,7 @@ pub fn missing_customer_is_refused<S: Store>(store: &S) {
         store,
         &[
             Write::AppendAudit(event(1, Some(ghost))),
-            Write::PutPurpose(Purpose::new("news", LawfulBasis::Consent).fields(["email"])),
+            put_purpose(Purpose::new("news", LawfulBasis::Consent).fields(["email"]), 1, None),
         ],
         "AppendAudit naming an unknown customer, and PutPurpose",
     );
@@ -439,16 +532,13 @@ pub fn apply_is_atomic_on_conflicting_insert<S: Store>(store: &S) {
     let fresh = CustomerId::new();
     let conflicting = Write::InsertCustomer(customer_record(existing));
     let body = vec![
-        Write::PutPurpose(Purpose::new("news", LawfulBasis::Consent).fields(["email"])),
+        put_purpose(Purpose::new("news", LawfulBasis::Consent).fields(["email"]), 1, None),
         Write::InsertCustomer(customer_record(fresh)),
         Write::PutKey(key(fresh, 1, 3)),
         put_field(fresh, "email", vec![9; 40], t(1)),
-        Write::PutConsent(consent(fresh, "news")),
-        Write::PutConsent(consent(existing, "news")),
-        Write::SetRestricted {
-            customer: existing,
-            restricted: true,
-        },
+        put_consent(consent(fresh, "news")),
+        put_consent(consent(existing, "news")),
+        restrict(existing),
         put_field(existing, "email", vec![8; 40], t(1)),
         Write::AppendAudit(event(1, Some(fresh))),
     ];
@@ -485,10 +575,10 @@ pub fn apply_is_atomic_on_duplicate_audit_seq<S: Store>(store: &S) {
     ok(store, &[Write::AppendAudit(first.clone())], "setup");
     let c = consent(id, "news");
     let changes = vec![
-        Write::PutConsent(c),
+        put_consent(c),
         put_field(id, "email", vec![5; 30], t(3)),
         Write::PutKey(key(id, 2, 9)),
-        Write::PutObjection(Objection {
+        put_objection(Objection {
             customer: id,
             purpose: purpose_id("news"),
             at: t(4),
@@ -528,10 +618,10 @@ pub fn apply_is_atomic_on_missing_customer<S: Store>(store: &S) {
     let fresh = CustomerId::new();
     let body = vec![
         Write::InsertCustomer(customer_record(fresh)),
-        Write::PutConsent(consent(id, "news")),
+        put_consent(consent(id, "news")),
         put_field(id, "email", vec![1; 20], t(1)),
         Write::AppendAudit(event(1, Some(id))),
-        Write::PutPurpose(Purpose::new("news", LawfulBasis::Consent).fields(["email"])),
+        put_purpose(Purpose::new("news", LawfulBasis::Consent).fields(["email"]), 1, None),
     ];
     for position in [0, 2, body.len()] {
         let mut batch = body.clone();
@@ -563,11 +653,8 @@ pub fn batch_sees_its_own_insert<S: Store>(store: &S) {
             Write::InsertCustomer(customer_record(id)),
             Write::PutKey(key(id, 1, 2)),
             put_field(id, "email", vec![3; 10], t(2)),
-            Write::PutConsent(c.clone()),
-            Write::SetRestricted {
-                customer: id,
-                restricted: true,
-            },
+            put_consent(c.clone()),
+            restrict(id),
             Write::AppendAudit(event(1, Some(id))),
         ],
         "insert and use a customer in one batch",
@@ -575,7 +662,11 @@ pub fn batch_sees_its_own_insert<S: Store>(store: &S) {
     let snap = snapshot(store, id, "after the batch");
     assert!(snap.record.restricted, "restriction in the same batch");
     assert_eq!(snap.keys, vec![key(id, 1, 2)], "key in the same batch");
-    assert_eq!(snap.consents, vec![c], "consent in the same batch");
+    assert_eq!(
+        records(&snap.consents, "consents"),
+        vec![c],
+        "consent in the same batch"
+    );
     assert_eq!(get(store.fields(id), "fields").len(), 1, "field in the same batch");
 }
 
@@ -627,11 +718,13 @@ pub fn put_field_upserts_by_name<S: Store>(store: &S) {
         vec![
             StoredField {
                 field: field_name("email"),
+                version: 1,
                 envelope: vec![4; 12],
                 written_at: t(4),
             },
             StoredField {
                 field: field_name("phone"),
+                version: 1,
                 envelope: vec![2; 10],
                 written_at: t(2),
             },
@@ -688,7 +781,7 @@ pub fn delete_field<S: Store>(store: &S) {
 pub fn put_consent_upserts_by_id<S: Store>(store: &S) {
     let id = new_customer(store);
     let first = consent(id, "news");
-    ok(store, &[Write::PutConsent(first.clone())], "first consent");
+    ok(store, &[put_consent(first.clone())], "first consent");
     let second = Consent {
         id: ConsentId::new(),
         given_at: t(20),
@@ -700,17 +793,17 @@ pub fn put_consent_upserts_by_id<S: Store>(store: &S) {
     };
     ok(
         store,
-        &[Write::PutConsent(superseded.clone()), Write::PutConsent(second.clone())],
+        &[put_consent(superseded.clone()), put_consent(second.clone())],
         "renewal",
     );
     let withdrawn = Consent {
         withdrawn_at: Some(t(30)),
         ..second.clone()
     };
-    ok(store, &[Write::PutConsent(withdrawn.clone())], "withdrawal");
+    ok(store, &[put_consent(withdrawn.clone())], "withdrawal");
     assert_eq!(
-        sorted_consents(snapshot(store, id, "consents").consents),
-        sorted_consents(vec![superseded, withdrawn]),
+        sorted_consents(&snapshot(store, id, "consents").consents, "consents"),
+        sorted(vec![superseded, withdrawn]),
         "consents upsert by id, history kept"
     );
 }
@@ -723,40 +816,267 @@ pub fn objections_are_kept<S: Store>(store: &S) {
         purpose: purpose_id(p),
         at,
     };
-    ok(store, &[Write::PutObjection(o("profiling", t(1)))], "objection");
+    ok(store, &[put_objection(o("profiling", t(1)))], "objection");
     ok(
         store,
-        &[
-            Write::PutObjection(o("profiling", t(5))),
-            Write::PutObjection(o("analytics", t(3))),
-        ],
+        &[put_objection(o("profiling", t(5))), put_objection(o("analytics", t(3)))],
         "more objections",
     );
     assert_eq!(
-        sorted_objections(snapshot(store, id, "objections").objections),
+        sorted_objections(records(&snapshot(store, id, "objections").objections, "objections")),
         sorted_objections(vec![o("profiling", t(1)), o("profiling", t(5)), o("analytics", t(3))]),
         "objections kept"
     );
 }
 
-/// `SetRestricted` sets and clears the flag.
-pub fn set_restricted<S: Store>(store: &S) {
+/// `UpdateCustomer` replaces the record only at the revision it names (as left by earlier
+/// writes of the batch), otherwise fails with `Stale` and applies nothing of the batch; it
+/// never clears an erasure mark.
+pub fn update_customer_is_conditional<S: Store>(store: &S) {
     let id = new_customer(store);
-    for flag in [true, true, false, true, false] {
-        ok(
+    let mut record = customer_record(id);
+    for (rev, flag) in [(2u64, true), (3, true), (4, false), (5, true)] {
+        record.restricted = flag;
+        let w = update(&record, rev, rev - 1);
+        ok(store, std::slice::from_ref(&w), "update at the stored revision");
+        let Write::UpdateCustomer { record: written, .. } = w else {
+            unreachable!()
+        };
+        assert_eq!(snapshot(store, id, "updated").record, written, "record replaced");
+        record = written;
+    }
+    for expected in [0, 4, 6, u64::MAX] {
+        refused(
             store,
-            &[Write::SetRestricted {
-                customer: id,
-                restricted: flag,
-            }],
-            "set restricted",
+            &[
+                put_field(id, "email", vec![1], t(1)),
+                update(&record, 9, expected),
+                Write::AppendAudit(event(1, Some(id))),
+            ],
+            StoreError::Stale,
+            &format!("update expecting revision {expected} of a record at 5"),
         );
         assert_eq!(
-            snapshot(store, id, "restricted").record.restricted,
-            flag,
-            "restriction flag"
+            snapshot(store, id, "after a stale update").record,
+            record,
+            "stale update applied"
+        );
+        assert!(
+            get(store.fields(id), "fields").is_empty(),
+            "the stale batch's field visible"
+        );
+        assert_eq!(get(store.audit_head(), "head"), None, "the stale batch's event visible");
+    }
+    ok(
+        store,
+        &[update(&record, 6, 5), update(&record, 7, 6)],
+        "two updates chained in one batch",
+    );
+    assert_eq!(snapshot(store, id, "chained").record.rev, 7, "the later update wins");
+    refused(
+        store,
+        &[update(&record, 8, 7), update(&record, 9, 7)],
+        StoreError::Stale,
+        "a second update of the batch expecting the revision the first one replaced",
+    );
+    let fresh = CustomerId::new();
+    ok(
+        store,
+        &[
+            Write::InsertCustomer(customer_record(fresh)),
+            update(&customer_record(fresh), 2, 1),
+        ],
+        "insert then update in one batch",
+    );
+    assert_eq!(snapshot(store, fresh, "inserted and updated").record.rev, 2, "rev");
+
+    let erased = CustomerRecord {
+        erased_at: Some(t(50)),
+        ..snapshot(store, id, "before erasure").record
+    };
+    ok(store, &[update(&erased, 8, 7)], "mark erased");
+    let live_again = CustomerRecord {
+        erased_at: None,
+        ..erased.clone()
+    };
+    ok(store, &[update(&live_again, 9, 8)], "an update that says not erased");
+    let snap = snapshot(store, id, "after the update");
+    assert_eq!(snap.record.erased_at, Some(t(50)), "an update cleared the erasure mark");
+    assert_eq!(snap.record.rev, 9, "the update itself applied");
+}
+
+/// `PutPurpose` inserts only a purpose not stored, and replaces one only at the revision it
+/// names; otherwise `Stale`, and nothing of the batch is applied.
+pub fn put_purpose_is_conditional<S: Store>(store: &S) {
+    let v1 = Purpose::new("news", LawfulBasis::Consent).fields(["email"]);
+    let v2 = v1.clone().notice_version(2);
+    ok(store, &[put_purpose(v1.clone(), 1, None)], "first definition");
+    refused(
+        store,
+        &[put_purpose(v2.clone(), 1, None), Write::AppendAudit(event(1, None))],
+        StoreError::Stale,
+        "a first definition of a stored purpose",
+    );
+    for expected in [0, 2, u64::MAX] {
+        refused(
+            store,
+            &[put_purpose(v2.clone(), 2, Some(expected))],
+            StoreError::Stale,
+            &format!("a redefinition expecting revision {expected} of a purpose at 1"),
         );
     }
+    refused(
+        store,
+        &[put_purpose(
+            Purpose::new("other", LawfulBasis::Consent).fields(["email"]),
+            2,
+            Some(1),
+        )],
+        StoreError::Stale,
+        "a redefinition of a purpose never stored",
+    );
+    let read = get(store.purposes(), "purposes");
+    assert_eq!(read.len(), 1, "refused definitions are not stored");
+    assert_eq!(read[0].stored, stored_purpose(v1, 1), "the first definition is kept");
+    assert_eq!(get(store.audit_head(), "head"), None, "the refused batch's event");
+    ok(
+        store,
+        &[put_purpose(v2.clone(), 2, Some(1))],
+        "redefinition at the stored revision",
+    );
+    assert_eq!(
+        get(store.purposes(), "purposes")[0].stored,
+        stored_purpose(v2, 2),
+        "redefined"
+    );
+}
+
+/// A customer snapshot and the purposes come with their latest change: the event with the
+/// highest sequence number that carries a state and names the customer (for a purpose: the
+/// purpose and no customer), with the MAC of the event before it.
+pub fn latest_changes_come_with_the_state<S: Store>(store: &S) {
+    let id = new_customer(store);
+    let other = new_customer(store);
+    ok(
+        store,
+        &[put_purpose(
+            Purpose::new("news", LawfulBasis::Consent).fields(["email"]),
+            1,
+            None,
+        )],
+        "a purpose",
+    );
+    assert_eq!(snapshot(store, id, "no change yet").latest_change, None, "no event yet");
+    let with_state = |seq: u64, customer: Option<CustomerId>, purpose: Option<&str>, fill: u8| {
+        let mut e = event(seq, customer);
+        e.kind = AuditKind::ConsentGiven;
+        e.purpose = purpose.map(purpose_id);
+        e.state = Some([fill; 32]);
+        e
+    };
+    let events = [
+        with_state(1, Some(id), None, 1),
+        with_state(2, None, Some("news"), 2),
+        with_state(3, Some(id), Some("news"), 3),
+        // Events without a state (access decisions) never count.
+        event(4, Some(id)),
+        with_state(5, Some(other), None, 5),
+        {
+            let mut e = event(6, None);
+            e.purpose = Some(purpose_id("news"));
+            e
+        },
+        with_state(7, Some(other), Some("news"), 7),
+    ];
+    ok(
+        store,
+        &events.iter().cloned().map(Write::AppendAudit).collect::<Vec<_>>(),
+        "events",
+    );
+    let latest = snapshot(store, id, "customer").latest_change;
+    assert_eq!(
+        latest,
+        Some(LatestChange {
+            event: events[2].clone(),
+            prev_mac: Some(events[1].mac),
+        }),
+        "a customer's latest change"
+    );
+    let latest = snapshot(store, other, "other").latest_change;
+    assert_eq!(latest.map(|l| l.event.seq), Some(7), "another customer's latest change");
+    let purposes = get(store.purposes(), "purposes");
+    assert_eq!(
+        purposes[0].latest_change,
+        Some(LatestChange {
+            event: events[1].clone(),
+            prev_mac: Some(events[0].mac),
+        }),
+        "a purpose's latest change names no customer"
+    );
+    let first = snapshot(store, id, "customer");
+    ok(
+        store,
+        &[Write::AppendAudit(with_state(9, Some(id), None, 9))],
+        "a change after a gap",
+    );
+    let latest = snapshot(store, id, "after a gap").latest_change;
+    assert_eq!(
+        latest,
+        Some(LatestChange {
+            event: with_state(9, Some(id), None, 9),
+            prev_mac: None,
+        }),
+        "the event before is missing: no MAC"
+    );
+    assert_ne!(first.latest_change, latest, "the latest change moved");
+}
+
+/// The snapshot lists every stored field with its write version and time, not its envelope.
+pub fn field_versions_in_the_snapshot<S: Store>(store: &S) {
+    let id = new_customer(store);
+    let top = i64::MAX as u64;
+    ok(
+        store,
+        &[
+            put_field_at(id, "email", 3, vec![1; 10], t(1)),
+            put_field_at(id, "phone", top, vec![2; 10], t(2)),
+        ],
+        "fields",
+    );
+    let expected = |field: &str, version: u64, at| FieldVersion {
+        field: field_name(field),
+        version,
+        written_at: at,
+    };
+    assert_eq!(
+        sorted_versions(snapshot(store, id, "fields").fields),
+        vec![expected("email", 3, t(1)), expected("phone", top, t(2))],
+        "field versions"
+    );
+    ok(store, &[put_field_at(id, "email", 4, vec![3; 10], t(4))], "rewrite");
+    assert_eq!(
+        get(store.field(id, &field_name("email")), "field").map(|f| f.version),
+        Some(4),
+        "the field's version"
+    );
+    ok(
+        store,
+        &[Write::DeleteField {
+            customer: id,
+            field: field_name("phone"),
+        }],
+        "delete",
+    );
+    assert_eq!(
+        snapshot(store, id, "after rewrite and delete").fields,
+        vec![expected("email", 4, t(4))],
+        "versions follow rewrites and deletions"
+    );
+    ok(store, &[Write::EraseCustomer { customer: id, at: t(9) }], "erase");
+    assert!(
+        snapshot(store, id, "erased").fields.is_empty(),
+        "no field after erasure"
+    );
 }
 
 /// `EraseCustomer` deletes keys and fields, keeps the rest, and sets `erased_at` once.
@@ -776,8 +1096,8 @@ pub fn erase_customer<S: Store>(store: &S) {
             put_field(id, "email", vec![1; 10], t(1)),
             put_field(id, "phone", vec![2; 10], t(1)),
             put_field(other, "email", vec![3; 10], t(1)),
-            Write::PutConsent(c.clone()),
-            Write::PutObjection(objection.clone()),
+            put_consent(c.clone()),
+            put_objection(objection.clone()),
             Write::AppendAudit(event(1, Some(id))),
         ],
         "setup",
@@ -804,8 +1124,12 @@ pub fn erase_customer<S: Store>(store: &S) {
         None,
         "a field survives erasure"
     );
-    assert_eq!(snap.consents, vec![c], "consents are kept");
-    assert_eq!(snap.objections, vec![objection], "objections are kept");
+    assert_eq!(records(&snap.consents, "consents"), vec![c], "consents are kept");
+    assert_eq!(
+        records(&snap.objections, "objections"),
+        vec![objection],
+        "objections are kept"
+    );
     assert_eq!(get(store.audit_for(id), "audit").len(), 1, "audit events are kept");
     assert!(
         get(store.customer_ids(), "ids").contains(&id),
@@ -839,13 +1163,6 @@ pub fn writes_after_erasure<S: Store>(store: &S) {
     let refused_writes = [
         ("PutKey", Write::PutKey(key(id, 2, 1))),
         ("PutField", put_field(id, "email", vec![1], t(6))),
-        (
-            "SetRestricted",
-            Write::SetRestricted {
-                customer: id,
-                restricted: true,
-            },
-        ),
     ];
     for (name, w) in &refused_writes {
         refused(
@@ -857,7 +1174,6 @@ pub fn writes_after_erasure<S: Store>(store: &S) {
     }
     let snap = snapshot(store, id, "after refused writes");
     assert!(snap.keys.is_empty(), "a key came back after erasure");
-    assert!(!snap.record.restricted, "restriction written after erasure");
     assert!(
         get(store.fields(id), "fields").is_empty(),
         "a field came back after erasure"
@@ -870,8 +1186,8 @@ pub fn writes_after_erasure<S: Store>(store: &S) {
     ok(
         store,
         &[
-            Write::PutConsent(c.clone()),
-            Write::PutObjection(Objection {
+            put_consent(c.clone()),
+            put_objection(Objection {
                 customer: id,
                 purpose: purpose_id("profiling"),
                 at: t(7),
@@ -881,13 +1197,16 @@ pub fn writes_after_erasure<S: Store>(store: &S) {
                 field: field_name("email"),
             },
             Write::EraseCustomer { customer: id, at: t(8) },
+            update(&customer_record(id), 2, 1),
             Write::AppendAudit(event(1, Some(id))),
         ],
-        "consent, objection, deletion and erasure after erasure",
+        "consent, objection, deletion, erasure and a record update after erasure",
     );
     let snap = snapshot(store, id, "after accepted writes");
-    assert_eq!(snap.consents, vec![c], "consent after erasure");
+    assert_eq!(records(&snap.consents, "consents"), vec![c], "consent after erasure");
     assert_eq!(snap.objections.len(), 1, "objection after erasure");
+    assert_eq!(snap.record.rev, 2, "record update after erasure");
+    assert_eq!(snap.record.erased_at, Some(t(5)), "the update kept the erasure mark");
 
     // Erasure then a key or field in the same batch: refused, and the erasure with it.
     let live = new_customer(store);
@@ -937,21 +1256,33 @@ pub fn purposes_round_trip<S: Store>(store: &S) {
         let id = format!("{basis:?}").to_lowercase();
         all.push(Purpose::new(&id, basis).fields(["x"]));
     }
-    let batch: Vec<Write> = all.iter().cloned().map(Write::PutPurpose).collect();
+    let batch: Vec<Write> = all.iter().cloned().map(|p| put_purpose(p, 1, None)).collect();
     ok(store, &batch, "put purposes");
     let mut read = get(store.purposes(), "purposes");
-    read.sort_by(|a, b| a.id().cmp(b.id()));
+    read.sort_by(|a, b| a.stored.purpose.id().cmp(b.stored.purpose.id()));
     all.sort_by(|a, b| a.id().cmp(b.id()));
-    assert_eq!(read, all, "purposes round trip");
+    let stored: Vec<StoredPurpose> = all.iter().cloned().map(|p| stored_purpose(p, 1)).collect();
+    assert_eq!(
+        read.into_iter().map(|p| p.stored).collect::<Vec<_>>(),
+        stored,
+        "purposes round trip, with revision and MAC"
+    );
 
     let redefined = Purpose::new("billing", LawfulBasis::Contract)
         .fields(["address", "email"])
         .notice_version(2);
-    ok(store, &[Write::PutPurpose(redefined.clone())], "redefine");
+    let top = i64::MAX as u64;
+    ok(store, &[put_purpose(redefined.clone(), top, Some(1))], "redefine");
     let read = get(store.purposes(), "purposes");
     assert_eq!(read.len(), all.len(), "a redefinition must replace, not add");
-    assert!(read.contains(&redefined), "redefined purpose");
-    assert!(!read.contains(&plain), "old definition still there");
+    assert!(
+        read.iter().any(|p| p.stored == stored_purpose(redefined.clone(), top)),
+        "redefined purpose at revision i64::MAX"
+    );
+    assert!(
+        !purposes_of(store, "purposes").contains(&plain),
+        "old definition still there"
+    );
 }
 
 /// `customer_ids` lists every customer, erased ones included, once.
@@ -1068,6 +1399,7 @@ pub fn audit_events_round_trip<S: Store>(store: &S) {
                     1 => format!("key_version={i},master_key=k{i}"),
                     _ => "ünïcødé detail with 'quotes' and \"double\" \n newline".to_owned(),
                 },
+                state: (i % 2 == 1).then_some([seq as u8 ^ 0x5a; 32]),
                 mac,
             }
         })
@@ -1097,6 +1429,8 @@ pub fn records_round_trip_exactly<S: Store>(store: &S) {
             .unwrap_or_default(),
         restricted: false,
         erased_at: None,
+        rev: i64::MAX as u64,
+        mac: [0xff; 32],
     };
     let envelope: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
     let written = Utc
@@ -1145,31 +1479,33 @@ pub fn records_round_trip_exactly<S: Store>(store: &S) {
         Write::PutKey(key(id, 0, 0)),
         put_field(id, "empty", Vec::new(), t(0)),
         put_field(id, &"f".repeat(64), envelope.clone(), written),
-        Write::PutObjection(objection.clone()),
+        put_objection(objection.clone()),
     ];
-    batch.extend(cs.iter().cloned().map(Write::PutConsent));
+    batch.extend(cs.iter().cloned().map(put_consent));
     ok(store, &batch, "write every kind of record");
 
     let snap = snapshot(store, id, "round trip");
     assert_eq!(snap.record, record, "customer record");
     assert_eq!(snap.keys, vec![key(id, 0, 0)], "key of version 0");
     assert_eq!(
-        sorted_consents(snap.consents),
-        sorted_consents(cs),
+        sorted_consents(&snap.consents, "consents"),
+        sorted(cs),
         "consents, every field"
     );
-    assert_eq!(snap.objections, vec![objection], "objection");
+    assert_eq!(records(&snap.objections, "objections"), vec![objection], "objection");
     let fields = sorted_fields(get(store.fields(id), "fields"));
     assert_eq!(
         fields,
         vec![
             StoredField {
                 field: field_name("empty"),
+                version: 1,
                 envelope: Vec::new(),
                 written_at: t(0),
             },
             StoredField {
                 field: field_name(&"f".repeat(64)),
+                version: 1,
                 envelope,
                 written_at: written,
             },
@@ -1182,6 +1518,8 @@ pub fn records_round_trip_exactly<S: Store>(store: &S) {
         created_at: t(5),
         restricted: true,
         erased_at: Some(t(6)),
+        rev: 0,
+        mac: [0; 32],
     };
     ok(
         store,

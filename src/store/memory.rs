@@ -4,12 +4,12 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::{
-    CustomerRecord, CustomerSnapshot, Objection, Store, StoreError, StoredField, VaultSecret, WrappedKey, Write,
+    Authenticated, CustomerRecord, CustomerSnapshot, FieldVersion, LatestChange, Objection, PurposeSnapshot, Store,
+    StoreError, StoredField, StoredPurpose, VaultSecret, WrappedKey, Write,
 };
 use crate::audit::AuditEvent;
 use crate::consent::Consent;
-use crate::ids::{CustomerId, FieldName};
-use crate::purpose::Purpose;
+use crate::ids::{CustomerId, FieldName, PurposeId};
 
 /// A thread-safe store held in memory.
 ///
@@ -39,9 +39,13 @@ impl std::fmt::Debug for MemoryStore {
 
 #[derive(Default)]
 struct Inner {
-    purposes: BTreeMap<String, Purpose>,
+    purposes: BTreeMap<String, StoredPurpose>,
     customers: HashMap<CustomerId, Slot>,
     audit: BTreeMap<u64, AuditEvent>,
+    /// The sequence number of the latest event with a `state`, per customer and per purpose
+    /// (events naming no customer).
+    customer_changes: HashMap<CustomerId, u64>,
+    purpose_changes: HashMap<PurposeId, u64>,
     secrets: BTreeMap<String, VaultSecret>,
 }
 
@@ -49,8 +53,8 @@ struct Slot {
     record: CustomerRecord,
     keys: Vec<WrappedKey>,
     fields: Vec<StoredField>,
-    consents: Vec<Consent>,
-    objections: Vec<Objection>,
+    consents: Vec<Authenticated<Consent>>,
+    objections: Vec<Authenticated<Objection>>,
 }
 
 impl MemoryStore {
@@ -83,6 +87,9 @@ impl Inner {
         let mut inserted = HashSet::new();
         let mut secrets = HashSet::new();
         let mut erased = HashSet::new();
+        // Revisions as left by earlier writes of the batch.
+        let mut revs: HashMap<CustomerId, u64> = HashMap::new();
+        let mut purpose_revs: HashMap<&str, u64> = HashMap::new();
         // Duplicate sequence numbers within the batch: while they ascend (as the vault writes
         // them) none can repeat, so the set is only built, without allocating on the hot
         // path, once one does not.
@@ -90,7 +97,11 @@ impl Inner {
         let mut seqs: Option<HashSet<u64>> = None;
         for (i, w) in batch.iter().enumerate() {
             let conflict = match w {
-                Write::InsertCustomer(r) => self.customers.contains_key(&r.id) || !inserted.insert(r.id),
+                Write::InsertCustomer(r) => {
+                    let taken = self.customers.contains_key(&r.id) || !inserted.insert(r.id);
+                    revs.insert(r.id, r.rev);
+                    taken
+                }
                 Write::InsertSecret(v) => self.secrets.contains_key(&v.name) || !secrets.insert(v.name.as_str()),
                 Write::ReplaceSecret(v) => {
                     secrets.insert(v.name.as_str());
@@ -116,6 +127,18 @@ impl Inner {
                     last_seq = Some(e.seq);
                     self.audit.contains_key(&e.seq) || repeated
                 }
+                Write::PutPurpose { stored, expected_rev } => {
+                    let id = stored.purpose.id();
+                    let current = purpose_revs
+                        .get(id)
+                        .copied()
+                        .or_else(|| self.purposes.get(id).map(|p| p.rev));
+                    if current != *expected_rev {
+                        return Err(StoreError::Stale);
+                    }
+                    purpose_revs.insert(id, stored.rev);
+                    false
+                }
                 _ => false,
             };
             if conflict {
@@ -131,8 +154,24 @@ impl Inner {
                     return Err(StoreError::MissingCustomer);
                 }
             }
-            if let Write::EraseCustomer { customer, .. } = w {
-                erased.insert(*customer);
+            match w {
+                Write::EraseCustomer { customer, .. } => {
+                    erased.insert(*customer);
+                }
+                Write::UpdateCustomer { record, expected_rev } => {
+                    let current = revs
+                        .get(&record.id)
+                        .copied()
+                        .or_else(|| self.customers.get(&record.id).map(|s| s.record.rev));
+                    if current != Some(*expected_rev) {
+                        return Err(StoreError::Stale);
+                    }
+                    revs.insert(record.id, record.rev);
+                    if record.erased_at.is_some() {
+                        erased.insert(record.id);
+                    }
+                }
+                _ => {}
             }
         }
         Ok(())
@@ -145,8 +184,8 @@ impl Inner {
     /// Applies one write that [`Inner::check`] accepted.
     fn apply(&mut self, w: &Write) {
         match w {
-            Write::PutPurpose(p) => {
-                self.purposes.insert(p.id().to_owned(), p.clone());
+            Write::PutPurpose { stored, .. } => {
+                self.purposes.insert(stored.purpose.id().to_owned(), stored.clone());
             }
             Write::InsertCustomer(r) => {
                 self.customers.insert(
@@ -160,26 +199,30 @@ impl Inner {
                     },
                 );
             }
+            Write::UpdateCustomer { record, .. } => {
+                if let Some(s) = Self::slot(&mut self.customers, record.id) {
+                    let erased_at = s.record.erased_at.or(record.erased_at);
+                    s.record = record.clone();
+                    s.record.erased_at = erased_at;
+                }
+            }
             Write::PutKey(k) => {
                 if let Some(s) = Self::slot(&mut self.customers, k.customer) {
                     s.keys.retain(|old| old.version != k.version);
                     push_exact(&mut s.keys, k.clone());
                 }
             }
-            Write::SetRestricted { customer, restricted } => {
-                if let Some(s) = Self::slot(&mut self.customers, *customer) {
-                    s.record.restricted = *restricted;
-                }
-            }
             Write::PutField {
                 customer,
                 field,
+                version,
                 envelope,
                 at,
             } => {
                 if let Some(s) = Self::slot(&mut self.customers, *customer) {
                     let new = StoredField {
                         field: field.clone(),
+                        version: *version,
                         envelope: envelope.clone(),
                         written_at: *at,
                     };
@@ -195,15 +238,15 @@ impl Inner {
                 }
             }
             Write::PutConsent(c) => {
-                if let Some(s) = Self::slot(&mut self.customers, c.customer) {
-                    match s.consents.iter_mut().find(|old| old.id == c.id) {
+                if let Some(s) = Self::slot(&mut self.customers, c.record.customer) {
+                    match s.consents.iter_mut().find(|old| old.record.id == c.record.id) {
                         Some(old) => *old = c.clone(),
                         None => push_exact(&mut s.consents, c.clone()),
                     }
                 }
             }
             Write::PutObjection(o) => {
-                if let Some(s) = Self::slot(&mut self.customers, o.customer) {
+                if let Some(s) = Self::slot(&mut self.customers, o.record.customer) {
                     push_exact(&mut s.objections, o.clone());
                 }
             }
@@ -215,12 +258,30 @@ impl Inner {
                 }
             }
             Write::AppendAudit(e) => {
+                if e.state.is_some() {
+                    let latest = match (&e.customer, &e.purpose) {
+                        (Some(c), _) => Some(self.customer_changes.entry(*c).or_insert(e.seq)),
+                        (None, Some(p)) => Some(self.purpose_changes.entry(p.clone()).or_insert(e.seq)),
+                        (None, None) => None,
+                    };
+                    if let Some(latest) = latest {
+                        *latest = (*latest).max(e.seq);
+                    }
+                }
                 self.audit.insert(e.seq, e.clone());
             }
             Write::InsertSecret(v) | Write::ReplaceSecret(v) => {
                 self.secrets.insert(v.name.clone(), v.clone());
             }
         }
+    }
+
+    /// The event at `seq` with the MAC of the one before it.
+    fn latest_change(&self, seq: Option<u64>) -> Option<LatestChange> {
+        let seq = seq?;
+        let event = self.audit.get(&seq)?.clone();
+        let prev_mac = seq.checked_sub(1).and_then(|p| self.audit.get(&p)).map(|e| e.mac);
+        Some(LatestChange { event, prev_mac })
     }
 }
 
@@ -234,16 +295,37 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    fn purposes(&self) -> Result<Vec<Purpose>, StoreError> {
-        Ok(self.read().purposes.values().cloned().collect())
+    fn purposes(&self) -> Result<Vec<PurposeSnapshot>, StoreError> {
+        let inner = self.read();
+        Ok(inner
+            .purposes
+            .values()
+            .map(|p| PurposeSnapshot {
+                stored: p.clone(),
+                latest_change: PurposeId::new(p.purpose.id())
+                    .ok()
+                    .and_then(|id| inner.latest_change(inner.purpose_changes.get(&id).copied())),
+            })
+            .collect())
     }
 
     fn customer(&self, id: CustomerId) -> Result<Option<CustomerSnapshot>, StoreError> {
-        Ok(self.read().customers.get(&id).map(|s| CustomerSnapshot {
+        let inner = self.read();
+        Ok(inner.customers.get(&id).map(|s| CustomerSnapshot {
             record: s.record.clone(),
             keys: s.keys.clone(),
             consents: s.consents.clone(),
             objections: s.objections.clone(),
+            fields: s
+                .fields
+                .iter()
+                .map(|f| FieldVersion {
+                    field: f.field.clone(),
+                    version: f.version,
+                    written_at: f.written_at,
+                })
+                .collect(),
+            latest_change: inner.latest_change(inner.customer_changes.get(&id).copied()),
         }))
     }
 
@@ -311,6 +393,7 @@ mod tests {
             purpose: None,
             field: None,
             detail: String::new(),
+            state: None,
             mac: [0; 32],
         })
     }

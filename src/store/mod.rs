@@ -43,6 +43,11 @@ pub enum StoreError {
     /// audit sequence number); the batch was not applied and may be retried.
     #[error("conflicting concurrent write")]
     Conflict,
+    /// A conditional write found the record at another revision than the one it was based on
+    /// (another writer changed the customer or purpose first); the batch was not applied.
+    /// Read the record again and redo the change.
+    #[error("the record changed since it was read")]
+    Stale,
     /// The batch referred to a customer that does not exist (or was erased).
     #[error("customer not found")]
     MissingCustomer,
@@ -62,7 +67,18 @@ pub enum StoreError {
     Unavailable(String),
 }
 
-/// A customer as stored: an id, some dates and flags, no personal data.
+/// A MAC that authenticates a stored record: HMAC-SHA256 under the vault's record key, which
+/// the store never sees. The store keeps it next to the record and hands it back as it was.
+pub type RecordMac = [u8; 32];
+
+/// A customer as stored: an id, some dates and flags, no personal data; and the MAC that
+/// binds them and every other record of the customer.
+///
+/// `rev` counts the changes made to the customer (1 when created) and `mac` authenticates
+/// the customer's whole state at that revision: this record, the MACs of the customer's
+/// consent records and objections, the versions of their fields and data keys. The audit
+/// event of every change carries the new `mac`, so that an older state written back is
+/// caught while the log is whole.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CustomerRecord {
     /// The customer.
@@ -73,6 +89,55 @@ pub struct CustomerRecord {
     pub restricted: bool,
     /// When the customer was erased (a tombstone), if ever.
     pub erased_at: Option<DateTime<Utc>>,
+    /// The revision of the customer's state: 1 when created, one more with every change.
+    pub rev: u64,
+    /// The customer's state MAC at this revision.
+    #[serde(with = "crate::audit::mac_hex")]
+    pub mac: RecordMac,
+}
+
+/// A stored record with the MAC that authenticates it (its identity and its whole content).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Authenticated<T> {
+    /// The record.
+    pub record: T,
+    /// Its MAC.
+    #[serde(with = "crate::audit::mac_hex")]
+    pub mac: RecordMac,
+}
+
+/// A purpose definition as stored: the definition, its revision (1 when first defined, one
+/// more with every redefinition) and the MAC that binds both.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredPurpose {
+    /// The definition.
+    pub purpose: Purpose,
+    /// Its revision.
+    pub rev: u64,
+    /// The MAC of the definition at this revision.
+    #[serde(with = "crate::audit::mac_hex")]
+    pub mac: RecordMac,
+}
+
+/// The latest audit event that recorded the state of a customer (or a purpose), as read in
+/// the same consistent snapshot as the state itself, with the MAC of the event just before
+/// it (`None` when that event is missing), so that the event's own MAC can be checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LatestChange {
+    /// The event; its `state` is the MAC of the state it recorded.
+    pub event: AuditEvent,
+    /// The MAC of the event at `event.seq - 1`.
+    pub prev_mac: Option<RecordMac>,
+}
+
+/// A purpose as read back: the stored definition and the latest audit event that recorded
+/// one of its definitions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PurposeSnapshot {
+    /// The stored definition.
+    pub stored: StoredPurpose,
+    /// The latest `PurposeDefined` event of this purpose (with a `state`), if any.
+    pub latest_change: Option<LatestChange>,
 }
 
 /// A customer's data key, wrapped under a master key.
@@ -119,25 +184,37 @@ pub struct Objection {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Write {
-    /// Inserts or replaces a purpose definition.
-    PutPurpose(Purpose),
+    /// Inserts a purpose definition (`expected_rev: None`; [`StoreError::Stale`] if one with
+    /// the same id exists) or replaces the one stored at revision `expected_rev`
+    /// ([`StoreError::Stale`] if the stored revision is another, or none is stored).
+    PutPurpose {
+        /// The new definition.
+        stored: StoredPurpose,
+        /// The revision it replaces, `None` for a first definition.
+        expected_rev: Option<u64>,
+    },
     /// Inserts a new customer (fails with [`StoreError::Conflict`] if the id exists).
     InsertCustomer(CustomerRecord),
+    /// Replaces a customer's record if its stored revision (as left by earlier writes of the
+    /// batch) is `expected_rev`, otherwise fails with [`StoreError::Stale`]. An erasure mark
+    /// is never cleared: a stored `erased_at` is kept whatever the new record says.
+    UpdateCustomer {
+        /// The new record (same id).
+        record: CustomerRecord,
+        /// The revision it replaces.
+        expected_rev: u64,
+    },
     /// Inserts or replaces a wrapped data key of an existing customer.
     PutKey(WrappedKey),
-    /// Sets or clears the restriction flag of an existing customer.
-    SetRestricted {
-        /// The customer.
-        customer: CustomerId,
-        /// The new flag.
-        restricted: bool,
-    },
     /// Inserts or replaces a sealed field of an existing customer.
     PutField {
         /// The customer.
         customer: CustomerId,
         /// The field.
         field: FieldName,
+        /// The write version the envelope is bound to (the customer's revision it was
+        /// written at).
+        version: u64,
         /// The field envelope (ciphertext).
         envelope: Vec<u8>,
         /// When it was written.
@@ -151,12 +228,12 @@ pub enum Write {
         field: FieldName,
     },
     /// Inserts a consent record, or replaces the record with the same id.
-    PutConsent(Consent),
+    PutConsent(Authenticated<Consent>),
     /// Records an objection.
-    PutObjection(Objection),
+    PutObjection(Authenticated<Objection>),
     /// Crypto-shredding: deletes every wrapped key and sealed field of the customer and marks
-    /// the customer record erased at the given time. Consents and audit events stay (they
-    /// hold no personal data).
+    /// the customer record erased at the given time (kept if already set). Consents,
+    /// objections and audit events stay (they hold no personal data).
     EraseCustomer {
         /// The customer.
         customer: CustomerId,
@@ -182,11 +259,12 @@ impl Write {
     pub fn target_customer(&self) -> Option<(CustomerId, bool)> {
         match self {
             Write::PutKey(k) => Some((k.customer, true)),
-            Write::PutField { customer, .. } | Write::SetRestricted { customer, .. } => Some((*customer, true)),
+            Write::PutField { customer, .. } => Some((*customer, true)),
+            Write::UpdateCustomer { record, .. } => Some((record.id, false)),
             Write::DeleteField { customer, .. } | Write::EraseCustomer { customer, .. } => Some((*customer, false)),
-            Write::PutConsent(c) => Some((c.customer, false)),
-            Write::PutObjection(o) => Some((o.customer, false)),
-            Write::PutPurpose(_)
+            Write::PutConsent(c) => Some((c.record.customer, false)),
+            Write::PutObjection(o) => Some((o.record.customer, false)),
+            Write::PutPurpose { .. }
             | Write::InsertCustomer(_)
             | Write::AppendAudit(_)
             | Write::InsertSecret(_)
@@ -200,13 +278,28 @@ impl Write {
 pub struct StoredField {
     /// The field.
     pub field: FieldName,
+    /// The write version its envelope is bound to.
+    pub version: u64,
     /// The envelope.
     pub envelope: Vec<u8>,
     /// When it was last written.
     pub written_at: DateTime<Utc>,
 }
 
-/// Everything stored about one customer, read at once (one round trip where it matters).
+/// A stored field without its envelope: its name, write version and time, as the customer's
+/// state binds them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldVersion {
+    /// The field.
+    pub field: FieldName,
+    /// The write version its envelope is bound to.
+    pub version: u64,
+    /// When it was last written.
+    pub written_at: DateTime<Utc>,
+}
+
+/// Everything stored about one customer but the envelopes, read in one consistent snapshot
+/// (one round trip where it matters).
 #[derive(Debug, Clone, PartialEq)]
 pub struct CustomerSnapshot {
     /// The customer record.
@@ -214,34 +307,51 @@ pub struct CustomerSnapshot {
     /// The wrapped data keys, any order.
     pub keys: Vec<WrappedKey>,
     /// Every consent record, history included, any order.
-    pub consents: Vec<Consent>,
+    pub consents: Vec<Authenticated<Consent>>,
     /// Every objection, any order.
-    pub objections: Vec<Objection>,
+    pub objections: Vec<Authenticated<Objection>>,
+    /// Every stored field's name and version, any order.
+    pub fields: Vec<FieldVersion>,
+    /// The latest audit event about this customer that carries a `state`, if any.
+    pub latest_change: Option<LatestChange>,
 }
 
 /// A storage backend. Implementations must be safe to share between threads.
+///
+/// The store is trusted with bytes, never with decisions: the vault authenticates every record
+/// that decides an access (see [`RecordMac`]) and checks what it reads back, so a store that
+/// loses, alters or replays records can make operations fail, but never grant one.
 ///
 /// Contract, checked by the conformance suite:
 /// - [`apply`](Store::apply) is atomic: after an error, none of the batch is visible;
 ///   after success, all of it is, to every later read (also after a crash and reopen for a
 ///   durable backend).
 /// - Writes naming a customer that was never inserted fail with
-///   [`StoreError::MissingCustomer`], except `AppendAudit` and `PutPurpose`. Once a
-///   customer is erased (also earlier in the same batch), `PutKey`, `PutField` and
-///   `SetRestricted` fail the same way; consents, objections, field deletions and a
-///   repeated erasure (which keeps the first `erased_at`) are still accepted.
+///   [`StoreError::MissingCustomer`], except `AppendAudit`, `PutPurpose` and the secrets.
+///   Once a customer is erased (also earlier in the same batch), `PutKey` and `PutField` fail
+///   the same way; consents, objections, record updates, field deletions and a repeated
+///   erasure (which keeps the first `erased_at`) are still accepted, and no record update
+///   clears `erased_at`.
+/// - Conditional writes (`UpdateCustomer`, `PutPurpose`) compare the stored revision, as
+///   left by earlier writes of the same batch, and fail with [`StoreError::Stale`] on a
+///   mismatch.
 /// - A duplicate `InsertCustomer` id or `AppendAudit` sequence number, stored or earlier in
 ///   the same batch, fails with [`StoreError::Conflict`]; so does an `InsertSecret` whose
 ///   name exists, stored or earlier in the same batch.
+/// - Every record, MAC and revision reads back exactly as written.
+/// - A customer snapshot (and the list of purposes) is read in one consistent snapshot,
+///   together with its latest change: the audit event with the highest sequence number that
+///   names the customer (for a purpose: names the purpose and no customer) and carries a
+///   `state`, and the MAC of the event before it.
 /// - Reads of missing things are `Ok(None)` or empty, not errors.
 pub trait Store: Send + Sync + 'static {
     /// Applies a batch of writes atomically.
     fn apply(&self, batch: &[Write]) -> Result<(), StoreError>;
 
-    /// Every purpose definition.
-    fn purposes(&self) -> Result<Vec<Purpose>, StoreError>;
+    /// Every purpose definition, each with its latest change.
+    fn purposes(&self) -> Result<Vec<PurposeSnapshot>, StoreError>;
 
-    /// Everything about one customer but their sealed fields; `None` if never created.
+    /// Everything about one customer but their sealed envelopes; `None` if never created.
     fn customer(&self, id: CustomerId) -> Result<Option<CustomerSnapshot>, StoreError>;
 
     /// One sealed field.
@@ -264,13 +374,21 @@ pub trait Store: Send + Sync + 'static {
 
     /// One vault secret by name.
     fn secret(&self, name: &str) -> Result<Option<VaultSecret>, StoreError>;
+
+    /// An identity of this store object, the same for every handle to it: the vault uses it
+    /// to refuse a second vault without a cache time-to-live on one store in one process
+    /// (that vault would not see the first one's changes). The default is the object's
+    /// address; a wrapper around another store should return its inner store's identity.
+    fn instance_id(&self) -> usize {
+        std::ptr::from_ref(self).cast::<()>().addr()
+    }
 }
 
 impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     fn apply(&self, batch: &[Write]) -> Result<(), StoreError> {
         (**self).apply(batch)
     }
-    fn purposes(&self) -> Result<Vec<Purpose>, StoreError> {
+    fn purposes(&self) -> Result<Vec<PurposeSnapshot>, StoreError> {
         (**self).purposes()
     }
     fn customer(&self, id: CustomerId) -> Result<Option<CustomerSnapshot>, StoreError> {
@@ -296,5 +414,8 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     }
     fn secret(&self, name: &str) -> Result<Option<VaultSecret>, StoreError> {
         (**self).secret(name)
+    }
+    fn instance_id(&self) -> usize {
+        (**self).instance_id()
     }
 }

@@ -31,16 +31,16 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{
-    CustomerRecord, CustomerSnapshot, Objection, Store, StoreError, StoredField, VaultSecret, WrappedKey, Write,
+    Authenticated, CustomerRecord, CustomerSnapshot, FieldVersion, LatestChange, Objection, PurposeSnapshot, RecordMac,
+    Store, StoreError, StoredField, StoredPurpose, VaultSecret, WrappedKey, Write,
 };
 use crate::audit::{AuditEvent, AuditKind};
 use crate::consent::Consent;
 use crate::error::Error;
 use crate::ids::{CustomerId, FieldName, PurposeId};
-use crate::purpose::Purpose;
 
 /// The newest schema version this release writes and understands.
-pub const POSTGRES_SCHEMA_VERSION: u32 = 2;
+pub const POSTGRES_SCHEMA_VERSION: u32 = 3;
 
 /// How to connect: the schema to work in, the pool size and timeouts.
 ///
@@ -252,8 +252,10 @@ impl PostgresStore {
 
     /// Notes a failure on `conn`: if the connection is gone, every pooled connection will be
     /// checked before its next use. Returns whether it was gone.
-    fn lost(&self, conn: &Conn) -> bool {
-        let gone = conn.client.is_closed();
+    fn lost(&self, conn: &mut Conn) -> bool {
+        // A backend ended by the server (an administrator, a failover) can report its error
+        // before the client sees the socket closed: an empty query tells, on error paths only.
+        let gone = conn.client.is_closed() || conn.client.simple_query("").is_err();
         if gone {
             self.epoch.fetch_add(1, Ordering::AcqRel);
         }
@@ -356,9 +358,10 @@ impl r2d2::ManageConnection for Manager {
 enum Q {
     LockCustomer,
     InsertCustomer,
-    PutPurpose,
+    UpdateCustomer,
+    InsertPurpose,
+    UpdatePurpose,
     PutKey,
-    SetRestricted,
     PutField,
     DeleteField,
     PutConsent,
@@ -381,12 +384,13 @@ enum Q {
 }
 
 impl Q {
-    const ALL: [Q; 24] = [
+    const ALL: [Q; 25] = [
         Q::LockCustomer,
         Q::InsertCustomer,
-        Q::PutPurpose,
+        Q::UpdateCustomer,
+        Q::InsertPurpose,
+        Q::UpdatePurpose,
         Q::PutKey,
-        Q::SetRestricted,
         Q::PutField,
         Q::DeleteField,
         Q::PutConsent,
@@ -417,11 +421,11 @@ struct Sql {
     prefix: String,
 }
 
-const AUDIT_COLUMNS: &str = "seq, at, kind, customer, purpose, field, detail, mac";
+const AUDIT_COLUMNS: &str = "seq, at, kind, customer, purpose, field, detail, mac, state";
 
 /// The forward migrations, in order; `{p}` stands for the table prefix. Version `i + 1` is
 /// `MIGRATIONS[i]`. Never edit a released one: add the next.
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 3] = [
     r#"
 CREATE TABLE {p}purposes (
     id          text PRIMARY KEY,
@@ -480,6 +484,22 @@ CREATE TABLE {p}vault_secrets (
     wrapped     bytea NOT NULL
 );
 "#,
+    // Version 3: authenticated records. Revisions and MACs of purposes, customers, consents
+    // and objections; the write version of each field; the state MAC recorded by each change
+    // in the audit log, with the indexes that find a customer's or purpose's latest one.
+    // Rows written before have no MAC and fail their check: the vault refuses them.
+    r#"
+ALTER TABLE {p}purposes ADD COLUMN rev bigint NOT NULL DEFAULT 0, ADD COLUMN mac bytea;
+ALTER TABLE {p}customers ADD COLUMN rev bigint NOT NULL DEFAULT 0, ADD COLUMN mac bytea;
+ALTER TABLE {p}fields ADD COLUMN version bigint NOT NULL DEFAULT 0;
+ALTER TABLE {p}consents ADD COLUMN mac bytea;
+ALTER TABLE {p}objections ADD COLUMN mac bytea;
+ALTER TABLE {p}audit ADD COLUMN state bytea;
+CREATE INDEX egard_audit_changes_by_customer ON {p}audit (customer, seq)
+    WHERE state IS NOT NULL AND customer IS NOT NULL;
+CREATE INDEX egard_audit_changes_by_purpose ON {p}audit (purpose, seq)
+    WHERE state IS NOT NULL AND customer IS NULL;
+"#,
 ];
 
 impl Sql {
@@ -495,31 +515,38 @@ impl Sql {
             .map(|q| match q {
                 Q::LockCustomer => format!("SELECT erased_at FROM {p}customers WHERE id = $1 FOR UPDATE"),
                 Q::InsertCustomer => format!(
-                    "INSERT INTO {p}customers (id, created_at, restricted, erased_at) VALUES ($1, $2, $3, $4) \
+                    "INSERT INTO {p}customers (id, created_at, restricted, erased_at, rev, mac) \
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING"
+                ),
+                Q::UpdateCustomer => format!(
+                    "UPDATE {p}customers SET restricted = $2, erased_at = COALESCE(erased_at, $3), rev = $4, \
+                     mac = $5 WHERE id = $1 AND rev = $6"
+                ),
+                Q::InsertPurpose => format!(
+                    "INSERT INTO {p}purposes (id, definition, rev, mac) VALUES ($1, $2, $3, $4) \
                      ON CONFLICT (id) DO NOTHING"
                 ),
-                Q::PutPurpose => format!(
-                    "INSERT INTO {p}purposes (id, definition) VALUES ($1, $2) \
-                     ON CONFLICT (id) DO UPDATE SET definition = EXCLUDED.definition"
-                ),
+                Q::UpdatePurpose => {
+                    format!("UPDATE {p}purposes SET definition = $2, rev = $3, mac = $4 WHERE id = $1 AND rev = $5")
+                }
                 Q::PutKey => format!(
                     "INSERT INTO {p}keys (customer, version, wrapped) VALUES ($1, $2, $3) \
                      ON CONFLICT (customer, version) DO UPDATE SET wrapped = EXCLUDED.wrapped"
                 ),
-                Q::SetRestricted => format!("UPDATE {p}customers SET restricted = $2 WHERE id = $1"),
                 Q::PutField => format!(
-                    "INSERT INTO {p}fields (customer, field, envelope, written_at) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (customer, field) DO UPDATE \
-                     SET envelope = EXCLUDED.envelope, written_at = EXCLUDED.written_at"
+                    "INSERT INTO {p}fields (customer, field, envelope, written_at, version) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (customer, field) DO UPDATE \
+                     SET envelope = EXCLUDED.envelope, written_at = EXCLUDED.written_at, version = EXCLUDED.version"
                 ),
                 Q::DeleteField => format!("DELETE FROM {p}fields WHERE customer = $1 AND field = $2"),
                 Q::PutConsent => format!(
-                    "INSERT INTO {p}consents (id, customer, purpose, given_at, record) VALUES ($1, $2, $3, $4, $5) \
+                    "INSERT INTO {p}consents (id, customer, purpose, given_at, record, mac) \
+                     VALUES ($1, $2, $3, $4, $5, $6) \
                      ON CONFLICT (id) DO UPDATE SET customer = EXCLUDED.customer, purpose = EXCLUDED.purpose, \
-                     given_at = EXCLUDED.given_at, record = EXCLUDED.record"
+                     given_at = EXCLUDED.given_at, record = EXCLUDED.record, mac = EXCLUDED.mac"
                 ),
                 Q::PutObjection => {
-                    format!("INSERT INTO {p}objections (customer, purpose, at) VALUES ($1, $2, $3)")
+                    format!("INSERT INTO {p}objections (customer, purpose, at, mac) VALUES ($1, $2, $3, $4)")
                 }
                 Q::EraseMark => {
                     format!("UPDATE {p}customers SET erased_at = COALESCE(erased_at, $2) WHERE id = $1")
@@ -527,26 +554,45 @@ impl Sql {
                 Q::EraseKeys => format!("DELETE FROM {p}keys WHERE customer = $1"),
                 Q::EraseFields => format!("DELETE FROM {p}fields WHERE customer = $1"),
                 Q::AppendAudit => format!(
-                    "INSERT INTO {p}audit ({AUDIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                    "INSERT INTO {p}audit ({AUDIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
                      ON CONFLICT (seq) DO NOTHING"
                 ),
-                Q::Purposes => format!("SELECT definition FROM {p}purposes ORDER BY id"),
-                // One round trip for the whole snapshot; the paired arrays share their order.
+                // One statement, one consistent snapshot: every purpose with its latest change
+                // and the MAC of the event before that change.
+                Q::Purposes => format!(
+                    "SELECT p.definition, p.rev, p.mac, a.seq, a.at, a.kind, a.customer, a.purpose, a.field, \
+                     a.detail, a.mac, a.state, (SELECT b.mac FROM {p}audit b WHERE b.seq = a.seq - 1) \
+                     FROM {p}purposes p LEFT JOIN LATERAL (SELECT * FROM {p}audit x \
+                     WHERE x.purpose = p.id AND x.customer IS NULL AND x.state IS NOT NULL \
+                     ORDER BY x.seq DESC LIMIT 1) a ON true ORDER BY p.id"
+                ),
+                // One round trip for the whole snapshot, one consistent snapshot; the paired
+                // arrays share their order.
                 Q::Customer => format!(
-                    "SELECT c.created_at, c.restricted, c.erased_at, \
+                    "SELECT c.created_at, c.restricted, c.erased_at, c.rev, c.mac, \
                      ARRAY(SELECT k.version FROM {p}keys k WHERE k.customer = c.id ORDER BY k.version), \
                      ARRAY(SELECT k.wrapped FROM {p}keys k WHERE k.customer = c.id ORDER BY k.version), \
                      ARRAY(SELECT r.record FROM {p}consents r WHERE r.customer = c.id ORDER BY r.given_at, r.id), \
+                     ARRAY(SELECT COALESCE(r.mac, '') FROM {p}consents r WHERE r.customer = c.id \
+                           ORDER BY r.given_at, r.id), \
                      ARRAY(SELECT o.purpose FROM {p}objections o WHERE o.customer = c.id ORDER BY o.id), \
-                     ARRAY(SELECT o.at FROM {p}objections o WHERE o.customer = c.id ORDER BY o.id) \
-                     FROM {p}customers c WHERE c.id = $1"
+                     ARRAY(SELECT o.at FROM {p}objections o WHERE o.customer = c.id ORDER BY o.id), \
+                     ARRAY(SELECT COALESCE(o.mac, '') FROM {p}objections o WHERE o.customer = c.id ORDER BY o.id), \
+                     ARRAY(SELECT f.field FROM {p}fields f WHERE f.customer = c.id ORDER BY f.field), \
+                     ARRAY(SELECT f.version FROM {p}fields f WHERE f.customer = c.id ORDER BY f.field), \
+                     ARRAY(SELECT f.written_at FROM {p}fields f WHERE f.customer = c.id ORDER BY f.field), \
+                     a.seq, a.at, a.kind, a.customer, a.purpose, a.field, a.detail, a.mac, a.state, \
+                     (SELECT b.mac FROM {p}audit b WHERE b.seq = a.seq - 1) \
+                     FROM {p}customers c LEFT JOIN LATERAL (SELECT * FROM {p}audit x \
+                     WHERE x.customer = c.id AND x.state IS NOT NULL ORDER BY x.seq DESC LIMIT 1) a ON true \
+                     WHERE c.id = $1"
                 ),
-                Q::Field => {
-                    format!("SELECT field, envelope, written_at FROM {p}fields WHERE customer = $1 AND field = $2")
-                }
-                Q::Fields => {
-                    format!("SELECT field, envelope, written_at FROM {p}fields WHERE customer = $1 ORDER BY field")
-                }
+                Q::Field => format!(
+                    "SELECT field, envelope, written_at, version FROM {p}fields WHERE customer = $1 AND field = $2"
+                ),
+                Q::Fields => format!(
+                    "SELECT field, envelope, written_at, version FROM {p}fields WHERE customer = $1 ORDER BY field"
+                ),
                 Q::CustomerIds => format!("SELECT id FROM {p}customers"),
                 Q::AuditHead => format!("SELECT {AUDIT_COLUMNS} FROM {p}audit ORDER BY seq DESC LIMIT 1"),
                 Q::AuditRange => {
@@ -685,23 +731,66 @@ fn customer_id(uuid: Uuid, what: &str) -> Result<CustomerId, StoreError> {
 }
 
 fn decode_audit(row: &Row) -> Result<AuditEvent, StoreError> {
+    decode_audit_at(row, 0)
+}
+
+/// An audit event from the nine columns of [`AUDIT_COLUMNS`] starting at column `o`.
+fn decode_audit_at(row: &Row, o: usize) -> Result<AuditEvent, StoreError> {
     const W: &str = "audit event";
-    let seq: i64 = get(row, 0, W)?;
-    let kind: &str = get(row, 2, W)?;
-    let customer: Option<Uuid> = get(row, 3, W)?;
-    let purpose: Option<&str> = get(row, 4, W)?;
-    let field: Option<&str> = get(row, 5, W)?;
-    let mac: &[u8] = get(row, 7, W)?;
+    let seq: i64 = get(row, o, W)?;
+    let kind: &str = get(row, o + 2, W)?;
+    let customer: Option<Uuid> = get(row, o + 3, W)?;
+    let purpose: Option<&str> = get(row, o + 4, W)?;
+    let field: Option<&str> = get(row, o + 5, W)?;
+    let mac: &[u8] = get(row, o + 7, W)?;
+    let state: Option<&[u8]> = get(row, o + 8, W)?;
     Ok(AuditEvent {
         seq: u64::try_from(seq).map_err(|_| corrupt(W))?,
-        at: get(row, 1, W)?,
+        at: get(row, o + 1, W)?,
         kind: AuditKind::from_code(kind).ok_or_else(|| corrupt(W))?,
         customer: customer.map(|c| customer_id(c, W)).transpose()?,
         purpose: purpose.map(PurposeId::new).transpose().map_err(|_| corrupt(W))?,
         field: field.map(FieldName::new).transpose().map_err(|_| corrupt(W))?,
-        detail: get(row, 6, W)?,
+        detail: get(row, o + 6, W)?,
         mac: mac.try_into().map_err(|_| corrupt(W))?,
+        state: state.map(RecordMac::try_from).transpose().map_err(|_| corrupt(W))?,
     })
+}
+
+/// The latest change from the audit columns starting at `o` (all null when there is none)
+/// followed by the MAC of the event before it.
+fn decode_latest(row: &Row, o: usize) -> Result<Option<LatestChange>, StoreError> {
+    let seq: Option<i64> = get(row, o, "audit event")?;
+    if seq.is_none() {
+        return Ok(None);
+    }
+    let prev: Option<&[u8]> = get(row, o + 9, "audit event")?;
+    Ok(Some(LatestChange {
+        event: decode_audit_at(row, o)?,
+        prev_mac: prev
+            .map(RecordMac::try_from)
+            .transpose()
+            .map_err(|_| corrupt("audit event"))?,
+    }))
+}
+
+fn mac_of(bytes: Option<&[u8]>, what: &str) -> Result<RecordMac, StoreError> {
+    bytes
+        .ok_or_else(|| StoreError::Corrupt(format!("{what} has no MAC (a row written before schema 3?)")))
+        .and_then(|b| RecordMac::try_from(b).map_err(|_| corrupt(what)))
+}
+
+fn rev_of(v: i64, what: &str) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| corrupt(what))
+}
+
+fn rev_param(rev: u64) -> Result<i64, StoreError> {
+    i64::try_from(rev).map_err(|_| StoreError::Corrupt("revision out of range".into()))
+}
+
+/// An expected revision: one no row can hold is stale by definition.
+fn expected_rev_param(rev: u64) -> Result<i64, StoreError> {
+    i64::try_from(rev).map_err(|_| StoreError::Stale)
 }
 
 fn decode_field(row: &Row) -> Result<StoredField, StoreError> {
@@ -711,13 +800,27 @@ fn decode_field(row: &Row) -> Result<StoredField, StoreError> {
         field: FieldName::new(name).map_err(|_| corrupt(W))?,
         envelope: get(row, 1, W)?,
         written_at: get(row, 2, W)?,
+        version: rev_of(get(row, 3, W)?, W)?,
+    })
+}
+
+fn decode_purpose(row: &Row) -> Result<PurposeSnapshot, StoreError> {
+    const W: &str = "purpose";
+    let v: serde_json::Value = get(row, 0, W)?;
+    Ok(PurposeSnapshot {
+        stored: StoredPurpose {
+            purpose: serde_json::from_value(v).map_err(|_| corrupt(W))?,
+            rev: rev_of(get(row, 1, W)?, W)?,
+            mac: mac_of(get(row, 2, W)?, W)?,
+        },
+        latest_change: decode_latest(row, 3)?,
     })
 }
 
 fn decode_snapshot(id: CustomerId, row: &Row) -> Result<CustomerSnapshot, StoreError> {
     const W: &str = "customer";
-    let versions: Vec<i64> = get(row, 3, W)?;
-    let wrapped: Vec<Vec<u8>> = get(row, 4, W)?;
+    let versions: Vec<i64> = get(row, 5, W)?;
+    let wrapped: Vec<Vec<u8>> = get(row, 6, W)?;
     if versions.len() != wrapped.len() {
         return Err(corrupt(W));
     }
@@ -732,31 +835,61 @@ fn decode_snapshot(id: CustomerId, row: &Row) -> Result<CustomerSnapshot, StoreE
             })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
-    let records: Vec<serde_json::Value> = get(row, 5, W)?;
+    let records: Vec<serde_json::Value> = get(row, 7, W)?;
+    let consent_macs: Vec<Vec<u8>> = get(row, 8, W)?;
+    if records.len() != consent_macs.len() {
+        return Err(corrupt(W));
+    }
     let consents = records
         .into_iter()
-        .map(|r| {
+        .zip(consent_macs)
+        .map(|(r, mac)| {
             let c: Consent = serde_json::from_value(r).map_err(|_| corrupt("consent"))?;
-            if c.customer == id {
-                Ok(c)
-            } else {
-                Err(corrupt("consent"))
+            if c.customer != id {
+                return Err(corrupt("consent"));
             }
+            Ok(Authenticated {
+                record: c,
+                mac: mac_of(Some(mac.as_slice()).filter(|m| !m.is_empty()), "consent")?,
+            })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
-    let purposes: Vec<String> = get(row, 6, W)?;
-    let ats: Vec<DateTime<Utc>> = get(row, 7, W)?;
-    if purposes.len() != ats.len() {
+    let purposes: Vec<String> = get(row, 9, W)?;
+    let ats: Vec<DateTime<Utc>> = get(row, 10, W)?;
+    let objection_macs: Vec<Vec<u8>> = get(row, 11, W)?;
+    if purposes.len() != ats.len() || purposes.len() != objection_macs.len() {
         return Err(corrupt(W));
     }
     let objections = purposes
         .into_iter()
         .zip(ats)
-        .map(|(p, at)| {
-            Ok(Objection {
-                customer: id,
-                purpose: PurposeId::new(&p).map_err(|_| corrupt("objection"))?,
-                at,
+        .zip(objection_macs)
+        .map(|((p, at), mac)| {
+            Ok(Authenticated {
+                record: Objection {
+                    customer: id,
+                    purpose: PurposeId::new(&p).map_err(|_| corrupt("objection"))?,
+                    at,
+                },
+                mac: mac_of(Some(mac.as_slice()).filter(|m| !m.is_empty()), "objection")?,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    let names: Vec<String> = get(row, 12, W)?;
+    let field_versions: Vec<i64> = get(row, 13, W)?;
+    let written: Vec<DateTime<Utc>> = get(row, 14, W)?;
+    if names.len() != field_versions.len() || names.len() != written.len() {
+        return Err(corrupt(W));
+    }
+    let fields = names
+        .into_iter()
+        .zip(field_versions)
+        .zip(written)
+        .map(|((name, version), written_at)| {
+            Ok(FieldVersion {
+                field: FieldName::new(&name).map_err(|_| corrupt("field"))?,
+                version: rev_of(version, "field")?,
+                written_at,
             })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
@@ -766,10 +899,14 @@ fn decode_snapshot(id: CustomerId, row: &Row) -> Result<CustomerSnapshot, StoreE
             created_at: get(row, 0, W)?,
             restricted: get(row, 1, W)?,
             erased_at: get(row, 2, W)?,
+            rev: rev_of(get(row, 3, W)?, W)?,
+            mac: mac_of(get(row, 4, W)?, W)?,
         },
         keys,
         consents,
         objections,
+        fields,
+        latest_change: decode_latest(row, 15)?,
     })
 }
 
@@ -807,6 +944,7 @@ impl AuditParams<'_> {
                     &self.field,
                     &self.event.detail,
                     &self.mac,
+                    &self.event.state.as_ref().map(|s| s.as_slice()),
                 ],
             )
             .map_err(|e| pg_error("append audit event", e))?;
@@ -880,15 +1018,39 @@ fn run_batch(client: &mut Client, stmts: &[Statement], batch: &[Write]) -> Resul
             }
         }
         match w {
-            Write::PutPurpose(p) => {
-                tx.execute(st(Q::PutPurpose)?, &[&p.id(), &json(p, "a purpose")?])
-                    .map_err(ctx)?;
+            Write::PutPurpose { stored, expected_rev } => {
+                let p = &stored.purpose;
+                let definition = json(p, "a purpose")?;
+                let rev = rev_param(stored.rev)?;
+                let mac: &[u8] = &stored.mac;
+                let rows = match expected_rev {
+                    None => tx
+                        .execute(st(Q::InsertPurpose)?, &[&p.id(), &definition, &rev, &mac])
+                        .map_err(ctx)?,
+                    Some(expected) => tx
+                        .execute(
+                            st(Q::UpdatePurpose)?,
+                            &[&p.id(), &definition, &rev, &mac, &expected_rev_param(*expected)?],
+                        )
+                        .map_err(ctx)?,
+                };
+                if rows == 0 {
+                    return Err(StoreError::Stale.into());
+                }
             }
             Write::InsertCustomer(r) => {
+                let mac: &[u8] = &r.mac;
                 let rows = tx
                     .execute(
                         st(Q::InsertCustomer)?,
-                        &[r.id.as_uuid(), &r.created_at, &r.restricted, &r.erased_at],
+                        &[
+                            r.id.as_uuid(),
+                            &r.created_at,
+                            &r.restricted,
+                            &r.erased_at,
+                            &rev_param(r.rev)?,
+                            &mac,
+                        ],
                     )
                     .map_err(ctx)?;
                 if rows == 0 {
@@ -901,6 +1063,31 @@ fn run_batch(client: &mut Client, stmts: &[Statement], batch: &[Write]) -> Resul
                 };
                 standing.insert(r.id, s);
             }
+            Write::UpdateCustomer {
+                record: r,
+                expected_rev,
+            } => {
+                let mac: &[u8] = &r.mac;
+                let rows = tx
+                    .execute(
+                        st(Q::UpdateCustomer)?,
+                        &[
+                            r.id.as_uuid(),
+                            &r.restricted,
+                            &r.erased_at,
+                            &rev_param(r.rev)?,
+                            &mac,
+                            &expected_rev_param(*expected_rev)?,
+                        ],
+                    )
+                    .map_err(ctx)?;
+                if rows == 0 {
+                    return Err(StoreError::Stale.into());
+                }
+                if r.erased_at.is_some() {
+                    standing.insert(r.id, Standing::Erased);
+                }
+            }
             Write::PutKey(k) => {
                 tx.execute(
                     st(Q::PutKey)?,
@@ -908,37 +1095,40 @@ fn run_batch(client: &mut Client, stmts: &[Statement], batch: &[Write]) -> Resul
                 )
                 .map_err(ctx)?;
             }
-            Write::SetRestricted { customer, restricted } => {
-                tx.execute(st(Q::SetRestricted)?, &[customer.as_uuid(), restricted])
-                    .map_err(ctx)?;
-            }
             Write::PutField {
                 customer,
                 field,
+                version,
                 envelope,
                 at,
             } => {
-                tx.execute(st(Q::PutField)?, &[customer.as_uuid(), &field.as_str(), envelope, at])
-                    .map_err(ctx)?;
+                tx.execute(
+                    st(Q::PutField)?,
+                    &[customer.as_uuid(), &field.as_str(), envelope, at, &rev_param(*version)?],
+                )
+                .map_err(ctx)?;
             }
             Write::DeleteField { customer, field } => {
                 tx.execute(st(Q::DeleteField)?, &[customer.as_uuid(), &field.as_str()])
                     .map_err(ctx)?;
             }
-            Write::PutConsent(c) => {
-                let params: [&(dyn ToSql + Sync); 5] = [
+            Write::PutConsent(Authenticated { record: c, mac }) => {
+                let mac: &[u8] = mac;
+                let params: [&(dyn ToSql + Sync); 6] = [
                     c.id.as_uuid(),
                     c.customer.as_uuid(),
                     &c.purpose.as_str(),
                     &c.given_at,
                     &json(c, "a consent")?,
+                    &mac,
                 ];
                 tx.execute(st(Q::PutConsent)?, &params).map_err(ctx)?;
             }
-            Write::PutObjection(o) => {
+            Write::PutObjection(Authenticated { record: o, mac }) => {
+                let mac: &[u8] = mac;
                 tx.execute(
                     st(Q::PutObjection)?,
-                    &[o.customer.as_uuid(), &o.purpose.as_str(), &o.at],
+                    &[o.customer.as_uuid(), &o.purpose.as_str(), &o.at, &mac],
                 )
                 .map_err(ctx)?;
             }
@@ -1006,14 +1196,9 @@ impl Store for PostgresStore {
         }
     }
 
-    fn purposes(&self) -> Result<Vec<Purpose>, StoreError> {
+    fn purposes(&self) -> Result<Vec<PurposeSnapshot>, StoreError> {
         let rows = self.query("read purposes", Q::Purposes, &[])?;
-        rows.iter()
-            .map(|row| {
-                let v: serde_json::Value = get(row, 0, "purpose")?;
-                serde_json::from_value(v).map_err(|_| corrupt("purpose"))
-            })
-            .collect()
+        rows.iter().map(decode_purpose).collect()
     }
 
     fn customer(&self, id: CustomerId) -> Result<Option<CustomerSnapshot>, StoreError> {

@@ -13,12 +13,14 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavio
 use uuid::Uuid;
 
 use super::{
-    CustomerRecord, CustomerSnapshot, Objection, Store, StoreError, StoredField, VaultSecret, WrappedKey, Write,
+    Authenticated, CustomerRecord, CustomerSnapshot, FieldVersion, LatestChange, Objection, PurposeSnapshot, RecordMac,
+    Store, StoreError, StoredField, StoredPurpose, VaultSecret, WrappedKey, Write,
 };
 use crate::audit::{AuditEvent, AuditKind};
 use crate::consent::{Consent, Evidence};
 use crate::error::Error;
 use crate::ids::{ConsentId, CustomerId, FieldName, PurposeId};
+use crate::integrity::basis_code;
 use crate::purpose::{LawfulBasis, Purpose};
 
 /// The forward migrations; `MIGRATIONS[i]` takes the schema from version `i` to `i + 1`.
@@ -82,6 +84,22 @@ const MIGRATIONS: &[&str] = &[
         name TEXT PRIMARY KEY NOT NULL,
         wrapped BLOB NOT NULL
     ) WITHOUT ROWID;",
+    // Version 3: authenticated records. Revisions and MACs of purposes, customers, consents
+    // and objections; the write version of each field; the state MAC recorded by each change
+    // in the audit log, with the indexes that find a customer's or purpose's latest one.
+    // Rows written before have no MAC and fail their check: the vault refuses them.
+    "ALTER TABLE purposes ADD COLUMN rev INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE purposes ADD COLUMN mac BLOB;
+    ALTER TABLE customers ADD COLUMN rev INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE customers ADD COLUMN mac BLOB;
+    ALTER TABLE fields ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE consents ADD COLUMN mac BLOB;
+    ALTER TABLE objections ADD COLUMN mac BLOB;
+    ALTER TABLE audit ADD COLUMN state BLOB;
+    CREATE INDEX audit_changes_by_customer ON audit (customer, seq)
+        WHERE state IS NOT NULL AND customer IS NOT NULL;
+    CREATE INDEX audit_changes_by_purpose ON audit (purpose, seq)
+        WHERE state IS NOT NULL AND customer IS NULL;",
 ];
 
 /// The newest schema version this release understands.
@@ -438,15 +456,13 @@ fn seq_to_sql(seq: u64) -> Result<i64, StoreError> {
     i64::try_from(seq).map_err(|_| StoreError::Unavailable("audit sequence number beyond i64::MAX".into()))
 }
 
-fn basis_code(b: LawfulBasis) -> &'static str {
-    match b {
-        LawfulBasis::Consent => "consent",
-        LawfulBasis::Contract => "contract",
-        LawfulBasis::LegalObligation => "legal_obligation",
-        LawfulBasis::VitalInterests => "vital_interests",
-        LawfulBasis::PublicTask => "public_task",
-        LawfulBasis::LegitimateInterests => "legitimate_interests",
-    }
+fn rev_to_sql(rev: u64) -> Result<i64, StoreError> {
+    i64::try_from(rev).map_err(|_| StoreError::Unavailable("revision beyond i64::MAX".into()))
+}
+
+/// An expected revision: one no row can hold is stale by definition.
+fn expected_rev_to_sql(rev: u64) -> Result<i64, StoreError> {
+    i64::try_from(rev).map_err(|_| StoreError::Stale)
 }
 
 fn basis_from_code(code: &str) -> Option<LawfulBasis> {
@@ -571,6 +587,23 @@ impl Col<'_, '_> {
         u32::try_from(self.int(i, column)?).map_err(|_| StoreError::Corrupt(format!("{column} is out of range")))
     }
 
+    fn u64(&self, i: usize, column: &str) -> Result<u64, StoreError> {
+        u64::try_from(self.int(i, column)?).map_err(|_| StoreError::Corrupt(format!("{column} is out of range")))
+    }
+
+    fn mac(&self, i: usize, column: &str) -> Result<RecordMac, StoreError> {
+        self.opt_mac(i, column)?
+            .ok_or_else(|| StoreError::Corrupt(format!("{column} is missing (a row written before schema 3?)")))
+    }
+
+    fn opt_mac(&self, i: usize, column: &str) -> Result<Option<RecordMac>, StoreError> {
+        self.opt_blob(i, column)?
+            .map(|b| {
+                RecordMac::try_from(b.as_slice()).map_err(|_| StoreError::Corrupt(format!("{column} is not 32 bytes")))
+            })
+            .transpose()
+    }
+
     fn bool(&self, i: usize, column: &str) -> Result<bool, StoreError> {
         match self.int(i, column)? {
             0 => Ok(false),
@@ -606,15 +639,11 @@ fn query_all<T>(
     Ok(out)
 }
 
-const AUDIT_COLUMNS: &str = "seq, at, kind, customer, purpose, field, detail, mac";
+const AUDIT_COLUMNS: &str = "seq, at, kind, customer, purpose, field, detail, mac, state";
 
 fn decode_audit(c: &Col<'_, '_>) -> Result<AuditEvent, StoreError> {
     let seq = u64::try_from(c.int(0, "audit.seq")?).map_err(|_| corrupt("audit.seq is negative"))?;
     let kind = AuditKind::from_code(&c.text(2, "audit.kind")?).ok_or_else(|| corrupt("audit.kind is unknown"))?;
-    let mac: [u8; 32] = c
-        .blob(7, "audit.mac")?
-        .try_into()
-        .map_err(|_| corrupt("audit.mac is not 32 bytes"))?;
     Ok(AuditEvent {
         seq,
         at: c.time(1, "audit.at")?,
@@ -623,7 +652,8 @@ fn decode_audit(c: &Col<'_, '_>) -> Result<AuditEvent, StoreError> {
         purpose: c.opt_purpose(4, "audit.purpose")?,
         field: c.opt_field(5, "audit.field")?,
         detail: c.text(6, "audit.detail")?,
-        mac,
+        mac: c.mac(7, "audit.mac")?,
+        state: c.opt_mac(8, "audit.state")?,
     })
 }
 
@@ -632,7 +662,28 @@ fn decode_field(c: &Col<'_, '_>) -> Result<StoredField, StoreError> {
         field: c.field(0, "fields.field")?,
         envelope: c.blob(1, "fields.envelope")?,
         written_at: c.time(2, "fields.written_at")?,
+        version: c.u64(3, "fields.version")?,
     })
+}
+
+/// The latest event with a state selected by `sql` (one parameter), with the MAC of the event
+/// before it; read inside the caller's read transaction.
+fn latest_change(
+    conn: &Connection,
+    sql: &str,
+    param: &dyn rusqlite::ToSql,
+) -> Result<Option<LatestChange>, StoreError> {
+    let Some(event) = query_all(conn, sql, [param], decode_audit)?.pop() else {
+        return Ok(None);
+    };
+    let prev_mac = match event.seq.checked_sub(1).map(seq_to_sql).transpose()? {
+        Some(prev) => query_all(conn, "SELECT mac FROM audit WHERE seq = ?1", [prev], |c| {
+            c.mac(0, "audit.mac")
+        })?
+        .pop(),
+        None => None,
+    };
+    Ok(Some(LatestChange { event, prev_mac }))
 }
 
 // ----- writing -----
@@ -663,28 +714,70 @@ fn exec(tx: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<usi
 
 fn apply_one(tx: &Connection, w: &Write) -> Result<(), StoreError> {
     match w {
-        Write::PutPurpose(p) => {
-            exec(
-                tx,
-                "INSERT INTO purposes (id, definition) VALUES (?1, ?2)
-                 ON CONFLICT (id) DO UPDATE SET definition = excluded.definition",
-                params![p.id(), to_json(p, "a purpose")?],
-            )?;
+        Write::PutPurpose { stored, expected_rev } => {
+            let p = &stored.purpose;
+            let definition = to_json(p, "a purpose")?;
+            let written = match expected_rev {
+                None => exec(
+                    tx,
+                    "INSERT INTO purposes (id, definition, rev, mac) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (id) DO NOTHING",
+                    params![p.id(), definition, rev_to_sql(stored.rev)?, stored.mac.as_slice()],
+                )?,
+                Some(expected) => exec(
+                    tx,
+                    "UPDATE purposes SET definition = ?2, rev = ?3, mac = ?4 WHERE id = ?1 AND rev = ?5",
+                    params![
+                        p.id(),
+                        definition,
+                        rev_to_sql(stored.rev)?,
+                        stored.mac.as_slice(),
+                        expected_rev_to_sql(*expected)?
+                    ],
+                )?,
+            };
+            if written == 0 {
+                return Err(StoreError::Stale);
+            }
         }
         Write::InsertCustomer(r) => {
             let inserted = exec(
                 tx,
-                "INSERT INTO customers (id, created_at, restricted, erased_at) VALUES (?1, ?2, ?3, ?4)
+                "INSERT INTO customers (id, created_at, restricted, erased_at, rev, mac) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (id) DO NOTHING",
                 params![
                     r.id.as_bytes().as_slice(),
                     micros(&r.created_at),
                     r.restricted,
-                    opt_micros(&r.erased_at)
+                    opt_micros(&r.erased_at),
+                    rev_to_sql(r.rev)?,
+                    r.mac.as_slice(),
                 ],
             )?;
             if inserted == 0 {
                 return Err(StoreError::Conflict);
+            }
+        }
+        Write::UpdateCustomer {
+            record: r,
+            expected_rev,
+        } => {
+            require(tx, r.id, false)?;
+            let updated = exec(
+                tx,
+                "UPDATE customers SET restricted = ?2, erased_at = coalesce(erased_at, ?3), rev = ?4, mac = ?5
+                 WHERE id = ?1 AND rev = ?6",
+                params![
+                    r.id.as_bytes().as_slice(),
+                    r.restricted,
+                    opt_micros(&r.erased_at),
+                    rev_to_sql(r.rev)?,
+                    r.mac.as_slice(),
+                    expected_rev_to_sql(*expected_rev)?,
+                ],
+            )?;
+            if updated == 0 {
+                return Err(StoreError::Stale);
             }
         }
         Write::PutKey(k) => {
@@ -696,27 +789,26 @@ fn apply_one(tx: &Connection, w: &Write) -> Result<(), StoreError> {
                 params![k.customer.as_bytes().as_slice(), i64::from(k.version), k.wrapped],
             )?;
         }
-        Write::SetRestricted { customer, restricted } => {
-            require(tx, *customer, true)?;
-            exec(
-                tx,
-                "UPDATE customers SET restricted = ?2 WHERE id = ?1",
-                params![customer.as_bytes().as_slice(), restricted],
-            )?;
-        }
         Write::PutField {
             customer,
             field,
+            version,
             envelope,
             at,
         } => {
             require(tx, *customer, true)?;
             exec(
                 tx,
-                "INSERT INTO fields (customer, field, envelope, written_at) VALUES (?1, ?2, ?3, ?4)
+                "INSERT INTO fields (customer, field, envelope, written_at, version) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (customer, field) DO UPDATE
-                 SET envelope = excluded.envelope, written_at = excluded.written_at",
-                params![customer.as_bytes().as_slice(), field.as_str(), envelope, micros(at)],
+                 SET envelope = excluded.envelope, written_at = excluded.written_at, version = excluded.version",
+                params![
+                    customer.as_bytes().as_slice(),
+                    field.as_str(),
+                    envelope,
+                    micros(at),
+                    rev_to_sql(*version)?
+                ],
             )?;
         }
         Write::DeleteField { customer, field } => {
@@ -727,18 +819,18 @@ fn apply_one(tx: &Connection, w: &Write) -> Result<(), StoreError> {
                 params![customer.as_bytes().as_slice(), field.as_str()],
             )?;
         }
-        Write::PutConsent(c) => {
+        Write::PutConsent(Authenticated { record: c, mac }) => {
             require(tx, c.customer, false)?;
             exec(
                 tx,
                 "INSERT INTO consents (id, customer, purpose, basis, notice_version, given_at, expires_at,
-                                       withdrawn_at, superseded_by, evidence)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                                       withdrawn_at, superseded_by, evidence, mac)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
                  ON CONFLICT (id) DO UPDATE SET
                    customer = excluded.customer, purpose = excluded.purpose, basis = excluded.basis,
                    notice_version = excluded.notice_version, given_at = excluded.given_at,
                    expires_at = excluded.expires_at, withdrawn_at = excluded.withdrawn_at,
-                   superseded_by = excluded.superseded_by, evidence = excluded.evidence",
+                   superseded_by = excluded.superseded_by, evidence = excluded.evidence, mac = excluded.mac",
                 params![
                     c.id.as_uuid().as_bytes().as_slice(),
                     c.customer.as_bytes().as_slice(),
@@ -750,15 +842,21 @@ fn apply_one(tx: &Connection, w: &Write) -> Result<(), StoreError> {
                     opt_micros(&c.withdrawn_at),
                     c.superseded_by.map(|s| s.as_uuid().as_bytes().to_vec()),
                     to_json(&c.evidence, "consent evidence")?,
+                    mac.as_slice(),
                 ],
             )?;
         }
-        Write::PutObjection(o) => {
+        Write::PutObjection(Authenticated { record: o, mac }) => {
             require(tx, o.customer, false)?;
             exec(
                 tx,
-                "INSERT INTO objections (customer, purpose, at) VALUES (?1, ?2, ?3)",
-                params![o.customer.as_bytes().as_slice(), o.purpose.as_str(), micros(&o.at)],
+                "INSERT INTO objections (customer, purpose, at, mac) VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    o.customer.as_bytes().as_slice(),
+                    o.purpose.as_str(),
+                    micros(&o.at),
+                    mac.as_slice()
+                ],
             )?;
         }
         Write::EraseCustomer { customer, at } => {
@@ -775,8 +873,8 @@ fn apply_one(tx: &Connection, w: &Write) -> Result<(), StoreError> {
         Write::AppendAudit(e) => {
             let inserted = exec(
                 tx,
-                "INSERT INTO audit (seq, at, kind, customer, purpose, field, detail, mac)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (seq) DO NOTHING",
+                "INSERT INTO audit (seq, at, kind, customer, purpose, field, detail, mac, state)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (seq) DO NOTHING",
                 params![
                     seq_to_sql(e.seq)?,
                     micros(&e.at),
@@ -786,6 +884,7 @@ fn apply_one(tx: &Connection, w: &Write) -> Result<(), StoreError> {
                     e.field.as_ref().map(FieldName::as_str),
                     e.detail,
                     e.mac.as_slice(),
+                    e.state.as_ref().map(|s| s.as_slice()),
                 ],
             )?;
             if inserted == 0 {
@@ -834,12 +933,27 @@ impl Store for SqliteStore {
         tx.commit().map_err(map_err)
     }
 
-    fn purposes(&self) -> Result<Vec<Purpose>, StoreError> {
-        self.read(false, |conn| {
-            query_all(conn, "SELECT definition FROM purposes ORDER BY id", [], |c| {
-                serde_json::from_str::<Purpose>(&c.text(0, "purposes.definition")?)
-                    .map_err(|_| corrupt("a stored purpose does not decode"))
-            })
+    fn purposes(&self) -> Result<Vec<PurposeSnapshot>, StoreError> {
+        self.read(true, |conn| {
+            let stored = query_all(conn, "SELECT definition, rev, mac FROM purposes ORDER BY id", [], |c| {
+                Ok(StoredPurpose {
+                    purpose: serde_json::from_str::<Purpose>(&c.text(0, "purposes.definition")?)
+                        .map_err(|_| corrupt("a stored purpose does not decode"))?,
+                    rev: c.u64(1, "purposes.rev")?,
+                    mac: c.mac(2, "purposes.mac")?,
+                })
+            })?;
+            let sql = format!(
+                "SELECT {AUDIT_COLUMNS} FROM audit WHERE purpose = ?1 AND customer IS NULL AND state IS NOT NULL
+                 ORDER BY seq DESC LIMIT 1"
+            );
+            stored
+                .into_iter()
+                .map(|stored| {
+                    let latest_change = latest_change(conn, &sql, &stored.purpose.id())?;
+                    Ok(PurposeSnapshot { stored, latest_change })
+                })
+                .collect()
         })
     }
 
@@ -848,7 +962,7 @@ impl Store for SqliteStore {
         self.read(true, |conn| {
             let records = query_all(
                 conn,
-                "SELECT id, created_at, restricted, erased_at FROM customers WHERE id = ?1",
+                "SELECT id, created_at, restricted, erased_at, rev, mac FROM customers WHERE id = ?1",
                 [key],
                 |c| {
                     Ok(CustomerRecord {
@@ -856,6 +970,8 @@ impl Store for SqliteStore {
                         created_at: c.time(1, "customers.created_at")?,
                         restricted: c.bool(2, "customers.restricted")?,
                         erased_at: c.opt_time(3, "customers.erased_at")?,
+                        rev: c.u64(4, "customers.rev")?,
+                        mac: c.mac(5, "customers.mac")?,
                     })
                 },
             )?;
@@ -877,7 +993,7 @@ impl Store for SqliteStore {
             let consents = query_all(
                 conn,
                 "SELECT id, purpose, basis, notice_version, given_at, expires_at, withdrawn_at, superseded_by,
-                        evidence
+                        evidence, mac
                  FROM consents WHERE customer = ?1",
                 [key],
                 |c| {
@@ -889,37 +1005,61 @@ impl Store for SqliteStore {
                         None => None,
                         Some(b) => Some(ConsentId::from_uuid(uuid_from(&b, "consents.superseded_by")?)),
                     };
-                    Ok(Consent {
-                        id: ConsentId::from_uuid(c.uuid(0, "consents.id")?),
-                        customer: id,
-                        purpose: c.purpose(1, "consents.purpose")?,
-                        basis,
-                        notice_version: c.u32(3, "consents.notice_version")?,
-                        given_at: c.time(4, "consents.given_at")?,
-                        expires_at: c.opt_time(5, "consents.expires_at")?,
-                        withdrawn_at: c.opt_time(6, "consents.withdrawn_at")?,
-                        superseded_by,
-                        evidence,
+                    Ok(Authenticated {
+                        record: Consent {
+                            id: ConsentId::from_uuid(c.uuid(0, "consents.id")?),
+                            customer: id,
+                            purpose: c.purpose(1, "consents.purpose")?,
+                            basis,
+                            notice_version: c.u32(3, "consents.notice_version")?,
+                            given_at: c.time(4, "consents.given_at")?,
+                            expires_at: c.opt_time(5, "consents.expires_at")?,
+                            withdrawn_at: c.opt_time(6, "consents.withdrawn_at")?,
+                            superseded_by,
+                            evidence,
+                        },
+                        mac: c.mac(9, "consents.mac")?,
                     })
                 },
             )?;
             let objections = query_all(
                 conn,
-                "SELECT purpose, at FROM objections WHERE customer = ?1",
+                "SELECT purpose, at, mac FROM objections WHERE customer = ?1",
                 [key],
                 |c| {
-                    Ok(Objection {
-                        customer: id,
-                        purpose: c.purpose(0, "objections.purpose")?,
-                        at: c.time(1, "objections.at")?,
+                    Ok(Authenticated {
+                        record: Objection {
+                            customer: id,
+                            purpose: c.purpose(0, "objections.purpose")?,
+                            at: c.time(1, "objections.at")?,
+                        },
+                        mac: c.mac(2, "objections.mac")?,
                     })
                 },
             )?;
+            let fields = query_all(
+                conn,
+                "SELECT field, version, written_at FROM fields WHERE customer = ?1",
+                [key],
+                |c| {
+                    Ok(FieldVersion {
+                        field: c.field(0, "fields.field")?,
+                        version: c.u64(1, "fields.version")?,
+                        written_at: c.time(2, "fields.written_at")?,
+                    })
+                },
+            )?;
+            let sql = format!(
+                "SELECT {AUDIT_COLUMNS} FROM audit WHERE customer = ?1 AND state IS NOT NULL ORDER BY seq DESC LIMIT 1"
+            );
+            let latest_change = latest_change(conn, &sql, &key)?;
             Ok(Some(CustomerSnapshot {
                 record,
                 keys,
                 consents,
                 objections,
+                fields,
+                latest_change,
             }))
         })
     }
@@ -928,7 +1068,7 @@ impl Store for SqliteStore {
         self.read(false, |conn| {
             let mut found = query_all(
                 conn,
-                "SELECT field, envelope, written_at FROM fields WHERE customer = ?1 AND field = ?2",
+                "SELECT field, envelope, written_at, version FROM fields WHERE customer = ?1 AND field = ?2",
                 params![customer.as_bytes().as_slice(), field.as_str()],
                 decode_field,
             )?;
@@ -940,7 +1080,7 @@ impl Store for SqliteStore {
         self.read(false, |conn| {
             query_all(
                 conn,
-                "SELECT field, envelope, written_at FROM fields WHERE customer = ?1",
+                "SELECT field, envelope, written_at, version FROM fields WHERE customer = ?1",
                 [customer.as_bytes().as_slice()],
                 decode_field,
             )
@@ -1031,6 +1171,32 @@ mod tests {
     }
 
     #[test]
+    fn a_record_written_before_schema_3_has_no_mac_and_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("egard.db");
+        let id = CustomerId::new();
+        {
+            let raw = Connection::open(&path).unwrap();
+            raw.execute_batch(MIGRATIONS[0]).unwrap();
+            raw.execute_batch(MIGRATIONS[1]).unwrap();
+            raw.execute_batch(
+                "CREATE TABLE schema_version (version INTEGER NOT NULL); INSERT INTO schema_version VALUES (2);",
+            )
+            .unwrap();
+            raw.execute(
+                "INSERT INTO customers (id, created_at, restricted, erased_at) VALUES (?1, 0, 0, NULL)",
+                [id.as_bytes().as_slice()],
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        match store.customer(id) {
+            Err(StoreError::Corrupt(msg)) => assert!(msg.contains("customers.mac"), "{msg}"),
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+    }
+
+    #[test]
     fn a_version_1_file_is_migrated_forward_with_its_data() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("egard.db");
@@ -1049,7 +1215,12 @@ mod tests {
             .unwrap();
         }
         let store = SqliteStore::open(&path).unwrap();
-        assert!(store.customer(id).unwrap().is_some(), "the v1 data is kept");
+        let kept: i64 = store
+            .writer()
+            .conn
+            .query_row("SELECT count(*) FROM customers", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(kept, 1, "the v1 data is kept");
         assert_eq!(store.secret("audit").unwrap(), None);
         let secret = VaultSecret {
             name: "audit".into(),
@@ -1062,8 +1233,8 @@ mod tests {
         let v: i64 = raw
             .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(v, 2);
-        assert_eq!(SQLITE_SCHEMA_VERSION, 2);
+        assert_eq!(v, 3);
+        assert_eq!(SQLITE_SCHEMA_VERSION, 3);
     }
 
     #[test]
@@ -1079,6 +1250,8 @@ mod tests {
                     created_at: Utc::now(),
                     restricted: false,
                     erased_at: None,
+                    rev: 1,
+                    mac: [0; 32],
                 })])
                 .unwrap();
         }
@@ -1116,12 +1289,14 @@ mod tests {
                 created_at: Utc::now(),
                 restricted: false,
                 erased_at: None,
+                rev: 1,
+                mac: [0; 32],
             })])
             .unwrap();
         let raw = Connection::open(&path).unwrap();
         let key = id.as_bytes().as_slice();
         raw.execute(
-            "INSERT INTO consents VALUES (?1, ?2, 'news', 'bogus', 1, 0, NULL, NULL, NULL, '{}')",
+            "INSERT INTO consents VALUES (?1, ?2, 'news', 'bogus', 1, 0, NULL, NULL, NULL, '{}', zeroblob(32))",
             params![vec![1u8; 16], key],
         )
         .unwrap();
@@ -1131,7 +1306,7 @@ mod tests {
             .unwrap();
         assert!(matches!(store.customer(id), Err(StoreError::Corrupt(_))));
         raw.execute(
-            "INSERT INTO audit VALUES (1, 0, 'access_granted', NULL, NULL, NULL, '', x'00')",
+            "INSERT INTO audit VALUES (1, 0, 'access_granted', NULL, NULL, NULL, '', x'00', NULL)",
             [],
         )
         .unwrap();
@@ -1139,7 +1314,7 @@ mod tests {
         raw.execute("UPDATE audit SET mac = zeroblob(32), kind = 'nope'", [])
             .unwrap();
         assert!(matches!(store.audit_range(0, 10), Err(StoreError::Corrupt(_))));
-        raw.execute("INSERT INTO purposes VALUES ('x', 'not json')", [])
+        raw.execute("INSERT INTO purposes VALUES ('x', 'not json', 1, zeroblob(32))", [])
             .unwrap();
         assert!(matches!(store.purposes(), Err(StoreError::Corrupt(_))));
     }
@@ -1163,6 +1338,7 @@ mod tests {
             purpose: None,
             field: None,
             detail: String::new(),
+            state: None,
             mac: [0; 32],
         };
         // 2 is FULL, 1 is NORMAL.
@@ -1171,7 +1347,14 @@ mod tests {
             .apply(&[Write::AppendAudit(event(1, AuditKind::AccessGranted))])
             .unwrap();
         assert_eq!(sync(&store), 1, "an access log entry alone is not fsynced");
-        let change = Write::PutPurpose(Purpose::new("p", LawfulBasis::Consent).fields(["a"]));
+        let change = Write::PutPurpose {
+            stored: StoredPurpose {
+                purpose: Purpose::new("p", LawfulBasis::Consent).fields(["a"]),
+                rev: 1,
+                mac: [0; 32],
+            },
+            expected_rev: None,
+        };
         store
             .apply(&[change.clone(), Write::AppendAudit(event(2, AuditKind::PurposeDefined))])
             .unwrap();
@@ -1212,10 +1395,14 @@ mod tests {
         let expected = [
             "purposes.id",
             "purposes.definition",
+            "purposes.rev",
+            "purposes.mac",
             "customers.id",
             "customers.created_at",
             "customers.restricted",
             "customers.erased_at",
+            "customers.rev",
+            "customers.mac",
             "data_keys.customer",
             "data_keys.version",
             "data_keys.wrapped",
@@ -1223,6 +1410,7 @@ mod tests {
             "fields.field",
             "fields.envelope",
             "fields.written_at",
+            "fields.version",
             "consents.id",
             "consents.customer",
             "consents.purpose",
@@ -1233,9 +1421,11 @@ mod tests {
             "consents.withdrawn_at",
             "consents.superseded_by",
             "consents.evidence",
+            "consents.mac",
             "objections.customer",
             "objections.purpose",
             "objections.at",
+            "objections.mac",
             "audit.seq",
             "audit.at",
             "audit.kind",
@@ -1244,6 +1434,7 @@ mod tests {
             "audit.field",
             "audit.detail",
             "audit.mac",
+            "audit.state",
         ];
         assert_eq!(columns, expected);
     }

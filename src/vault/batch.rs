@@ -5,14 +5,15 @@ use std::sync::{Arc, MutexGuard};
 
 use chrono::{DateTime, Utc};
 
-use super::cache::{CustomerEntry, CustomerState};
-use super::{Refresh, Vault};
+use super::cache::CustomerState;
+use super::records::{Draft, Finished};
+use super::{STALE_RETRIES, Vault, note_state};
 use crate::audit::{AuditKind, Entry};
 use crate::consent::{Consent, Evidence};
 use crate::error::{AccessDenied, Error};
 use crate::ids::{ConsentId, CustomerId, PurposeId};
 use crate::purpose::PurposeDef;
-use crate::store::Write;
+use crate::store::StoreError;
 
 impl Vault {
     /// Records many consents (or records of other lawful bases) at once: each item is what
@@ -60,6 +61,8 @@ impl Vault {
         let mut ids: Vec<CustomerId> = batch.iter().map(|(c, _, _)| *c).collect();
         ids.sort_unstable();
         ids.dedup();
+        let key = self.record_key()?;
+        let mut attempts = 0;
         loop {
             // Entries first (no lock held), then their locks in id order, so that two batches
             // can never wait for each other.
@@ -68,12 +71,25 @@ impl Vault {
             if states.iter().any(|s| s.evicted) {
                 continue;
             }
-            for (entry, state) in entries.iter().zip(states.iter_mut()) {
-                if !state.erased {
-                    self.refresh(entry, state, Refresh::Always)?;
+            let result = entries
+                .iter()
+                .zip(states.iter_mut())
+                .map(|(entry, state)| Draft::new(key, self.read_for_change(entry, state)?))
+                .collect::<Result<Vec<_>, Error>>()
+                .and_then(|drafts| self.give_consents_locked(&batch, &ids, &mut states, drafts));
+            match result {
+                Err(Error::Storage(StoreError::Stale)) if attempts + 1 < STALE_RETRIES => {
+                    attempts += 1;
+                    let stale: Vec<bool> = states.iter().map(|s| s.evicted).collect();
+                    drop(states);
+                    for (entry, stale) in entries.iter().zip(stale) {
+                        if stale {
+                            self.cache.remove_entry(entry);
+                        }
+                    }
                 }
+                other => return other,
             }
-            return self.give_consents_locked(&batch, &ids, &entries, &mut states);
         }
     }
 
@@ -81,46 +97,62 @@ impl Vault {
         &self,
         batch: &[(CustomerId, Arc<PurposeDef>, Evidence)],
         ids: &[CustomerId],
-        entries: &[Arc<CustomerEntry>],
         states: &mut [MutexGuard<'_, CustomerState>],
+        mut drafts: Vec<Draft<'_>>,
     ) -> Result<Vec<ConsentId>, Error> {
-        debug_assert_eq!(entries.len(), states.len());
+        debug_assert_eq!(drafts.len(), states.len());
         let now = self.now();
         // The records as they will be once the batch is applied.
         let mut latest: HashMap<(CustomerId, PurposeId), Consent> = HashMap::new();
-        let mut writes = Vec::with_capacity(batch.len() * 2);
         let mut audit = Vec::with_capacity(batch.len());
         let mut new_ids = Vec::with_capacity(batch.len());
         for (customer, def, evidence) in batch {
             let i = ids
                 .binary_search(customer)
                 .map_err(|_| Error::UnknownCustomer(*customer))?;
-            let state = &states[i];
+            let (state, draft) = match (states.get(i), drafts.get_mut(i)) {
+                (Some(state), Some(draft)) => (state, draft),
+                _ => return Err(Error::UnknownCustomer(*customer)),
+            };
             let key = (*customer, def.id.clone());
             let previous = latest.get(&key).or_else(|| state.current.get(&def.id));
-            let (record, record_writes) = new_consent(def, *customer, state, previous, evidence, now)?;
-            writes.extend(record_writes);
-            audit.push(
+            let record = new_consent(def, *customer, state, previous, evidence, now, draft)?;
+            audit.push((
+                i,
                 Entry::new(AuditKind::ConsentGiven, Some(*customer))
                     .purpose(&def.id)
                     .detail(record.id.to_string()),
-            );
+            ));
             new_ids.push(record.id);
             latest.insert(key, record);
         }
-        self.commit(writes, audit)?;
+        let finished: Vec<Finished> = drafts.into_iter().map(Draft::finish).collect();
+        let entries = audit
+            .into_iter()
+            .map(|(i, e)| match finished.get(i) {
+                Some(f) => e.state(f.state.record.mac),
+                None => e,
+            })
+            .collect();
+        let writes = finished.iter().flat_map(|f| f.writes.iter().cloned()).collect();
+        self.commit(writes, entries)?;
+        for (state, f) in states.iter_mut().zip(&finished) {
+            note_state(state, &f.state);
+        }
         for ((customer, purpose), record) in latest {
             if let Ok(i) = ids.binary_search(&customer) {
-                states[i].current.insert(purpose, record);
+                if let Some(state) = states.get_mut(i) {
+                    state.current.insert(purpose, record);
+                }
             }
         }
         Ok(new_ids)
     }
 }
 
-/// The record of a consent given at `now`, and the writes that store it: the live earlier
-/// record `previous`, if any, is kept as history and marked superseded by the new one.
-/// Refused for an erased customer, and after an objection to a direct-marketing purpose.
+/// Records a consent given at `now` in `draft`, and returns it: the live earlier record
+/// `previous`, if any, is kept as history and marked superseded by the new one. Refused for an
+/// erased customer, and after an objection to a direct-marketing purpose.
 pub(super) fn new_consent(
     def: &PurposeDef,
     customer: CustomerId,
@@ -128,7 +160,8 @@ pub(super) fn new_consent(
     previous: Option<&Consent>,
     evidence: &Evidence,
     now: DateTime<Utc>,
-) -> Result<(Consent, Vec<Write>), Error> {
+    draft: &mut Draft<'_>,
+) -> Result<Consent, Error> {
     if state.erased {
         return Err(Error::Erased(customer));
     }
@@ -147,14 +180,13 @@ pub(super) fn new_consent(
         superseded_by: None,
         evidence: evidence.clone(),
     };
-    let mut writes = Vec::with_capacity(2);
     if let Some(prev) = previous {
         if prev.withdrawn_at.is_none() && prev.superseded_by.is_none() {
             let mut prev = prev.clone();
             prev.superseded_by = Some(record.id);
-            writes.push(Write::PutConsent(prev));
+            draft.put_consent(prev);
         }
     }
-    writes.push(Write::PutConsent(record.clone()));
-    Ok((record, writes))
+    draft.put_consent(record.clone());
+    Ok(record)
 }

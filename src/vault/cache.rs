@@ -10,12 +10,13 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use chrono::{DateTime, Utc};
 
+use super::records::Verified;
 use crate::consent::{Consent, Standing};
 use crate::crypto::DataKey;
 use crate::error::AccessDenied;
 use crate::gate::Revocation;
 use crate::ids::{CustomerId, FieldName, PurposeId};
-use crate::store::CustomerSnapshot;
+use crate::store::RecordMac;
 
 /// One cached customer.
 #[derive(Debug)]
@@ -37,6 +38,14 @@ pub(crate) struct CustomerState {
     pub(crate) evicted: bool,
     /// When the entry was read from the store (for the multi-process time-to-live).
     pub(crate) loaded_at: Option<DateTime<Utc>>,
+    /// The revision and state MAC of the customer's stored state this entry reflects: a
+    /// change is made on top of exactly this state, and a stored state with another MAC was
+    /// changed elsewhere (or tampered with) and is checked against the audit log.
+    pub(crate) rev: u64,
+    pub(crate) mac: RecordMac,
+    /// The write version of every stored field, by name (sorted): the version an envelope
+    /// must be bound to for it to open.
+    pub(crate) versions: Vec<(FieldName, u64)>,
     /// The latest record per purpose (older ones are history, kept in the store).
     pub(crate) current: HashMap<PurposeId, Consent>,
     /// The latest objection per purpose.
@@ -53,16 +62,19 @@ pub(crate) struct CustomerState {
 
 impl CustomerState {
     /// The state of a customer just created: nothing given yet.
-    pub(crate) fn new_customer(now: DateTime<Utc>) -> Self {
+    pub(crate) fn new_customer(now: DateTime<Utc>, rev: u64, mac: RecordMac) -> Self {
         Self {
             loaded_at: Some(now),
+            rev,
+            mac,
             ..Self::default()
         }
     }
 
-    pub(crate) fn from_snapshot(snapshot: &CustomerSnapshot, now: DateTime<Utc>) -> Self {
+    /// The state of a customer as checked against its MACs.
+    pub(crate) fn from_verified(verified: &Verified, now: DateTime<Utc>) -> Self {
         let mut current: HashMap<PurposeId, Consent> = HashMap::new();
-        for c in &snapshot.consents {
+        for (c, _) in verified.consents.values() {
             // Ties on `given_at` (two records within one microsecond) go to the later id:
             // consent ids are time-ordered (UUID v7, monotonic within a process).
             let newer = current.get(&c.purpose).is_none_or(|old| {
@@ -73,21 +85,30 @@ impl CustomerState {
             }
         }
         let mut objections: HashMap<PurposeId, DateTime<Utc>> = HashMap::new();
-        for o in &snapshot.objections {
+        for (o, _) in &verified.objections {
             let at = objections.entry(o.purpose.clone()).or_insert(o.at);
             *at = (*at).max(o.at);
         }
         Self {
-            restricted: snapshot.record.restricted,
-            erased: snapshot.record.erased_at.is_some(),
+            restricted: verified.record.restricted,
+            erased: verified.record.erased_at.is_some(),
             evicted: false,
             loaded_at: Some(now),
+            rev: verified.record.rev,
+            mac: verified.record.mac,
+            versions: verified.versions(),
             current,
             objections,
             fields: None,
             grants: HashMap::new(),
             revoked: Vec::new(),
         }
+    }
+
+    /// The write version a stored field's envelope is bound to, if the field is stored.
+    pub(crate) fn version(&self, field: &FieldName) -> Option<u64> {
+        let i = self.versions.binary_search_by(|(f, _)| f.cmp(field)).ok()?;
+        self.versions.get(i).map(|(_, v)| *v)
     }
 
     pub(crate) fn standing(&self, purpose: &PurposeId) -> Standing {
@@ -246,6 +267,21 @@ impl Cache {
     /// Removes a customer (after erasure).
     pub(crate) fn remove(&self, id: CustomerId) {
         if let Some(entry) = self.shard(id).remove(&id) {
+            entry.lock().evicted = true;
+        }
+    }
+
+    /// Removes this very entry (not a newer one of the same customer), if it is still cached.
+    /// The caller must not hold the entry's lock.
+    pub(crate) fn remove_entry(&self, entry: &Arc<CustomerEntry>) {
+        let removed = {
+            let mut shard = self.shard(entry.id);
+            match shard.get(&entry.id) {
+                Some(cached) if Arc::ptr_eq(cached, entry) => shard.remove(&entry.id),
+                _ => None,
+            }
+        };
+        if let Some(entry) = removed {
             entry.lock().evicted = true;
         }
     }

@@ -13,72 +13,9 @@ use std::time::{Duration as StdDuration, Instant};
 use chrono::{DateTime, Utc};
 use ring::hmac;
 
-use ring::rand::SecureRandom;
-use zeroize::Zeroizing;
-
 use crate::audit::{self, AuditEvent, Entry};
-use crate::crypto::{MasterKey, WrappedKeyEnvelope, random};
 use crate::error::Error;
-use crate::store::{Store, StoreError, VaultSecret, Write};
-
-/// The name of the stored, wrapped audit key.
-pub(crate) const AUDIT_SECRET: &str = "audit";
-
-/// The audit chain's key: the stored one, opened with the master key its envelope names
-/// (current or previous), or, on a store without audit log nor audit key, a new random one
-/// stored wrapped under the current master key. `None` when it cannot be opened (a wrong
-/// master key), or when a store with an audit log has no audit key (removed, or written
-/// before audit keys were stored): the vault then refuses to write.
-pub(crate) fn audit_key(
-    store: &dyn Store,
-    master: &MasterKey,
-    previous: &[MasterKey],
-    namespace: &str,
-    has_log: bool,
-) -> Result<Option<hmac::Key>, Error> {
-    // Two rounds: of two vaults installing a key at once, the loser reads the winner's.
-    for _ in 0..2 {
-        if let Some(secret) = store.secret(AUDIT_SECRET)? {
-            return Ok(open_audit_key(&secret.wrapped, master, previous, namespace));
-        }
-        if has_log {
-            return Ok(None);
-        }
-        let mut raw = Zeroizing::new([0u8; 32]);
-        random().fill(raw.as_mut()).map_err(|_| Error::Crypto)?;
-        let wrapped = master.wrap_secret(namespace, AUDIT_SECRET, raw.as_ref())?;
-        let secret = VaultSecret {
-            name: AUDIT_SECRET.to_owned(),
-            wrapped,
-        };
-        match store.apply(&[Write::InsertSecret(secret)]) {
-            Ok(()) => return Ok(Some(hmac::Key::new(hmac::HMAC_SHA256, raw.as_ref()))),
-            Err(StoreError::Conflict) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(StoreError::Conflict.into())
-}
-
-/// The raw audit key in `wrapped`, unwrapped with the master key its envelope names.
-pub(crate) fn unwrap_audit_key(
-    wrapped: &[u8],
-    master: &MasterKey,
-    previous: &[MasterKey],
-    namespace: &str,
-) -> Result<Zeroizing<Vec<u8>>, Error> {
-    let kek_id = WrappedKeyEnvelope::parse(wrapped)?.kek_id;
-    let kek = std::iter::once(master)
-        .chain(previous)
-        .find(|k| k.id() == kek_id)
-        .ok_or(Error::Crypto)?;
-    kek.unwrap_secret(namespace, AUDIT_SECRET, wrapped)
-}
-
-fn open_audit_key(wrapped: &[u8], master: &MasterKey, previous: &[MasterKey], namespace: &str) -> Option<hmac::Key> {
-    let raw = unwrap_audit_key(wrapped, master, previous, namespace).ok()?;
-    Some(hmac::Key::new(hmac::HMAC_SHA256, &raw))
-}
+use crate::store::{Store, StoreError, Write};
 
 /// How many times a batch is retried when another writer appended to the audit log first.
 /// Several processes on one database (PostgreSQL) share one chain: a process whose head is
@@ -226,7 +163,11 @@ impl Journal {
         for _ in 0..RETRIES {
             let (mut seq, mut mac) = state.head;
             for (e, at) in entries {
-                seq += 1;
+                // A stored head can be anything: the end of the sequence is refused, never a
+                // panic.
+                seq = seq
+                    .checked_add(1)
+                    .ok_or_else(|| StoreError::Corrupt("the audit sequence number is at its maximum".into()))?;
                 let mut event = AuditEvent {
                     seq,
                     at: *at,
@@ -235,6 +176,7 @@ impl Journal {
                     purpose: e.purpose.clone(),
                     field: e.field.clone(),
                     detail: e.detail.clone(),
+                    state: e.state,
                     mac: [0; 32],
                 };
                 event.mac = audit::chain_mac(key, &mac, &event);

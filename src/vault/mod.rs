@@ -2,31 +2,39 @@
 
 mod batch;
 pub(crate) mod cache;
+mod claims;
 mod journal;
+pub(crate) mod records;
 mod rights;
+mod secrets;
 
 pub use journal::AuditBatching;
 
 pub use rights::{ErasureReceipt, SubjectExport, SweepReport};
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use chrono::{DateTime, Duration, SubsecRound, Utc};
+use ring::hmac;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::audit::{self, AuditBreak, AuditEvent, AuditKind, AuditReport, Entry};
+use crate::audit::{self, AuditAnchor, AuditBreak, AuditEvent, AuditKind, AuditReport, Entry};
 use crate::clock::{Clock, SystemClock};
 use crate::consent::{Consent, Evidence, decide};
-use crate::crypto::{DataKey, MasterKey, WrappedKeyEnvelope};
+use crate::crypto::{DETACHED_VERSION, DataKey, MasterKey};
 use crate::error::{AccessDenied, Error};
 use crate::gate::{AccessPass, Revealed, Sealed, decode, encode};
 use crate::ids::{ConsentId, CustomerId, FieldName, PurposeId};
+use crate::integrity::{self, RecordKey};
 use crate::purpose::{MAX_PERIOD, Purpose, PurposeDef};
-use crate::store::{CustomerRecord, CustomerSnapshot, Store, StoreError, WrappedKey, Write};
+use crate::store::{CustomerRecord, PurposeSnapshot, Store, StoreError, StoredPurpose, WrappedKey, Write};
 use cache::{Cache, CustomerEntry, CustomerState};
+use claims::Claim;
 use journal::Journal;
+use records::{Anchor, Draft, Verified};
+use secrets::Keyring;
 
 /// Default lifetime of an [`AccessPass`]: short, so that a pass is a request's capability and
 /// not a standing permission.
@@ -35,6 +43,10 @@ pub const DEFAULT_PASS_LIFETIME: Duration = Duration::minutes(5);
 pub const DEFAULT_CACHE_CAPACITY: usize = 100_000;
 /// Default cap on the encoded size of one field value.
 pub const DEFAULT_MAX_VALUE_LEN: usize = 64 * 1024;
+
+/// How many times a change is made again on a fresh read when another writer changed the same
+/// customer (or purpose) between the read and the write.
+const STALE_RETRIES: usize = 16;
 
 /// Builds a [`Vault`]; a master key and a store are required.
 ///
@@ -62,6 +74,7 @@ pub struct VaultBuilder {
     cache_ttl: Option<Duration>,
     max_value_len: usize,
     audit_batching: Option<AuditBatching>,
+    audit_anchor: Option<AuditAnchor>,
 }
 
 impl std::fmt::Debug for VaultBuilder {
@@ -88,6 +101,11 @@ impl VaultBuilder {
     }
 
     /// Where records are kept. Required.
+    ///
+    /// One store object (and every `Arc` clone of it) serves one vault, unless every vault on
+    /// it has a [`cache_ttl`](VaultBuilder::cache_ttl): a second vault would not see the
+    /// first one's changes in its cache, so [`build`](VaultBuilder::build) refuses it. Share
+    /// one `Vault` between threads instead (it is `Send + Sync`).
     pub fn store(mut self, store: impl Store) -> Self {
         self.store = Some(Box::new(store));
         self
@@ -99,8 +117,9 @@ impl VaultBuilder {
         self
     }
 
-    /// The vault's namespace, bound into every ciphertext (`egard` by default): a ciphertext
-    /// of one namespace never opens in another. Same rule as field names.
+    /// The vault's namespace, bound into every ciphertext and record MAC (`egard` by
+    /// default): a ciphertext of one namespace never opens in another. Same rule as field
+    /// names.
     pub fn namespace(mut self, namespace: &str) -> Self {
         namespace.clone_into(&mut self.namespace);
         self
@@ -128,6 +147,10 @@ impl VaultBuilder {
     /// [`Vault::reveal`] (which then re-reads a stale customer too), and within `ttl` plus the
     /// pass lifetime for passes used only through [`Sealed::open`]. Off by default (one
     /// process owns the store).
+    ///
+    /// Changes are always made on top of the stored state, whatever the time-to-live: a
+    /// change that finds the customer changed by another process since its read is made
+    /// again on a fresh read.
     pub fn cache_ttl(mut self, ttl: Duration) -> Self {
         self.cache_ttl = Some(ttl);
         self
@@ -156,13 +179,32 @@ impl VaultBuilder {
         self
     }
 
-    /// Checks the configuration, reads the purposes, the audit head and the audit key from the
-    /// store (on a store without an audit log, a random audit key is created, wrapped under the
-    /// current master key and stored).
+    /// An [`AuditAnchor`] kept outside the database (see [`Vault::audit_anchor`]): the vault
+    /// refuses to build on a log that was cut back behind it (one that ends before it, or
+    /// holds another event at its sequence number), with [`Error::AuditBroken`] and
+    /// [`AuditBreak::Truncated`], rather than extend it.
     ///
-    /// A master key that cannot open the stored audit key (the wrong key) does not fail the
-    /// build: every write is then refused with [`Error::Crypto`], as is
-    /// [`Vault::verify_audit`], so that a misconfigured vault never extends the chain.
+    /// A chain of MACs shows any event edited, dropped or reordered, but not the last events
+    /// cut off together with the changes they recorded (a whole-database restore): only an
+    /// anchor from outside does.
+    pub fn audit_anchor(mut self, anchor: AuditAnchor) -> Self {
+        self.audit_anchor = Some(anchor);
+        self
+    }
+
+    /// Checks the configuration; reads the audit head, the vault secrets (on a store without
+    /// an audit log, the audit key and the record key are made now, wrapped under the current
+    /// master key and stored) and the purposes, each checked against its MAC and the log;
+    /// checks the log against the [`audit_anchor`](VaultBuilder::audit_anchor), if one is given.
+    ///
+    /// A master key that cannot open the stored secrets (the wrong key) does not fail the
+    /// build: every write is then refused with [`Error::Crypto`], as are reads of customers
+    /// and purposes and [`Vault::verify_audit`], so that a misconfigured vault never extends
+    /// the chain nor trusts a record.
+    ///
+    /// Fails with [`Error::Config`] when this store object already serves another vault
+    /// without a time-to-live, or this vault has none and the store serves another vault (see
+    /// [`store`](VaultBuilder::store)).
     pub fn build(self) -> Result<Vault, Error> {
         let mut keys = self.master_keys.into_iter();
         let master = keys.next().ok_or(Error::Config("a master key is required"))?;
@@ -182,29 +224,55 @@ impl VaultBuilder {
         if self.cache_ttl.is_some_and(|ttl| ttl > MAX_PERIOD) {
             return Err(Error::Config("the cache time-to-live must be at most 1,000 years"));
         }
-        let mut purposes = HashMap::new();
-        for p in store.purposes()? {
-            let def = PurposeDef::from_stored(p)?;
-            purposes.insert(def.id.clone(), Arc::new(def));
-        }
+        let claim = Claim::take(store.instance_id(), self.cache_ttl.is_some())?;
+        let namespace: Arc<str> = Arc::from(namespace.as_str());
         let head = store.audit_head()?;
-        let audit_key = journal::audit_key(store.as_ref(), &master, &previous, namespace.as_str(), head.is_some())?;
+        let keyring = Keyring {
+            master: &master,
+            previous: &previous,
+            namespace: &namespace,
+        };
+        let mut opened = secrets::open_or_install(&keyring, store.as_ref(), head.is_none())?.into_iter();
+        let audit_key = opened
+            .next()
+            .flatten()
+            .map(|raw| hmac::Key::new(hmac::HMAC_SHA256, &raw));
+        let record_key = opened
+            .next()
+            .flatten()
+            .map(|raw| RecordKey::new(&raw, namespace.clone()));
         let loaded_at = self.clock.now().trunc_subsecs(6);
-        Ok(Vault {
+        let vault = Vault {
             store,
             master,
             previous,
-            namespace: Arc::from(namespace.as_str()),
+            namespace,
             clock: self.clock,
-            purposes: RwLock::new(purposes),
+            purposes: RwLock::new(Purposes::default()),
             purposes_loaded_at: Mutex::new(loaded_at),
             cache: Cache::new(self.cache_capacity),
             journal: Journal::new(audit_key, head, self.audit_batching),
+            record_key,
             pass_lifetime: self.pass_lifetime,
             cache_ttl: self.cache_ttl,
             max_value_len: self.max_value_len,
-        })
+            _claim: claim,
+        };
+        if let Some(anchor) = &self.audit_anchor {
+            vault.check_anchor(anchor)?;
+        }
+        vault.load_purposes()?;
+        Ok(vault)
     }
+}
+
+/// The purposes a vault knows.
+#[derive(Default)]
+struct Purposes {
+    defs: HashMap<PurposeId, Arc<PurposeDef>>,
+    /// Purposes whose stored definition failed its check: every operation on them is refused
+    /// with [`Error::Crypto`] until the stored definition is put right.
+    tampered: HashSet<PurposeId>,
 }
 
 /// The consent-gated vault of customer data.
@@ -217,14 +285,18 @@ pub struct Vault {
     previous: Vec<MasterKey>,
     namespace: Arc<str>,
     clock: Arc<dyn Clock>,
-    purposes: RwLock<HashMap<PurposeId, Arc<PurposeDef>>>,
+    purposes: RwLock<Purposes>,
     /// When the purposes were last read from the store (for the multi-process time-to-live).
     purposes_loaded_at: Mutex<DateTime<Utc>>,
     cache: Cache,
     journal: Journal,
+    /// `None` when the master keys cannot open the stored record key: nothing is trusted then.
+    record_key: Option<RecordKey>,
     pass_lifetime: Duration,
     cache_ttl: Option<Duration>,
     max_value_len: usize,
+    /// This vault's use of its store object, released on drop.
+    _claim: Claim,
 }
 
 impl std::fmt::Debug for Vault {
@@ -250,6 +322,7 @@ impl Vault {
             cache_ttl: None,
             max_value_len: DEFAULT_MAX_VALUE_LEN,
             audit_batching: None,
+            audit_anchor: None,
         }
     }
 
@@ -265,6 +338,14 @@ impl Vault {
         self.clock.now().trunc_subsecs(6)
     }
 
+    fn keyring(&self) -> Keyring<'_> {
+        Keyring {
+            master: &self.master,
+            previous: &self.previous,
+            namespace: &self.namespace,
+        }
+    }
+
     // ----- purposes -----
 
     /// Defines a purpose, or redefines it.
@@ -275,33 +356,65 @@ impl Vault {
     /// purpose again unchanged does nothing. The notice version never goes down.
     pub fn define_purpose(&self, purpose: Purpose) -> Result<(), Error> {
         let def = purpose.validate()?;
-        // Compare with what the store holds now, not with a stale copy (another process may
-        // have raised the notice version).
-        self.refresh_purposes(Refresh::Always)?;
-        let mut purposes = self.purposes.write().unwrap_or_else(PoisonError::into_inner);
-        let old = purposes.get(&def.id).cloned();
-        if let Some(old) = &old {
-            if old.purpose == def.purpose {
-                return Ok(());
+        let key = self.record_key()?;
+        for attempt in 0..STALE_RETRIES {
+            // Compare with what the store holds now, not with a stale copy (another process
+            // may have raised the notice version): always with a time-to-live, and after a
+            // conflict without one.
+            if attempt > 0 || self.cache_ttl.is_some() {
+                self.refresh_purposes(Refresh::Always)?;
             }
-            if def.purpose.required_notice_version() < old.purpose.required_notice_version() {
-                return Err(Error::Invalid("a purpose's notice version cannot go down"));
+            let mut purposes = self.purposes.write().unwrap_or_else(PoisonError::into_inner);
+            if purposes.tampered.contains(&def.id) {
+                return Err(Error::Crypto);
             }
+            let old = purposes.defs.get(&def.id).cloned();
+            if let Some(old) = &old {
+                if old.purpose == def.purpose {
+                    return Ok(());
+                }
+                if def.purpose.required_notice_version() < old.purpose.required_notice_version() {
+                    return Err(Error::Invalid("a purpose's notice version cannot go down"));
+                }
+            }
+            let expected_rev = old.as_ref().map(|o| o.rev);
+            let rev = expected_rev
+                .unwrap_or(0)
+                .checked_add(1)
+                .ok_or_else(|| StoreError::Corrupt("a purpose's revision is at its maximum".into()))?;
+            let mac = key.purpose(&def.purpose, rev);
+            let detail = format!("notice_version={}", def.purpose.required_notice_version());
+            let written = self.commit(
+                vec![Write::PutPurpose {
+                    stored: StoredPurpose {
+                        purpose: def.purpose.clone(),
+                        rev,
+                        mac,
+                    },
+                    expected_rev,
+                }],
+                vec![
+                    Entry::new(AuditKind::PurposeDefined, None)
+                        .purpose(&def.id)
+                        .detail(detail)
+                        .state(mac),
+                ],
+            );
+            match written {
+                Err(Error::Storage(StoreError::Stale)) => continue,
+                Err(e) => return Err(e),
+                Ok(()) => {}
+            }
+            let mut def = def;
+            def.rev = rev;
+            def.mac = mac;
+            if let Some(old) = old {
+                old.retire_for(&def);
+            }
+            purposes.defs.insert(def.id.clone(), Arc::new(def));
+            return Ok(());
         }
-        let detail = format!("notice_version={}", def.purpose.required_notice_version());
-        self.commit(
-            vec![Write::PutPurpose(def.purpose.clone())],
-            vec![
-                Entry::new(AuditKind::PurposeDefined, None)
-                    .purpose(&def.id)
-                    .detail(detail),
-            ],
-        )?;
-        if let Some(old) = old {
-            old.retire_for(&def);
-        }
-        purposes.insert(def.id.clone(), Arc::new(def));
-        Ok(())
+        Err(StoreError::Stale.into())
     }
 
     /// The current definition of a purpose.
@@ -309,10 +422,10 @@ impl Vault {
         Ok(self.purpose_def(id)?.purpose.clone())
     }
 
-    /// Every defined purpose.
+    /// Every defined purpose (those whose stored definition fails its check are left out).
     pub fn purposes(&self) -> Vec<Purpose> {
         let purposes = self.purposes.read().unwrap_or_else(PoisonError::into_inner);
-        let mut all: Vec<Purpose> = purposes.values().map(|d| d.purpose.clone()).collect();
+        let mut all: Vec<Purpose> = purposes.defs.values().map(|d| d.purpose.clone()).collect();
         all.sort_by(|a, b| a.id().cmp(b.id()));
         all
     }
@@ -320,8 +433,9 @@ impl Vault {
     fn purpose_def(&self, id: &str) -> Result<Arc<PurposeDef>, Error> {
         self.refresh_purposes(Refresh::IfStale)?;
         let purposes = self.purposes.read().unwrap_or_else(PoisonError::into_inner);
-        match purposes.get(id) {
+        match purposes.defs.get(id) {
             Some(def) => Ok(def.clone()),
+            None if purposes.tampered.contains(id) => Err(Error::Crypto),
             None => Err(Error::UnknownPurpose(PurposeId::new(id)?)),
         }
     }
@@ -330,33 +444,104 @@ impl Vault {
     /// audit events then hold no copy of their own.
     fn covering_purpose_name(&self, field: &FieldName) -> Option<FieldName> {
         let purposes = self.purposes.read().unwrap_or_else(PoisonError::into_inner);
-        purposes.values().find_map(|p| p.field(field.as_str()).cloned())
+        purposes.defs.values().find_map(|p| p.field(field.as_str()).cloned())
+    }
+
+    /// Checks a stored purpose against its MAC and against the latest audit event that
+    /// recorded one of its definitions.
+    fn verify_purpose(&self, snapshot: PurposeSnapshot) -> Result<PurposeDef, Error> {
+        let key = self.record_key()?;
+        let PurposeSnapshot { stored, latest_change } = snapshot;
+        if !integrity::macs_equal(&key.purpose(&stored.purpose, stored.rev), &stored.mac) {
+            return Err(Error::Crypto);
+        }
+        let def = PurposeDef::from_stored(stored.purpose, stored.rev, stored.mac)?;
+        let latest = latest_change.as_ref().ok_or(Error::Crypto)?;
+        if latest.event.purpose.as_ref() != Some(&def.id) {
+            return Err(Error::Crypto);
+        }
+        self.check_latest_change(Some(latest), None, &def.mac)?;
+        Ok(def)
+    }
+
+    /// Reads every purpose, checking each; a purpose that fails its check is set apart.
+    fn load_purposes(&self) -> Result<(), Error> {
+        let stored = self.store.purposes()?;
+        let mut purposes = self.purposes.write().unwrap_or_else(PoisonError::into_inner);
+        for snapshot in stored {
+            let id = PurposeId::new(snapshot.stored.purpose.id())
+                .map_err(|_| StoreError::Corrupt("invalid stored purpose id".into()))?;
+            self.install_purpose(&mut purposes, id, self.verify_purpose(snapshot))?;
+        }
+        Ok(())
+    }
+
+    /// Puts a purpose read from the store in place: a new definition retires the passes of
+    /// the old one; one that failed its check is set apart (and retires them too).
+    fn install_purpose(
+        &self,
+        purposes: &mut Purposes,
+        id: PurposeId,
+        checked: Result<PurposeDef, Error>,
+    ) -> Result<(), Error> {
+        match checked {
+            Ok(def) => {
+                purposes.tampered.remove(&id);
+                if let Some(old) = purposes.defs.get(&id) {
+                    if old.rev == def.rev && integrity::macs_equal(&old.mac, &def.mac) {
+                        return Ok(());
+                    }
+                    old.retire_for(&def);
+                }
+                purposes.defs.insert(id, Arc::new(def));
+                Ok(())
+            }
+            Err(Error::Crypto) => {
+                if let Some(old) = purposes.defs.remove(&id) {
+                    old.retired.revoke(AccessDenied::PurposeChanged);
+                }
+                purposes.tampered.insert(id);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     // ----- customers and fields -----
 
     /// Creates a customer with a fresh data key (stored only wrapped under the master key).
     pub fn create_customer(&self) -> Result<CustomerId, Error> {
-        let id = CustomerId::new();
+        self.create_customer_with_id(CustomerId::new())
+    }
+
+    /// Creates the customer `id` (the fuzz harness needs a known one).
+    pub(crate) fn create_customer_with_id(&self, id: CustomerId) -> Result<CustomerId, Error> {
+        let key = self.record_key()?;
         let now = self.now();
-        let (key, wrapped) = DataKey::generate(&self.master, &self.namespace, id, 1)?;
+        let (data_key, wrapped) = DataKey::generate(&self.master, &self.namespace, id, 1)?;
+        let wrapped = WrappedKey {
+            customer: id,
+            version: data_key.version(),
+            wrapped,
+        };
+        let record = CustomerRecord {
+            id,
+            created_at: now,
+            restricted: false,
+            erased_at: None,
+            rev: 1,
+            mac: [0; 32],
+        };
+        let state = records::new_customer(key, record, wrapped.clone());
         self.commit(
-            vec![
-                Write::InsertCustomer(CustomerRecord {
-                    id,
-                    created_at: now,
-                    restricted: false,
-                    erased_at: None,
-                }),
-                Write::PutKey(WrappedKey {
-                    customer: id,
-                    version: key.version(),
-                    wrapped,
-                }),
-            ],
-            vec![Entry::new(AuditKind::CustomerCreated, Some(id))],
+            vec![Write::InsertCustomer(state.record.clone()), Write::PutKey(wrapped)],
+            vec![Entry::new(AuditKind::CustomerCreated, Some(id)).state(state.record.mac)],
         )?;
-        let entry = Arc::new(CustomerEntry::new(id, Some(key), CustomerState::new_customer(now)));
+        let entry = Arc::new(CustomerEntry::new(
+            id,
+            Some(data_key),
+            CustomerState::new_customer(now, state.record.rev, state.record.mac),
+        ));
         let mut shard = self.cache.shard(id);
         self.cache.make_room(&mut shard);
         shard.insert(id, entry);
@@ -366,32 +551,25 @@ impl Vault {
     /// Encrypts `value` for `field` of `customer` and stores it, replacing (and so destroying)
     /// any earlier value; a rewrite is audited as a rectification (Art. 16).
     ///
+    /// The envelope is bound to the write (the customer's revision it is written at), which
+    /// the customer's authenticated state records: an older envelope written back into the
+    /// store never opens.
+    ///
     /// A field that no defined purpose covers is refused with [`Error::UnknownField`]:
     /// collect only what a purpose needs.
     pub fn set_field<T: Serialize + ?Sized>(&self, customer: CustomerId, field: &str, value: &T) -> Result<(), Error> {
         let name = self.collectable_field(field)?;
         let plaintext = encode(&name, value, self.max_value_len)?;
-        self.with_customer(customer, |entry, state| {
+        self.with_customer(customer, |entry, state, mut draft| {
             let key = live_key(entry, state)?;
-            let envelope = key.seal(&self.namespace, customer, name.as_str(), &plaintext)?;
-            let exists = match &state.fields {
-                Some(fields) => fields.contains_key(&name),
-                None => self.store.field(customer, &name)?.is_some(),
-            };
-            let kind = if exists {
+            let envelope = key.seal(&self.namespace, customer, name.as_str(), draft.version(), &plaintext)?;
+            let kind = if draft.current().fields.contains_key(&name) {
                 AuditKind::FieldRectified
             } else {
                 AuditKind::FieldWritten
             };
-            self.commit(
-                vec![Write::PutField {
-                    customer,
-                    field: name.clone(),
-                    envelope: envelope.clone(),
-                    at: self.now(),
-                }],
-                vec![Entry::new(kind, Some(customer)).field(&name)],
-            )?;
+            draft.put_field(name.clone(), envelope.clone(), self.now());
+            self.commit_customer(state, draft, vec![Entry::new(kind, Some(customer)).field(&name)])?;
             if let Some(fields) = &mut state.fields {
                 fields.insert(name.clone(), envelope);
             }
@@ -400,21 +578,36 @@ impl Vault {
     }
 
     /// Encrypts `value` for `field` of `customer` without storing it: keep the [`Sealed`]
-    /// value in your own tables, and open it later with a pass.
+    /// value in your own tables, and open it later with a pass. (Such a value is not bound to
+    /// a write of the customer's state: keeping it current is up to you.)
     pub fn seal<T: Serialize>(&self, customer: CustomerId, field: &str, value: &T) -> Result<Sealed<T>, Error> {
         let name = self.collectable_field(field)?;
         let plaintext = encode(&name, value, self.max_value_len)?;
         let entry = self.entry(customer)?;
         let envelope = {
             let state = entry.lock();
-            live_key(&entry, &state)?.seal(&self.namespace, customer, name.as_str(), &plaintext)?
+            live_key(&entry, &state)?.seal(&self.namespace, customer, name.as_str(), DETACHED_VERSION, &plaintext)?
         };
         Ok(Sealed::new(customer, name, envelope))
     }
 
     fn collectable_field(&self, field: &str) -> Result<FieldName, Error> {
         let name = FieldName::new(field)?;
-        self.covering_purpose_name(&name).ok_or(Error::UnknownField(name))
+        match self.covering_purpose_name(&name) {
+            Some(name) => Ok(name),
+            // A purpose whose stored definition failed its check may be the one that covers it.
+            None if self.has_tampered_purposes() => Err(Error::Crypto),
+            None => Err(Error::UnknownField(name)),
+        }
+    }
+
+    fn has_tampered_purposes(&self) -> bool {
+        !self
+            .purposes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .tampered
+            .is_empty()
     }
 
     // ----- consent -----
@@ -431,12 +624,20 @@ impl Vault {
         if def.purpose.is_special_category() && !evidence.is_explicit() {
             return Err(Error::Invalid("special-category purposes need explicit consent"));
         }
-        self.with_customer(customer, |_, state| {
-            let (record, writes) =
-                batch::new_consent(&def, customer, state, state.current.get(&def.id), &evidence, self.now())?;
+        self.with_customer(customer, |_, state, mut draft| {
+            let record = batch::new_consent(
+                &def,
+                customer,
+                state,
+                state.current.get(&def.id),
+                &evidence,
+                self.now(),
+                &mut draft,
+            )?;
             let id = record.id;
-            self.commit(
-                writes,
+            self.commit_customer(
+                state,
+                draft,
                 vec![
                     Entry::new(AuditKind::ConsentGiven, Some(customer))
                         .purpose(&def.id)
@@ -453,13 +654,15 @@ impl Vault {
     /// with [`AccessDenied::Withdrawn`], in every thread. Withdrawing twice is harmless.
     pub fn withdraw_consent(&self, customer: CustomerId, purpose: &str) -> Result<(), Error> {
         let def = self.purpose_def(purpose)?;
-        self.with_customer(customer, |_, state| {
+        self.with_customer(customer, |_, state, mut draft| {
             if let Some(current) = state.current.get(&def.id) {
                 if current.withdrawn_at.is_none() {
                     let mut ended = current.clone();
                     ended.withdrawn_at = Some(self.now());
-                    self.commit(
-                        vec![Write::PutConsent(ended.clone())],
+                    draft.put_consent(ended.clone());
+                    self.commit_customer(
+                        state,
+                        draft,
                         vec![
                             Entry::new(AuditKind::ConsentWithdrawn, Some(customer))
                                 .purpose(&def.id)
@@ -474,12 +677,10 @@ impl Vault {
         })
     }
 
-    /// Every consent record of a customer, history included, oldest first.
+    /// Every consent record of a customer, history included, oldest first, each checked
+    /// against its MAC and the customer's state.
     pub fn consents(&self, customer: CustomerId) -> Result<Vec<Consent>, Error> {
-        let snapshot = self.snapshot(customer)?;
-        let mut all = snapshot.consents;
-        all.sort_by_key(|c| (c.given_at, c.id));
-        Ok(all)
+        Ok(self.verified_customer(customer)?.consents_in_order())
     }
 
     // ----- the gate -----
@@ -490,14 +691,24 @@ impl Vault {
     /// fields.
     ///
     /// Denials are `Err(Error::Denied(reason))`, also audited. An erased customer gives
-    /// [`Error::Erased`]. If the audit log cannot be written, the access fails.
+    /// [`Error::Erased`], audited as a denial too. If the audit log cannot be written, the
+    /// access fails.
     pub fn authorize(&self, customer: CustomerId, purpose: &str) -> Result<AccessPass, Error> {
         let def = self.purpose_def(purpose)?;
         self.with_cached_customer(customer, |entry, state| {
+            let now = self.now();
             if state.erased {
+                self.journal.record(
+                    self.store.as_ref(),
+                    vec![
+                        Entry::new(AuditKind::AccessDenied, Some(customer))
+                            .purpose(&def.id)
+                            .detail("erased"),
+                    ],
+                    now,
+                )?;
                 return Err(Error::Erased(customer));
             }
-            let now = self.now();
             let record = state.current.get(&def.id);
             match decide(record, &def, state.standing(&def.id), None, now) {
                 Ok(()) => {
@@ -550,31 +761,56 @@ impl Vault {
             // pass within the time-to-live, as it stops `authorize`.
             self.refresh_purposes(Refresh::IfStale)?;
         }
-        let (name, key, envelope) = {
-            let mut state = pass.entry.lock();
-            if self.cache_ttl.is_some() && !state.erased && !state.evicted {
-                // Likewise a withdrawal, restriction or erasure made elsewhere.
-                self.refresh(&pass.entry, &mut state, Refresh::IfStale)?;
+        let mut state = pass.entry.lock();
+        let mut stale = false;
+        if self.cache_ttl.is_some() && !state.erased && !state.evicted {
+            // Likewise a withdrawal, restriction or erasure made elsewhere. A new data key made
+            // elsewhere has revoked the pass (the check below says so) and evicted the entry.
+            match self.refresh(&pass.entry, &mut state, Refresh::IfStale) {
+                Err(Error::Storage(StoreError::Stale)) => stale = true,
+                other => other?,
             }
-            let (name, key) = pass.check(customer, field)?;
-            // The envelopes are ciphertext: caching them keeps the store off the hot path.
-            // INVARIANT: every change to a customer's fields made through this vault updates
-            // or drops this copy under the same lock (set_field, erasure, the sweep, a
-            // time-to-live refresh).
-            if state.fields.is_none() {
-                let stored = self.store.fields(customer)?;
-                state.fields = Some(stored.into_iter().map(|f| (f.field, f.envelope)).collect());
-            }
-            let envelope = state
-                .fields
-                .as_ref()
-                .and_then(|fields| fields.get(name))
-                .cloned()
-                .ok_or_else(|| Error::UnknownField(name.clone()))?;
-            (name, key, envelope)
-        };
-        let plaintext = key.open_owned(&self.namespace, customer, name.as_str(), envelope)?;
+        }
+        let parts = self.envelope_for(pass, &mut state, field);
+        drop(state);
+        if stale {
+            self.cache.remove_entry(&pass.entry);
+        }
+        let (name, key, version, envelope) = parts?;
+        let plaintext = key.open_owned(&self.namespace, customer, name.as_str(), version, envelope)?;
         decode(name, &plaintext)
+    }
+
+    /// Checks a pass for one use on `field` and gives what opening the field's envelope needs:
+    /// its name, the data key, the write version from the customer's checked state (never the
+    /// store's row: an envelope written back from an earlier write does not open under it)
+    /// and the envelope.
+    fn envelope_for<'p>(
+        &self,
+        pass: &'p AccessPass,
+        state: &mut CustomerState,
+        field: &str,
+    ) -> Result<(&'p FieldName, &'p DataKey, u64, Vec<u8>), Error> {
+        let customer = pass.customer();
+        let (name, key) = pass.check(customer, field)?;
+        let version = state.version(name).ok_or_else(|| Error::UnknownField(name.clone()))?;
+        // The envelopes are ciphertext: caching them keeps the store off the hot path.
+        // INVARIANT: every change to a customer's fields made through this vault updates or
+        // drops this copy under the same lock (set_field, erasure, the sweep, a refresh from
+        // the store).
+        if state.fields.is_none() {
+            let stored = self.store.fields(customer)?;
+            state.fields = Some(stored.into_iter().map(|f| (f.field, f.envelope)).collect());
+        }
+        let envelope = state
+            .fields
+            .as_ref()
+            .and_then(|fields| fields.get(name))
+            .cloned()
+            // The checked state says the field is stored: a missing row is a store that lost or
+            // dropped it.
+            .ok_or(Error::Crypto)?;
+        Ok((name, key, version, envelope))
     }
 
     // ----- audit -----
@@ -582,7 +818,11 @@ impl Vault {
     /// Every audit event about a customer, oldest first.
     pub fn audit_events(&self, customer: CustomerId) -> Result<Vec<AuditEvent>, Error> {
         self.flush_audit()?;
-        Ok(self.store.audit_for(customer)?)
+        let events = self.store.audit_for(customer)?;
+        if events.iter().any(|e| e.customer != Some(customer)) {
+            return Err(StoreError::Corrupt("the store returned another customer's audit events".into()).into());
+        }
+        Ok(events)
     }
 
     /// Writes the access events waiting under [`AuditBatching`] now (a no-op without
@@ -595,16 +835,105 @@ impl Vault {
     /// that the log reaches the last event this vault wrote. Any edited, dropped, inserted or
     /// reordered event is reported as [`Error::AuditBroken`] with its sequence number. A vault
     /// whose master keys cannot open the stored audit key gets [`Error::Crypto`].
+    ///
+    /// A log cut back together with the changes it recorded (a whole-database restore) still
+    /// verifies here when this vault did not write past the cut: keep
+    /// [`audit_anchor`](Vault::audit_anchor)s outside the database and use
+    /// [`verify_audit_against`](Vault::verify_audit_against).
     pub fn verify_audit(&self) -> Result<AuditReport, Error> {
+        self.verify_chain(None)
+    }
+
+    /// Verifies the whole audit chain as [`verify_audit`](Vault::verify_audit) does, and that
+    /// it has not been cut back behind `anchor`: a log that ends before the anchor, or holds
+    /// another event at its sequence number, fails with [`Error::AuditBroken`] and
+    /// [`AuditBreak::Truncated`].
+    ///
+    /// ```
+    /// use egard::{MasterKey, MemoryStore, Vault};
+    ///
+    /// let vault = Vault::builder().master_key(MasterKey::from_bytes([1; 32])).store(MemoryStore::new()).build()?;
+    /// vault.create_customer()?;
+    /// let anchor = vault.audit_anchor()?;          // keep it outside the database
+    /// let line = serde_json::to_string(&anchor).unwrap();
+    /// vault.create_customer()?;
+    /// let anchor: egard::AuditAnchor = serde_json::from_str(&line).unwrap();
+    /// assert_eq!(vault.verify_audit_against(&anchor)?.events_verified, 2);
+    /// # Ok::<(), egard::Error>(())
+    /// ```
+    pub fn verify_audit_against(&self, anchor: &AuditAnchor) -> Result<AuditReport, Error> {
+        self.verify_chain(Some(anchor))
+    }
+
+    /// The audit log's head as an [`AuditAnchor`] (sequence number and MAC, after writing any
+    /// queued access events), its MAC checked against the event before it. An empty log gives
+    /// the anchor at sequence number 0.
+    ///
+    /// Keep anchors where whoever can write to the database cannot reach them: a log line
+    /// shipped elsewhere, a file on another system, a ticket, a transparency log. Take one at
+    /// least as often as you could bear to lose changes without noticing (every minute, or
+    /// after each batch of changes), and give the latest to
+    /// [`VaultBuilder::audit_anchor`] when a vault starts.
+    pub fn audit_anchor(&self) -> Result<AuditAnchor, Error> {
+        self.flush_audit()?;
+        let key = self.journal.key().ok_or(Error::Crypto)?;
+        let Some(head) = self.store.audit_head()? else {
+            return Ok(AuditAnchor { seq: 0, mac: [0; 32] });
+        };
+        let prev = self.mac_before(head.seq)?;
+        if !integrity::macs_equal(&audit::chain_mac(key, &prev, &head), &head.mac) {
+            return Err(Error::AuditBroken {
+                seq: head.seq,
+                problem: AuditBreak::MacMismatch,
+            });
+        }
+        Ok(AuditAnchor {
+            seq: head.seq,
+            mac: head.mac,
+        })
+    }
+
+    /// The MAC of the event before `seq` (32 zero bytes before the first).
+    fn mac_before(&self, seq: u64) -> Result<[u8; 32], Error> {
+        let Some(prev_seq) = seq.checked_sub(1).filter(|&s| s > 0) else {
+            return Ok([0; 32]);
+        };
+        match self.store.audit_range(prev_seq, 1)?.first() {
+            Some(e) if e.seq == prev_seq => Ok(e.mac),
+            _ => Err(Error::AuditBroken {
+                seq: prev_seq,
+                problem: AuditBreak::SequenceGap,
+            }),
+        }
+    }
+
+    /// Refuses a log cut back behind `anchor`.
+    fn check_anchor(&self, anchor: &AuditAnchor) -> Result<(), Error> {
+        if anchor.seq == 0 {
+            return Ok(());
+        }
+        let truncated = Error::AuditBroken {
+            seq: anchor.seq,
+            problem: AuditBreak::Truncated,
+        };
+        match self.store.audit_range(anchor.seq, 1)?.first() {
+            Some(e) if e.seq == anchor.seq && integrity::macs_equal(&e.mac, &anchor.mac) => Ok(()),
+            _ => Err(truncated),
+        }
+    }
+
+    fn verify_chain(&self, anchor: Option<&AuditAnchor>) -> Result<AuditReport, Error> {
         const PAGE: usize = 1024;
         self.flush_audit()?;
         let key = self.journal.key().ok_or(Error::Crypto)?;
-        let known_seq = self.journal.written_seq();
+        let known_seq = self.journal.written_seq().max(anchor.map_or(0, |a| a.seq));
         let mut prev = [0u8; 32];
-        let mut expected = 1u64;
-        loop {
-            let page = self.store.audit_range(expected, PAGE)?;
+        let mut verified = 0u64;
+        'pages: while let Some(from) = verified.checked_add(1) {
+            let page = self.store.audit_range(from, PAGE)?;
             for event in &page {
+                // INVARIANT: the loop stops once `verified` reaches u64::MAX.
+                let expected = verified.saturating_add(1);
                 if event.seq != expected {
                     return Err(Error::AuditBroken {
                         seq: expected,
@@ -617,24 +946,34 @@ impl Vault {
                         problem: AuditBreak::MacMismatch,
                     });
                 }
+                if anchor.is_some_and(|a| a.seq == event.seq && !integrity::macs_equal(&a.mac, &event.mac)) {
+                    // A valid chain with another event where the anchor stands: the log was
+                    // cut back behind it and written again.
+                    return Err(Error::AuditBroken {
+                        seq: event.seq,
+                        problem: AuditBreak::Truncated,
+                    });
+                }
                 prev = event.mac;
-                expected += 1;
+                verified = event.seq;
+                if verified == u64::MAX {
+                    break 'pages;
+                }
             }
             if page.len() < PAGE {
                 break;
             }
         }
-        let verified = expected - 1;
         if verified < known_seq {
             return Err(Error::AuditBroken {
-                seq: verified + 1,
+                seq: verified.saturating_add(1),
                 problem: AuditBreak::Truncated,
             });
         }
         if let Some(head) = self.store.audit_head()? {
             if head.seq != verified {
                 return Err(Error::AuditBroken {
-                    seq: verified + 1,
+                    seq: verified.saturating_add(1),
                     problem: AuditBreak::SequenceGap,
                 });
             }
@@ -652,7 +991,19 @@ impl Vault {
         self.journal.commit(self.store.as_ref(), writes, entries, self.now())
     }
 
-    /// The cached entry of a customer, read from the store on first touch.
+    /// Applies a customer's change: its records, the customer's record at the next revision
+    /// with its new state MAC, and the audit events for `entries`, each carrying that state
+    /// MAC; then notes the new state in the cached entry.
+    fn commit_customer(&self, state: &mut CustomerState, draft: Draft<'_>, entries: Vec<Entry>) -> Result<(), Error> {
+        let finished = draft.finish();
+        let mac = finished.state.record.mac;
+        let entries = entries.into_iter().map(|e| e.state(mac)).collect();
+        self.commit(finished.writes, entries)?;
+        note_state(state, &finished.state);
+        Ok(())
+    }
+
+    /// The cached entry of a customer, read from the store and checked on first touch.
     fn entry(&self, id: CustomerId) -> Result<Arc<CustomerEntry>, Error> {
         let mut shard = self.cache.shard(id);
         if let Some(entry) = shard.get(&id) {
@@ -662,30 +1013,65 @@ impl Vault {
         // Loaded under the shard lock, so that no change to this customer can slip between
         // the read and the insertion (changes go through the cached entry).
         let snapshot = self.store.customer(id)?.ok_or(Error::UnknownCustomer(id))?;
-        let key = match snapshot.record.erased_at {
+        let verified = self.verify_customer(id, snapshot, Anchor::Log)?;
+        let key = match verified.record.erased_at {
             Some(_) => None,
-            None => Some(self.unwrap_key(&snapshot)?),
+            None => Some(self.unwrap_key(id, &verified)?),
         };
         let entry = Arc::new(CustomerEntry::new(
             id,
             key,
-            CustomerState::from_snapshot(&snapshot, self.now()),
+            CustomerState::from_verified(&verified, self.now()),
         ));
         self.cache.make_room(&mut shard);
         shard.insert(id, entry.clone());
         Ok(entry)
     }
 
-    /// Runs `change` on a customer's entry under its lock, starting again if the entry left
-    /// the cache meanwhile. With several processes on the store (`cache_ttl` set), the entry
-    /// is first re-read from the store, so that a change never rests on a stale copy (a
-    /// withdrawal must end the record another process renewed).
+    /// Runs `change` on a customer under the entry's lock, with a [`Draft`] on top of the
+    /// customer's stored state, read now and checked: against the cached state if it is the
+    /// same, against the log if another process changed it (the cached entry is then brought
+    /// up to date first, its passes revoked as the change calls for). Starts again if the
+    /// entry left the cache meanwhile, or if another writer changed the customer between the
+    /// read and the write.
     fn with_customer<R>(
         &self,
         id: CustomerId,
-        change: impl FnMut(&Arc<CustomerEntry>, &mut CustomerState) -> Result<R, Error>,
+        mut change: impl FnMut(&Arc<CustomerEntry>, &mut CustomerState, Draft<'_>) -> Result<R, Error>,
     ) -> Result<R, Error> {
-        self.locked_customer(id, Refresh::Always, change)
+        let key = self.record_key()?;
+        let mut attempts = 0;
+        loop {
+            let entry = self.entry(id)?;
+            let mut state = entry.lock();
+            if state.evicted {
+                continue;
+            }
+            let result = self
+                .read_for_change(&entry, &mut state)
+                .and_then(|verified| change(&entry, &mut state, Draft::new(key, verified)?));
+            match result {
+                Err(Error::Storage(StoreError::Stale)) if attempts + 1 < STALE_RETRIES => {
+                    attempts += 1;
+                    let stale = state.evicted;
+                    drop(state);
+                    if stale {
+                        self.cache.remove_entry(&entry);
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Reads the customer's stored state for a change and brings the cached entry up to date.
+    fn read_for_change(&self, entry: &CustomerEntry, state: &mut CustomerState) -> Result<Verified, Error> {
+        let snapshot = self.store.customer(entry.id)?.ok_or(Error::UnknownCustomer(entry.id))?;
+        let verified = self.verify_customer(entry.id, snapshot, Anchor::Known(state.mac))?;
+        if !integrity::macs_equal(&verified.record.mac, &state.mac) {
+            self.bring_up_to_date(entry, state, &verified)?;
+        }
+        Ok(verified)
     }
 
     /// Runs `check` under a customer's lock with the cached copy, re-read only once older than
@@ -693,60 +1079,62 @@ impl Vault {
     fn with_cached_customer<R>(
         &self,
         id: CustomerId,
-        check: impl FnMut(&Arc<CustomerEntry>, &mut CustomerState) -> Result<R, Error>,
-    ) -> Result<R, Error> {
-        self.locked_customer(id, Refresh::IfStale, check)
-    }
-
-    fn locked_customer<R>(
-        &self,
-        id: CustomerId,
-        refresh: Refresh,
-        mut run: impl FnMut(&Arc<CustomerEntry>, &mut CustomerState) -> Result<R, Error>,
+        mut check: impl FnMut(&Arc<CustomerEntry>, &mut CustomerState) -> Result<R, Error>,
     ) -> Result<R, Error> {
         loop {
             let entry = self.entry(id)?;
             let mut state = entry.lock();
-            if !state.evicted {
-                if !state.erased {
-                    self.refresh(&entry, &mut state, refresh)?;
-                }
-                return run(&entry, &mut state);
+            if state.evicted {
+                continue;
             }
+            if !state.erased {
+                match self.refresh(&entry, &mut state, Refresh::IfStale) {
+                    Err(Error::Storage(StoreError::Stale)) => {
+                        drop(state);
+                        self.cache.remove_entry(&entry);
+                        continue;
+                    }
+                    other => other?,
+                }
+            }
+            return check(&entry, &mut state);
         }
     }
 
-    /// Re-reads the purpose definitions when the cache time-to-live has passed: a purpose
-    /// defined or redefined by another process is used from then on, and the passes issued
-    /// under the old definition stop, as [`Vault::define_purpose`] stops them.
+    /// Re-reads the purpose definitions when the cache time-to-live has passed (or always, when
+    /// asked): a purpose defined or redefined by another process is used from then on, and the
+    /// passes issued under the old definition stop, as [`Vault::define_purpose`] stops them.
     fn refresh_purposes(&self, when: Refresh) -> Result<(), Error> {
-        let Some(ttl) = self.cache_ttl else {
-            return Ok(());
-        };
         let now = self.now();
-        if when == Refresh::IfStale {
-            let loaded = self.purposes_loaded_at.lock().unwrap_or_else(PoisonError::into_inner);
-            if now < *loaded + ttl {
-                return Ok(());
+        match (self.cache_ttl, when) {
+            (_, Refresh::Always) => {}
+            (None, Refresh::IfStale) => return Ok(()),
+            (Some(ttl), Refresh::IfStale) => {
+                let loaded = self.purposes_loaded_at.lock().unwrap_or_else(PoisonError::into_inner);
+                if now < *loaded + ttl {
+                    return Ok(());
+                }
             }
         }
         let stored = self.store.purposes()?;
         let mut purposes = self.purposes.write().unwrap_or_else(PoisonError::into_inner);
-        for p in stored {
-            let def = PurposeDef::from_stored(p)?;
-            if let Some(old) = purposes.get(&def.id) {
-                if old.purpose == def.purpose {
-                    continue;
-                }
-                old.retire_for(&def);
+        for snapshot in stored {
+            let id = PurposeId::new(snapshot.stored.purpose.id())
+                .map_err(|_| StoreError::Corrupt("invalid stored purpose id".into()))?;
+            let unchanged = purposes
+                .defs
+                .get(&id)
+                .is_some_and(|d| d.rev == snapshot.stored.rev && integrity::macs_equal(&d.mac, &snapshot.stored.mac));
+            if unchanged {
+                continue;
             }
-            purposes.insert(def.id.clone(), Arc::new(def));
+            self.install_purpose(&mut purposes, id, self.verify_purpose(snapshot))?;
         }
         *self.purposes_loaded_at.lock().unwrap_or_else(PoisonError::into_inner) = now;
         Ok(())
     }
 
-    /// With several processes on the store (`cache_ttl` set), re-reads consents and standing
+    /// With several processes on the store (`cache_ttl` set), re-reads the customer's state
     /// when the time-to-live has passed, or always.
     fn refresh(&self, entry: &CustomerEntry, state: &mut CustomerState, when: Refresh) -> Result<(), Error> {
         let Some(ttl) = self.cache_ttl else {
@@ -757,10 +1145,36 @@ impl Vault {
             return Ok(());
         }
         let snapshot = self.store.customer(entry.id)?.ok_or(Error::UnknownCustomer(entry.id))?;
-        let fresh = CustomerState::from_snapshot(&snapshot, now);
+        let verified = self.verify_customer(entry.id, snapshot, Anchor::Known(state.mac))?;
+        if !integrity::macs_equal(&verified.record.mac, &state.mac) {
+            self.bring_up_to_date(entry, state, &verified)?;
+        }
+        state.loaded_at = Some(now);
+        Ok(())
+    }
+
+    /// Brings a cached entry up to the customer's checked stored state, changed by another
+    /// process: passes are revoked as a withdrawal, objection, restriction or erasure calls
+    /// for. A new data key (a key rotation elsewhere) revokes every pass and marks the entry
+    /// evicted: the caller drops it from the cache, once its lock is released, and starts
+    /// again ([`StoreError::Stale`]).
+    fn bring_up_to_date(
+        &self,
+        entry: &CustomerEntry,
+        state: &mut CustomerState,
+        verified: &Verified,
+    ) -> Result<(), Error> {
+        let fresh = CustomerState::from_verified(verified, self.now());
         if fresh.erased {
             state.revoke_erased();
-            return Err(Error::Erased(entry.id));
+            note_state(state, verified);
+            return Ok(());
+        }
+        if entry.key.as_ref().map(DataKey::version) != verified.newest_key().map(|k| k.version) {
+            state.revoke_all(AccessDenied::PassExpired);
+            state.fields = None;
+            state.evicted = true;
+            return Err(StoreError::Stale.into());
         }
         if fresh.restricted && !state.restricted {
             state.revoke_all(AccessDenied::Restricted);
@@ -780,33 +1194,16 @@ impl Vault {
         state.current = fresh.current;
         state.objections = fresh.objections;
         state.fields = None;
-        state.loaded_at = Some(now);
+        note_state(state, verified);
         Ok(())
     }
 
-    fn snapshot(&self, customer: CustomerId) -> Result<CustomerSnapshot, Error> {
-        self.store.customer(customer)?.ok_or(Error::UnknownCustomer(customer))
-    }
-
-    /// Unwraps the customer's newest data key with the master key its envelope names.
-    fn unwrap_key(&self, snapshot: &CustomerSnapshot) -> Result<DataKey, Error> {
-        let wrapped = snapshot
-            .keys
-            .iter()
-            .max_by_key(|k| k.version)
-            .ok_or_else(|| StoreError::Corrupt("a customer has no data key".into()))?;
-        let kek_id = WrappedKeyEnvelope::parse(&wrapped.wrapped)?.kek_id;
-        let kek = std::iter::once(&self.master)
-            .chain(&self.previous)
-            .find(|k| k.id() == kek_id)
-            .ok_or(Error::Crypto)?;
-        DataKey::unwrap(
-            kek,
-            &self.namespace,
-            snapshot.record.id,
-            wrapped.version,
-            &wrapped.wrapped,
-        )
+    /// Unwraps the customer's newest data key (its version bound by the checked state) with
+    /// the master key its envelope names, for the customer asked for.
+    fn unwrap_key(&self, id: CustomerId, verified: &Verified) -> Result<DataKey, Error> {
+        let wrapped = verified.newest_key().ok_or(Error::Crypto)?;
+        let kek = self.keyring().kek_for(&wrapped.wrapped)?;
+        DataKey::unwrap(kek, &self.namespace, id, wrapped.version, &wrapped.wrapped)
     }
 }
 
@@ -825,8 +1222,19 @@ impl Drop for Vault {
 enum Refresh {
     /// Once the cached copy is older than the time-to-live.
     IfStale,
-    /// Before every change.
+    /// Now.
     Always,
+}
+
+/// Notes in a cached entry the revision, state MAC and field versions of the state it now
+/// reflects.
+fn note_state(state: &mut CustomerState, verified: &Verified) {
+    state.rev = verified.record.rev;
+    state.mac = verified.record.mac;
+    state.versions = verified.versions();
+    if let Some(fields) = &mut state.fields {
+        fields.retain(|name, _| verified.fields.contains_key(name));
+    }
 }
 
 /// The data key of a customer that was not erased.
@@ -843,12 +1251,28 @@ mod tests {
     use crate::{Evidence, LawfulBasis, MemoryStore};
 
     fn batched_vault(store: Arc<MemoryStore>, max_events: usize) -> Vault {
+        define_p(
+            Vault::builder()
+                .master_key(MasterKey::from_bytes([3; 32]))
+                .store(store)
+                .audit_batching(max_events, std::time::Duration::from_secs(3600))
+                .build()
+                .unwrap(),
+        )
+    }
+
+    /// One of several vaults on one store (each with a time-to-live, as they must be).
+    fn shared_vault(store: Arc<MemoryStore>, key: u8) -> Vault {
         let vault = Vault::builder()
-            .master_key(MasterKey::from_bytes([3; 32]))
+            .master_key(MasterKey::from_bytes([key; 32]))
             .store(store)
-            .audit_batching(max_events, std::time::Duration::from_secs(3600))
+            .cache_ttl(Duration::hours(1))
             .build()
             .unwrap();
+        if key == 3 { define_p(vault) } else { vault }
+    }
+
+    fn define_p(vault: Vault) -> Vault {
         vault
             .define_purpose(Purpose::new("p", LawfulBasis::Consent).fields(["email"]))
             .unwrap();
@@ -894,15 +1318,44 @@ mod tests {
     }
 
     #[test]
+    fn a_second_vault_without_a_time_to_live_on_one_store_is_refused() {
+        let store = Arc::new(MemoryStore::new());
+        let first = batched_vault(store.clone(), 1);
+        let refused = Vault::builder()
+            .master_key(MasterKey::from_bytes([3; 32]))
+            .store(store.clone())
+            .build();
+        assert!(matches!(refused, Err(Error::Config(_))));
+        let shared = Vault::builder()
+            .master_key(MasterKey::from_bytes([3; 32]))
+            .store(store.clone())
+            .cache_ttl(Duration::seconds(1))
+            .build();
+        assert!(
+            matches!(shared, Err(Error::Config(_))),
+            "nor one with a time-to-live beside it"
+        );
+        drop(first);
+        let second = batched_vault(store.clone(), 1);
+        drop(second);
+        let a = shared_vault(store.clone(), 3);
+        let b = shared_vault(store.clone(), 3);
+        assert!(matches!(
+            Vault::builder()
+                .master_key(MasterKey::from_bytes([3; 32]))
+                .store(store)
+                .build(),
+            Err(Error::Config(_))
+        ));
+        drop((a, b));
+    }
+
+    #[test]
     fn a_vault_with_another_master_key_cannot_extend_the_chain() {
         let store = Arc::new(MemoryStore::new());
-        let right = batched_vault(store.clone(), 1);
+        let right = shared_vault(store.clone(), 3);
         right.create_customer().unwrap();
-        let wrong = Vault::builder()
-            .master_key(MasterKey::from_bytes([4; 32]))
-            .store(store.clone())
-            .build()
-            .unwrap();
+        let wrong = shared_vault(store.clone(), 4);
         let other = Purpose::new("q", LawfulBasis::Consent).fields(["email"]);
         assert!(matches!(wrong.define_purpose(other.clone()), Err(Error::Crypto)));
         assert!(matches!(wrong.create_customer(), Err(Error::Crypto)));
@@ -955,8 +1408,8 @@ mod tests {
     #[test]
     fn a_vault_reveals_only_through_its_own_passes() {
         let store = Arc::new(MemoryStore::new());
-        let issuer = batched_vault(store.clone(), 1);
-        let other = batched_vault(store, 1);
+        let issuer = shared_vault(store.clone(), 3);
+        let other = shared_vault(store, 3);
         let c = issuer.create_customer().unwrap();
         issuer.set_field(c, "email", "a@example.com").unwrap();
         issuer.give_consent(c, "p", Evidence::new("t")).unwrap();

@@ -7,14 +7,16 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::{Vault, journal, live_key};
+use super::records::Verified;
+use super::{Vault, live_key, secrets};
 use crate::audit::{AuditEvent, AuditKind, Entry};
 use crate::consent::Consent;
 use crate::crypto::WrappedKeyEnvelope;
 use crate::error::{AccessDenied, Error};
 use crate::ids::{CustomerId, FieldName};
+use crate::integrity;
 use crate::purpose::Purpose;
-use crate::store::{Objection, VaultSecret, Write};
+use crate::store::{Objection, VaultSecret, WrappedKey, Write};
 
 /// Everything egard holds about one customer, in clear, for the customer (Art. 15) or for
 /// another controller (Art. 20): serialize it to JSON with `serde_json`.
@@ -92,32 +94,56 @@ impl Vault {
             live_key(&entry, &state)?;
         }
         self.commit(Vec::new(), vec![Entry::new(AuditKind::Exported, Some(customer))])?;
-        let snapshot = self.snapshot(customer)?;
         let state = entry.lock();
         let key = live_key(&entry, &state)?;
+        let (verified, stored) = self.consistent_fields(customer)?;
         let mut fields = BTreeMap::new();
-        for stored in self.store.fields(customer)? {
-            let plaintext = key.open(&self.namespace, customer, stored.field.as_str(), &stored.envelope)?;
+        for (name, (version, _)) in &verified.fields {
+            // The checked state names every stored field and its version; a missing row or an
+            // envelope of another write is a store that lost or replayed it.
+            let envelope = stored.get(name).ok_or(Error::Crypto)?;
+            let plaintext = key.open(&self.namespace, customer, name.as_str(), *version, envelope)?;
             let value = serde_json::from_slice(&plaintext).map_err(|_| Error::Codec {
-                field: stored.field.clone(),
+                field: name.clone(),
                 action: "decoded",
             })?;
-            fields.insert(stored.field, value);
+            fields.insert(name.clone(), value);
         }
         drop(state);
-        let mut consents = snapshot.consents;
-        consents.sort_by_key(|c| (c.given_at, c.id));
+        let consents = verified.consents_in_order();
+        let objections = verified.objections.into_iter().map(|(o, _)| o).collect();
         Ok(SubjectExport {
             customer,
-            created_at: snapshot.record.created_at,
+            created_at: verified.record.created_at,
             exported_at: self.now(),
-            restricted: snapshot.record.restricted,
+            restricted: verified.record.restricted,
             fields,
             consents,
-            objections: snapshot.objections,
+            objections,
             purposes: self.purposes(),
-            audit_events: self.store.audit_for(customer)?,
+            audit_events: self.audit_events(customer)?,
         })
+    }
+
+    /// The customer's checked state and their stored envelopes by name, read so that both
+    /// show the same state: read again while another process changed the customer between the
+    /// two reads.
+    fn consistent_fields(&self, customer: CustomerId) -> Result<(Verified, BTreeMap<FieldName, Vec<u8>>), Error> {
+        const ATTEMPTS: usize = 8;
+        for _ in 0..ATTEMPTS {
+            let verified = self.verified_customer(customer)?;
+            let stored: BTreeMap<FieldName, Vec<u8>> = self
+                .store
+                .fields(customer)?
+                .into_iter()
+                .map(|f| (f.field, f.envelope))
+                .collect();
+            let after = self.store.customer(customer)?.ok_or(Error::UnknownCustomer(customer))?;
+            if integrity::macs_equal(&after.record.mac, &verified.record.mac) {
+                return Ok((verified, stored));
+            }
+        }
+        Err(crate::store::StoreError::Stale.into())
     }
 
     /// Restricts processing (Art. 18): every `authorize`, and every pass already issued, is
@@ -133,7 +159,7 @@ impl Vault {
     }
 
     fn set_restricted(&self, customer: CustomerId, restricted: bool) -> Result<(), Error> {
-        self.with_customer(customer, |entry, state| {
+        self.with_customer(customer, |entry, state, mut draft| {
             live_key(entry, state)?;
             if state.restricted != restricted {
                 let kind = if restricted {
@@ -141,10 +167,8 @@ impl Vault {
                 } else {
                     AuditKind::RestrictionLifted
                 };
-                self.commit(
-                    vec![Write::SetRestricted { customer, restricted }],
-                    vec![Entry::new(kind, Some(customer))],
-                )?;
+                draft.set_restricted(restricted);
+                self.commit_customer(state, draft, vec![Entry::new(kind, Some(customer))])?;
                 state.restricted = restricted;
             }
             if restricted {
@@ -167,15 +191,17 @@ impl Vault {
                 "objection applies to legitimate interests or public task; for other bases withdraw the record",
             ));
         }
-        self.with_customer(customer, |entry, state| {
+        self.with_customer(customer, |entry, state, mut draft| {
             live_key(entry, state)?;
             let at = self.now();
-            self.commit(
-                vec![Write::PutObjection(Objection {
-                    customer,
-                    purpose: def.id.clone(),
-                    at,
-                })],
+            draft.put_objection(Objection {
+                customer,
+                purpose: def.id.clone(),
+                at,
+            });
+            self.commit_customer(
+                state,
+                draft,
                 vec![Entry::new(AuditKind::Objected, Some(customer)).purpose(&def.id)],
             )?;
             state.objections.insert(def.id.clone(), at);
@@ -190,17 +216,16 @@ impl Vault {
     /// this customer kept anywhere, backups included, can never be opened again; `authorize`
     /// gives [`Error::Erased`].
     pub fn erase_customer(&self, customer: CustomerId) -> Result<ErasureReceipt, Error> {
-        let receipt = self.with_customer(customer, |entry, state| {
+        let receipt = self.with_customer(customer, |entry, state, mut draft| {
             live_key(entry, state)?;
-            let snapshot = self.snapshot(customer)?;
-            let mut fields: Vec<FieldName> = self.store.fields(customer)?.into_iter().map(|f| f.field).collect();
-            fields.sort();
-            let mut key_versions: Vec<u32> = snapshot.keys.iter().map(|k| k.version).collect();
-            key_versions.sort_unstable();
+            let fields: Vec<FieldName> = draft.current().fields.keys().cloned().collect();
+            let key_versions: Vec<u32> = draft.current().keys.keys().copied().collect();
             let at = self.now();
             let detail = format!("fields={},keys={}", fields.len(), key_versions.len());
-            self.commit(
-                vec![Write::EraseCustomer { customer, at }],
+            draft.erase(at);
+            self.commit_customer(
+                state,
+                draft,
                 vec![Entry::new(AuditKind::Erased, Some(customer)).detail(detail)],
             )?;
             state.revoke_erased();
@@ -220,30 +245,38 @@ impl Vault {
     /// and for its retention period after the record ended (by expiry, withdrawal or
     /// objection; or, if the customer never gave one, after the field was written). The
     /// moment the period ends, the field goes. A restricted customer's fields are kept.
+    ///
+    /// A customer whose stored records fail their check is left alone and the sweep goes on;
+    /// the first such failure is returned at the end, after every other customer was swept.
     pub fn sweep_retention(&self) -> Result<SweepReport, Error> {
         let now = self.now();
         let purposes = self.purposes();
         let ids = self.store.customer_ids()?;
         let mut deleted = Vec::new();
+        let mut first_failure = None;
         for &customer in &ids {
             // A first look without the customer's lock, to pass over the many with nothing
             // to delete; the decision is made again under the lock before anything goes.
-            if self.unneeded_fields(customer, &purposes, now)?.is_empty() {
+            let first_look = match self.verified_customer(customer) {
+                Ok(verified) => unneeded_fields(&verified, &purposes, now),
+                Err(Error::UnknownCustomer(_)) => continue,
+                Err(e) => {
+                    first_failure.get_or_insert(e);
+                    continue;
+                }
+            };
+            if first_look.is_empty() {
                 continue;
             }
-            let gone = self.with_customer(customer, |_, state| {
+            let swept = self.with_customer(customer, |_, state, mut draft| {
                 // Under the lock no set_field can slip between this read and the delete.
-                let gone = self.unneeded_fields(customer, &purposes, now)?;
+                let gone = unneeded_fields(draft.current(), &purposes, now);
                 if gone.is_empty() {
                     return Ok(gone);
                 }
-                let writes = gone
-                    .iter()
-                    .map(|field| Write::DeleteField {
-                        customer,
-                        field: field.clone(),
-                    })
-                    .collect();
+                for field in &gone {
+                    draft.delete_field(field.clone());
+                }
                 let entries = gone
                     .iter()
                     .map(|field| {
@@ -252,11 +285,19 @@ impl Vault {
                             .detail("retention")
                     })
                     .collect();
-                self.commit(writes, entries)?;
-                state.fields = None;
+                self.commit_customer(state, draft, entries)?;
                 Ok(gone)
-            })?;
-            deleted.extend(gone.into_iter().map(|field| (customer, field)));
+            });
+            match swept {
+                Ok(gone) => deleted.extend(gone.into_iter().map(|field| (customer, field))),
+                Err(e @ (Error::Crypto | Error::Storage(crate::store::StoreError::Corrupt(_)))) => {
+                    first_failure.get_or_insert(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some(e) = first_failure {
+            return Err(e);
         }
         Ok(SweepReport {
             swept_at: now,
@@ -265,77 +306,24 @@ impl Vault {
         })
     }
 
-    /// The stored fields of `customer` that no purpose needs any more at `now`.
-    fn unneeded_fields(
-        &self,
-        customer: CustomerId,
-        purposes: &[Purpose],
-        now: DateTime<Utc>,
-    ) -> Result<Vec<FieldName>, Error> {
-        let Some(snapshot) = self.store.customer(customer)? else {
-            return Ok(Vec::new());
-        };
-        // A restricted customer's data stays stored (Art. 18(1)(b), (c): restriction is what a
-        // customer asks for instead of deletion).
-        if snapshot.record.erased_at.is_some() || snapshot.record.restricted {
-            return Ok(Vec::new());
-        }
-        let mut gone = Vec::new();
-        for stored in self.store.fields(customer)? {
-            let needed = purposes
-                .iter()
-                .filter(|p| p.field_names().any(|f| f == stored.field.as_str()))
-                .any(|p| {
-                    let retention = p.retention_period().unwrap_or_default();
-                    let latest = snapshot
-                        .consents
-                        .iter()
-                        .filter(|c| c.purpose.as_str() == p.id())
-                        .max_by_key(|c| (c.given_at, c.id));
-                    // An objection ends the records given before it (all of them, for direct
-                    // marketing), as a withdrawal does.
-                    let objected = snapshot
-                        .objections
-                        .iter()
-                        .filter(|o| o.purpose.as_str() == p.id())
-                        .map(|o| o.at)
-                        .max();
-                    let window_start = match latest {
-                        None => stored.written_at,
-                        Some(c) => {
-                            let objection = objected.filter(|&o| p.is_direct_marketing() || c.given_at <= o);
-                            let ended = [c.withdrawn_at, objection, c.expires_at.filter(|&e| e <= now)];
-                            match ended.into_iter().flatten().min() {
-                                Some(end) => end,
-                                None => return true,
-                            }
-                        }
-                    };
-                    // Stored times are untrusted: a window ending past the calendar's range is
-                    // still open.
-                    window_start.checked_add_signed(retention).is_none_or(|end| now < end)
-                });
-            if !needed {
-                gone.push(stored.field);
-            }
-        }
-        Ok(gone)
-    }
-
     /// Re-wraps every data key that is not under the current master key (configure the old
     /// one with [`previous_master_key`](crate::VaultBuilder::previous_master_key)), and the
-    /// audit key with them: the audit chain continues under the same key and
+    /// vault secrets (the audit key and the record key) with them: the audit chain and the
+    /// authenticated records continue under the same keys, and
     /// [`verify_audit`](Vault::verify_audit) verifies across the rotation. Field ciphertexts
-    /// are not touched. Returns how many data keys were re-wrapped (the audit key is not
+    /// are not touched. Returns how many data keys were re-wrapped (the secrets are not
     /// counted).
     pub fn rotate_master_key(&self) -> Result<usize, Error> {
-        self.rotate_audit_key()?;
+        self.rotate_secrets()?;
         let mut rewrapped = 0;
         for customer in self.store.customer_ids()? {
             let Some(snapshot) = self.store.customer(customer)? else {
                 continue;
             };
             for key in &snapshot.keys {
+                if key.customer != customer {
+                    return Err(Error::Crypto);
+                }
                 let kek_id = WrappedKeyEnvelope::parse(&key.wrapped)?.kek_id;
                 if kek_id == self.master.id() {
                     continue;
@@ -344,7 +332,7 @@ impl Vault {
                 let raw = old.unwrap(&self.namespace, customer, key.version, &key.wrapped)?;
                 let wrapped = self.master.wrap(&self.namespace, customer, key.version, &raw)?;
                 self.commit(
-                    vec![Write::PutKey(crate::store::WrappedKey {
+                    vec![Write::PutKey(WrappedKey {
                         customer,
                         version: key.version,
                         wrapped,
@@ -361,24 +349,84 @@ impl Vault {
         Ok(rewrapped)
     }
 
-    /// Re-wraps the stored audit key under the current master key, if it is under another.
-    fn rotate_audit_key(&self) -> Result<(), Error> {
-        let Some(secret) = self.store.secret(journal::AUDIT_SECRET)? else {
-            // A vault always has one once built, unless its log predates it (it then writes
-            // nothing, and the commit below would be refused anyway).
-            return Err(Error::Crypto);
-        };
-        if WrappedKeyEnvelope::parse(&secret.wrapped)?.kek_id == self.master.id() {
-            return Ok(());
+    /// Re-wraps every stored vault secret under the current master key, if it is under
+    /// another.
+    fn rotate_secrets(&self) -> Result<(), Error> {
+        for name in secrets::ALL {
+            let Some(secret) = self.store.secret(name)? else {
+                // A vault always has them once built, unless its log predates them (it then
+                // writes nothing, and any commit would be refused anyway).
+                return Err(Error::Crypto);
+            };
+            if secret.name != name {
+                return Err(Error::Crypto);
+            }
+            if WrappedKeyEnvelope::parse(&secret.wrapped)?.kek_id == self.master.id() {
+                continue;
+            }
+            let raw = self.keyring().unwrap(name, &secret.wrapped)?;
+            let wrapped = self.master.wrap_secret(&self.namespace, name, &raw)?;
+            self.commit(
+                vec![Write::ReplaceSecret(VaultSecret {
+                    name: name.to_owned(),
+                    wrapped,
+                })],
+                vec![
+                    Entry::new(AuditKind::KeyRotated, None)
+                        .detail(format!("{name}_key,master_key={}", self.master.id())),
+                ],
+            )?;
         }
-        let raw = journal::unwrap_audit_key(&secret.wrapped, &self.master, &self.previous, &self.namespace)?;
-        let wrapped = self.master.wrap_secret(&self.namespace, journal::AUDIT_SECRET, &raw)?;
-        self.commit(
-            vec![Write::ReplaceSecret(VaultSecret {
-                name: journal::AUDIT_SECRET.to_owned(),
-                wrapped,
-            })],
-            vec![Entry::new(AuditKind::KeyRotated, None).detail(format!("audit_key,master_key={}", self.master.id()))],
-        )
+        Ok(())
     }
+}
+
+/// The stored fields of a customer that no purpose needs any more at `now`.
+fn unneeded_fields(state: &Verified, purposes: &[Purpose], now: DateTime<Utc>) -> Vec<FieldName> {
+    // A restricted customer's data stays stored (Art. 18(1)(b), (c): restriction is what a
+    // customer asks for instead of deletion).
+    if state.record.erased_at.is_some() || state.record.restricted {
+        return Vec::new();
+    }
+    let mut gone = Vec::new();
+    for (field, (_, written_at)) in &state.fields {
+        let needed = purposes
+            .iter()
+            .filter(|p| p.field_names().any(|f| f == field.as_str()))
+            .any(|p| {
+                let retention = p.retention_period().unwrap_or_default();
+                let latest = state
+                    .consents
+                    .values()
+                    .map(|(c, _)| c)
+                    .filter(|c| c.purpose.as_str() == p.id())
+                    .max_by_key(|c| (c.given_at, c.id));
+                // An objection ends the records given before it (all of them, for direct
+                // marketing), as a withdrawal does.
+                let objected = state
+                    .objections
+                    .iter()
+                    .filter(|(o, _)| o.purpose.as_str() == p.id())
+                    .map(|(o, _)| o.at)
+                    .max();
+                let window_start = match latest {
+                    None => *written_at,
+                    Some(c) => {
+                        let objection = objected.filter(|&o| p.is_direct_marketing() || c.given_at <= o);
+                        let ended = [c.withdrawn_at, objection, c.expires_at.filter(|&e| e <= now)];
+                        match ended.into_iter().flatten().min() {
+                            Some(end) => end,
+                            None => return true,
+                        }
+                    }
+                };
+                // Stored times are untrusted: a window ending past the calendar's range is
+                // still open.
+                window_start.checked_add_signed(retention).is_none_or(|end| now < end)
+            });
+        if !needed {
+            gone.push(field.clone());
+        }
+    }
+    gone
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use egard::store::{CustomerSnapshot, StoredField, VaultSecret, Write};
+use egard::store::{CustomerSnapshot, PurposeSnapshot, StoredField, VaultSecret, Write};
 use egard::{
     AccessDenied, AuditEvent, CustomerId, Error, Evidence, FieldName, LawfulBasis, ManualClock, MasterKey, MemoryStore,
     Purpose, Store, StoreError, Vault,
@@ -78,6 +78,18 @@ pub fn vault_on(store: Arc<dyn Store>, clock: &ManualClock) -> Vault {
         .unwrap()
 }
 
+/// A vault over `store` as one of several processes (or servers) sharing it: with a cache
+/// time-to-live, as every vault on a shared store must have.
+pub fn process_on(store: Arc<dyn Store>, clock: &ManualClock) -> Vault {
+    Vault::builder()
+        .master_key(MasterKey::from_bytes(KEY))
+        .store(store)
+        .clock(clock.clone())
+        .cache_ttl(Duration::seconds(1))
+        .build()
+        .unwrap()
+}
+
 /// A fresh in-memory vault, its clock at [`t0`].
 pub fn vault() -> (Vault, ManualClock) {
     let clock = ManualClock::new(t0());
@@ -142,14 +154,18 @@ pub fn stored_envelope(store: &dyn Store, customer: CustomerId, field: &str) -> 
         .envelope
 }
 
-/// Overwrites the stored envelope of one field, directly in the store.
+/// Overwrites the stored envelope of one field, directly in the store (its write version and
+/// time kept, as a tampered row would keep them).
 pub fn put_envelope(store: &dyn Store, customer: CustomerId, field: &str, envelope: Vec<u8>) {
+    let name = FieldName::new(field).unwrap();
+    let stored = store.field(customer, &name).unwrap().expect("field stored");
     store
         .apply(&[Write::PutField {
             customer,
-            field: FieldName::new(field).unwrap(),
+            field: name,
+            version: stored.version,
             envelope,
-            at: t0(),
+            at: stored.written_at,
         }])
         .unwrap();
 }
@@ -201,7 +217,7 @@ impl Store for TamperStore {
         }
         self.inner.apply(batch)
     }
-    fn purposes(&self) -> Result<Vec<Purpose>, StoreError> {
+    fn purposes(&self) -> Result<Vec<PurposeSnapshot>, StoreError> {
         self.inner.purposes()
     }
     fn customer(&self, id: CustomerId) -> Result<Option<CustomerSnapshot>, StoreError> {
@@ -236,5 +252,8 @@ impl Store for TamperStore {
     }
     fn secret(&self, name: &str) -> Result<Option<VaultSecret>, StoreError> {
         self.inner.secret(name)
+    }
+    fn instance_id(&self) -> usize {
+        self.inner.instance_id()
     }
 }

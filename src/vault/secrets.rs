@@ -1,0 +1,88 @@
+//! The vault secrets of the key hierarchy: random keys made once per store, stored only wrapped
+//! under the master key, opened with the master key their envelope names (current or previous)
+//! and re-wrapped by a master-key rotation, so that what they key survives it.
+//!
+//! - `audit`: the HMAC key of the audit chain;
+//! - `records`: the HMAC key of the authenticated records (see the `integrity` module).
+
+use ring::rand::SecureRandom;
+use zeroize::Zeroizing;
+
+use crate::crypto::{MasterKey, WrappedKeyEnvelope, random};
+use crate::error::Error;
+use crate::integrity::RECORD_SECRET;
+use crate::store::{Store, StoreError, VaultSecret, Write};
+
+/// The name of the stored, wrapped audit key.
+pub(crate) const AUDIT_SECRET: &str = "audit";
+
+/// Every vault secret, in the order [`open_or_install`] returns them.
+pub(crate) const ALL: [&str; 2] = [AUDIT_SECRET, RECORD_SECRET];
+
+/// The master keys a vault holds: the current one first.
+pub(crate) struct Keyring<'a> {
+    pub(crate) master: &'a MasterKey,
+    pub(crate) previous: &'a [MasterKey],
+    pub(crate) namespace: &'a str,
+}
+
+impl<'a> Keyring<'a> {
+    /// The master key a wrapped envelope names, if this vault holds it.
+    pub(crate) fn kek_for(&self, wrapped: &[u8]) -> Result<&'a MasterKey, Error> {
+        let kek_id = WrappedKeyEnvelope::parse(wrapped)?.kek_id;
+        std::iter::once(self.master)
+            .chain(self.previous)
+            .find(|k| k.id() == kek_id)
+            .ok_or(Error::Crypto)
+    }
+
+    /// The raw secret `name` in `wrapped`, unwrapped with the master key its envelope names.
+    pub(crate) fn unwrap(&self, name: &str, wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
+        self.kek_for(wrapped)?.unwrap_secret(self.namespace, name, wrapped)
+    }
+}
+
+/// The raw bytes of every secret of [`ALL`], in that order: the stored ones, opened; on a
+/// store without an audit log (`fresh`), the missing ones made now, stored wrapped under the
+/// current master key in one batch. `None` for a secret that cannot be opened (a wrong master
+/// key), or that is missing from a store with a log (removed, or the store predates it): the
+/// vault then refuses what needs it, with [`Error::Crypto`].
+pub(crate) fn open_or_install(
+    keys: &Keyring<'_>,
+    store: &dyn Store,
+    fresh: bool,
+) -> Result<Vec<Option<Zeroizing<Vec<u8>>>>, Error> {
+    // Two rounds: of two vaults installing secrets at once, the loser reads the winner's.
+    for _ in 0..2 {
+        let mut out = Vec::with_capacity(ALL.len());
+        let mut install = Vec::new();
+        for name in ALL {
+            match store.secret(name)? {
+                Some(secret) if secret.name == name => out.push(keys.unwrap(name, &secret.wrapped).ok()),
+                // A store answering with another secret than the one asked for holds nothing
+                // this vault can trust under that name.
+                Some(_) => out.push(None),
+                None if fresh => {
+                    let mut raw = Zeroizing::new(vec![0u8; 32]);
+                    random().fill(raw.as_mut_slice()).map_err(|_| Error::Crypto)?;
+                    let wrapped = keys.master.wrap_secret(keys.namespace, name, &raw)?;
+                    install.push(Write::InsertSecret(VaultSecret {
+                        name: name.to_owned(),
+                        wrapped,
+                    }));
+                    out.push(Some(raw));
+                }
+                None => out.push(None),
+            }
+        }
+        if install.is_empty() {
+            return Ok(out);
+        }
+        match store.apply(&install) {
+            Ok(()) => return Ok(out),
+            Err(StoreError::Conflict) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(StoreError::Conflict.into())
+}
