@@ -2,6 +2,9 @@
 //! store-generic test runs on, and `TamperStore`, a real store with a tampering layer on top.
 #![allow(dead_code)]
 
+#[cfg(feature = "postgres")]
+pub mod pg;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
