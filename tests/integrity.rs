@@ -571,7 +571,7 @@ struct SqliteDb {
 }
 
 impl SqliteDb {
-    fn new() -> Box<dyn Db> {
+    fn boxed() -> Box<dyn Db> {
         Box::new(SqliteDb {
             dir: tempfile::tempdir().unwrap(),
         })
@@ -635,17 +635,17 @@ fn hex(b: &[u8]) -> String {
 
 #[test]
 fn sqlite_every_edit_of_a_record_that_decides_access_is_refused() {
-    run_scenarios(SqliteDb::new);
+    run_scenarios(SqliteDb::boxed);
 }
 
 #[test]
 fn sqlite_a_whole_database_restore_is_caught_by_an_anchor() {
-    whole_restore_is_caught_by_an_anchor(&*SqliteDb::new());
+    whole_restore_is_caught_by_an_anchor(&*SqliteDb::boxed());
 }
 
 #[test]
 fn sqlite_a_cut_back_log_fails_against_its_anchor() {
-    a_cut_back_log_fails_against_its_anchor(&*SqliteDb::new());
+    a_cut_back_log_fails_against_its_anchor(&*SqliteDb::boxed());
 }
 
 // ----- PostgreSQL -----
