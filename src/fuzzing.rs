@@ -243,9 +243,39 @@ pub fn vault_ops(data: &[u8]) {
     let mut sealed: Vec<Sealed<String>> = Vec::new();
     // The last value written per (customer, field); `None` once tampered or erased.
     let mut written: std::collections::HashMap<(CustomerId, &str), Option<String>> = Default::default();
-    // Customers whose stored records that decide access were tampered with (a fresh vault
-    // was built after each tampering): no access may be granted to them ever again.
+    // Customers whose stored records that decide access differ from what the vault last wrote
+    // (a fresh vault is built after each tampering): no access may be granted to them until
+    // the records are put back exactly as they were (no vault operation can change them in
+    // the meantime: each one fails its check). `legit` keeps what the vault last wrote.
     let mut tampered: std::collections::HashSet<CustomerId> = Default::default();
+    let mut legit: std::collections::HashMap<CustomerId, crate::store::CustomerSnapshot> = Default::default();
+    // Notes what the vault wrote for `c` before a tampering, and afterwards whether the
+    // records now differ from it.
+    let before_tampering =
+        |c: CustomerId,
+         tampered: &std::collections::HashSet<CustomerId>,
+         legit: &mut std::collections::HashMap<CustomerId, crate::store::CustomerSnapshot>| {
+            if !tampered.contains(&c) {
+                if let Ok(Some(s)) = store.customer(c) {
+                    legit.insert(c, s);
+                }
+            }
+        };
+    let after_tampering =
+        |c: CustomerId,
+         tampered: &mut std::collections::HashSet<CustomerId>,
+         legit: &std::collections::HashMap<CustomerId, crate::store::CustomerSnapshot>| {
+            let now = store.customer(c).ok().flatten();
+            let same = match (now, legit.get(&c)) {
+                (Some(now), Some(was)) => same_records(&now, was),
+                _ => false,
+            };
+            if same {
+                tampered.remove(&c);
+            } else {
+                tampered.insert(c);
+            }
+        };
     // Earlier stored states, for an attacker to write back as from a backup.
     let mut history: Vec<crate::store::CustomerSnapshot> = Vec::new();
     let mut input = data.iter().copied();
@@ -356,16 +386,13 @@ pub fn vault_ops(data: &[u8]) {
                 if let Some(c) = customer {
                     let version = u32::from(next().unwrap_or(1));
                     let wrapped: Vec<u8> = (0..usize::from(arg) % 72).map_while(|_| next()).collect();
-                    let before = store.customer(c).ok().flatten().map(|s| s.keys);
+                    before_tampering(c, &tampered, &mut legit);
                     let _ = store.apply(&[Write::PutKey(WrappedKey {
                         customer: c,
                         version,
                         wrapped,
                     })]);
-                    let after = store.customer(c).ok().flatten().map(|s| s.keys);
-                    if before != after {
-                        tampered.insert(c);
-                    }
+                    after_tampering(c, &mut tampered, &legit);
                     written.retain(|(k, _), _| *k != c);
                     passes.clear();
                     drop(vault);
@@ -417,11 +444,12 @@ pub fn vault_ops(data: &[u8]) {
                         superseded_by: None,
                         evidence: Evidence::new("forged").explicit(),
                     };
+                    before_tampering(c, &tampered, &mut legit);
                     if store
                         .apply(&[Write::PutConsent(Authenticated { record: forged, mac })])
                         .is_ok()
                     {
-                        tampered.insert(c);
+                        after_tampering(c, &mut tampered, &legit);
                         passes.clear();
                         drop(vault);
                         vault = build(store.clone());
@@ -445,13 +473,9 @@ pub fn vault_ops(data: &[u8]) {
                             expected_rev: now.record.rev,
                         });
                     }
-                    let changed = if whole {
-                        old.record != now.record || old.consents.iter().any(|c| !now.consents.contains(c))
-                    } else {
-                        old.consents.iter().any(|c| !now.consents.contains(c))
-                    };
-                    if store.apply(&writes).is_ok() && changed {
-                        tampered.insert(c);
+                    before_tampering(c, &tampered, &mut legit);
+                    if store.apply(&writes).is_ok() {
+                        after_tampering(c, &mut tampered, &legit);
                         written.retain(|(k, _), _| *k != c);
                         passes.clear();
                         drop(vault);
@@ -479,6 +503,20 @@ pub fn vault_ops(data: &[u8]) {
     vault
         .verify_audit()
         .expect("the audit chain verifies after any sequence");
+}
+
+/// Whether two snapshots hold the same records (in any order), whatever their latest change.
+fn same_records(a: &crate::store::CustomerSnapshot, b: &crate::store::CustomerSnapshot) -> bool {
+    fn sorted<T: Clone, K: Ord>(v: &[T], key: impl Fn(&T) -> K) -> Vec<T> {
+        let mut v = v.to_vec();
+        v.sort_by_key(|x| key(x));
+        v
+    }
+    a.record == b.record
+        && sorted(&a.keys, |k| k.version) == sorted(&b.keys, |k| k.version)
+        && sorted(&a.consents, |c| c.record.id) == sorted(&b.consents, |c| c.record.id)
+        && sorted(&a.objections, |o| o.mac) == sorted(&b.objections, |o| o.mac)
+        && sorted(&a.fields, |f| f.field.clone()) == sorted(&b.fields, |f| f.field.clone())
 }
 
 fn clock_now(clock: &ManualClock) -> chrono::DateTime<Utc> {

@@ -10,6 +10,7 @@
 //! on SqliteStore; a quarter of that with audit batching).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use egard::{
@@ -62,21 +63,64 @@ fn purpose_fields(p: usize, variant: u8) -> Vec<&'static str> {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Define { p: usize, variant: u8, notice_delta: i8 },
+    Define {
+        p: usize,
+        variant: u8,
+        notice_delta: i8,
+    },
     Create,
-    SetField { c: usize, f: usize, too_large: bool },
-    Give { c: usize, p: usize },
-    Withdraw { c: usize, p: usize },
-    Advance { secs: i64 },
-    Authorize { c: usize, p: usize },
-    Reveal { pass: usize, f: usize, as_number: bool },
-    Seal { c: usize, f: usize },
-    OpenSealed { s: usize, pass: usize },
-    Restrict { c: usize },
-    Lift { c: usize },
-    Object { c: usize, p: usize },
-    Erase { c: usize },
-    Export { c: usize },
+    SetField {
+        c: usize,
+        f: usize,
+        too_large: bool,
+    },
+    Give {
+        c: usize,
+        p: usize,
+    },
+    Withdraw {
+        c: usize,
+        p: usize,
+    },
+    Advance {
+        secs: i64,
+    },
+    Authorize {
+        c: usize,
+        p: usize,
+    },
+    Reveal {
+        pass: usize,
+        f: usize,
+        as_number: bool,
+    },
+    Seal {
+        c: usize,
+        f: usize,
+    },
+    OpenSealed {
+        s: usize,
+        pass: usize,
+    },
+    Restrict {
+        c: usize,
+    },
+    Lift {
+        c: usize,
+    },
+    Object {
+        c: usize,
+        p: usize,
+    },
+    Erase {
+        c: usize,
+    },
+    Export {
+        c: usize,
+    },
+    /// The vault is dropped and built again on the same store: everything is read back and
+    /// checked against its MACs and the audit log (passes die with the old vault).
+    Restart,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -99,6 +143,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (any::<usize>(), p).prop_map(|(c, p)| Op::Object { c, p }),
         1 => any::<usize>().prop_map(|c| Op::Erase { c }),
         1 => any::<usize>().prop_map(|c| Op::Export { c }),
+        1 => Just(Op::Restart),
     ]
 }
 
@@ -497,6 +542,12 @@ impl Model {
         Out::Ok
     }
 
+    /// A new vault: the passes of the old one are gone, and new ones get new flags.
+    fn restart(&mut self) {
+        self.passes.clear();
+        self.grants.clear();
+    }
+
     fn export(&self, c: usize) -> Out {
         let cust = &self.customers[c];
         if cust.erased {
@@ -528,19 +579,19 @@ fn reveal_real(vault: &Vault, pass: &AccessPass, f: usize, as_number: bool) -> O
 
 /// Runs `ops` on a vault over `store` (with any further settings from `configure`) and on the
 /// model, comparing after every step.
-fn run(
-    ops: &[Op],
-    store: impl Store,
-    configure: impl FnOnce(VaultBuilder) -> VaultBuilder,
-) -> Result<(), TestCaseError> {
+fn run(ops: &[Op], store: impl Store, configure: impl Fn(VaultBuilder) -> VaultBuilder) -> Result<(), TestCaseError> {
     let clock = ManualClock::new(start());
-    let builder = Vault::builder()
-        .master_key(MasterKey::from_bytes([9; 32]))
-        .store(store)
-        .clock(clock.clone())
-        .pass_lifetime(Duration::seconds(PASS_LIFETIME_SECS))
-        .max_value_len(MAX_VALUE_LEN);
-    let vault = configure(builder).build().unwrap();
+    let store: Arc<dyn Store> = Arc::new(store);
+    let build = || {
+        let builder = Vault::builder()
+            .master_key(MasterKey::from_bytes([9; 32]))
+            .store(store.clone())
+            .clock(clock.clone())
+            .pass_lifetime(Duration::seconds(PASS_LIFETIME_SECS))
+            .max_value_len(MAX_VALUE_LEN);
+        configure(builder).build().unwrap()
+    };
+    let mut vault = build();
     for p in 0..4 {
         vault.define_purpose(purpose(p, 0, 1)).unwrap();
     }
@@ -569,6 +620,13 @@ fn run(
             Op::Advance { secs } => {
                 clock.advance(Duration::seconds(*secs));
                 model.now += Duration::seconds(*secs);
+                (Out::Ok, Out::Ok)
+            }
+            Op::Restart => {
+                passes.clear();
+                drop(vault);
+                vault = build();
+                model.restart();
                 (Out::Ok, Out::Ok)
             }
             _ if n == 0 => continue,
@@ -792,9 +850,13 @@ fn a_fixed_sequence_covers_every_rule() {
         Op::Advance { secs: 11 * 86_400 },
         Op::Authorize { c: idx(0), p: 0 },
         Op::Withdraw { c: idx(0), p: 0 },
+        Op::Restart,
+        Op::Authorize { c: idx(0), p: 0 },
         Op::Export { c: idx(0) },
         Op::Erase { c: idx(0) },
         Op::Erase { c: idx(0) },
+        Op::Restart,
+        Op::Authorize { c: idx(0), p: 1 },
         Op::Authorize { c: idx(0), p: 4 },
     ];
     run(&ops, MemoryStore::new(), |b| b).unwrap();

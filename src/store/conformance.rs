@@ -23,10 +23,17 @@
 //!   of the batch visible;
 //! - writes naming a customer that was never inserted fail with
 //!   [`StoreError::MissingCustomer`] (but `AppendAudit` and `PutPurpose` need no customer),
-//!   and after [`Write::EraseCustomer`] so do `PutKey`, `PutField` and `SetRestricted`, while
-//!   consents, objections, field deletions and a repeated erasure are still accepted;
+//!   and after [`Write::EraseCustomer`] so do `PutKey` and `PutField`, while consents,
+//!   objections, record updates, field deletions and a repeated erasure are still accepted;
+//! - conditional writes: [`Write::UpdateCustomer`] and [`Write::PutPurpose`] apply only at the
+//!   revision they name (as left by earlier writes of the batch), otherwise
+//!   [`StoreError::Stale`] and nothing of the batch; an update never clears `erased_at`;
 //! - upserts: `PutKey` by (customer, version), `PutField` by (customer, field), `PutConsent`
-//!   by id, `PutPurpose` by id; `DeleteField`; objections are all kept;
+//!   by id; `DeleteField`; objections are all kept;
+//! - every MAC, revision and field version reads back exactly; a snapshot lists the stored
+//!   fields' names, versions and times; a snapshot and the purposes come with their latest
+//!   change (the highest event carrying a state that names the customer, or the purpose and
+//!   no customer) and the MAC of the event before it;
 //! - `EraseCustomer` deletes keys and fields, keeps consents, objections and audit events,
 //!   and sets `erased_at` once (a second erasure does not move it);
 //! - every read: purposes, customer snapshots, fields, customer ids, the audit head, audit

@@ -354,6 +354,11 @@ impl Vault {
     /// older version are denied with [`AccessDenied::NoticeOutdated`] until given again.
     /// Any redefinition stops the passes issued under the old definition. Defining the same
     /// purpose again unchanged does nothing. The notice version never goes down.
+    ///
+    /// The stored definition is authenticated (a MAC under the record key, bound to its
+    /// revision and to the audit log): a purpose whose stored definition fails its check is
+    /// refused here and everywhere with [`Error::Crypto`] until the stored row is put right,
+    /// so that a tampered definition is never silently overwritten.
     pub fn define_purpose(&self, purpose: Purpose) -> Result<(), Error> {
         let def = purpose.validate()?;
         let key = self.record_key()?;
