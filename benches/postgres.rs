@@ -12,7 +12,6 @@
 //! drops it at the end.
 
 use std::hint::black_box;
-use std::sync::Arc;
 use std::time::{Duration as StdDuration, Instant};
 
 use chrono::Duration;
@@ -35,11 +34,16 @@ struct Bed {
     cold_ids: Vec<CustomerId>,
 }
 
-fn vault<S: Store>(store: Arc<S>, capacity: usize, batched: bool) -> Vault {
+/// `shared`: the vault shares its database with another process (here: another vault on its
+/// own connection), so it gets a cache time-to-live, as it must.
+fn vault<S: Store>(store: S, capacity: usize, batched: bool, shared: bool) -> Vault {
     let mut builder = Vault::builder()
         .master_key(MasterKey::from_bytes([3; 32]))
         .store(store)
         .cache_capacity(capacity);
+    if shared {
+        builder = builder.cache_ttl(Duration::hours(1));
+    }
     if batched {
         builder = builder.audit_batching(64, StdDuration::from_millis(50));
     }
@@ -47,9 +51,9 @@ fn vault<S: Store>(store: Arc<S>, capacity: usize, batched: bool) -> Vault {
 }
 
 /// `batched`: access events go to the store in groups (`VaultBuilder::audit_batching`).
-fn bed<S: Store>(name: &'static str, store: S, batched: bool) -> Bed {
-    let store = Arc::new(store);
-    let warm = vault(store.clone(), 100_000, batched);
+/// `open` connects to the bed's database: once for the warm vault, once for the cold one.
+fn bed<S: Store>(name: &'static str, open: impl Fn() -> S, batched: bool) -> Bed {
+    let warm = vault(open(), 100_000, batched, false);
     warm.define_purpose(
         Purpose::new("newsletter", LawfulBasis::Consent)
             .fields(["email"])
@@ -64,8 +68,9 @@ fn bed<S: Store>(name: &'static str, store: S, batched: bool) -> Bed {
             c
         })
         .collect();
-    // Built after the purpose exists; a capacity of 1 per shard: touches are always first ones.
-    let cold = vault(store, 1, batched);
+    // Built after the purpose exists, on a connection of its own as a second process would
+    // be; a capacity of 1 per shard: touches are always first ones.
+    let cold = vault(open(), 1, batched, true);
     Bed {
         name,
         warm,
@@ -184,18 +189,12 @@ fn main() {
     };
     let schema = format!("egard_bench_{}", std::process::id());
     let options = PostgresOptions::new().schema(&schema).pool_size(4);
-    let pg = bed(
-        "postgres",
-        PostgresStore::connect_with(&url, options.clone()).unwrap(),
-        false,
-    );
-    let pg_batched = bed(
-        "postgres_batched_audit",
-        PostgresStore::connect_with(&url, options).unwrap(),
-        true,
-    );
+    let connect = || PostgresStore::connect_with(&url, options.clone()).unwrap();
+    let pg = bed("postgres", connect, false);
+    let pg_batched = bed("postgres_batched_audit", connect, true);
     let dir = tempfile::tempdir().unwrap();
-    let baseline = bed("sqlite", SqliteStore::open(dir.path().join("bench.db")).unwrap(), false);
+    let path = dir.path().join("bench.db");
+    let baseline = bed("sqlite", || SqliteStore::open(&path).unwrap(), false);
 
     let mut c = Criterion::default().configure_from_args();
     for (op_name, op) in OPS {

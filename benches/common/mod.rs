@@ -8,7 +8,11 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration as StdDuration, Instant};
 
 use chrono::{DateTime, Duration, Utc};
-use egard::{Clock, CustomerId, Evidence, LawfulBasis, MasterKey, MemoryStore, Purpose, Store, Vault};
+use egard::store::{CustomerSnapshot, PurposeSnapshot, StoredField, VaultSecret, Write};
+use egard::{
+    AuditEvent, Clock, CustomerId, Evidence, FieldName, LawfulBasis, MasterKey, MemoryStore, Purpose, Store,
+    StoreError, Vault,
+};
 
 /// The master key of every benchmark vault.
 pub const MASTER: [u8; 32] = [42; 32];
@@ -91,15 +95,58 @@ pub struct Population {
     pub setup: StdDuration,
 }
 
-/// A vault over `store` sharing the population's key and clock.
+/// A vault over `store` sharing the population's key and clock, as a second process on the
+/// same database would have one: through its own handle on the store, with a cache
+/// time-to-live (a process that shares its store with another must re-read what it caches;
+/// one hour, so that only the cache capacity decides what is cold).
 pub fn vault_over(store: Arc<MemoryStore>, clock: &BenchClock, cache_capacity: usize) -> Vault {
     Vault::builder()
         .master_key(MasterKey::from_bytes(MASTER))
-        .store(store)
+        .store(OtherHandle(store))
         .clock(clock.clone())
         .cache_capacity(cache_capacity)
+        .cache_ttl(Duration::hours(1))
         .build()
         .unwrap()
+}
+
+/// Another handle on the same store: every call goes to the shared store, but the
+/// handle is an object of its own, as a second connection to one database would be (the vault
+/// refuses two vaults on one store object unless all of them have a time-to-live, and the
+/// population's own vault has none).
+pub struct OtherHandle(pub Arc<MemoryStore>);
+
+impl Store for OtherHandle {
+    fn apply(&self, batch: &[Write]) -> Result<(), StoreError> {
+        self.0.apply(batch)
+    }
+    fn purposes(&self) -> Result<Vec<PurposeSnapshot>, StoreError> {
+        self.0.purposes()
+    }
+    fn customer(&self, id: CustomerId) -> Result<Option<CustomerSnapshot>, StoreError> {
+        self.0.customer(id)
+    }
+    fn field(&self, customer: CustomerId, field: &FieldName) -> Result<Option<StoredField>, StoreError> {
+        self.0.field(customer, field)
+    }
+    fn fields(&self, customer: CustomerId) -> Result<Vec<StoredField>, StoreError> {
+        self.0.fields(customer)
+    }
+    fn customer_ids(&self) -> Result<Vec<CustomerId>, StoreError> {
+        self.0.customer_ids()
+    }
+    fn audit_head(&self) -> Result<Option<AuditEvent>, StoreError> {
+        self.0.audit_head()
+    }
+    fn audit_range(&self, from_seq: u64, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
+        self.0.audit_range(from_seq, limit)
+    }
+    fn audit_for(&self, customer: CustomerId) -> Result<Vec<AuditEvent>, StoreError> {
+        self.0.audit_for(customer)
+    }
+    fn secret(&self, name: &str) -> Result<Option<VaultSecret>, StoreError> {
+        self.0.secret(name)
+    }
 }
 
 /// Builds `n` customers through the public API, as an application would: create, five
