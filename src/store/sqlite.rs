@@ -223,15 +223,41 @@ pub struct SqliteStore {
     durability: Durability,
 }
 
-/// The writer connection and its current `synchronous` setting.
+/// The writer connection, its current `synchronous` setting, and whether deleted bytes may
+/// still be in the write-ahead log.
 struct Writer {
     conn: Connection,
     full: bool,
+    purge_pending: bool,
 }
 
 impl Writer {
     fn new(conn: Connection) -> Self {
-        Self { conn, full: true }
+        Self {
+            conn,
+            full: true,
+            purge_pending: false,
+        }
+    }
+
+    /// Copies every committed page into the database file and empties the write-ahead log
+    /// (`wal_checkpoint(TRUNCATE)`): with `secure_delete` on, the deleted or overwritten bytes
+    /// are then in neither file. Fails with [`StoreError::Unavailable`] while another
+    /// connection reads an older snapshot (the log cannot be emptied under it); the purge is
+    /// then retried after the next write.
+    fn purge(&mut self) -> Result<(), StoreError> {
+        self.purge_pending = true;
+        let busy: i64 = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0))
+            .map_err(map_err)?;
+        if busy != 0 {
+            return Err(StoreError::Unavailable(
+                "the write-ahead log could not be emptied: another connection reads an older snapshot".into(),
+            ));
+        }
+        self.purge_pending = false;
+        Ok(())
     }
 
     /// Sets `synchronous` for the next transaction, if it changes.
@@ -305,6 +331,39 @@ impl SqliteStore {
         self.path.as_deref()
     }
 
+    /// Makes sure no deleted or overwritten envelope or wrapped key is left in the database
+    /// file or its write-ahead log.
+    ///
+    /// The store does this by itself after every write that deletes or overwrites such bytes
+    /// (an erasure, a rectification, a retention sweep, a re-wrap): deleted content is zeroed
+    /// in place (`secure_delete`), then the log is copied into the file and emptied
+    /// (`wal_checkpoint(TRUNCATE)`). The log cannot be emptied while another connection, in
+    /// another process, reads a snapshot older than the write; the store then tries again
+    /// after its next write, and [`purge_pending`](SqliteStore::purge_pending) says so. Call
+    /// this to try now: it fails with [`StoreError::Unavailable`] (inside
+    /// [`Error::Storage`]) if it still cannot.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = egard::SqliteStore::open(dir.path().join("egard.db"))?;
+    /// store.purge()?;
+    /// assert!(!store.purge_pending());
+    /// # Ok::<(), egard::Error>(())
+    /// ```
+    pub fn purge(&self) -> Result<(), Error> {
+        if self.path.is_none() {
+            // An in-memory database has no file and no log.
+            return Ok(());
+        }
+        Ok(self.writer().purge()?)
+    }
+
+    /// Whether deleted bytes may still be in the write-ahead log: a purge after a write could
+    /// not complete yet (see [`purge`](SqliteStore::purge)).
+    pub fn purge_pending(&self) -> bool {
+        self.writer().purge_pending
+    }
+
     fn writer(&self) -> MutexGuard<'_, Writer> {
         // A panic while holding the writer drops its transaction, which rolls back: the
         // connection is still consistent.
@@ -371,6 +430,9 @@ fn configure(conn: &Connection, wal: bool) -> Result<(), StoreError> {
     }
     conn.pragma_update(None, "foreign_keys", true).map_err(map_err)?;
     conn.pragma_update(None, "synchronous", "FULL").map_err(map_err)?;
+    // Deleted and overwritten content (a rectified field's old envelope, an erased customer's
+    // wrapped keys) is overwritten with zeros in the database pages and free pages.
+    conn.pragma_update(None, "secure_delete", true).map_err(map_err)?;
     Ok(())
 }
 
@@ -712,7 +774,10 @@ fn exec(tx: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<usi
         .map_err(map_err)
 }
 
-fn apply_one(tx: &Connection, w: &Write) -> Result<(), StoreError> {
+/// Applies one write; returns whether it deleted or overwrote stored bytes that must not
+/// survive it (an envelope, a wrapped key or secret).
+fn apply_one(tx: &Connection, w: &Write) -> Result<bool, StoreError> {
+    let mut shreds = false;
     match w {
         Write::PutPurpose { stored, expected_rev } => {
             let p = &stored.purpose;
@@ -782,6 +847,8 @@ fn apply_one(tx: &Connection, w: &Write) -> Result<(), StoreError> {
         }
         Write::PutKey(k) => {
             require(tx, k.customer, true)?;
+            // A re-wrap under a new master key: the copy under the old one goes.
+            shreds = true;
             exec(
                 tx,
                 "INSERT INTO data_keys (customer, version, wrapped) VALUES (?1, ?2, ?3)
@@ -797,6 +864,11 @@ fn apply_one(tx: &Connection, w: &Write) -> Result<(), StoreError> {
             at,
         } => {
             require(tx, *customer, true)?;
+            shreds = exists(
+                tx,
+                "SELECT 1 FROM fields WHERE customer = ?1 AND field = ?2",
+                params![customer.as_bytes().as_slice(), field.as_str()],
+            )?;
             exec(
                 tx,
                 "INSERT INTO fields (customer, field, envelope, written_at, version) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -813,11 +885,11 @@ fn apply_one(tx: &Connection, w: &Write) -> Result<(), StoreError> {
         }
         Write::DeleteField { customer, field } => {
             require(tx, *customer, false)?;
-            exec(
+            shreds = exec(
                 tx,
                 "DELETE FROM fields WHERE customer = ?1 AND field = ?2",
                 params![customer.as_bytes().as_slice(), field.as_str()],
-            )?;
+            )? > 0;
         }
         Write::PutConsent(Authenticated { record: c, mac }) => {
             require(tx, c.customer, false)?;
@@ -862,6 +934,7 @@ fn apply_one(tx: &Connection, w: &Write) -> Result<(), StoreError> {
         Write::EraseCustomer { customer, at } => {
             require(tx, *customer, false)?;
             let id = customer.as_bytes().as_slice();
+            shreds = true;
             exec(tx, "DELETE FROM data_keys WHERE customer = ?1", [id])?;
             exec(tx, "DELETE FROM fields WHERE customer = ?1", [id])?;
             exec(
@@ -902,6 +975,7 @@ fn apply_one(tx: &Connection, w: &Write) -> Result<(), StoreError> {
             }
         }
         Write::ReplaceSecret(v) => {
+            shreds = true;
             exec(
                 tx,
                 "INSERT INTO vault_secrets (name, wrapped) VALUES (?1, ?2)
@@ -910,7 +984,12 @@ fn apply_one(tx: &Connection, w: &Write) -> Result<(), StoreError> {
             )?;
         }
     }
-    Ok(())
+    Ok(shreds)
+}
+
+/// Whether the query finds a row.
+fn exists(tx: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<bool, StoreError> {
+    tx.prepare_cached(sql).map_err(map_err)?.exists(params).map_err(map_err)
 }
 
 impl Store for SqliteStore {
@@ -926,11 +1005,19 @@ impl Store for SqliteStore {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(map_err)?;
+        let mut shreds = false;
         for w in batch {
             // INVARIANT: on error, `tx` is dropped here and rolls the whole batch back.
-            apply_one(&tx, w)?;
+            shreds |= apply_one(&tx, w)?;
         }
-        tx.commit().map_err(map_err)
+        tx.commit().map_err(map_err)?;
+        if (shreds || writer.purge_pending) && self.path.is_some() {
+            // The batch is committed whatever happens here: a purge that cannot complete now
+            // (a reader of an older snapshot in another process) is retried after the next
+            // write, or by `SqliteStore::purge`.
+            let _ = writer.purge();
+        }
+        Ok(())
     }
 
     fn purposes(&self) -> Result<Vec<PurposeSnapshot>, StoreError> {
