@@ -45,6 +45,9 @@
 //!   ascending); the consent records' MACs (a count, then each 32-byte MAC, ordered by consent
 //!   id); the objections' MACs (a count, then each, in byte order); the fields (a count, then
 //!   for each, by name: the name, its write version (u64) and the time it was written).
+//! - `egard/erasure/v1` (an [`ErasureReceipt`](crate::ErasureReceipt)'s `mac`, in lowercase
+//!   hexadecimal): customer id, erased at, the fields (a count, then each name, as listed),
+//!   the data-key versions (a count, then each u32, as listed).
 
 use std::collections::BTreeMap;
 
@@ -52,7 +55,7 @@ use chrono::{DateTime, Utc};
 use ring::hmac;
 
 use crate::consent::Consent;
-use crate::ids::{ConsentId, FieldName};
+use crate::ids::{ConsentId, CustomerId, FieldName};
 use crate::purpose::{LawfulBasis, Purpose};
 use crate::store::{CustomerRecord, Objection, RecordMac};
 
@@ -213,6 +216,27 @@ impl RecordKey {
             })
             .flag(p.is_special_category())
             .flag(p.is_direct_marketing());
+        m.finish()
+    }
+
+    /// The MAC of an erasure receipt: the customer, when, the fields and key versions
+    /// destroyed.
+    pub(crate) fn erasure(
+        &self,
+        customer: CustomerId,
+        at: DateTime<Utc>,
+        fields: &[FieldName],
+        keys: &[u32],
+    ) -> RecordMac {
+        let mut m = self.start("egard/erasure/v1");
+        m.raw(customer.as_bytes()).time(at).u32(count(fields.len()));
+        for f in fields {
+            m.text(f.as_str());
+        }
+        m.u32(count(keys.len()));
+        for v in keys {
+            m.u32(*v);
+        }
         m.finish()
     }
 

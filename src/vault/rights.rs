@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::records::Verified;
 use super::{Vault, live_key, secrets};
@@ -57,9 +57,15 @@ impl std::fmt::Debug for SubjectExport {
     }
 }
 
-/// What an erasure destroyed, and when: for the data protection officer's file. No personal
-/// data in it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// What an erasure destroyed, and when: for the data protection officer's file, and for the
+/// erasure ledger a host keeps outside the database and its backups. No personal data in it.
+///
+/// It serializes to JSON and back. After a database is restored from a backup taken before
+/// some erasures, [`Vault::reapply_erasures`] with the receipts kept since erases those
+/// customers again. The `mac` (under the vault's record key, which a backup of the same
+/// database shares) makes a receipt that egard did not issue fail there: a ledger's writer
+/// cannot erase anyone by forging one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErasureReceipt {
     /// The customer.
     pub customer: CustomerId,
@@ -68,8 +74,13 @@ pub struct ErasureReceipt {
     /// The fields whose ciphertext was deleted.
     pub fields: Vec<FieldName>,
     /// The versions of the data keys destroyed; every copy of ciphertext under them, backups
-    /// included, can no longer be opened.
+    /// included, can no longer be opened once no copy of the wrapped key is left (see
+    /// SECURITY.md, "When shredding is complete").
     pub key_versions: Vec<u32>,
+    /// The receipt's MAC under the vault's record key, in hexadecimal (record MAC input
+    /// `egard/erasure/v1`: see SECURITY.md).
+    #[serde(with = "crate::audit::mac_hex")]
+    pub mac: [u8; 32],
 }
 
 /// What a retention sweep deleted.
@@ -216,12 +227,18 @@ impl Vault {
     /// this customer kept anywhere, backups included, can never be opened again; `authorize`
     /// gives [`Error::Erased`].
     pub fn erase_customer(&self, customer: CustomerId) -> Result<ErasureReceipt, Error> {
+        self.erase(customer, "")
+    }
+
+    /// Erases `customer`; `why` prefixes the audit detail.
+    fn erase(&self, customer: CustomerId, why: &str) -> Result<ErasureReceipt, Error> {
+        let record_key = self.record_key()?;
         let receipt = self.with_customer(customer, |entry, state, mut draft| {
             live_key(entry, state)?;
             let fields: Vec<FieldName> = draft.current().fields.keys().cloned().collect();
             let key_versions: Vec<u32> = draft.current().keys.keys().copied().collect();
             let at = self.now();
-            let detail = format!("fields={},keys={}", fields.len(), key_versions.len());
+            let detail = format!("{why}fields={},keys={}", fields.len(), key_versions.len());
             draft.erase(at);
             self.commit_customer(
                 state,
@@ -229,15 +246,62 @@ impl Vault {
                 vec![Entry::new(AuditKind::Erased, Some(customer)).detail(detail)],
             )?;
             state.revoke_erased();
+            let mac = record_key.erasure(customer, at, &fields, &key_versions);
             Ok(ErasureReceipt {
                 customer,
                 erased_at: at,
                 fields,
                 key_versions,
+                mac,
             })
         })?;
         self.cache.remove(customer);
         Ok(receipt)
+    }
+
+    /// Erases again, after a restore from a backup, every customer of `receipts` that the
+    /// restored database still holds: the erasure ledger a host keeps outside the database
+    /// (every [`ErasureReceipt`] that [`erase_customer`](Vault::erase_customer) returned)
+    /// brings the restored store back to what the customers asked for. Each is audited as an
+    /// erasure with the detail `reapplied`. Customers already erased, or unknown here (created
+    /// after the backup), are passed over. Returns the customers erased again.
+    ///
+    /// Every receipt is checked before anything is erased: one that egard did not issue for
+    /// this store (its MAC fails) refuses the whole call with [`Error::Crypto`], and nothing
+    /// is erased.
+    ///
+    /// ```
+    /// # use egard::{MasterKey, MemoryStore, Vault};
+    /// # let vault = Vault::builder().master_key(MasterKey::from_bytes([1; 32])).store(MemoryStore::new()).build()?;
+    /// let customer = vault.create_customer()?;
+    /// let ledger = vec![vault.erase_customer(customer)?];
+    /// let line = serde_json::to_string(&ledger).unwrap(); // kept outside the database
+    /// // ... the database is restored from a backup taken before the erasure ...
+    /// let ledger: Vec<egard::ErasureReceipt> = serde_json::from_str(&line).unwrap();
+    /// let again = vault.reapply_erasures(&ledger)?;
+    /// assert!(again.is_empty(), "nothing was restored here: the customer is still erased");
+    /// # Ok::<(), egard::Error>(())
+    /// ```
+    pub fn reapply_erasures(&self, receipts: &[ErasureReceipt]) -> Result<Vec<CustomerId>, Error> {
+        let key = self.record_key()?;
+        for r in receipts {
+            let mac = key.erasure(r.customer, r.erased_at, &r.fields, &r.key_versions);
+            if !integrity::macs_equal(&mac, &r.mac) {
+                return Err(Error::Crypto);
+            }
+        }
+        let mut erased = Vec::new();
+        for r in receipts {
+            if erased.contains(&r.customer) {
+                continue;
+            }
+            match self.erase(r.customer, "reapplied,") {
+                Ok(_) => erased.push(r.customer),
+                Err(Error::Erased(_) | Error::UnknownCustomer(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(erased)
     }
 
     /// Storage limitation (Art. 5(1)(e)): deletes every stored field that no purpose still
