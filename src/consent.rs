@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::AccessDenied;
 use crate::ids::{ConsentId, CustomerId, PurposeId};
-use crate::purpose::{LawfulBasis, PurposeDef};
+use crate::purpose::{LawfulBasis, Purpose, PurposeDef};
 
 /// How a consent (or the record of another lawful basis) was collected: the proof a
 /// controller must be able to show (GDPR Art. 7(1)).
@@ -149,6 +149,19 @@ impl Consent {
     }
 }
 
+/// When `record` stops opening data for `purpose` as it is defined now: the earlier of the
+/// record's own expiry and its time of giving plus the purpose's current lifetime (a
+/// shortened lifetime applies to earlier records; a longer one does not extend them). `None`:
+/// never.
+pub(crate) fn expiry(record: &Consent, purpose: &Purpose) -> Option<DateTime<Utc>> {
+    // A lifetime that runs past the calendar's end ends never.
+    let by_purpose = purpose.lifetime().and_then(|d| record.given_at.checked_add_signed(d));
+    match (record.expires_at, by_purpose) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 /// What is known about a customer, beyond their consents, when deciding an access.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Standing {
@@ -195,7 +208,7 @@ pub(crate) fn decide(
     {
         return Err(AccessDenied::NoConsent);
     }
-    if record.expires_at.is_some_and(|t| now >= t) {
+    if expiry(record, &purpose.purpose).is_some_and(|t| now >= t) {
         return Err(AccessDenied::Expired);
     }
     if record.notice_version < purpose.purpose.required_notice_version() {

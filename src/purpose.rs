@@ -117,6 +117,12 @@ impl Purpose {
     }
 
     /// How long a consent (or other basis record) lasts once given.
+    ///
+    /// Each record keeps the expiry it was given with. A purpose redefined with a shorter
+    /// lifetime (or a lifetime where it had none) shortens the earlier records too: a record
+    /// expires at the earlier of its own expiry and its `given_at` plus the purpose's current
+    /// lifetime. A longer lifetime never extends an earlier record: the customer agreed for
+    /// the time they were told.
     pub fn consent_lifetime(mut self, lifetime: Duration) -> Self {
         self.consent_lifetime = Some(lifetime);
         self

@@ -15,13 +15,13 @@ pub use rights::{ErasureReceipt, SubjectExport, SweepReport};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use chrono::{DateTime, Duration, SubsecRound, Utc};
+use chrono::{DateTime, Duration, Utc};
 use ring::hmac;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::audit::{self, AuditAnchor, AuditBreak, AuditEvent, AuditKind, AuditReport, Entry};
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{Clock, Monotonic, SystemClock};
 use crate::consent::{Consent, Evidence, decide};
 use crate::crypto::{DETACHED_VERSION, DataKey, MasterKey};
 use crate::error::{AccessDenied, Error};
@@ -241,13 +241,14 @@ impl VaultBuilder {
             .next()
             .flatten()
             .map(|raw| RecordKey::new(&raw, namespace.clone()));
-        let loaded_at = self.clock.now().trunc_subsecs(6);
+        let clock = Arc::new(Monotonic::new(self.clock, head.as_ref().map(|e| e.at)));
+        let loaded_at = clock.now();
         let vault = Vault {
             store,
             master,
             previous,
             namespace,
-            clock: self.clock,
+            clock,
             purposes: RwLock::new(Purposes::default()),
             purposes_loaded_at: Mutex::new(loaded_at),
             cache: Cache::new(self.cache_capacity),
@@ -284,7 +285,8 @@ pub struct Vault {
     master: MasterKey,
     previous: Vec<MasterKey>,
     namespace: Arc<str>,
-    clock: Arc<dyn Clock>,
+    /// The host's clock, never going back past what this vault recorded or decided at.
+    clock: Arc<Monotonic>,
     purposes: RwLock<Purposes>,
     /// When the purposes were last read from the store (for the multi-process time-to-live).
     purposes_loaded_at: Mutex<DateTime<Utc>>,
@@ -334,8 +336,18 @@ impl Vault {
     }
 
     /// The current time, at the microsecond precision every backend keeps.
+    /// The time of a decision: the clock, truncated to the microsecond (as stores keep
+    /// times), and never earlier than what this vault recorded or decided at before.
     fn now(&self) -> DateTime<Utc> {
-        self.clock.now().trunc_subsecs(6)
+        self.clock.now()
+    }
+
+    /// The time of a decision that is recorded: as [`now`](Vault::now), and every later
+    /// decision is made at this time or after, exactly.
+    fn recording_now(&self) -> DateTime<Utc> {
+        let now = self.clock.now();
+        self.clock.raise(now);
+        now
     }
 
     fn keyring(&self) -> Keyring<'_> {
@@ -701,7 +713,7 @@ impl Vault {
     pub fn authorize(&self, customer: CustomerId, purpose: &str) -> Result<AccessPass, Error> {
         let def = self.purpose_def(purpose)?;
         self.with_cached_customer(customer, |entry, state| {
-            let now = self.now();
+            let now = self.recording_now();
             if state.erased {
                 self.journal.record(
                     self.store.as_ref(),
@@ -718,7 +730,8 @@ impl Vault {
             match decide(record, &def, state.standing(&def.id), None, now) {
                 Ok(()) => {
                     let pass_end = now + self.pass_lifetime;
-                    let (valid_until, ends_with_consent) = match record.and_then(|r| r.expires_at) {
+                    let expiry = record.and_then(|r| crate::consent::expiry(r, &def.purpose));
+                    let (valid_until, ends_with_consent) = match expiry {
                         Some(t) if t <= pass_end => (t, true),
                         _ => (pass_end, false),
                     };
@@ -833,7 +846,7 @@ impl Vault {
     /// Writes the access events waiting under [`AuditBatching`] now (a no-op without
     /// batching). Reading the log, and dropping the vault, flush too.
     pub fn flush_audit(&self) -> Result<(), Error> {
-        self.journal.flush(self.store.as_ref(), self.now())
+        self.journal.flush(self.store.as_ref(), self.recording_now())
     }
 
     /// Verifies the whole audit chain: sequence numbers from 1 without gaps, every MAC, and
@@ -993,7 +1006,8 @@ impl Vault {
 
     /// Applies `writes` together with the audit events for `entries`, atomically.
     fn commit(&self, writes: Vec<Write>, entries: Vec<Entry>) -> Result<(), Error> {
-        self.journal.commit(self.store.as_ref(), writes, entries, self.now())
+        self.journal
+            .commit(self.store.as_ref(), writes, entries, self.recording_now())
     }
 
     /// Applies a customer's change: its records, the customer's record at the next revision

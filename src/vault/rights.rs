@@ -477,7 +477,8 @@ fn unneeded_fields(state: &Verified, purposes: &[Purpose], now: DateTime<Utc>) -
                     None => *written_at,
                     Some(c) => {
                         let objection = objected.filter(|&o| p.is_direct_marketing() || c.given_at <= o);
-                        let ended = [c.withdrawn_at, objection, c.expires_at.filter(|&e| e <= now)];
+                        let expired = crate::consent::expiry(c, p).filter(|&e| e <= now);
+                        let ended = [c.withdrawn_at, objection, expired];
                         match ended.into_iter().flatten().min() {
                             Some(end) => end,
                             None => return true,
