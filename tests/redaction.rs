@@ -257,6 +257,19 @@ fn debug_of_every_public_type_hides_the_canary() {
     // Rights.
     let export = vault.export_customer(c, Evidence::new("verified-email-link")).unwrap();
     clean("SubjectExport", &export);
+    // At every level: the map of values, and each value (the canary is in there).
+    assert!(export.fields["email"].expose().contains(CANARY), "positive control");
+    clean("SubjectExport.fields", &export.fields);
+    for (name, value) in &export.fields {
+        clean("ExportedValue", value);
+        assert_eq!(format!("{value:?}"), "[REDACTED]", "{name}");
+    }
+    clean("SubjectExport.fields[\"email\"]", &export.fields["email"]);
+    for event in &export.audit_events {
+        clean("SubjectExport.audit_events", event);
+    }
+    clean("SubjectExport.consents", &export.consents);
+    clean("SubjectExport.objections", &export.objections);
     w.clock.advance(Duration::days(400));
     let sweep = vault.sweep_retention().unwrap();
     assert!(!sweep.deleted.is_empty());
