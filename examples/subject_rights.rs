@@ -44,8 +44,10 @@ fn main() -> Result<(), Error> {
     ));
 
     step("1. Right of access and portability: everything, in clear, as JSON, for her");
-    let export = vault.export_customer(alice)?;
-    let json = serde_json::to_string_pretty(&export).map_err(|_| Error::Invalid("json"))?;
+    // How her identity was checked, recorded in the export's audit event (a slug, no value).
+    let export = vault.export_customer(alice, Evidence::new("verified-email-link"))?;
+    // The JSON in a buffer wiped when dropped: hand it to her and let it go.
+    let json = export.to_json()?;
     say(&format!(
         "{} fields, {} consent records, {} purposes, {} audit events; {} bytes of JSON",
         export.fields.len(),
@@ -55,8 +57,10 @@ fn main() -> Result<(), Error> {
         json.len()
     ));
     say(&format!(
-        "Debug of the export hides the values: {}",
-        !format!("{export:?}").contains("Paix")
+        "Debug of the export hides the values: {}; audited as: {} ({})",
+        !format!("{export:?} {:?}", export.fields["address"]).contains("Paix"),
+        export.audit_events.last().map_or("?", |e| e.kind.code()),
+        export.audit_events.last().map_or("?", |e| e.detail.as_str()),
     ));
 
     step("2. Rectification: she moved; the old address is gone, not kept beside the new");

@@ -401,7 +401,7 @@ pub fn vault_ops(data: &[u8]) {
             }
             13 => {
                 if let Some(c) = customer {
-                    if let Ok(export) = vault.export_customer(c) {
+                    if let Ok(export) = vault.export_customer(c, Evidence::new("fuzz")) {
                         let _ = serde_json::to_vec(&export);
                     }
                 }
@@ -552,6 +552,7 @@ mod sqlite {
     use rusqlite::types::Value;
 
     use super::{NAMESPACE, fixture};
+    use crate::consent::Evidence;
     use crate::crypto::MasterKey;
     use crate::error::Error;
     use crate::ids::FieldName;
@@ -670,7 +671,7 @@ mod sqlite {
                 "access granted on rows no vault wrote"
             );
             let _ = vault.seal(id, "email", &"x".to_owned());
-            let _ = vault.export_customer(id);
+            let _ = vault.export_customer(id, Evidence::new("fuzz"));
             let _ = vault.consents(id);
             let _ = vault.sweep_retention();
             let _ = vault.rotate_master_key();

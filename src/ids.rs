@@ -130,7 +130,7 @@ impl fmt::Display for ConsentId {
 
 /// Checks the slug rule shared by purpose ids and field names: 1–64 characters of lowercase
 /// ASCII letters, digits, `.`, `_` and `-`.
-fn is_slug(s: &str) -> bool {
+pub(crate) fn is_slug(s: &str) -> bool {
     (1..=64).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'))

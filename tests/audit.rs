@@ -291,7 +291,10 @@ fn a_failed_audit_write_fails_the_operation(new_store: NewStore) {
         Err(Error::Storage(_))
     ));
     assert!(matches!(vault.create_customer(), Err(Error::Storage(_))));
-    assert!(matches!(vault.export_customer(c), Err(Error::Storage(_))));
+    assert!(matches!(
+        vault.export_customer(c, Evidence::new("verified-email-link")),
+        Err(Error::Storage(_))
+    ));
     assert!(matches!(vault.restrict(c), Err(Error::Storage(_))));
     assert!(matches!(vault.erase_customer(c), Err(Error::Storage(_))));
     assert!(matches!(vault.withdraw_consent(c, "shipping"), Err(Error::Storage(_))));

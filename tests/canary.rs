@@ -299,7 +299,9 @@ fn canaries_never_leak_outside_revealed_values_and_exports() {
     cap.expect_err(vault.reveal::<String>(&ship, "name"));
     cap.result(&vault.sweep_retention());
 
-    let export = vault.export_customer(alice).unwrap();
+    let export = vault
+        .export_customer(alice, Evidence::new("verified-email-link"))
+        .unwrap();
     cap.debug(&export);
     let export_json = serde_json::to_string(&export).unwrap();
     assert!(export_json.contains(&street), "the export holds the customer's data");
@@ -344,7 +346,7 @@ fn canaries_never_leak_outside_revealed_values_and_exports() {
     cap.expect_err(rotated.erase_customer(alice));
     cap.expect_err(rotated.set_field(alice, "email", &email));
     cap.expect_err(rotated.authorize(alice, "ship"));
-    cap.expect_err(rotated.export_customer(alice));
+    cap.expect_err(rotated.export_customer(alice, Evidence::new("verified-email-link")));
     cap.expect_err(rotated.seal(alice, "email", &email));
     cap.result(&rotated.verify_audit());
     cap.debug(&store.inner);
@@ -400,7 +402,9 @@ fn canaries_never_reach_a_sqlite_file_in_clear() {
         let pass = vault.authorize(alice, "ship").unwrap();
         assert_eq!(vault.reveal::<String>(&pass, "email").unwrap().expose(), &canaries[0]);
         assert!(vault.reveal::<u64>(&pass, "name").is_err());
-        vault.export_customer(alice).unwrap();
+        vault
+            .export_customer(alice, Evidence::new("verified-email-link"))
+            .unwrap();
         vault.erase_customer(bob).unwrap();
         vault.verify_audit().unwrap();
     }

@@ -158,7 +158,7 @@ impl Model {
             // Every customer, acknowledged or not, is whole: its key unwraps, every field
             // opens, every consent has its audit event.
             let export = vault
-                .export_customer(c)
+                .export_customer(c, Evidence::new("crash-check"))
                 .unwrap_or_else(|e| panic!("kill {kill}: customer {c} is half-written: {e}"));
             let events = &export.audit_events;
             let has_event = |kind: AuditKind, detail: &str| events.iter().any(|e| e.kind == kind && e.detail == detail);
@@ -202,7 +202,10 @@ impl Model {
                 .count();
             assert!(live <= 1, "kill {kill}: customer {c} has {live} live consents");
             if let Some(&(run, n)) = self.fields.get(&c) {
-                let value = export.fields.get("email").and_then(|v| v.as_str()).map(str::to_owned);
+                let value = export
+                    .fields
+                    .get("email")
+                    .and_then(|v| serde_json::from_str::<String>(v.expose()).ok());
                 let value = value.unwrap_or_else(|| panic!("kill {kill}: acknowledged field of {c} lost"));
                 let (r, m) = value.split_once(':').unwrap();
                 let stored: (u64, u64) = (r.parse().unwrap(), m.parse().unwrap());

@@ -9,7 +9,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use common::*;
 use egard::store::{WrappedKey, Write};
-use egard::{AccessDenied, CustomerId, Error, ManualClock, MasterKey, Sealed, Store, Vault};
+use egard::{AccessDenied, CustomerId, Error, Evidence, ManualClock, MasterKey, Sealed, Store, Vault};
 
 /// A vault on a fresh store of the backend, with the standard purposes and one customer
 /// whose email is the canary.
@@ -180,7 +180,7 @@ fn a_wrong_master_key_fails_with_crypto(new_store: NewStore) {
     assert_crypto(wrong.authorize(c, "newsletter"));
     assert_crypto(wrong.set_field(c, "email", "x"));
     assert_crypto(wrong.seal(c, "email", &"x".to_string()));
-    assert_crypto(wrong.export_customer(c));
+    assert_crypto(wrong.export_customer(c, Evidence::new("verified-email-link")));
     // The audit key is stored wrapped under the master key: the log does not verify either.
     assert_crypto(wrong.verify_audit());
     // Nothing was written by the failed calls: the right key still opens everything.

@@ -719,12 +719,15 @@ fn run(ops: &[Op], store: impl Store, configure: impl Fn(VaultBuilder) -> VaultB
             }
             Op::Export { c } => {
                 let c = c % n;
-                let real = match vault.export_customer(customers[c]) {
+                let real = match vault.export_customer(customers[c], Evidence::new("model")) {
                     Ok(export) => {
                         let mut fields: Vec<(String, String)> = export
                             .fields
                             .iter()
-                            .map(|(k, v)| (k.to_string(), v.as_str().unwrap_or("<not a string>").to_owned()))
+                            .map(|(k, v)| {
+                                let text = serde_json::from_str::<String>(v.expose());
+                                (k.to_string(), text.unwrap_or_else(|_| "<not a string>".to_owned()))
+                            })
                             .collect();
                         fields.sort();
                         Out::Fields(fields)

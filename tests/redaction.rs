@@ -123,7 +123,10 @@ fn the_canary_is_really_there_positive_control() {
     assert_eq!(email.expose(), CANARY);
     assert!(spellings().iter().all(|s| !s.is_empty()));
     assert!(format!("{:?}", email.expose()).contains(CANARY));
-    let export = w.vault.export_customer(w.customer).unwrap();
+    let export = w
+        .vault
+        .export_customer(w.customer, Evidence::new("verified-email-link"))
+        .unwrap();
     let json = serde_json::to_string(&export).unwrap();
     assert!(json.contains(CANARY), "the export is the customer's own data, in clear");
     assert!(format!("{:?}", canary_key_bytes()).contains(&spellings()[4]));
@@ -252,8 +255,21 @@ fn debug_of_every_public_type_hides_the_canary() {
     }
 
     // Rights.
-    let export = vault.export_customer(c).unwrap();
+    let export = vault.export_customer(c, Evidence::new("verified-email-link")).unwrap();
     clean("SubjectExport", &export);
+    // At every level: the map of values, and each value (the canary is in there).
+    assert!(export.fields["email"].expose().contains(CANARY), "positive control");
+    clean("SubjectExport.fields", &export.fields);
+    for (name, value) in &export.fields {
+        clean("ExportedValue", value);
+        assert_eq!(format!("{value:?}"), "[REDACTED]", "{name}");
+    }
+    clean("SubjectExport.fields[\"email\"]", &export.fields["email"]);
+    for event in &export.audit_events {
+        clean("SubjectExport.audit_events", event);
+    }
+    clean("SubjectExport.consents", &export.consents);
+    clean("SubjectExport.objections", &export.objections);
     w.clock.advance(Duration::days(400));
     let sweep = vault.sweep_retention().unwrap();
     assert!(!sweep.deleted.is_empty());

@@ -94,7 +94,7 @@ fn export_holds_everything_in_clear(new_store: NewStore) {
     vault.object(c, "fraud").unwrap();
     clock.advance(Duration::hours(1));
 
-    let export = vault.export_customer(c).unwrap();
+    let export = vault.export_customer(c, Evidence::new("verified-email-link")).unwrap();
     let j = serde_json::to_value(&export).unwrap();
     assert_eq!(j["customer"], json!(c.to_string()));
     assert_eq!(j["restricted"], json!(false));
@@ -182,7 +182,8 @@ fn rectification_replaces_the_value_and_is_audited(new_store: NewStore) {
         vault.reveal::<String>(&pass, "email").unwrap().expose(),
         "new@example.com"
     );
-    let export = serde_json::to_string(&vault.export_customer(c).unwrap()).unwrap();
+    let export =
+        serde_json::to_string(&vault.export_customer(c, Evidence::new("verified-email-link")).unwrap()).unwrap();
     assert!(export.contains("new@example.com"));
     assert!(!export.contains("old@example.com"));
     // Every further rewrite is audited again.
@@ -369,7 +370,10 @@ fn erasure_shreds_keys_and_fields_and_keeps_the_trail(new_store: NewStore) {
         vault.give_consent(c, "newsletter", Evidence::new("x")),
         Err(Error::Erased(_))
     ));
-    assert!(matches!(vault.export_customer(c), Err(Error::Erased(_))));
+    assert!(matches!(
+        vault.export_customer(c, Evidence::new("verified-email-link")),
+        Err(Error::Erased(_))
+    ));
     assert!(matches!(vault.restrict(c), Err(Error::Erased(_))));
     assert!(matches!(vault.object(c, "fraud"), Err(Error::Erased(_))));
     assert!(matches!(vault.erase_customer(c), Err(Error::Erased(_))));
@@ -398,7 +402,10 @@ fn erasure_shreds_keys_and_fields_and_keeps_the_trail(new_store: NewStore) {
     assert!(matches!(restarted.authorize(c, "newsletter"), Err(Error::Erased(_))));
     let again: Sealed<String> = serde_json::from_str(&kept_json).unwrap();
     assert_eq!(again, kept);
-    assert!(matches!(restarted.export_customer(c), Err(Error::Erased(_))));
+    assert!(matches!(
+        restarted.export_customer(c, Evidence::new("verified-email-link")),
+        Err(Error::Erased(_))
+    ));
 
     // The bystander is untouched.
     assert!(vault.reveal::<String>(&bystander_pass, "email").is_ok());

@@ -3,11 +3,13 @@
 mod batch;
 pub(crate) mod cache;
 mod claims;
+mod exported;
 mod journal;
 pub(crate) mod records;
 mod rights;
 mod secrets;
 
+pub use exported::ExportedValue;
 pub use journal::AuditBatching;
 
 pub use rights::{ErasureReceipt, SubjectExport, SweepReport};

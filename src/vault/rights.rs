@@ -7,22 +7,25 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::exported::ExportedValue;
 use super::records::Verified;
 use super::{Vault, live_key, secrets};
 use crate::audit::{AuditEvent, AuditKind, Entry};
-use crate::consent::Consent;
+use crate::consent::{Consent, Evidence};
 use crate::crypto::WrappedKeyEnvelope;
 use crate::error::{AccessDenied, Error};
-use crate::ids::{CustomerId, FieldName};
+use crate::ids::{CustomerId, FieldName, is_slug};
 use crate::integrity;
 use crate::purpose::Purpose;
 use crate::store::{Objection, VaultSecret, WrappedKey, Write};
 
 /// Everything egard holds about one customer, in clear, for the customer (Art. 15) or for
-/// another controller (Art. 20): serialize it to JSON with `serde_json`.
+/// another controller (Art. 20): serialize it to JSON with [`to_json`](SubjectExport::to_json)
+/// (a buffer wiped when dropped) or `serde_json`.
 ///
-/// It holds personal data in clear: `Debug` hides the field values, but the serialized form
-/// is the customer's data itself. Hand it to the customer only.
+/// It holds personal data in clear: every field value is an [`ExportedValue`], wiped from
+/// memory when dropped and `[REDACTED]` in `Debug` (of the export, of `fields`, and of each
+/// value), but the serialized form is the customer's data itself. Hand it to the customer only.
 #[derive(Serialize)]
 pub struct SubjectExport {
     /// The customer.
@@ -33,8 +36,8 @@ pub struct SubjectExport {
     pub exported_at: DateTime<Utc>,
     /// Whether processing is restricted.
     pub restricted: bool,
-    /// Every stored field, decrypted, by name.
-    pub fields: BTreeMap<FieldName, serde_json::Value>,
+    /// Every stored field, decrypted, by name: each value the JSON text it was sealed as.
+    pub fields: BTreeMap<FieldName, ExportedValue>,
     /// Every consent record, history included, oldest first.
     pub consents: Vec<Consent>,
     /// Every objection.
@@ -49,12 +52,26 @@ impl std::fmt::Debug for SubjectExport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SubjectExport")
             .field("customer", &self.customer)
-            .field("fields", &self.fields.keys().collect::<Vec<_>>())
-            .field("values", &"[REDACTED]")
+            .field("fields", &self.fields)
             .field("consents", &self.consents.len())
             .field("audit_events", &self.audit_events.len())
             .finish_non_exhaustive()
     }
+}
+
+/// The detail of an export's audit event: the evidence's method and source, each checked to
+/// be a slug so that no personal data (a name, an address, a free-text note) enters the log.
+fn export_detail(evidence: &Evidence) -> Result<String, Error> {
+    const RULE: Error = Error::Invalid(
+        "an export's evidence method and source must be 1 to 64 characters of a-z, 0-9, '.', '_' or '-'",
+    );
+    if !is_slug(evidence.method()) || !evidence.source_ref().is_none_or(is_slug) {
+        return Err(RULE);
+    }
+    Ok(match evidence.source_ref() {
+        Some(source) => format!("method={},source={source}", evidence.method()),
+        None => format!("method={}", evidence.method()),
+    })
 }
 
 /// What an erasure destroyed, and when: for the data protection officer's file, and for the
@@ -96,15 +113,49 @@ pub struct SweepReport {
 
 impl Vault {
     /// Right of access and portability: every field in clear, every consent with its history,
-    /// the purposes, and the customer's audit trail. Audited as an export (before any data is
-    /// read: if the audit cannot be written, nothing is exported).
-    pub fn export_customer(&self, customer: CustomerId) -> Result<SubjectExport, Error> {
+    /// the purposes, and the customer's audit trail.
+    ///
+    /// `evidence` says how the identity of whoever asked was checked: its
+    /// [method](Evidence::new) (such as `verified-email-link`) and, if given, its
+    /// [source](Evidence::source) (a reference such as a ticket number) are recorded in the
+    /// export's audit event as `method=<method>` or `method=<method>,source=<source>`. The
+    /// log holds no personal data, so both must be slugs (1 to 64 characters of `a-z`, `0-9`,
+    /// `.`, `_`, `-`), or the export is refused with [`Error::Invalid`] and nothing is recorded
+    /// or read. A notice hash or the explicit mark, meaningless for an export, are not recorded.
+    ///
+    /// Audited as an export before any data is read: if the audit cannot be written, nothing
+    /// is exported. An erased customer gives [`Error::Erased`], an unknown one
+    /// [`Error::UnknownCustomer`]; neither is audited.
+    ///
+    /// ```
+    /// use egard::{AuditKind, Evidence, LawfulBasis, MasterKey, MemoryStore, Purpose, Vault};
+    ///
+    /// let vault = Vault::builder().master_key(MasterKey::from_bytes([3; 32])).store(MemoryStore::new()).build()?;
+    /// vault.define_purpose(Purpose::new("shipping", LawfulBasis::Contract).fields(["email"]))?;
+    /// let alice = vault.create_customer()?;
+    /// vault.set_field(alice, "email", "alice@example.com")?;
+    ///
+    /// let export = vault.export_customer(alice, Evidence::new("verified-email-link").source("dsar-2026-014"))?;
+    /// assert_eq!(export.fields["email"].expose(), r#""alice@example.com""#);
+    /// let event = export.audit_events.last().unwrap();
+    /// assert_eq!(event.kind, AuditKind::Exported);
+    /// assert_eq!(event.detail, "method=verified-email-link,source=dsar-2026-014");
+    ///
+    /// // No personal data enters the log through the evidence.
+    /// assert!(vault.export_customer(alice, Evidence::new("called by Alice Martin")).is_err());
+    /// # Ok::<(), egard::Error>(())
+    /// ```
+    pub fn export_customer(&self, customer: CustomerId, evidence: Evidence) -> Result<SubjectExport, Error> {
+        let detail = export_detail(&evidence)?;
         let entry = self.entry(customer)?;
         {
             let state = entry.lock();
             live_key(&entry, &state)?;
         }
-        self.commit(Vec::new(), vec![Entry::new(AuditKind::Exported, Some(customer))])?;
+        self.commit(
+            Vec::new(),
+            vec![Entry::new(AuditKind::Exported, Some(customer)).detail(detail)],
+        )?;
         let state = entry.lock();
         let key = live_key(&entry, &state)?;
         let (verified, stored) = self.consistent_fields(customer)?;
@@ -114,11 +165,7 @@ impl Vault {
             // envelope of another write is a store that lost or replayed it.
             let envelope = stored.get(name).ok_or(Error::Crypto)?;
             let plaintext = key.open(&self.namespace, customer, name.as_str(), *version, envelope)?;
-            let value = serde_json::from_slice(&plaintext).map_err(|_| Error::Codec {
-                field: name.clone(),
-                action: "decoded",
-            })?;
-            fields.insert(name.clone(), value);
+            fields.insert(name.clone(), ExportedValue::from_plaintext(name, plaintext)?);
         }
         drop(state);
         let consents = verified.consents_in_order();
