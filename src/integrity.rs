@@ -41,7 +41,7 @@
 //!   and retention (each optional, as `i64` seconds), special category (boolean), direct
 //!   marketing (boolean).
 //! - `egard/customer/v1` (the state MAC): customer id, revision (u64), created at, restricted
-//!   (boolean), erased at (optional); then the data-key versions (a u32 count, then each u32,
+//!   (boolean), erased at (optional), key uses (u64); then the data-key versions (a u32 count, then each u32,
 //!   ascending); the consent records' MACs (a count, then each 32-byte MAC, ordered by consent
 //!   id); the objections' MACs (a count, then each, in byte order); the fields (a count, then
 //!   for each, by name: the name, its write version (u64) and the time it was written).
@@ -250,7 +250,8 @@ impl RecordKey {
             .flag(r.restricted)
             .opt(r.erased_at, |m, t| {
                 m.time(t);
-            });
+            })
+            .u64(r.key_uses);
         m.u32(count(s.key_versions.len()));
         for v in s.key_versions {
             m.u32(*v);
@@ -417,6 +418,7 @@ mod tests {
             restricted: false,
             erased_at: None,
             rev: 4,
+            key_uses: 0,
             mac: [0; 32],
         };
         let consents: BTreeMap<ConsentId, RecordMac> = [(ConsentId::new(), [1; 32])].into();

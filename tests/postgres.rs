@@ -66,6 +66,7 @@ fn record(id: CustomerId) -> CustomerRecord {
         restricted: false,
         erased_at: None,
         rev: 1,
+        key_uses: 0,
         mac: [1; 32],
     }
 }

@@ -150,6 +150,7 @@ fn customer_record(id: CustomerId) -> CustomerRecord {
         restricted: false,
         erased_at: None,
         rev: 1,
+        key_uses: 0,
         mac: mac_of(&(id, 1u64)),
     }
 }
@@ -412,6 +413,7 @@ pub fn customer_round_trip<S: Store>(store: &S) {
         restricted: true,
         erased_at: None,
         rev: 1,
+        key_uses: 0,
         mac: [0x42; 32],
     };
     ok(
@@ -844,6 +846,8 @@ pub fn update_customer_is_conditional<S: Store>(store: &S) {
     let mut record = customer_record(id);
     for (rev, flag) in [(2u64, true), (3, true), (4, false), (5, true)] {
         record.restricted = flag;
+        // The count of the data key's uses is replaced with the record.
+        record.key_uses = rev * 1000;
         let w = update(&record, rev, rev - 1);
         ok(store, std::slice::from_ref(&w), "update at the stored revision");
         let Write::UpdateCustomer { record: written, .. } = w else {
@@ -1437,6 +1441,7 @@ pub fn records_round_trip_exactly<S: Store>(store: &S) {
         restricted: false,
         erased_at: None,
         rev: i64::MAX as u64,
+        key_uses: i64::MAX as u64,
         mac: [0xff; 32],
     };
     let envelope: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
@@ -1526,6 +1531,7 @@ pub fn records_round_trip_exactly<S: Store>(store: &S) {
         restricted: true,
         erased_at: Some(t(6)),
         rev: 0,
+        key_uses: 0,
         mac: [0; 32],
     };
     ok(

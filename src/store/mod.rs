@@ -91,6 +91,10 @@ pub struct CustomerRecord {
     pub erased_at: Option<DateTime<Utc>>,
     /// The revision of the customer's state: 1 when created, one more with every change.
     pub rev: u64,
+    /// How many encryptions the customer's current data key has made or has been reserved
+    /// for: a data key is never used past the vault's encryption budget (see
+    /// [`ENCRYPTION_BUDGET`](crate::ENCRYPTION_BUDGET)).
+    pub key_uses: u64,
     /// The customer's state MAC at this revision.
     #[serde(with = "crate::audit::mac_hex")]
     pub mac: RecordMac,

@@ -490,7 +490,8 @@ CREATE TABLE {p}vault_secrets (
     // Rows written before have no MAC and fail their check: the vault refuses them.
     r#"
 ALTER TABLE {p}purposes ADD COLUMN rev bigint NOT NULL DEFAULT 0, ADD COLUMN mac bytea;
-ALTER TABLE {p}customers ADD COLUMN rev bigint NOT NULL DEFAULT 0, ADD COLUMN mac bytea;
+ALTER TABLE {p}customers ADD COLUMN rev bigint NOT NULL DEFAULT 0, ADD COLUMN mac bytea,
+    ADD COLUMN key_uses bigint NOT NULL DEFAULT 0;
 ALTER TABLE {p}fields ADD COLUMN version bigint NOT NULL DEFAULT 0;
 ALTER TABLE {p}consents ADD COLUMN mac bytea;
 ALTER TABLE {p}objections ADD COLUMN mac bytea;
@@ -515,12 +516,12 @@ impl Sql {
             .map(|q| match q {
                 Q::LockCustomer => format!("SELECT erased_at FROM {p}customers WHERE id = $1 FOR UPDATE"),
                 Q::InsertCustomer => format!(
-                    "INSERT INTO {p}customers (id, created_at, restricted, erased_at, rev, mac) \
-                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING"
+                    "INSERT INTO {p}customers (id, created_at, restricted, erased_at, rev, mac, key_uses) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING"
                 ),
                 Q::UpdateCustomer => format!(
                     "UPDATE {p}customers SET restricted = $2, erased_at = COALESCE(erased_at, $3), rev = $4, \
-                     mac = $5 WHERE id = $1 AND rev = $6"
+                     mac = $5, key_uses = $7 WHERE id = $1 AND rev = $6"
                 ),
                 Q::InsertPurpose => format!(
                     "INSERT INTO {p}purposes (id, definition, rev, mac) VALUES ($1, $2, $3, $4) \
@@ -582,7 +583,7 @@ impl Sql {
                      ARRAY(SELECT f.version FROM {p}fields f WHERE f.customer = c.id ORDER BY f.field), \
                      ARRAY(SELECT f.written_at FROM {p}fields f WHERE f.customer = c.id ORDER BY f.field), \
                      a.seq, a.at, a.kind, a.customer, a.purpose, a.field, a.detail, a.mac, a.state, \
-                     (SELECT b.mac FROM {p}audit b WHERE b.seq = a.seq - 1) \
+                     (SELECT b.mac FROM {p}audit b WHERE b.seq = a.seq - 1), c.key_uses \
                      FROM {p}customers c LEFT JOIN LATERAL (SELECT * FROM {p}audit x \
                      WHERE x.customer = c.id AND x.state IS NOT NULL ORDER BY x.seq DESC LIMIT 1) a ON true \
                      WHERE c.id = $1"
@@ -901,6 +902,7 @@ fn decode_snapshot(id: CustomerId, row: &Row) -> Result<CustomerSnapshot, StoreE
             erased_at: get(row, 2, W)?,
             rev: rev_of(get(row, 3, W)?, W)?,
             mac: mac_of(get(row, 4, W)?, W)?,
+            key_uses: rev_of(get(row, 25, W)?, W)?,
         },
         keys,
         consents,
@@ -1050,6 +1052,7 @@ fn run_batch(client: &mut Client, stmts: &[Statement], batch: &[Write]) -> Resul
                             &r.erased_at,
                             &rev_param(r.rev)?,
                             &mac,
+                            &rev_param(r.key_uses)?,
                         ],
                     )
                     .map_err(ctx)?;
@@ -1078,6 +1081,7 @@ fn run_batch(client: &mut Client, stmts: &[Statement], batch: &[Write]) -> Resul
                             &rev_param(r.rev)?,
                             &mac,
                             &expected_rev_param(*expected_rev)?,
+                            &rev_param(r.key_uses)?,
                         ],
                     )
                     .map_err(ctx)?;

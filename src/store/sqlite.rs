@@ -92,6 +92,7 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE purposes ADD COLUMN mac BLOB;
     ALTER TABLE customers ADD COLUMN rev INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE customers ADD COLUMN mac BLOB;
+    ALTER TABLE customers ADD COLUMN key_uses INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE fields ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE consents ADD COLUMN mac BLOB;
     ALTER TABLE objections ADD COLUMN mac BLOB;
@@ -808,8 +809,8 @@ fn apply_one(tx: &Connection, w: &Write) -> Result<bool, StoreError> {
         Write::InsertCustomer(r) => {
             let inserted = exec(
                 tx,
-                "INSERT INTO customers (id, created_at, restricted, erased_at, rev, mac) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (id) DO NOTHING",
+                "INSERT INTO customers (id, created_at, restricted, erased_at, rev, mac, key_uses)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (id) DO NOTHING",
                 params![
                     r.id.as_bytes().as_slice(),
                     micros(&r.created_at),
@@ -817,6 +818,7 @@ fn apply_one(tx: &Connection, w: &Write) -> Result<bool, StoreError> {
                     opt_micros(&r.erased_at),
                     rev_to_sql(r.rev)?,
                     r.mac.as_slice(),
+                    rev_to_sql(r.key_uses)?,
                 ],
             )?;
             if inserted == 0 {
@@ -830,7 +832,8 @@ fn apply_one(tx: &Connection, w: &Write) -> Result<bool, StoreError> {
             require(tx, r.id, false)?;
             let updated = exec(
                 tx,
-                "UPDATE customers SET restricted = ?2, erased_at = coalesce(erased_at, ?3), rev = ?4, mac = ?5
+                "UPDATE customers SET restricted = ?2, erased_at = coalesce(erased_at, ?3), rev = ?4, mac = ?5,
+                                      key_uses = ?7
                  WHERE id = ?1 AND rev = ?6",
                 params![
                     r.id.as_bytes().as_slice(),
@@ -839,6 +842,7 @@ fn apply_one(tx: &Connection, w: &Write) -> Result<bool, StoreError> {
                     rev_to_sql(r.rev)?,
                     r.mac.as_slice(),
                     expected_rev_to_sql(*expected_rev)?,
+                    rev_to_sql(r.key_uses)?,
                 ],
             )?;
             if updated == 0 {
@@ -1049,7 +1053,7 @@ impl Store for SqliteStore {
         self.read(true, |conn| {
             let records = query_all(
                 conn,
-                "SELECT id, created_at, restricted, erased_at, rev, mac FROM customers WHERE id = ?1",
+                "SELECT id, created_at, restricted, erased_at, rev, mac, key_uses FROM customers WHERE id = ?1",
                 [key],
                 |c| {
                     Ok(CustomerRecord {
@@ -1059,6 +1063,7 @@ impl Store for SqliteStore {
                         erased_at: c.opt_time(3, "customers.erased_at")?,
                         rev: c.u64(4, "customers.rev")?,
                         mac: c.mac(5, "customers.mac")?,
+                        key_uses: c.u64(6, "customers.key_uses")?,
                     })
                 },
             )?;
@@ -1338,6 +1343,7 @@ mod tests {
                     restricted: false,
                     erased_at: None,
                     rev: 1,
+                    key_uses: 0,
                     mac: [0; 32],
                 })])
                 .unwrap();
@@ -1377,6 +1383,7 @@ mod tests {
                 restricted: false,
                 erased_at: None,
                 rev: 1,
+                key_uses: 0,
                 mac: [0; 32],
             })])
             .unwrap();

@@ -549,6 +549,7 @@ impl Vault {
             restricted: false,
             erased_at: None,
             rev: 1,
+            key_uses: 0,
             mac: [0; 32],
         };
         let state = records::new_customer(key, record, wrapped.clone());
