@@ -16,14 +16,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use chrono::{DateTime, Duration, SubsecRound, Utc};
-use ring::hmac;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::audit::{self, AuditAnchor, AuditBreak, AuditEvent, AuditKind, AuditReport, Entry};
 use crate::clock::{Clock, SystemClock};
 use crate::consent::{Consent, Evidence, decide};
-use crate::crypto::{DETACHED_VERSION, DataKey, MasterKey};
+use crate::crypto::{DETACHED_VERSION, DataKey, MacKey, MasterKey};
 use crate::error::{AccessDenied, Error};
 use crate::gate::{AccessPass, Revealed, Sealed, decode, encode};
 use crate::ids::{ConsentId, CustomerId, FieldName, PurposeId};
@@ -233,10 +232,7 @@ impl VaultBuilder {
             namespace: &namespace,
         };
         let mut opened = secrets::open_or_install(&keyring, store.as_ref(), head.is_none())?.into_iter();
-        let audit_key = opened
-            .next()
-            .flatten()
-            .map(|raw| hmac::Key::new(hmac::HMAC_SHA256, &raw));
+        let audit_key = opened.next().flatten().map(|raw| MacKey::new(&raw));
         let record_key = opened
             .next()
             .flatten()
