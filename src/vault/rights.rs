@@ -229,6 +229,8 @@ impl Vault {
                 vec![Entry::new(AuditKind::Erased, Some(customer)).detail(detail)],
             )?;
             state.revoke_erased();
+            // The passes still alive hold this entry: the key leaves it now, wiped.
+            entry.erase_key();
             Ok(ErasureReceipt {
                 customer,
                 erased_at: at,
