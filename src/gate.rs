@@ -16,11 +16,11 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::clock::Clock;
-use crate::crypto::{DETACHED_VERSION, DataKey, FieldEnvelope};
+use crate::crypto::{DETACHED_VERSION, FieldEnvelope};
 use crate::error::{AccessDenied, Error};
 use crate::ids::{CustomerId, FieldName, PurposeId};
 use crate::purpose::PurposeDef;
-use crate::vault::cache::CustomerEntry;
+use crate::vault::cache::{CustomerEntry, KeyRef};
 
 /// Why passes stopped working, shared by every pass of one customer and purpose. Set once by a
 /// withdrawal, objection, restriction, erasure or purpose change; read on every use of a pass.
@@ -119,8 +119,8 @@ impl AccessPass {
     }
 
     /// Checks the pass for one use on `field` of `customer`; gives the field's validated name
-    /// and the data key.
-    pub(crate) fn check(&self, customer: CustomerId, field: &str) -> Result<(&FieldName, &DataKey), Error> {
+    /// and the data key, read-locked for that use.
+    pub(crate) fn check(&self, customer: CustomerId, field: &str) -> Result<(&FieldName, KeyRef<'_>), Error> {
         if customer != self.entry.id {
             return Err(AccessDenied::WrongCustomer.into());
         }
@@ -137,7 +137,7 @@ impl AccessPass {
         let field = self.purpose.field(field).ok_or(AccessDenied::FieldNotCovered)?;
         // INVARIANT: a live revocation flag means the entry was not erased, and only erasure
         // drops an entry's key; a missing key is reported as erasure all the same.
-        let key = self.entry.key.as_ref().ok_or(Error::Erased(customer))?;
+        let key = self.entry.key()?;
         Ok((field, key))
     }
 

@@ -55,6 +55,7 @@ use chrono::{DateTime, Utc};
 use ring::hmac;
 
 use crate::consent::Consent;
+use crate::crypto::MacKey;
 use crate::ids::{ConsentId, CustomerId, FieldName};
 use crate::purpose::{LawfulBasis, Purpose};
 use crate::store::{CustomerRecord, Objection, RecordMac};
@@ -64,7 +65,8 @@ pub(crate) const RECORD_SECRET: &str = "records";
 
 /// The key that authenticates the records deciding access.
 pub(crate) struct RecordKey {
-    key: hmac::Key,
+    /// Wiped when dropped.
+    key: MacKey,
     namespace: std::sync::Arc<str>,
 }
 
@@ -148,13 +150,13 @@ impl RecordKey {
     /// The record key from its 32 raw bytes, for the vault's namespace.
     pub(crate) fn new(raw: &[u8], namespace: std::sync::Arc<str>) -> Self {
         Self {
-            key: hmac::Key::new(hmac::HMAC_SHA256, raw),
+            key: MacKey::new(raw),
             namespace,
         }
     }
 
     fn start(&self, label: &str) -> Canon {
-        let mut c = Canon(hmac::Context::with_key(&self.key));
+        let mut c = Canon(hmac::Context::with_key(self.key.get()));
         c.text(label).text(&self.namespace);
         c
     }

@@ -4,10 +4,10 @@ use std::fmt;
 
 use ring::aead::{LessSafeKey, NONCE_LEN, Nonce};
 use ring::rand::SecureRandom;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use super::envelope::{self, WrappedKeyEnvelope};
-use super::{AadBuf, KEY_LEN, aes_key, fresh_nonce, random};
+use super::{AadBuf, KEY_LEN, aes_key, fresh_nonce, random, scrub_stack, wipe_aes_key};
 use crate::error::Error;
 use crate::ids::CustomerId;
 
@@ -16,6 +16,9 @@ use crate::ids::CustomerId;
 /// The host supplies it (from bytes, hex, an environment variable or a file) and egard never
 /// stores it. Each master key has a numeric id, written in every key it wraps, so that the
 /// right key is selected on unwrap and keys can be rotated. `Debug` shows the id only.
+///
+/// Its key schedule is made once, on the heap, and never moves; it is wiped in place when
+/// the key is dropped, and the raw bytes it was made from are wiped at once.
 ///
 /// ```
 /// use egard::MasterKey;
@@ -26,7 +29,14 @@ use crate::ids::CustomerId;
 /// ```
 pub struct MasterKey {
     id: u32,
-    kek: LessSafeKey,
+    kek: Box<LessSafeKey>,
+}
+
+impl Drop for MasterKey {
+    /// Wipes the key schedule where it lies.
+    fn drop(&mut self) {
+        wipe_aes_key(&mut self.kek);
+    }
 }
 
 impl fmt::Debug for MasterKey {
@@ -38,24 +48,41 @@ impl fmt::Debug for MasterKey {
 }
 
 impl MasterKey {
-    /// A master key from 32 bytes, with id 1.
-    pub fn from_bytes(bytes: [u8; 32]) -> Self {
-        let bytes = Zeroizing::new(bytes);
+    /// A master key from 32 bytes, with id 1. The array passed in is wiped (a copy the
+    /// caller keeps is the caller's to wipe).
+    pub fn from_bytes(mut bytes: [u8; 32]) -> Self {
+        let key = Self::from_array(&bytes);
+        bytes.zeroize();
+        key
+    }
+
+    /// A master key from the 32 bytes behind `bytes`, which are never copied here; then the
+    /// stack the key schedule was made on is scrubbed.
+    fn from_array(bytes: &[u8; KEY_LEN]) -> Self {
+        let key = Self::schedule(bytes);
+        scrub_stack();
+        key
+    }
+
+    /// Makes the key schedule, on the heap (see [`scrub_stack`] for the copies on the stack).
+    #[inline(never)]
+    fn schedule(bytes: &[u8; KEY_LEN]) -> Self {
         // INVARIANT: ring accepts any 32-byte AES-256 key; the error arm cannot be taken.
-        let kek = match aes_key(bytes.as_ref()) {
+        let kek = match aes_key(bytes) {
             Ok(kek) => kek,
             Err(_) => unreachable!("AES-256 accepts every 32-byte key"),
         };
-        Self { id: 1, kek }
+        Self {
+            id: 1,
+            kek: Box::new(kek),
+        }
     }
 
     /// A new random master key, with id 1. Keep it safe: without it nothing can be opened.
     pub fn generate() -> Result<Self, Error> {
-        let mut bytes = [0u8; KEY_LEN];
-        random().fill(&mut bytes).map_err(|_| Error::Crypto)?;
-        let key = Self::from_bytes(bytes);
-        zeroize::Zeroize::zeroize(&mut bytes);
-        Ok(key)
+        let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
+        random().fill(bytes.as_mut()).map_err(|_| Error::Crypto)?;
+        Ok(Self::from_array(&bytes))
     }
 
     /// A master key from 64 hexadecimal digits (surrounding whitespace ignored).
@@ -72,7 +99,7 @@ impl MasterKey {
                 _ => return Err(Error::Config("a master key is 64 hexadecimal digits")),
             }
         }
-        Ok(Self::from_bytes(*bytes))
+        Ok(Self::from_array(&bytes))
     }
 
     /// A master key from an environment variable holding 64 hexadecimal digits.
@@ -84,8 +111,8 @@ impl MasterKey {
     /// A master key from a file holding 32 raw bytes or 64 hexadecimal digits.
     pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<Self, Error> {
         let data = Zeroizing::new(std::fs::read(path).map_err(|_| Error::Config("master key file cannot be read"))?);
-        if let Ok(raw) = <[u8; KEY_LEN]>::try_from(data.as_slice()) {
-            return Ok(Self::from_bytes(raw));
+        if let Ok(raw) = <&[u8; KEY_LEN]>::try_from(data.as_slice()) {
+            return Ok(Self::from_array(raw));
         }
         let text = std::str::from_utf8(&data).map_err(|_| Error::Config("a master key is 64 hexadecimal digits"))?;
         Self::from_hex(text)
@@ -128,7 +155,9 @@ impl MasterKey {
         version: u32,
         key: &[u8],
     ) -> Result<Vec<u8>, Error> {
-        self.seal_key(key, |header| Self::aad(header, namespace, customer, version))
+        let wrapped = self.seal_key(key, |header| Self::aad(header, namespace, customer, version));
+        scrub_stack();
+        wrapped
     }
 
     pub(crate) fn unwrap(
@@ -138,12 +167,16 @@ impl MasterKey {
         version: u32,
         wrapped: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, Error> {
-        self.open_key(wrapped, |header| Self::aad(header, namespace, customer, version))
+        let raw = self.open_key(wrapped, |header| Self::aad(header, namespace, customer, version));
+        scrub_stack();
+        raw
     }
 
     /// Wraps a vault-level secret (such as the audit key) of the namespace, under its name.
     pub(crate) fn wrap_secret(&self, namespace: &str, name: &str, key: &[u8]) -> Result<Vec<u8>, Error> {
-        self.seal_key(key, |header| Self::secret_aad(header, namespace, name))
+        let wrapped = self.seal_key(key, |header| Self::secret_aad(header, namespace, name));
+        scrub_stack();
+        wrapped
     }
 
     /// Unwraps what [`MasterKey::wrap_secret`] wrapped.
@@ -153,14 +186,19 @@ impl MasterKey {
         name: &str,
         wrapped: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, Error> {
-        self.open_key(wrapped, |header| Self::secret_aad(header, namespace, name))
+        let raw = self.open_key(wrapped, |header| Self::secret_aad(header, namespace, name));
+        scrub_stack();
+        raw
     }
 
+    /// Seals a raw key in place in a buffer that holds it in clear until sealed: wiped if
+    /// sealing fails, handed out (without a copy) once it holds only ciphertext.
+    #[inline(never)]
     fn seal_key(&self, key: &[u8], aad: impl FnOnce(&[u8]) -> AadBuf) -> Result<Vec<u8>, Error> {
         let nonce = fresh_nonce()?;
         let header = envelope::wrapped_header(self.id);
         let aad = aad(&header);
-        let mut out = Vec::with_capacity(envelope::WRAPPED_LEN);
+        let mut out = Zeroizing::new(Vec::with_capacity(envelope::WRAPPED_LEN));
         out.extend_from_slice(&header);
         out.extend_from_slice(&nonce);
         out.extend_from_slice(key);
@@ -170,9 +208,11 @@ impl MasterKey {
             .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), aad.aad(), &mut out[start..])
             .map_err(|_| Error::Crypto)?;
         out.extend_from_slice(tag.as_ref());
-        Ok(out)
+        Ok(std::mem::take(&mut *out))
     }
 
+    /// Opens a wrapped key in place in a buffer wiped on drop.
+    #[inline(never)]
     fn open_key(&self, wrapped: &[u8], aad: impl FnOnce(&[u8]) -> AadBuf) -> Result<Zeroizing<Vec<u8>>, Error> {
         let parsed = WrappedKeyEnvelope::parse(wrapped)?;
         if parsed.kek_id != self.id {

@@ -6,14 +6,14 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
 
 use chrono::{DateTime, Utc};
 
 use super::records::Verified;
 use crate::consent::{Consent, Standing};
 use crate::crypto::DataKey;
-use crate::error::AccessDenied;
+use crate::error::{AccessDenied, Error};
 use crate::gate::Revocation;
 use crate::ids::{CustomerId, FieldName, PurposeId};
 use crate::store::RecordMac;
@@ -22,8 +22,10 @@ use crate::store::RecordMac;
 #[derive(Debug)]
 pub(crate) struct CustomerEntry {
     pub(crate) id: CustomerId,
-    /// The unwrapped data key; `None` once erased.
-    pub(crate) key: Option<DataKey>,
+    /// The unwrapped data key; `None` once erased. Erasure wipes it and takes it out under
+    /// the write lock ([`CustomerEntry::erase_key`]), so that no pass, which holds the entry,
+    /// keeps it alive; a use of the key holds the read lock for the one seal or open.
+    key: RwLock<Option<DataKey>>,
     state: Mutex<CustomerState>,
     /// Used since the last eviction scan passed it (a second chance before eviction).
     recent: AtomicBool,
@@ -169,10 +171,41 @@ impl CustomerEntry {
     pub(crate) fn new(id: CustomerId, key: Option<DataKey>, state: CustomerState) -> Self {
         Self {
             id,
-            key,
+            key: RwLock::new(key),
             state: Mutex::new(state),
             recent: AtomicBool::new(true),
         }
+    }
+
+    fn read_key(&self) -> RwLockReadGuard<'_, Option<DataKey>> {
+        // The key is only ever replaced whole: a poisoned lock still guards a consistent value.
+        self.key.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The data key, held for one use; [`Error::Erased`] once erased. Hold it briefly, and
+    /// never take the entry's state lock while holding it (erasure takes the state lock,
+    /// then the key's).
+    pub(crate) fn key(&self) -> Result<KeyRef<'_>, Error> {
+        let guard = self.read_key();
+        match *guard {
+            Some(_) => Ok(KeyRef { guard, id: self.id }),
+            None => Err(Error::Erased(self.id)),
+        }
+    }
+
+    /// The version of the data key, if it was not erased.
+    pub(crate) fn key_version(&self) -> Option<u32> {
+        self.read_key().as_ref().map(DataKey::version)
+    }
+
+    /// Erasure: wipes the data key where it lies and drops it, so that the passes still
+    /// holding this entry hold no key. The caller holds the entry's state lock.
+    pub(crate) fn erase_key(&self) {
+        let mut key = self.key.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(k) = key.as_mut() {
+            k.wipe();
+        }
+        *key = None;
     }
 
     /// Marks the entry as used, so that the next eviction scan passes it over once.
@@ -187,6 +220,55 @@ impl CustomerEntry {
         // Every change to the state is a few assignments after the store accepted it, so a
         // panic elsewhere cannot leave it half-changed.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A customer's data key, read-locked for one use (see [`CustomerEntry::key`]).
+pub(crate) struct KeyRef<'a> {
+    guard: RwLockReadGuard<'a, Option<DataKey>>,
+    id: CustomerId,
+}
+
+impl KeyRef<'_> {
+    fn get(&self) -> Result<&DataKey, Error> {
+        // INVARIANT: made only over a key, which cannot go while the read lock is held.
+        self.guard.as_ref().ok_or(Error::Erased(self.id))
+    }
+
+    /// See [`DataKey::seal`].
+    pub(crate) fn seal(
+        &self,
+        namespace: &str,
+        customer: CustomerId,
+        field: &str,
+        version: u64,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, Error> {
+        self.get()?.seal(namespace, customer, field, version, plaintext)
+    }
+
+    /// See [`DataKey::open`].
+    pub(crate) fn open(
+        &self,
+        namespace: &str,
+        customer: CustomerId,
+        field: &str,
+        version: u64,
+        envelope: &[u8],
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, Error> {
+        self.get()?.open(namespace, customer, field, version, envelope)
+    }
+
+    /// See [`DataKey::open_owned`].
+    pub(crate) fn open_owned(
+        &self,
+        namespace: &str,
+        customer: CustomerId,
+        field: &str,
+        version: u64,
+        envelope: Vec<u8>,
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, Error> {
+        self.get()?.open_owned(namespace, customer, field, version, envelope)
     }
 }
 

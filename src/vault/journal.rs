@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use ring::hmac;
 
 use crate::audit::{self, AuditEvent, Entry};
+use crate::crypto::MacKey;
 use crate::error::Error;
 use crate::store::{Store, StoreError, Write};
 
@@ -37,7 +38,7 @@ pub struct AuditBatching {
 /// The audit chain's head and the access events not yet written.
 pub(crate) struct Journal {
     /// `None`: the audit key could not be opened, and every write is refused.
-    key: Option<hmac::Key>,
+    key: Option<MacKey>,
     batching: Option<AuditBatching>,
     state: Mutex<State>,
 }
@@ -54,7 +55,7 @@ impl Journal {
     /// A journal continuing after `head`. Without a key (the vault's master keys cannot open
     /// the stored audit key), every write is refused with [`Error::Crypto`], so that a
     /// misconfigured vault cannot append events that would break the chain.
-    pub(crate) fn new(key: Option<hmac::Key>, head: Option<AuditEvent>, batching: Option<AuditBatching>) -> Self {
+    pub(crate) fn new(key: Option<MacKey>, head: Option<AuditEvent>, batching: Option<AuditBatching>) -> Self {
         Self {
             key,
             batching,
@@ -74,7 +75,7 @@ impl Journal {
 
     /// The audit key, if it could be opened.
     pub(crate) fn key(&self) -> Option<&hmac::Key> {
-        self.key.as_ref()
+        self.key.as_ref().map(MacKey::get)
     }
 
     /// The sequence number of the last event written by (or known to) this vault.
@@ -156,7 +157,7 @@ impl Journal {
         mut writes: Vec<Write>,
         entries: &[(Entry, DateTime<Utc>)],
     ) -> Result<(), Error> {
-        let Some(key) = &self.key else {
+        let Some(key) = self.key() else {
             return Err(Error::Crypto);
         };
         let base = writes.len();

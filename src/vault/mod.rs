@@ -18,21 +18,20 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use chrono::{DateTime, Duration, Utc};
-use ring::hmac;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::audit::{self, AuditAnchor, AuditBreak, AuditEvent, AuditKind, AuditReport, Entry};
 use crate::clock::{Clock, Monotonic, SystemClock};
 use crate::consent::{Consent, Evidence, decide};
-use crate::crypto::{DETACHED_VERSION, DataKey, MasterKey};
+use crate::crypto::{DETACHED_VERSION, DataKey, MacKey, MasterKey, scrub_stack};
 use crate::error::{AccessDenied, Error};
 use crate::gate::{AccessPass, Revealed, Sealed, decode, encode};
 use crate::ids::{ConsentId, CustomerId, FieldName, PurposeId};
 use crate::integrity::{self, RecordKey};
 use crate::purpose::{MAX_PERIOD, Purpose, PurposeDef};
 use crate::store::{CustomerRecord, PurposeSnapshot, Store, StoreError, StoredPurpose, WrappedKey, Write};
-use cache::{Cache, CustomerEntry, CustomerState};
+use cache::{Cache, CustomerEntry, CustomerState, KeyRef};
 use claims::Claim;
 use journal::Journal;
 use records::{Anchor, Draft, Verified};
@@ -208,6 +207,16 @@ impl VaultBuilder {
     /// without a time-to-live, or this vault has none and the store serves another vault (see
     /// [`store`](VaultBuilder::store)).
     pub fn build(self) -> Result<Vault, Error> {
+        let vault = self.build_vault();
+        // The vault secrets were unwrapped and their HMAC keys made below this frame.
+        scrub_stack();
+        vault
+    }
+
+    /// What [`build`](VaultBuilder::build) does, in a frame of its own that the scrub after
+    /// it writes over.
+    #[inline(never)]
+    fn build_vault(self) -> Result<Vault, Error> {
         let mut keys = self.master_keys.into_iter();
         let master = keys.next().ok_or(Error::Config("a master key is required"))?;
         let previous: Vec<MasterKey> = keys.collect();
@@ -235,10 +244,7 @@ impl VaultBuilder {
             namespace: &namespace,
         };
         let mut opened = secrets::open_or_install(&keyring, store.as_ref(), head.is_none())?.into_iter();
-        let audit_key = opened
-            .next()
-            .flatten()
-            .map(|raw| hmac::Key::new(hmac::HMAC_SHA256, &raw));
+        let audit_key = opened.next().flatten().map(|raw| MacKey::new(&raw));
         let record_key = opened
             .next()
             .flatten()
@@ -535,6 +541,16 @@ impl Vault {
 
     /// Creates the customer `id` (the fuzz harness needs a known one).
     pub(crate) fn create_customer_with_id(&self, id: CustomerId) -> Result<CustomerId, Error> {
+        let created = self.create_with_key(id);
+        // The data key was made below this frame.
+        scrub_stack();
+        created
+    }
+
+    /// Makes the customer's data key, stores the customer and caches it, in a frame of its
+    /// own that the scrub after it writes over.
+    #[inline(never)]
+    fn create_with_key(&self, id: CustomerId) -> Result<CustomerId, Error> {
         let key = self.record_key()?;
         let now = self.now();
         let (data_key, wrapped) = DataKey::generate(&self.master, &self.namespace, id, 1)?;
@@ -811,7 +827,7 @@ impl Vault {
         pass: &'p AccessPass,
         state: &mut CustomerState,
         field: &str,
-    ) -> Result<(&'p FieldName, &'p DataKey, u64, Vec<u8>), Error> {
+    ) -> Result<(&'p FieldName, KeyRef<'p>, u64, Vec<u8>), Error> {
         let customer = pass.customer();
         let (name, key) = pass.check(customer, field)?;
         let version = state.version(name).ok_or_else(|| Error::UnknownField(name.clone()))?;
@@ -1032,6 +1048,21 @@ impl Vault {
             entry.touch();
             return Ok(entry.clone());
         }
+        let entry = self.load_entry(id, &mut shard);
+        drop(shard);
+        // The data key was unwrapped below this frame.
+        scrub_stack();
+        entry
+    }
+
+    /// Reads a customer missing from the cache, checks it, unwraps its data key and caches
+    /// it (the caller holds the shard's lock).
+    #[inline(never)]
+    fn load_entry(
+        &self,
+        id: CustomerId,
+        shard: &mut HashMap<CustomerId, Arc<CustomerEntry>>,
+    ) -> Result<Arc<CustomerEntry>, Error> {
         // Loaded under the shard lock, so that no change to this customer can slip between
         // the read and the insertion (changes go through the cached entry).
         let snapshot = self.store.customer(id)?.ok_or(Error::UnknownCustomer(id))?;
@@ -1045,7 +1076,7 @@ impl Vault {
             key,
             CustomerState::from_verified(&verified, self.now()),
         ));
-        self.cache.make_room(&mut shard);
+        self.cache.make_room(shard);
         shard.insert(id, entry.clone());
         Ok(entry)
     }
@@ -1189,10 +1220,11 @@ impl Vault {
         let fresh = CustomerState::from_verified(verified, self.now());
         if fresh.erased {
             state.revoke_erased();
+            entry.erase_key();
             note_state(state, verified);
             return Ok(());
         }
-        if entry.key.as_ref().map(DataKey::version) != verified.newest_key().map(|k| k.version) {
+        if entry.key_version() != verified.newest_key().map(|k| k.version) {
             state.revoke_all(AccessDenied::PassExpired);
             state.fields = None;
             state.evicted = true;
@@ -1259,12 +1291,12 @@ fn note_state(state: &mut CustomerState, verified: &Verified) {
     }
 }
 
-/// The data key of a customer that was not erased.
-fn live_key<'a>(entry: &'a CustomerEntry, state: &CustomerState) -> Result<&'a DataKey, Error> {
-    match (&entry.key, state.erased) {
-        (Some(key), false) => Ok(key),
-        _ => Err(Error::Erased(entry.id)),
+/// The data key of a customer that was not erased, read-locked for one use.
+fn live_key<'a>(entry: &'a CustomerEntry, state: &CustomerState) -> Result<KeyRef<'a>, Error> {
+    if state.erased {
+        return Err(Error::Erased(entry.id));
     }
+    entry.key()
 }
 
 #[cfg(test)]

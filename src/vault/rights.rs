@@ -293,6 +293,8 @@ impl Vault {
                 vec![Entry::new(AuditKind::Erased, Some(customer)).detail(detail)],
             )?;
             state.revoke_erased();
+            // The passes still alive hold this entry: the key leaves it now, wiped.
+            entry.erase_key();
             let mac = record_key.erasure(customer, at, &fields, &key_versions);
             Ok(ErasureReceipt {
                 customer,
