@@ -156,7 +156,7 @@ fn a_version_1_schema_is_migrated_forward_with_its_data() {
         .batch_execute(&format!(
             "DROP TABLE \"{s}\".egard_vault_secrets;
              ALTER TABLE \"{s}\".egard_purposes DROP COLUMN rev, DROP COLUMN mac;
-             ALTER TABLE \"{s}\".egard_customers DROP COLUMN rev, DROP COLUMN mac;
+             ALTER TABLE \"{s}\".egard_customers DROP COLUMN rev, DROP COLUMN mac, DROP COLUMN key_uses;
              ALTER TABLE \"{s}\".egard_fields DROP COLUMN version;
              ALTER TABLE \"{s}\".egard_consents DROP COLUMN mac;
              ALTER TABLE \"{s}\".egard_objections DROP COLUMN mac;

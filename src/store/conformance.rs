@@ -89,6 +89,7 @@ pub fn run_all<S: Store>(make: impl Fn() -> S) {
         ),
         ("batch_sees_its_own_insert", batch_sees_its_own_insert::<S>),
         ("put_key_upserts_by_version", put_key_upserts_by_version::<S>),
+        ("delete_key", delete_key::<S>),
         ("put_field_upserts_by_name", put_field_upserts_by_name::<S>),
         ("delete_field", delete_field::<S>),
         ("put_consent_upserts_by_id", put_consent_upserts_by_id::<S>),
@@ -704,6 +705,59 @@ pub fn put_key_upserts_by_version<S: Store>(store: &S) {
     assert!(
         snapshot(store, id, "keys").keys.contains(&big),
         "key of version u32::MAX with binary content"
+    );
+}
+
+/// `DeleteKey` deletes one version of one customer's key, and nothing else; a missing one is
+/// no error. In a batch with the key that replaces it, both or neither happen.
+pub fn delete_key<S: Store>(store: &S) {
+    let id = new_customer(store);
+    let other = new_customer(store);
+    ok(store, &[Write::PutKey(key(id, 2, 0xC3))], "add version 2");
+    ok(
+        store,
+        &[Write::DeleteKey {
+            customer: id,
+            version: 1,
+        }],
+        "delete version 1",
+    );
+    assert_eq!(
+        snapshot(store, id, "keys").keys,
+        vec![key(id, 2, 0xC3)],
+        "version 2 stays"
+    );
+    assert_eq!(
+        snapshot(store, other, "other").keys,
+        vec![key(other, 1, 0xA1)],
+        "another customer's key of the same version stays"
+    );
+    ok(
+        store,
+        &[Write::DeleteKey {
+            customer: id,
+            version: 9,
+        }],
+        "delete a version that is not there",
+    );
+    refused(
+        store,
+        &[
+            Write::PutKey(key(id, 3, 0xD4)),
+            Write::DeleteKey {
+                customer: id,
+                version: 2,
+            },
+            Write::AppendAudit(event(1, Some(id))),
+            Write::AppendAudit(event(1, Some(id))),
+        ],
+        StoreError::Conflict,
+        "a rotation in a batch that fails",
+    );
+    assert_eq!(
+        snapshot(store, id, "after a failed batch").keys,
+        vec![key(id, 2, 0xC3)],
+        "a failed batch rotated the key half-way"
     );
 }
 

@@ -232,6 +232,11 @@ impl Inner {
                     }
                 }
             }
+            Write::DeleteKey { customer, version } => {
+                if let Some(s) = Self::slot(&mut self.customers, *customer) {
+                    s.keys.retain(|k| k.version != *version);
+                }
+            }
             Write::DeleteField { customer, field } => {
                 if let Some(s) = Self::slot(&mut self.customers, *customer) {
                     s.fields.retain(|f| &f.field != field);

@@ -224,6 +224,14 @@ pub enum Write {
         /// When it was written.
         at: DateTime<Utc>,
     },
+    /// Deletes a wrapped data key of a customer, if present (the old key of a key rotation:
+    /// crypto-shredding of what it sealed).
+    DeleteKey {
+        /// The customer.
+        customer: CustomerId,
+        /// The key's version.
+        version: u32,
+    },
     /// Deletes a sealed field, if present.
     DeleteField {
         /// The customer.
@@ -265,7 +273,9 @@ impl Write {
             Write::PutKey(k) => Some((k.customer, true)),
             Write::PutField { customer, .. } => Some((*customer, true)),
             Write::UpdateCustomer { record, .. } => Some((record.id, false)),
-            Write::DeleteField { customer, .. } | Write::EraseCustomer { customer, .. } => Some((*customer, false)),
+            Write::DeleteKey { customer, .. }
+            | Write::DeleteField { customer, .. }
+            | Write::EraseCustomer { customer, .. } => Some((*customer, false)),
             Write::PutConsent(c) => Some((c.record.customer, false)),
             Write::PutObjection(o) => Some((o.record.customer, false)),
             Write::PutPurpose { .. }

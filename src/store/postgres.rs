@@ -362,6 +362,7 @@ enum Q {
     InsertPurpose,
     UpdatePurpose,
     PutKey,
+    DeleteKey,
     PutField,
     DeleteField,
     PutConsent,
@@ -384,13 +385,14 @@ enum Q {
 }
 
 impl Q {
-    const ALL: [Q; 25] = [
+    const ALL: [Q; 26] = [
         Q::LockCustomer,
         Q::InsertCustomer,
         Q::UpdateCustomer,
         Q::InsertPurpose,
         Q::UpdatePurpose,
         Q::PutKey,
+        Q::DeleteKey,
         Q::PutField,
         Q::DeleteField,
         Q::PutConsent,
@@ -539,6 +541,7 @@ impl Sql {
                      VALUES ($1, $2, $3, $4, $5) ON CONFLICT (customer, field) DO UPDATE \
                      SET envelope = EXCLUDED.envelope, written_at = EXCLUDED.written_at, version = EXCLUDED.version"
                 ),
+                Q::DeleteKey => format!("DELETE FROM {p}keys WHERE customer = $1 AND version = $2"),
                 Q::DeleteField => format!("DELETE FROM {p}fields WHERE customer = $1 AND field = $2"),
                 Q::PutConsent => format!(
                     "INSERT INTO {p}consents (id, customer, purpose, given_at, record, mac) \
@@ -1111,6 +1114,10 @@ fn run_batch(client: &mut Client, stmts: &[Statement], batch: &[Write]) -> Resul
                     &[customer.as_uuid(), &field.as_str(), envelope, at, &rev_param(*version)?],
                 )
                 .map_err(ctx)?;
+            }
+            Write::DeleteKey { customer, version } => {
+                tx.execute(st(Q::DeleteKey)?, &[customer.as_uuid(), &i64::from(*version)])
+                    .map_err(ctx)?;
             }
             Write::DeleteField { customer, field } => {
                 tx.execute(st(Q::DeleteField)?, &[customer.as_uuid(), &field.as_str()])

@@ -887,6 +887,14 @@ fn apply_one(tx: &Connection, w: &Write) -> Result<bool, StoreError> {
                 ],
             )?;
         }
+        Write::DeleteKey { customer, version } => {
+            require(tx, *customer, false)?;
+            shreds = exec(
+                tx,
+                "DELETE FROM data_keys WHERE customer = ?1 AND version = ?2",
+                params![customer.as_bytes().as_slice(), i64::from(*version)],
+            )? > 0;
+        }
         Write::DeleteField { customer, field } => {
             require(tx, *customer, false)?;
             shreds = exec(
