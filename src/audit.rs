@@ -66,13 +66,17 @@ pub enum AuditKind {
     Objected,
     /// The customer was erased by crypto-shredding (Art. 17).
     Erased,
-    /// A data key, or the audit key (no customer), was re-wrapped under another master key.
+    /// A data key, or the audit key (no customer), was re-wrapped under another master key;
+    /// or a customer's data key was replaced by a new one (the detail says which).
     KeyRotated,
+    /// Encryptions under a customer's data key were reserved for values sealed for the host
+    /// ([`Vault::seal`](crate::Vault::seal)), counted against the key's encryption budget.
+    KeyUsesReserved,
 }
 
 impl AuditKind {
     /// Every kind, in declaration order.
-    pub const ALL: [AuditKind; 16] = [
+    pub const ALL: [AuditKind; 17] = [
         AuditKind::PurposeDefined,
         AuditKind::CustomerCreated,
         AuditKind::ConsentGiven,
@@ -89,6 +93,7 @@ impl AuditKind {
         AuditKind::Objected,
         AuditKind::Erased,
         AuditKind::KeyRotated,
+        AuditKind::KeyUsesReserved,
     ];
 
     /// A stable code for storage.
@@ -110,6 +115,7 @@ impl AuditKind {
             Self::Objected => "objected",
             Self::Erased => "erased",
             Self::KeyRotated => "key_rotated",
+            Self::KeyUsesReserved => "key_uses_reserved",
         }
     }
 
@@ -137,7 +143,8 @@ pub struct AuditEvent {
     /// A short code (a denial reason, a consent id, a key version); never personal data.
     pub detail: String,
     /// For a change, the state MAC of the customer (or, for a purpose definition, of the
-    /// purpose) that the change produced; `None` for access decisions and key rotations.
+    /// purpose) that the change produced; `None` for access decisions and master-key
+    /// rotations.
     /// Loading a customer checks its stored state against the latest such event, so that
     /// older rows written back into the store are caught while the log is whole.
     #[serde(with = "opt_mac_hex", default)]

@@ -327,6 +327,24 @@ const SCENARIOS: &[Scenario] = &[
         },
     },
     Scenario {
+        name: "a data key's use count wound back",
+        edit: |db, w| {
+            db.exec(&format!(
+                "UPDATE {} SET key_uses = 0 WHERE id = {}",
+                db.table(Table::Customers),
+                db.id(w.patient)
+            ));
+        },
+        check: |v, w| {
+            // The patient's key has sealed their fields: a count of 0 is a lie.
+            assert_refused("wound-back key uses", v.authorize(w.patient, "newsletter"));
+            assert_refused(
+                "wound-back key uses, a change",
+                v.set_field(w.patient, "email", "x@example.com"),
+            );
+        },
+    },
+    Scenario {
         name: "a special-category field added to a purpose",
         edit: |db, _| {
             let sql = if db.is_postgres() {

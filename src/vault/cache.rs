@@ -55,6 +55,9 @@ pub(crate) struct CustomerState {
     /// The customer's sealed field envelopes (ciphertext), read from the store on the first
     /// reveal and kept in step by every change made through this vault; `None` until read.
     pub(crate) fields: Option<HashMap<FieldName, Vec<u8>>>,
+    /// Encryptions of the current data key reserved in the store by this vault for values
+    /// sealed for the host, not used yet: the next one is `reserved.start`.
+    pub(crate) reserved: std::ops::Range<u64>,
     /// The flag shared by the live passes of each purpose.
     grants: HashMap<PurposeId, Arc<Revocation>>,
     /// Flags revoked for another reason that passes still hold: an erasure must reach them
@@ -102,6 +105,7 @@ impl CustomerState {
             current,
             objections,
             fields: None,
+            reserved: 0..0,
             grants: HashMap::new(),
             revoked: Vec::new(),
         }
@@ -196,6 +200,17 @@ impl CustomerEntry {
     /// The version of the data key, if it was not erased.
     pub(crate) fn key_version(&self) -> Option<u32> {
         self.read_key().as_ref().map(DataKey::version)
+    }
+
+    /// A key rotation: the new key takes the old one's place (wiped where it lies), so that
+    /// the passes holding this entry go on with the new key. The caller holds the entry's
+    /// state lock, and the rotation is stored.
+    pub(crate) fn replace_key(&self, new: DataKey) {
+        let mut key = self.key.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(k) = key.as_mut() {
+            k.wipe();
+        }
+        *key = Some(new);
     }
 
     /// Erasure: wipes the data key where it lies and drops it, so that the passes still

@@ -5,12 +5,14 @@ pub(crate) mod cache;
 mod claims;
 mod exported;
 mod journal;
+mod keys;
 pub(crate) mod records;
 mod rights;
 mod secrets;
 
 pub use exported::ExportedValue;
 pub use journal::AuditBatching;
+pub use keys::ENCRYPTION_BUDGET;
 
 pub use rights::{ErasureReceipt, SubjectExport, SweepReport};
 
@@ -76,6 +78,7 @@ pub struct VaultBuilder {
     max_value_len: usize,
     audit_batching: Option<AuditBatching>,
     audit_anchor: Option<AuditAnchor>,
+    encryption_budget: u64,
 }
 
 impl std::fmt::Debug for VaultBuilder {
@@ -163,6 +166,15 @@ impl VaultBuilder {
         self
     }
 
+    /// How many encryptions one data key makes at most before the customer gets a new one
+    /// ([`ENCRYPTION_BUDGET`], 2³², by default; at most that, at least 1). A lower budget
+    /// lowers the chance of two random nonces colliding under one key further, at the price of
+    /// more frequent rotations (see [`Vault::rotate_customer_key`]).
+    pub fn encryption_budget(mut self, encryptions: u64) -> Self {
+        self.encryption_budget = encryptions;
+        self
+    }
+
     /// Group commit of access events (grants and denials), for durable stores on a hot path.
     ///
     /// By default every access event is in the store before `authorize` returns. With
@@ -235,6 +247,11 @@ impl VaultBuilder {
         if self.cache_ttl.is_some_and(|ttl| ttl > MAX_PERIOD) {
             return Err(Error::Config("the cache time-to-live must be at most 1,000 years"));
         }
+        if self.encryption_budget == 0 || self.encryption_budget > ENCRYPTION_BUDGET {
+            return Err(Error::Config(
+                "the encryption budget must be at least 1 and at most 2^32",
+            ));
+        }
         let claim = Claim::take(store.instance_id(), self.cache_ttl.is_some())?;
         let namespace: Arc<str> = Arc::from(namespace.as_str());
         let head = store.audit_head()?;
@@ -265,6 +282,7 @@ impl VaultBuilder {
             pass_lifetime: self.pass_lifetime,
             cache_ttl: self.cache_ttl,
             max_value_len: self.max_value_len,
+            encryption_budget: self.encryption_budget,
             _claim: claim,
         };
         if let Some(anchor) = &self.audit_anchor {
@@ -305,6 +323,8 @@ pub struct Vault {
     pass_lifetime: Duration,
     cache_ttl: Option<Duration>,
     max_value_len: usize,
+    /// Encryptions per data key at most.
+    encryption_budget: u64,
     /// This vault's use of its store object, released on drop.
     _claim: Claim,
 }
@@ -331,6 +351,7 @@ impl Vault {
             cache_capacity: DEFAULT_CACHE_CAPACITY,
             cache_ttl: None,
             max_value_len: DEFAULT_MAX_VALUE_LEN,
+            encryption_budget: ENCRYPTION_BUDGET,
             audit_batching: None,
             audit_anchor: None,
         }
@@ -597,15 +618,38 @@ impl Vault {
         let name = self.collectable_field(field)?;
         let plaintext = encode(&name, value, self.max_value_len)?;
         self.with_customer(customer, |entry, state, mut draft| {
-            let key = live_key(entry, state)?;
-            let envelope = key.seal(&self.namespace, customer, name.as_str(), draft.version(), &plaintext)?;
+            live_key(entry, state)?;
             let kind = if draft.current().fields.contains_key(&name) {
                 AuditKind::FieldRectified
             } else {
                 AuditKind::FieldWritten
             };
+            let mut entries = Vec::new();
+            // A key at its budget is replaced in the same change, before this encryption.
+            let rotated = if draft.current().record.key_uses >= self.encryption_budget {
+                let (key, entry) = self.rekey(entry, state, &mut draft, "budget")?;
+                entries.push(entry);
+                Some(key)
+            } else {
+                None
+            };
+            let envelope = match &rotated {
+                Some(key) => key.seal(&self.namespace, customer, name.as_str(), draft.version(), &plaintext)?,
+                None => live_key(entry, state)?.seal(
+                    &self.namespace,
+                    customer,
+                    name.as_str(),
+                    draft.version(),
+                    &plaintext,
+                )?,
+            };
+            draft.use_key(1)?;
             draft.put_field(name.clone(), envelope.clone(), self.now());
-            self.commit_customer(state, draft, vec![Entry::new(kind, Some(customer)).field(&name)])?;
+            entries.push(Entry::new(kind, Some(customer)).field(&name));
+            self.commit_customer(state, draft, entries)?;
+            if let Some(key) = rotated {
+                self.install_key(entry, state, key);
+            }
             if let Some(fields) = &mut state.fields {
                 fields.insert(name.clone(), envelope);
             }
@@ -616,15 +660,36 @@ impl Vault {
     /// Encrypts `value` for `field` of `customer` without storing it: keep the [`Sealed`]
     /// value in your own tables, and open it later with a pass. (Such a value is not bound to
     /// a write of the customer's state: keeping it current is up to you.)
+    ///
+    /// Each seal counts against the data key's encryption budget: the vault reserves uses in
+    /// the store in blocks (one audited write per block of 1,024), and a value sealed under a
+    /// key that was rotated since ([`Vault::rotate_customer_key`], or a key at its budget)
+    /// no longer opens: seal it again.
     pub fn seal<T: Serialize>(&self, customer: CustomerId, field: &str, value: &T) -> Result<Sealed<T>, Error> {
         let name = self.collectable_field(field)?;
         let plaintext = encode(&name, value, self.max_value_len)?;
-        let entry = self.entry(customer)?;
-        let envelope = {
-            let state = entry.lock();
-            live_key(&entry, &state)?.seal(&self.namespace, customer, name.as_str(), DETACHED_VERSION, &plaintext)?
-        };
-        Ok(Sealed::new(customer, name, envelope))
+        for _ in 0..STALE_RETRIES {
+            let entry = self.entry(customer)?;
+            {
+                let mut state = entry.lock();
+                if state.evicted {
+                    continue;
+                }
+                if !state.reserved.is_empty() {
+                    let envelope = live_key(&entry, &state)?.seal(
+                        &self.namespace,
+                        customer,
+                        name.as_str(),
+                        DETACHED_VERSION,
+                        &plaintext,
+                    )?;
+                    state.reserved.start += 1;
+                    return Ok(Sealed::new(customer, name, envelope));
+                }
+            }
+            self.reserve_key_uses(customer)?;
+        }
+        Err(StoreError::Stale.into())
     }
 
     fn collectable_field(&self, field: &str) -> Result<FieldName, Error> {

@@ -252,6 +252,36 @@ impl<'k> Draft<'k> {
         });
     }
 
+    /// Counts `n` more encryptions under the customer's current data key.
+    pub(crate) fn use_key(&mut self, n: u64) -> Result<(), Error> {
+        let uses = &mut self.state.record.key_uses;
+        *uses = uses
+            .checked_add(n)
+            .ok_or_else(|| StoreError::Corrupt("a data key's use count is at its maximum".into()))?;
+        Ok(())
+    }
+
+    /// A key rotation: `wrapped` replaces every data key of the customer (the old ones are
+    /// deleted), and `resealed` (each stored field sealed again under it at
+    /// [`Draft::version`], with the time it was first written) replaces every envelope. The
+    /// new key's use count starts with those encryptions.
+    pub(crate) fn replace_key(&mut self, wrapped: WrappedKey, resealed: Vec<(FieldName, Vec<u8>, DateTime<Utc>)>) {
+        let customer = self.state.record.id;
+        let old: Vec<u32> = self.state.keys.keys().copied().collect();
+        self.writes.push(Write::PutKey(wrapped.clone()));
+        for version in old {
+            if version != wrapped.version {
+                self.state.keys.remove(&version);
+                self.writes.push(Write::DeleteKey { customer, version });
+            }
+        }
+        self.state.keys.insert(wrapped.version, wrapped);
+        self.state.record.key_uses = u64::try_from(resealed.len()).unwrap_or(u64::MAX);
+        for (field, envelope, at) in resealed {
+            self.put_field(field, envelope, at);
+        }
+    }
+
     /// Deletes a stored field.
     pub(crate) fn delete_field(&mut self, field: FieldName) {
         self.state.fields.remove(&field);
