@@ -1505,6 +1505,7 @@ mod tests {
             "customers.erased_at",
             "customers.rev",
             "customers.mac",
+            "customers.key_uses",
             "data_keys.customer",
             "data_keys.version",
             "data_keys.wrapped",
