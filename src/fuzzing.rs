@@ -21,13 +21,14 @@ use crate::store::{Authenticated, MemoryStore, Store, WrappedKey, Write};
 use crate::vault::Vault;
 
 /// The names of the fuzz targets, which are also the folders of `tests/corpus/`.
-pub const TARGETS: [&str; 6] = [
+pub const TARGETS: [&str; 7] = [
     "field_envelope",
     "wrapped_key",
     "sealed_json",
     "sealed_bytes",
     "vault_ops",
     "sqlite_records",
+    "json_decode",
 ];
 
 /// Runs the harness of `target` on `data`. Unknown targets panic.
@@ -39,6 +40,7 @@ pub fn run(target: &str, data: &[u8]) {
         "sealed_bytes" => sealed_bytes(data),
         "vault_ops" => vault_ops(data),
         "sqlite_records" => sqlite_records(data),
+        "json_decode" => json_decode(data),
         other => panic!("unknown fuzz target {other}"),
     }
 }
@@ -743,6 +745,84 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
                 0, 6, 3, 5, 1, 5, 0, 0, 0, 0, 0, 6, 4, 6, 2, 5, 1, 5, 0, 6, 4, 6, 0, 6, 1, 2, 0, 3, 32,
             ],
         ],
+        "json_decode" => vec![
+            br#"{"name":"Al\"ice","tags":["a\\b","\u00e9\ud834\udd1e"],"n":-0.0,"m":18446744073709551615}"#.to_vec(),
+            br#"[{"Struct":{"a":-9223372036854775808,"b":"x\ny"}},"Unit",{"Newtype":"\u0000"}]"#.to_vec(),
+            br#"{"id":1,"kind":{"Tuple":[255,"t"]},"bytes":[0,1,255],"extra":[1e999,"\ud800"]}"#.to_vec(),
+        ],
         _ => Vec::new(),
     }
+}
+
+/// An enum of every variant kind, for [`json_decode`].
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+enum JsonKind {
+    /// A unit variant.
+    Unit,
+    /// A newtype variant.
+    Newtype(String),
+    /// A tuple variant.
+    Tuple(u8, String),
+    /// A struct variant.
+    Struct {
+        /// A signed integer.
+        a: i64,
+        /// An optional string.
+        b: Option<String>,
+    },
+}
+
+/// A record of typed fields, for [`json_decode`]; unknown fields are ignored.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct JsonRecord {
+    /// An integer.
+    id: u32,
+    /// An enum.
+    kind: JsonKind,
+    /// Bytes, as serde_json writes them (an array of numbers).
+    bytes: Vec<u8>,
+}
+
+/// Whether serde_json, the reference, reads floats correctly rounded (`float_roundtrip`, which
+/// the fuzz crate and the dev-dependencies turn on), as `crate::codec` does.
+fn reference_rounds_floats_correctly() -> bool {
+    // 2^53 + 1 is a tie: round half to even gives 2^53 (a naive reading gives 2^53 + 2).
+    serde_json::from_str::<f64>("9007199254740993.0").ok() == Some(9_007_199_254_740_992.0)
+}
+
+/// Decodes `data` as `T` with the crate's decoder and with serde_json: both accept with the
+/// same value (compared by JSON text, which tells `1` from `1.0` and `0.0` from `-0.0`) or both
+/// refuse.
+fn json_same<T: serde::de::DeserializeOwned + serde::Serialize>(data: &[u8]) {
+    let ours: Result<T, _> = crate::codec::from_slice(data);
+    let theirs: Result<T, _> = serde_json::from_slice(data);
+    match (ours, theirs) {
+        (Ok(ours), Ok(theirs)) => assert_eq!(
+            serde_json::to_string(&ours).ok(),
+            serde_json::to_string(&theirs).ok(),
+            "the decoders read different values"
+        ),
+        (Err(_), Err(_)) => {}
+        (Ok(_), Err(e)) => panic!("crate::codec accepts what serde_json refuses: {e}"),
+        (Err(e), Ok(_)) => panic!("crate::codec refuses what serde_json accepts: {e}"),
+    }
+}
+
+/// The JSON decoder of revealed plaintext (`crate::codec`) against serde_json on the same
+/// bytes, as `serde_json::Value` and as typed values (strings, bytes, options, enums, structs
+/// with ignored fields, numeric map keys): both accept with equal values or both refuse, and
+/// nothing panics.
+pub fn json_decode(data: &[u8]) {
+    static EXACT: OnceLock<bool> = OnceLock::new();
+    assert!(
+        *EXACT.get_or_init(reference_rounds_floats_correctly),
+        "the json_decode harness needs serde_json's float_roundtrip feature"
+    );
+    json_same::<serde_json::Value>(data);
+    json_same::<String>(data);
+    json_same::<Option<Vec<String>>>(data);
+    json_same::<Vec<JsonKind>>(data);
+    json_same::<JsonRecord>(data);
+    json_same::<std::collections::BTreeMap<u64, f64>>(data);
+    json_same::<(i128, u128, bool, char)>(data);
 }

@@ -155,9 +155,10 @@ impl AccessPass {
     }
 }
 
-/// Decodes plaintext as `T`. The decoder's message is dropped: it can quote the value.
+/// Decodes plaintext as `T` with [`crate::codec`], which leaves no unwiped copy of unescaped
+/// strings behind. The decoder's message is dropped all the same.
 pub(crate) fn decode<T: DeserializeOwned + 'static>(field: &FieldName, plaintext: &[u8]) -> Result<Revealed<T>, Error> {
-    serde_json::from_slice(plaintext)
+    crate::codec::from_slice(plaintext)
         .map(|value| Revealed { value })
         .map_err(|_| Error::Codec {
             field: field.clone(),

@@ -4,6 +4,7 @@
 
 mod audit;
 mod clock;
+mod codec;
 mod consent;
 pub mod crypto;
 mod error;

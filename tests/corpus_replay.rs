@@ -61,6 +61,11 @@ fn sqlite_records_corpus() {
     fuzzing::cleanup();
 }
 
+#[test]
+fn json_decode_corpus() {
+    replay("json_decode");
+}
+
 /// Writes the seed inputs into `tests/corpus/` (run once by hand before fuzzing:
 /// `EGARD_WRITE_SEEDS=1 cargo test --features fuzzing --test corpus_replay -- --ignored`).
 #[test]
