@@ -303,7 +303,6 @@ fn push_canary(out: &mut String) {
 }
 
 #[test]
-#[ignore = "needs the zeroizing JSON decoder (branch json-decode)"]
 fn a_revealed_value_with_escapes_leaves_no_unescaped_copy() {
     let _scan = SCAN.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
