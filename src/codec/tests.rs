@@ -3,7 +3,7 @@
 //! read floats correctly rounded).
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use serde::Deserialize;
@@ -107,7 +107,7 @@ fn typed_collections_and_options() {
         from_slice::<BTreeMap<String, Vec<u8>>>(&serde_json::to_vec(&map).unwrap()).unwrap(),
         map
     );
-    let numeric: HashMap<u32, String> = same(br#"{"1":"a","22":"b"}"#).unwrap();
+    let numeric: BTreeMap<u32, String> = same(br#"{"1":"a","22":"b"}"#).unwrap();
     assert_eq!(numeric.get(&22).map(String::as_str), Some("b"));
     for bad in [
         &br#"{" 1":"a"}"#[..],
@@ -115,10 +115,10 @@ fn typed_collections_and_options() {
         br#"{"1 ":"a"}"#,
         br#"{"x":"a"}"#,
     ] {
-        assert!(same::<HashMap<u32, String>>(bad).is_none());
+        assert!(same::<BTreeMap<u32, String>>(bad).is_none());
     }
-    assert!(same::<HashMap<bool, u8>>(br#"{"true":1,"false":0}"#).is_some());
-    assert!(same::<HashMap<i128, u8>>(br#"{"-170141183460469231731687303715884105728":1}"#).is_some());
+    assert!(same::<BTreeMap<bool, u8>>(br#"{"true":1,"false":0}"#).is_some());
+    assert!(same::<BTreeMap<i128, u8>>(br#"{"-170141183460469231731687303715884105728":1}"#).is_some());
     assert!(same::<(u8, String, bool)>(br#"[1,"x",true]"#).is_some());
     assert!(same::<(u8, String)>(br#"[1,"x",true]"#).is_none());
     assert!(same::<char>(br#""\u00e9""#).is_some());
