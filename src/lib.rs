@@ -32,6 +32,7 @@ pub use store::{MemoryStore, Store, StoreError};
 #[cfg(feature = "postgres")]
 pub use store::{PostgresOptions, PostgresStore};
 pub use vault::{
-    AuditBatching, DEFAULT_CACHE_CAPACITY, DEFAULT_MAX_VALUE_LEN, DEFAULT_PASS_LIFETIME, ENCRYPTION_BUDGET,
-    ErasureReceipt, ExportedValue, SubjectExport, SweepReport, Vault, VaultBuilder,
+    AUDIENCE_PAGE, AuditBatching, DEFAULT_CACHE_CAPACITY, DEFAULT_MAX_VALUE_LEN, DEFAULT_PASS_LIFETIME,
+    ENCRYPTION_BUDGET, ErasureReceipt, ExportedValue, MAX_CHANGES_PAGE, SubjectExport, SweepReport, Vault,
+    VaultBuilder,
 };

@@ -40,7 +40,8 @@ impl std::fmt::Debug for MemoryStore {
 #[derive(Default)]
 struct Inner {
     purposes: BTreeMap<String, StoredPurpose>,
-    customers: HashMap<CustomerId, Slot>,
+    /// By id, so that the audience pages in id order.
+    customers: BTreeMap<CustomerId, Slot>,
     audit: BTreeMap<u64, AuditEvent>,
     /// The sequence number of the latest event with a `state`, per customer and per purpose
     /// (events naming no customer).
@@ -177,7 +178,7 @@ impl Inner {
         Ok(())
     }
 
-    fn slot(customers: &mut HashMap<CustomerId, Slot>, id: CustomerId) -> Option<&mut Slot> {
+    fn slot(customers: &mut BTreeMap<CustomerId, Slot>, id: CustomerId) -> Option<&mut Slot> {
         customers.get_mut(&id)
     }
 
@@ -376,6 +377,48 @@ impl Store for MemoryStore {
             .values()
             .filter(|e| e.customer == Some(customer))
             .cloned()
+            .collect())
+    }
+
+    fn consent_candidates(
+        &self,
+        purpose: &PurposeId,
+        notice_versions: std::ops::RangeInclusive<u32>,
+        after: Option<CustomerId>,
+        limit: usize,
+    ) -> Result<Vec<CustomerId>, StoreError> {
+        use std::ops::Bound;
+        let inner = self.read();
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        Ok(inner
+            .customers
+            .range((from, Bound::Unbounded))
+            .filter(|(_, slot)| {
+                slot.record.erased_at.is_none()
+                    && slot.consents.iter().any(|c| {
+                        let c = &c.record;
+                        c.purpose == *purpose
+                            && c.withdrawn_at.is_none()
+                            && c.superseded_by.is_none()
+                            && notice_versions.contains(&c.notice_version)
+                    })
+            })
+            .map(|(id, _)| *id)
+            .take(limit)
+            .collect())
+    }
+
+    fn audit_changes(&self, after_seq: u64, limit: usize) -> Result<Vec<LatestChange>, StoreError> {
+        let inner = self.read();
+        let Some(from) = after_seq.checked_add(1) else {
+            return Ok(Vec::new());
+        };
+        Ok(inner
+            .audit
+            .range(from..)
+            .filter(|(_, e)| e.kind.is_change())
+            .take(limit)
+            .filter_map(|(seq, _)| inner.latest_change(Some(*seq)))
             .collect())
     }
 

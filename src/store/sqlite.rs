@@ -16,7 +16,7 @@ use super::{
     Authenticated, CustomerRecord, CustomerSnapshot, FieldVersion, LatestChange, Objection, PurposeSnapshot, RecordMac,
     Store, StoreError, StoredField, StoredPurpose, VaultSecret, WrappedKey, Write,
 };
-use crate::audit::{AuditEvent, AuditKind};
+use crate::audit::{AuditEvent, AuditKind, CHANGE_KINDS_SQL};
 use crate::consent::{Consent, Evidence};
 use crate::error::Error;
 use crate::ids::{ConsentId, CustomerId, FieldName, PurposeId};
@@ -101,6 +101,16 @@ const MIGRATIONS: &[&str] = &[
         WHERE state IS NOT NULL AND customer IS NOT NULL;
     CREATE INDEX audit_changes_by_purpose ON audit (purpose, seq)
         WHERE state IS NOT NULL AND customer IS NULL;",
+    // Version 4: reaching customers. The current (neither withdrawn nor superseded) consent
+    // records by purpose and customer, which propose a purpose's audience; the change events
+    // by sequence number, which serve the change feed. The kinds listed are
+    // `crate::audit::CHANGE_KINDS_SQL`, which the feed's query repeats for the index to apply.
+    "CREATE INDEX consents_current ON consents (purpose, customer, notice_version)
+        WHERE withdrawn_at IS NULL AND superseded_by IS NULL;
+    CREATE INDEX audit_change_feed ON audit (seq)
+        WHERE kind IN ('purpose_defined', 'customer_created', 'consent_given', \
+     'consent_withdrawn', 'field_written', 'field_rectified', 'field_deleted', 'restricted', \
+     'restriction_lifted', 'objected', 'erased', 'key_rotated');",
 ];
 
 /// The newest schema version this release understands.
@@ -702,6 +712,13 @@ fn query_all<T>(
     Ok(out)
 }
 
+/// A page of candidates for an audience: the current records of a purpose, from the
+/// `consents_current` index, of customers not erased.
+const CANDIDATES_SQL: &str = "SELECT DISTINCT c.customer FROM consents c JOIN customers u ON u.id = c.customer
+     WHERE c.purpose = ?1 AND c.withdrawn_at IS NULL AND c.superseded_by IS NULL AND c.customer > ?2
+       AND c.notice_version >= ?3 AND c.notice_version <= ?4 AND u.erased_at IS NULL
+     ORDER BY c.customer LIMIT ?5";
+
 const AUDIT_COLUMNS: &str = "seq, at, kind, customer, purpose, field, detail, mac, state";
 
 fn decode_audit(c: &Col<'_, '_>) -> Result<AuditEvent, StoreError> {
@@ -1218,6 +1235,52 @@ impl Store for SqliteStore {
         })
     }
 
+    fn consent_candidates(
+        &self,
+        purpose: &PurposeId,
+        notice_versions: std::ops::RangeInclusive<u32>,
+        after: Option<CustomerId>,
+        limit: usize,
+    ) -> Result<Vec<CustomerId>, StoreError> {
+        // An empty blob sorts before every id.
+        let after: Vec<u8> = after.map(|a| a.as_bytes().to_vec()).unwrap_or_default();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(false, |conn| {
+            query_all(
+                conn,
+                CANDIDATES_SQL,
+                params![
+                    purpose.as_str(),
+                    after,
+                    i64::from(*notice_versions.start()),
+                    i64::from(*notice_versions.end()),
+                    limit
+                ],
+                |c| c.customer(0, "consents.customer"),
+            )
+        })
+    }
+
+    fn audit_changes(&self, after_seq: u64, limit: usize) -> Result<Vec<LatestChange>, StoreError> {
+        let Ok(after) = i64::try_from(after_seq) else {
+            return Ok(Vec::new());
+        };
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(false, |conn| {
+            let sql = format!(
+                "SELECT a.seq, a.at, a.kind, a.customer, a.purpose, a.field, a.detail, a.mac, a.state, p.mac
+                 FROM audit a LEFT JOIN audit p ON p.seq = a.seq - 1
+                 WHERE a.kind IN {CHANGE_KINDS_SQL} AND a.seq > ?1 ORDER BY a.seq LIMIT ?2"
+            );
+            query_all(conn, &sql, params![after, limit], |c| {
+                Ok(LatestChange {
+                    event: decode_audit(c)?,
+                    prev_mac: c.opt_mac(9, "audit.mac")?,
+                })
+            })
+        })
+    }
+
     fn secret(&self, name: &str) -> Result<Option<VaultSecret>, StoreError> {
         self.read(false, |conn| {
             let mut found = query_all(
@@ -1297,6 +1360,34 @@ mod tests {
     }
 
     #[test]
+    fn the_change_feed_index_lists_the_change_kinds() {
+        assert!(MIGRATIONS[3].contains(&format!("WHERE kind IN {CHANGE_KINDS_SQL}")));
+    }
+
+    #[test]
+    fn the_audience_and_the_change_feed_are_answered_from_their_indexes() {
+        let store = SqliteStore::in_memory().unwrap();
+        let conn = &store.writer().conn;
+        let plan = |sql: &str, params: &[&dyn rusqlite::ToSql]| -> String {
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let rows = stmt
+                .query_map(params, |r| r.get::<_, String>(3))
+                .unwrap()
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap();
+            rows.join("; ")
+        };
+        let candidates = plan(CANDIDATES_SQL, &[&"p", &Vec::<u8>::new(), &1i64, &2i64, &10i64]);
+        assert!(candidates.contains("consents_current"), "{candidates}");
+        assert!(!candidates.contains("TEMP B-TREE"), "{candidates}");
+        let feed = plan(
+            &format!("SELECT seq FROM audit WHERE kind IN {CHANGE_KINDS_SQL} AND seq > ?1 ORDER BY seq LIMIT ?2"),
+            &[&0i64, &10i64],
+        );
+        assert!(feed.contains("audit_change_feed"), "{feed}");
+    }
+
+    #[test]
     fn a_version_1_file_is_migrated_forward_with_its_data() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("egard.db");
@@ -1333,8 +1424,8 @@ mod tests {
         let v: i64 = raw
             .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(v, 3);
-        assert_eq!(SQLITE_SCHEMA_VERSION, 3);
+        assert_eq!(v, 4);
+        assert_eq!(SQLITE_SCHEMA_VERSION, 4);
     }
 
     #[test]

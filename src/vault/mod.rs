@@ -6,6 +6,7 @@ mod claims;
 mod exported;
 mod journal;
 mod keys;
+mod reach;
 pub(crate) mod records;
 mod rights;
 mod secrets;
@@ -13,6 +14,7 @@ mod secrets;
 pub use exported::ExportedValue;
 pub use journal::AuditBatching;
 pub use keys::ENCRYPTION_BUDGET;
+pub use reach::{AUDIENCE_PAGE, MAX_CHANGES_PAGE};
 
 pub use rights::{ErasureReceipt, SubjectExport, SweepReport};
 
