@@ -132,7 +132,8 @@ pub enum Durability {
     /// The default. Every batch that changes something (a customer, a key, a field, a
     /// consent, a withdrawal, an objection, a restriction, an erasure, a purpose) is fsynced
     /// before `apply` returns (`synchronous=FULL`): it survives a power cut. A batch that
-    /// only logs an access (the audit events of `authorize` and of exports) is not fsynced
+    /// only logs an access (the audit events of `authorize`, of exports and of audience
+    /// listings) is not fsynced
     /// (`synchronous=NORMAL`): it survives a process crash at once, and a power cut from the
     /// next fsynced batch or checkpoint on (the WAL is synced in order, so the log never has
     /// a hole; at worst it ends a few accesses early).
@@ -152,12 +153,11 @@ impl Durability {
         match self {
             Durability::Full => true,
             Durability::ProcessCrash => false,
-            Durability::Changes => !batch.iter().all(|w| {
-                matches!(w, Write::AppendAudit(e) if matches!(
-                    e.kind,
-                    AuditKind::AccessGranted | AuditKind::AccessDenied | AuditKind::ConsentExpired | AuditKind::Exported
-                ))
-            }),
+            // A batch of events that change nothing (accesses, exports, listings) is not a
+            // change; every change's batch also holds the records it changes.
+            Durability::Changes => !batch
+                .iter()
+                .all(|w| matches!(w, Write::AppendAudit(e) if !e.kind.is_change())),
         }
     }
 }
