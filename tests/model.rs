@@ -841,19 +841,19 @@ fn run(ops: &[Op], store: impl Store, configure: impl Fn(VaultBuilder) -> VaultB
             drop(vault);
             vault = build();
         }
-        for p in 0..PURPOSES.len() {
+        for (p, name) in PURPOSES.iter().enumerate() {
             prop_assert_eq!(
-                listed(&customers, vault.audience(PURPOSES[p])),
+                listed(&customers, vault.audience(name)),
                 model.audience(p),
                 "audience of {} at the end (cold vault: {})",
-                PURPOSES[p],
+                name,
                 cold
             );
             prop_assert_eq!(
-                listed(&customers, vault.needs_reconsent(PURPOSES[p])),
+                listed(&customers, vault.needs_reconsent(name)),
                 model.reconsent(p),
                 "re-consent list of {} at the end (cold vault: {})",
-                PURPOSES[p],
+                name,
                 cold
             );
         }
