@@ -1869,9 +1869,10 @@ pub fn consent_candidates_propose_the_current_records<S: Store>(store: &S) {
         for id in &all_current {
             assert!(got_set.contains(id), "every current record is proposed (limit {limit})");
         }
+        let customers: HashSet<CustomerId> = get(store.customer_ids(), "customer_ids").into_iter().collect();
         assert!(
-            got.len() <= all_current.len() + 3,
-            "nobody outside the store's customers is proposed"
+            got.iter().all(|id| customers.contains(id)),
+            "only the store's customers are proposed"
         );
         let _ = (withdrawn, other);
     }
@@ -1882,13 +1883,11 @@ pub fn consent_candidates_propose_the_current_records<S: Store>(store: &S) {
     );
     let v1_only = all_candidates(store, "news", 0..=1, 3);
     assert!(v1_only.contains(&v1), "notice version 1");
-    let none = get(
+    // A purpose nobody holds a record for: a backend may propose anyone (the vault decides),
+    // but the call works.
+    get(
         store.consent_candidates(&purpose_id("absent"), 0..=u32::MAX, None, 10),
-        "consent_candidates",
-    );
-    assert!(
-        none.iter().all(|id| !all_current.contains(id) || id == &other),
-        "a purpose without records proposes none of the others' records"
+        "consent_candidates of a purpose without records",
     );
     let last = all_current.last().copied();
     assert!(
