@@ -589,3 +589,35 @@ fn the_vault_key_is_checked_by_a_vault_that_cannot_open_the_log() {
         .unwrap();
     assert!(matches!(wrong.changes_since(0, 10), Err(Error::Crypto)));
 }
+
+/// Two servers on one store: a withdrawal made on one leaves the other's audience once its
+/// cache time-to-live has passed, although the other had the customer cached.
+#[test]
+fn a_withdrawal_on_another_server_leaves_the_audience_within_the_time_to_live() {
+    let store: Arc<dyn Store> = Arc::new(egard::MemoryStore::new());
+    let clock = ManualClock::new(t0());
+    let a = common::process_on(store.clone(), &clock);
+    a.define_purpose(newsletter()).unwrap();
+    let b = common::process_on(store, &clock);
+    let alice = a.create_customer().unwrap();
+    let bob = a.create_customer().unwrap();
+    give(&a, alice, "newsletter");
+    give(&a, bob, "newsletter");
+    clock.advance(Duration::seconds(2));
+    // B caches both (an access each), then A withdraws bob.
+    b.authorize(alice, "newsletter").unwrap();
+    b.authorize(bob, "newsletter").unwrap();
+    assert_eq!(set(&audience(&b, "newsletter")), set(&[alice, bob]));
+    a.withdraw_consent(bob, "newsletter").unwrap();
+    assert_eq!(
+        audience(&a, "newsletter"),
+        vec![alice],
+        "at once where the change was made"
+    );
+    clock.advance(Duration::seconds(2));
+    assert_eq!(
+        audience(&b, "newsletter"),
+        vec![alice],
+        "within the time-to-live elsewhere"
+    );
+}
