@@ -72,11 +72,15 @@ pub enum AuditKind {
     /// Encryptions under a customer's data key were reserved for values sealed for the host
     /// ([`Vault::seal`](crate::Vault::seal)), counted against the key's encryption budget.
     KeyUsesReserved,
+    /// A signed consent receipt was issued for one of the customer's consent records
+    /// ([`Vault::consent_receipt`](crate::Vault::consent_receipt)); the detail names the
+    /// consent record and the receipt.
+    ReceiptIssued,
 }
 
 impl AuditKind {
     /// Every kind, in declaration order.
-    pub const ALL: [AuditKind; 17] = [
+    pub const ALL: [AuditKind; 18] = [
         AuditKind::PurposeDefined,
         AuditKind::CustomerCreated,
         AuditKind::ConsentGiven,
@@ -94,6 +98,7 @@ impl AuditKind {
         AuditKind::Erased,
         AuditKind::KeyRotated,
         AuditKind::KeyUsesReserved,
+        AuditKind::ReceiptIssued,
     ];
 
     /// A stable code for storage.
@@ -116,6 +121,7 @@ impl AuditKind {
             Self::Erased => "erased",
             Self::KeyRotated => "key_rotated",
             Self::KeyUsesReserved => "key_uses_reserved",
+            Self::ReceiptIssued => "receipt_issued",
         }
     }
 

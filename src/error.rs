@@ -1,7 +1,8 @@
 //! Errors. None of them ever carries personal data: they name ids, purposes and fields only.
 
 use crate::audit::AuditBreak;
-use crate::ids::{CustomerId, FieldName, PurposeId};
+use crate::ids::{ConsentId, CustomerId, FieldName, PurposeId};
+use crate::receipt::ReceiptError;
 use crate::store::StoreError;
 
 /// Why an access was refused. Each cause has its own reason, so an application can tell the
@@ -151,6 +152,12 @@ pub enum Error {
     /// The storage backend failed.
     #[error("storage: {0}")]
     Storage(#[from] StoreError),
+    /// No consent record with this id is stored.
+    #[error("unknown consent {0}")]
+    UnknownConsent(ConsentId),
+    /// A consent receipt could not be signed or does not verify; see [`ReceiptError`].
+    #[error("consent receipt: {0}")]
+    Receipt(#[from] ReceiptError),
 }
 
 impl From<AccessDenied> for Error {

@@ -15,6 +15,7 @@ mod gate;
 mod ids;
 mod integrity;
 mod purpose;
+mod receipt;
 pub mod store;
 mod vault;
 
@@ -26,6 +27,7 @@ pub use error::{AccessDenied, Error};
 pub use gate::{AccessPass, Revealed, Sealed};
 pub use ids::{ConsentId, CustomerId, FieldName, PurposeId};
 pub use purpose::{LawfulBasis, Purpose};
+pub use receipt::{ConsentReceipt, Controller, ReceiptError, ReceiptSigner};
 #[cfg(feature = "sqlite")]
 pub use store::{Durability, SqliteOptions, SqliteStore};
 pub use store::{MemoryStore, Store, StoreError};

@@ -9,7 +9,7 @@ use super::{
 };
 use crate::audit::AuditEvent;
 use crate::consent::Consent;
-use crate::ids::{CustomerId, FieldName, PurposeId};
+use crate::ids::{ConsentId, CustomerId, FieldName, PurposeId};
 
 /// A thread-safe store held in memory.
 ///
@@ -381,6 +381,15 @@ impl Store for MemoryStore {
 
     fn secret(&self, name: &str) -> Result<Option<VaultSecret>, StoreError> {
         Ok(self.read().secrets.get(name).cloned())
+    }
+
+    fn consent_owner(&self, consent: ConsentId) -> Result<Option<CustomerId>, StoreError> {
+        Ok(self
+            .read()
+            .customers
+            .iter()
+            .find(|(_, s)| s.consents.iter().any(|c| c.record.id == consent))
+            .map(|(id, _)| *id))
     }
 }
 

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::audit::AuditEvent;
 use crate::consent::Consent;
-use crate::ids::{CustomerId, FieldName, PurposeId};
+use crate::ids::{ConsentId, CustomerId, FieldName, PurposeId};
 use crate::purpose::Purpose;
 
 /// A storage failure. Messages describe the failure, never stored values (which are
@@ -389,6 +389,25 @@ pub trait Store: Send + Sync + 'static {
     /// One vault secret by name.
     fn secret(&self, name: &str) -> Result<Option<VaultSecret>, StoreError>;
 
+    /// The customer holding the consent record `consent` (history included), `None` if no
+    /// stored record has this id. The vault uses it only to know whose records to read: it
+    /// then finds the record among that customer's checked records, so a wrong answer can
+    /// make [`Vault::consent_receipt`](crate::Vault::consent_receipt) fail, never issue a
+    /// receipt for a record that was not checked.
+    ///
+    /// The default reads every customer in turn (a linear scan, correct for any store):
+    /// backends that keep consents in an indexed table should answer with one lookup by id.
+    fn consent_owner(&self, consent: ConsentId) -> Result<Option<CustomerId>, StoreError> {
+        for id in self.customer_ids()? {
+            if let Some(snapshot) = self.customer(id)? {
+                if snapshot.consents.iter().any(|c| c.record.id == consent) {
+                    return Ok(Some(id));
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// An identity of this store object, the same for every handle to it: the vault uses it
     /// to refuse a second vault without a cache time-to-live on one store in one process
     /// (that vault would not see the first one's changes). The default is the object's
@@ -428,6 +447,9 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     }
     fn secret(&self, name: &str) -> Result<Option<VaultSecret>, StoreError> {
         (**self).secret(name)
+    }
+    fn consent_owner(&self, consent: ConsentId) -> Result<Option<CustomerId>, StoreError> {
+        (**self).consent_owner(consent)
     }
     fn instance_id(&self) -> usize {
         (**self).instance_id()

@@ -37,7 +37,7 @@ use super::{
 use crate::audit::{AuditEvent, AuditKind};
 use crate::consent::Consent;
 use crate::error::Error;
-use crate::ids::{CustomerId, FieldName, PurposeId};
+use crate::ids::{ConsentId, CustomerId, FieldName, PurposeId};
 
 /// The newest schema version this release writes and understands.
 pub const POSTGRES_SCHEMA_VERSION: u32 = 3;
@@ -382,10 +382,11 @@ enum Q {
     InsertSecret,
     ReplaceSecret,
     Secret,
+    ConsentOwner,
 }
 
 impl Q {
-    const ALL: [Q; 26] = [
+    const ALL: [Q; 27] = [
         Q::LockCustomer,
         Q::InsertCustomer,
         Q::UpdateCustomer,
@@ -412,6 +413,7 @@ impl Q {
         Q::InsertSecret,
         Q::ReplaceSecret,
         Q::Secret,
+        Q::ConsentOwner,
     ];
 }
 
@@ -611,6 +613,8 @@ impl Sql {
                      ON CONFLICT (name) DO UPDATE SET wrapped = EXCLUDED.wrapped"
                 ),
                 Q::Secret => format!("SELECT name, wrapped FROM {p}vault_secrets WHERE name = $1"),
+                // `consents.id` is the primary key: one index lookup.
+                Q::ConsentOwner => format!("SELECT customer FROM {p}consents WHERE id = $1"),
             })
             .collect();
         Sql { texts, prefix }
@@ -1252,6 +1256,13 @@ impl Store for PostgresStore {
     fn audit_for(&self, customer: CustomerId) -> Result<Vec<AuditEvent>, StoreError> {
         let rows = self.query("read audit events", Q::AuditFor, &[customer.as_uuid()])?;
         rows.iter().map(decode_audit).collect()
+    }
+
+    fn consent_owner(&self, consent: ConsentId) -> Result<Option<CustomerId>, StoreError> {
+        let rows = self.query("read consent owner", Q::ConsentOwner, &[consent.as_uuid()])?;
+        rows.first()
+            .map(|row| customer_id(get(row, 0, "consent owner")?, "consent owner"))
+            .transpose()
     }
 
     fn secret(&self, name: &str) -> Result<Option<VaultSecret>, StoreError> {

@@ -1218,6 +1218,19 @@ impl Store for SqliteStore {
         })
     }
 
+    fn consent_owner(&self, consent: ConsentId) -> Result<Option<CustomerId>, StoreError> {
+        // `consents.id` is the primary key: one index lookup.
+        self.read(false, |conn| {
+            let mut found = query_all(
+                conn,
+                "SELECT customer FROM consents WHERE id = ?1",
+                [consent.as_uuid().as_bytes().as_slice()],
+                |c| c.customer(0, "consents.customer"),
+            )?;
+            Ok(found.pop())
+        })
+    }
+
     fn secret(&self, name: &str) -> Result<Option<VaultSecret>, StoreError> {
         self.read(false, |conn| {
             let mut found = query_all(

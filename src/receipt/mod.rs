@@ -1,0 +1,555 @@
+//! Signed consent receipts: a JSON document the customer keeps, which proves what they agreed
+//! to, with whom, when, and whether the agreement still stands.
+//!
+//! A receipt follows the Kantara Initiative Consent Receipt Specification v1.1 (its member
+//! names and structure), adds egard's own members (the lawful basis, the notice version, the
+//! expiry, the state of the record, how to withdraw), and is signed with Ed25519 over a
+//! canonical serialisation (RFC 8785 JCS restricted to what a receipt holds, see
+//! [`canonical`]), so that anyone can check it with the controller's public key, in any
+//! language. `docs/receipts.md` describes every member, the signature, and the mapping to
+//! the W3C DPV profile of ISO/IEC TS 27560.
+
+mod canonical;
+mod signer;
+
+pub use signer::ReceiptSigner;
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, SecondsFormat, Utc};
+use ring::signature::{ED25519, UnparsedPublicKey};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::consent::{Consent, ConsentState};
+use crate::error::Error;
+use crate::purpose::{LawfulBasis, Purpose};
+
+/// The Kantara specification version a receipt follows.
+pub(crate) const KANTARA_VERSION: &str = "KI-CR-v1.1.0";
+/// The one signature algorithm.
+const ALG: &str = "Ed25519";
+
+/// Why a receipt could not be signed or verified. Messages never quote keys or receipts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReceiptError {
+    /// The bytes given to [`ReceiptSigner::from_pkcs8`] are not an Ed25519 PKCS#8 private key.
+    #[error("not an Ed25519 PKCS#8 private key")]
+    InvalidSigningKey,
+    /// The receipt's signature does not verify with this public key: the receipt was changed
+    /// after it was signed, or it was signed with another key (or the public key is not 32
+    /// bytes).
+    #[error("the signature does not verify with this public key")]
+    BadSignature,
+    /// The receipt names a signature algorithm other than `Ed25519`.
+    #[error("unsupported signature algorithm")]
+    UnsupportedAlgorithm,
+}
+
+/// Who the controller is, as a consent receipt names them: the business's details, never a
+/// customer's. Given to [`VaultBuilder::controller`](crate::VaultBuilder::controller).
+///
+/// `name`, `jurisdiction` and the privacy policy's URL are required (the vault builder refuses
+/// a controller without them); the rest is printed in the receipt when given.
+///
+/// ```
+/// use egard::Controller;
+///
+/// let controller = Controller::new("Acme Books SAS")
+///     .jurisdiction("EU")
+///     .policy_url("https://books.example/privacy/v3")
+///     .contact("Data Protection Officer")
+///     .address("1 rue de la Paix, 75002 Paris", "FR")
+///     .email("dpo@books.example")
+///     .phone("+33 1 23 45 67 89")
+///     .url("https://books.example")
+///     .service("Acme Books online shop")
+///     .withdrawal_method("https://books.example/account/consents, or reply STOP to any message")
+///     .third_party("delivery", "Parcel Express SA");
+/// assert_eq!(controller.name(), "Acme Books SAS");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Controller {
+    name: String,
+    jurisdiction: String,
+    policy_url: String,
+    contact: Option<String>,
+    address: Option<(String, String)>,
+    email: Option<String>,
+    phone: Option<String>,
+    url: Option<String>,
+    on_behalf: bool,
+    service: Option<String>,
+    language: String,
+    withdrawal_method: Option<String>,
+    third_parties: BTreeMap<String, String>,
+}
+
+impl Controller {
+    /// A controller with this (legal) name. Set its jurisdiction and policy URL too.
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            jurisdiction: String::new(),
+            policy_url: String::new(),
+            contact: None,
+            address: None,
+            email: None,
+            phone: None,
+            url: None,
+            on_behalf: false,
+            service: None,
+            language: "en".to_owned(),
+            withdrawal_method: None,
+            third_parties: BTreeMap::new(),
+        }
+    }
+
+    /// The jurisdiction(s) the processing falls under, such as `EU` or `FR` (required).
+    pub fn jurisdiction(mut self, jurisdiction: &str) -> Self {
+        jurisdiction.clone_into(&mut self.jurisdiction);
+        self
+    }
+
+    /// Where the privacy policy is (required).
+    pub fn policy_url(mut self, url: &str) -> Self {
+        url.clone_into(&mut self.policy_url);
+        self
+    }
+
+    /// Whom to contact about the processing (a role such as "Data Protection Officer").
+    pub fn contact(mut self, contact: &str) -> Self {
+        self.contact = Some(contact.to_owned());
+        self
+    }
+
+    /// The controller's postal address and its country (ISO 3166-1 alpha-2).
+    pub fn address(mut self, street: &str, country: &str) -> Self {
+        self.address = Some((street.to_owned(), country.to_owned()));
+        self
+    }
+
+    /// The controller's contact email address.
+    pub fn email(mut self, email: &str) -> Self {
+        self.email = Some(email.to_owned());
+        self
+    }
+
+    /// The controller's contact phone number.
+    pub fn phone(mut self, phone: &str) -> Self {
+        self.phone = Some(phone.to_owned());
+        self
+    }
+
+    /// The controller's web site.
+    pub fn url(mut self, url: &str) -> Self {
+        self.url = Some(url.to_owned());
+        self
+    }
+
+    /// Marks the controller as acting on behalf of another one (Kantara's `onBehalf`).
+    pub fn on_behalf(mut self) -> Self {
+        self.on_behalf = true;
+        self
+    }
+
+    /// The name of the service the consents are given to (the controller's name by default).
+    pub fn service(mut self, service: &str) -> Self {
+        self.service = Some(service.to_owned());
+        self
+    }
+
+    /// The language of the receipts' texts (ISO 639 / BCP 47; `en` by default).
+    pub fn language(mut self, language: &str) -> Self {
+        language.clone_into(&mut self.language);
+        self
+    }
+
+    /// How a customer withdraws a consent (a page, an address, a keyword): printed in every
+    /// receipt.
+    pub fn withdrawal_method(mut self, method: &str) -> Self {
+        self.withdrawal_method = Some(method.to_owned());
+        self
+    }
+
+    /// Declares that the data of `purpose` is disclosed to the third party `name`: its
+    /// receipts say so (`thirdPartyDisclosure`, `thirdPartyName`). Without it a purpose's
+    /// receipts say nothing is disclosed.
+    pub fn third_party(mut self, purpose: &str, name: &str) -> Self {
+        self.third_parties.insert(purpose.to_owned(), name.to_owned());
+        self
+    }
+
+    /// The controller's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Checks the required details.
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        if self.name.trim().is_empty() || self.jurisdiction.trim().is_empty() || self.policy_url.trim().is_empty() {
+            return Err(Error::Config(
+                "a controller needs a name, a jurisdiction and a policy URL",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A signed consent receipt: one consent record (or record of another lawful basis) as the
+/// customer can keep it, in the Kantara Consent Receipt v1.1 format with egard's members,
+/// signed by the controller with Ed25519.
+///
+/// Made by [`Vault::consent_receipt`](crate::Vault::consent_receipt); serialise it with
+/// `serde_json` to hand it over, and check one with [`verify`](ConsentReceipt::verify). A
+/// receipt names the customer by their customer id, a pseudonym: it holds no personal data
+/// in clear. `docs/receipts.md` describes every member.
+///
+/// Deserialising is strict so that what verifies is exactly what the document says: unknown
+/// members, a `null` in place of an absent member, and numbers with a fraction are refused.
+///
+/// ```
+/// use egard::{Controller, Evidence, LawfulBasis, MasterKey, MemoryStore, Purpose, ReceiptSigner, Vault};
+///
+/// let vault = Vault::builder()
+///     .master_key(MasterKey::generate()?)
+///     .store(MemoryStore::new())
+///     .controller(Controller::new("Acme Books SAS").jurisdiction("EU").policy_url("https://books.example/privacy"))
+///     .build()?;
+/// vault.define_purpose(Purpose::new("newsletter", LawfulBasis::Consent).fields(["email"]))?;
+/// let alice = vault.create_customer()?;
+/// let consent = vault.give_consent(alice, "newsletter", Evidence::new("web-form"))?;
+///
+/// let signer = ReceiptSigner::generate()?;
+/// let receipt = vault.consent_receipt(consent, &signer)?;
+/// let json = serde_json::to_string_pretty(&receipt).unwrap();      // for the customer
+///
+/// let kept: egard::ConsentReceipt = serde_json::from_str(&json).unwrap();
+/// kept.verify(signer.public_key())?;
+/// let forged = json.replace("\"given\"", "\"withdrawn\"");
+/// let forged: egard::ConsentReceipt = serde_json::from_str(&forged).unwrap();
+/// assert!(forged.verify(signer.public_key()).is_err());
+/// # Ok::<(), egard::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ConsentReceipt {
+    version: String,
+    jurisdiction: String,
+    consent_timestamp: i64,
+    collection_method: String,
+    #[serde(rename = "consentReceiptID")]
+    consent_receipt_id: String,
+    public_key: String,
+    language: String,
+    pii_principal_id: String,
+    pii_controllers: Vec<PiiController>,
+    policy_url: String,
+    services: Vec<Service>,
+    sensitive: bool,
+    spi_cat: Vec<String>,
+    // egard's members.
+    consent_id: String,
+    issued_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    collection_source: Option<String>,
+    signature: Signature,
+}
+
+/// A controller as Kantara v1.1 names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct PiiController {
+    pii_controller: String,
+    on_behalf: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    contact: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    address: Option<Address>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    phone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    pii_controller_url: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Address {
+    street_address: String,
+    address_country: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Service {
+    service: String,
+    purposes: Vec<ReceiptPurpose>,
+}
+
+/// One purpose of a receipt: Kantara's members, then egard's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ReceiptPurpose {
+    purpose: String,
+    consent_type: String,
+    pii_category: Vec<String>,
+    primary_purpose: bool,
+    termination: String,
+    third_party_disclosure: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    third_party_name: Option<String>,
+    sensitive: bool,
+    spi_cat: Vec<String>,
+    // egard's members.
+    purpose_id: String,
+    lawful_basis: String,
+    notice_version: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    notice_hash: Option<String>,
+    consent_state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    expires_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    withdrawn_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    withdrawal_method: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    superseded_by: Option<String>,
+}
+
+/// The signature: not itself part of what is signed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Signature {
+    alg: String,
+    value: String,
+}
+
+/// An optional member that, when present, must hold a value (`null` is refused), so that a
+/// document and its re-serialisation are the same document.
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+/// A time as receipts print it: RFC 3339, UTC, microseconds, `Z`.
+fn time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// The stable code of a state, as receipts print it.
+pub(crate) fn state_code(state: ConsentState) -> &'static str {
+    match state {
+        ConsentState::Given => "given",
+        ConsentState::Withdrawn => "withdrawn",
+        ConsentState::Expired => "expired",
+        ConsentState::Superseded => "superseded",
+    }
+}
+
+/// The stable code of a lawful basis, as receipts (and purposes) print it.
+fn basis_code(basis: LawfulBasis) -> &'static str {
+    match basis {
+        LawfulBasis::Consent => "consent",
+        LawfulBasis::Contract => "contract",
+        LawfulBasis::LegalObligation => "legal_obligation",
+        LawfulBasis::VitalInterests => "vital_interests",
+        LawfulBasis::PublicTask => "public_task",
+        LawfulBasis::LegitimateInterests => "legitimate_interests",
+    }
+}
+
+/// Kantara's `consentType`: the kind of consent, or for another lawful basis, that basis.
+fn consent_type(record: &Consent) -> &'static str {
+    match record.basis {
+        LawfulBasis::Consent if record.evidence.is_explicit() => "EXPLICIT",
+        LawfulBasis::Consent => "EXPRESSED",
+        LawfulBasis::Contract => "CONTRACT",
+        LawfulBasis::LegalObligation => "LEGAL_OBLIGATION",
+        LawfulBasis::VitalInterests => "VITAL_INTERESTS",
+        LawfulBasis::PublicTask => "PUBLIC_TASK",
+        LawfulBasis::LegitimateInterests => "LEGITIMATE_INTERESTS",
+    }
+}
+
+/// What a receipt states, taken from the vault's checked records.
+pub(crate) struct Facts<'a> {
+    /// The consent record, as checked against its MAC and the customer's state.
+    pub(crate) record: &'a Consent,
+    /// The purpose's current definition.
+    pub(crate) purpose: &'a Purpose,
+    /// When the record stops opening data (its own expiry or the purpose's lifetime).
+    pub(crate) expiry: Option<DateTime<Utc>>,
+    /// The record's state now.
+    pub(crate) state: ConsentState,
+    /// The controller.
+    pub(crate) controller: &'a Controller,
+    /// When the receipt is issued.
+    pub(crate) now: DateTime<Utc>,
+}
+
+impl ConsentReceipt {
+    /// Builds and signs the receipt of `facts`.
+    pub(crate) fn issue(facts: &Facts<'_>, signer: &ReceiptSigner) -> Result<Self, Error> {
+        let Facts {
+            record,
+            purpose,
+            expiry,
+            state,
+            controller,
+            now,
+        } = *facts;
+        let sensitive = purpose.is_special_category();
+        let fields: Vec<String> = purpose.field_names().map(str::to_owned).collect();
+        let spi_cat = if sensitive { fields.clone() } else { Vec::new() };
+        let third_party = controller.third_parties.get(record.purpose.as_str()).cloned();
+        let termination = match (expiry, &controller.withdrawal_method) {
+            (Some(t), Some(m)) => format!("ends at {}, or earlier when withdrawn ({m})", time(t)),
+            (Some(t), None) => format!("ends at {}, or earlier when withdrawn", time(t)),
+            (None, Some(m)) => format!("ends when withdrawn ({m})"),
+            (None, None) => "ends when withdrawn".to_owned(),
+        };
+        let description = if purpose.description_text().is_empty() {
+            record.purpose.as_str().to_owned()
+        } else {
+            purpose.description_text().to_owned()
+        };
+        let mut receipt = ConsentReceipt {
+            version: KANTARA_VERSION.to_owned(),
+            jurisdiction: controller.jurisdiction.clone(),
+            consent_timestamp: record.given_at.timestamp(),
+            collection_method: record.evidence.method().to_owned(),
+            consent_receipt_id: uuid::Uuid::new_v4().to_string(),
+            public_key: URL_SAFE_NO_PAD.encode(signer.public_key()),
+            language: controller.language.clone(),
+            pii_principal_id: record.customer.to_string(),
+            pii_controllers: vec![PiiController {
+                pii_controller: controller.name.clone(),
+                on_behalf: controller.on_behalf,
+                contact: controller.contact.clone(),
+                address: controller.address.as_ref().map(|(street, country)| Address {
+                    street_address: street.clone(),
+                    address_country: country.clone(),
+                }),
+                email: controller.email.clone(),
+                phone: controller.phone.clone(),
+                pii_controller_url: controller.url.clone(),
+            }],
+            policy_url: controller.policy_url.clone(),
+            services: vec![Service {
+                service: controller.service.clone().unwrap_or_else(|| controller.name.clone()),
+                purposes: vec![ReceiptPurpose {
+                    purpose: description,
+                    consent_type: consent_type(record).to_owned(),
+                    pii_category: fields,
+                    primary_purpose: true,
+                    termination,
+                    third_party_disclosure: third_party.is_some(),
+                    third_party_name: third_party,
+                    sensitive,
+                    spi_cat: spi_cat.clone(),
+                    purpose_id: record.purpose.as_str().to_owned(),
+                    lawful_basis: basis_code(record.basis).to_owned(),
+                    notice_version: record.notice_version,
+                    notice_hash: record.evidence.notice_hash().map(str::to_owned),
+                    consent_state: state_code(state).to_owned(),
+                    expires_at: expiry.map(time),
+                    withdrawn_at: record.withdrawn_at.map(time),
+                    withdrawal_method: controller.withdrawal_method.clone(),
+                    superseded_by: record.superseded_by.map(|id| id.to_string()),
+                }],
+            }],
+            sensitive,
+            spi_cat,
+            consent_id: record.id.to_string(),
+            issued_at: time(now),
+            collection_source: record.evidence.source_ref().map(str::to_owned),
+            signature: Signature {
+                alg: ALG.to_owned(),
+                value: String::new(),
+            },
+        };
+        let message = receipt.signed_bytes()?;
+        receipt.signature.value = URL_SAFE_NO_PAD.encode(signer.sign(&message));
+        Ok(receipt)
+    }
+
+    /// The bytes the signature covers: the canonical serialisation (see `docs/receipts.md`)
+    /// of the receipt without its `signature` member. For a verifier written elsewhere to
+    /// compare with.
+    ///
+    /// Fails with [`ReceiptError::BadSignature`] for a receipt that has no canonical form (an
+    /// integer beyond ±(2⁵³ − 1)): no signature can cover it.
+    pub fn signed_bytes(&self) -> Result<Vec<u8>, Error> {
+        let mut value = serde_json::to_value(self).map_err(|_| ReceiptError::BadSignature)?;
+        if let serde_json::Value::Object(members) = &mut value {
+            members.remove("signature");
+        }
+        Ok(canonical::to_vec(&value).map_err(|_| ReceiptError::BadSignature)?)
+    }
+
+    /// Checks the signature with the controller's public key (the 32 bytes of
+    /// [`ReceiptSigner::public_key`]). Any change to any member after signing, a receipt
+    /// signed with another key, or a key that is not 32 bytes fails with
+    /// [`Error::Receipt`]\([`ReceiptError::BadSignature`]); an algorithm other than `Ed25519`
+    /// with [`ReceiptError::UnsupportedAlgorithm`].
+    ///
+    /// A valid signature says the controller issued this receipt; the state it shows is the
+    /// state at [`issued_at`](ConsentReceipt::issued_at).
+    pub fn verify(&self, public_key: &[u8]) -> Result<(), Error> {
+        if self.signature.alg != ALG {
+            return Err(ReceiptError::UnsupportedAlgorithm.into());
+        }
+        let signature = URL_SAFE_NO_PAD
+            .decode(&self.signature.value)
+            .map_err(|_| ReceiptError::BadSignature)?;
+        let message = self.signed_bytes()?;
+        UnparsedPublicKey::new(&ED25519, public_key)
+            .verify(&message, &signature)
+            .map_err(|_| ReceiptError::BadSignature)?;
+        Ok(())
+    }
+
+    /// This receipt's own id (Kantara's `consentReceiptID`, a random UUID).
+    pub fn receipt_id(&self) -> &str {
+        &self.consent_receipt_id
+    }
+
+    /// The id of the consent record the receipt is about.
+    pub fn consent_id(&self) -> &str {
+        &self.consent_id
+    }
+
+    /// The customer (Kantara's `piiPrincipalId`: the customer id, never an email).
+    pub fn principal(&self) -> &str {
+        &self.pii_principal_id
+    }
+
+    /// When the receipt was issued (RFC 3339).
+    pub fn issued_at(&self) -> &str {
+        &self.issued_at
+    }
+
+    /// The purpose's id (the first purpose's: egard issues one purpose per receipt).
+    pub fn purpose_id(&self) -> Option<&str> {
+        self.first_purpose().map(|p| p.purpose_id.as_str())
+    }
+
+    /// The state of the consent record when the receipt was issued: `given`, `withdrawn`,
+    /// `expired` or `superseded`.
+    pub fn consent_state(&self) -> Option<&str> {
+        self.first_purpose().map(|p| p.consent_state.as_str())
+    }
+
+    /// When the consent was withdrawn (RFC 3339), if it was.
+    pub fn withdrawn_at(&self) -> Option<&str> {
+        self.first_purpose().and_then(|p| p.withdrawn_at.as_deref())
+    }
+
+    fn first_purpose(&self) -> Option<&ReceiptPurpose> {
+        self.services.first().and_then(|s| s.purposes.first())
+    }
+}
