@@ -2,7 +2,6 @@
 
 use crate::audit::AuditBreak;
 use crate::ids::{ConsentId, CustomerId, FieldName, PurposeId};
-use crate::receipt::ReceiptError;
 use crate::store::StoreError;
 
 /// Why an access was refused. Each cause has its own reason, so an application can tell the
@@ -80,6 +79,24 @@ impl std::fmt::Display for AccessDenied {
             Self::PurposeChanged => "the purpose was redefined after the pass was issued",
         })
     }
+}
+
+/// Why a receipt could not be signed or verified. Messages never quote keys or receipts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReceiptError {
+    /// The bytes given to [`ReceiptSigner::from_pkcs8`](crate::ReceiptSigner::from_pkcs8) are
+    /// not an Ed25519 PKCS#8 private key.
+    #[error("not an Ed25519 PKCS#8 private key")]
+    InvalidSigningKey,
+    /// The receipt's signature does not verify with this public key: the receipt was changed
+    /// after it was signed, or it was signed with another key (or the public key is not 32
+    /// bytes).
+    #[error("the signature does not verify with this public key")]
+    BadSignature,
+    /// The receipt names a signature algorithm other than `Ed25519`.
+    #[error("unsupported signature algorithm")]
+    UnsupportedAlgorithm,
 }
 
 /// Every error egard returns.

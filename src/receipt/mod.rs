@@ -24,29 +24,13 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::consent::{Consent, ConsentState};
 use crate::error::Error;
+pub use crate::error::ReceiptError;
 use crate::purpose::{LawfulBasis, Purpose};
 
 /// The Kantara specification version a receipt follows.
 pub(crate) const KANTARA_VERSION: &str = "KI-CR-v1.1.0";
 /// The one signature algorithm.
 const ALG: &str = "Ed25519";
-
-/// Why a receipt could not be signed or verified. Messages never quote keys or receipts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ReceiptError {
-    /// The bytes given to [`ReceiptSigner::from_pkcs8`] are not an Ed25519 PKCS#8 private key.
-    #[error("not an Ed25519 PKCS#8 private key")]
-    InvalidSigningKey,
-    /// The receipt's signature does not verify with this public key: the receipt was changed
-    /// after it was signed, or it was signed with another key (or the public key is not 32
-    /// bytes).
-    #[error("the signature does not verify with this public key")]
-    BadSignature,
-    /// The receipt names a signature algorithm other than `Ed25519`.
-    #[error("unsupported signature algorithm")]
-    UnsupportedAlgorithm,
-}
 
 /// Who the controller is, as a consent receipt names them: the business's details, never a
 /// customer's. Given to [`VaultBuilder::controller`](crate::VaultBuilder::controller).

@@ -6,8 +6,8 @@ use ring::rand::SystemRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair as _};
 use zeroize::Zeroizing;
 
-use super::ReceiptError;
 use crate::error::Error;
+use crate::error::ReceiptError;
 
 /// The controller's Ed25519 key for signing [`ConsentReceipt`](crate::ConsentReceipt)s.
 ///
