@@ -45,6 +45,8 @@
 //!   (what a signed 64-bit column holds), reads from any `u64` sequence number;
 //! - concurrent writers of the same audit sequence number: exactly one wins, the others get
 //!   [`StoreError::Conflict`];
+//! - [`Store::consent_owner`] names the customer holding a consent record (renewed,
+//!   withdrawn and erased customers' records included), `None` for an unknown id;
 //! - vault secrets: [`Write::InsertSecret`] of a name already stored (or earlier in the batch)
 //!   is a [`StoreError::Conflict`], [`Write::ReplaceSecret`] upserts, secrets read back
 //!   exactly, take part in a batch's atomicity, and of concurrent inserters of one name
@@ -93,6 +95,10 @@ pub fn run_all<S: Store>(make: impl Fn() -> S) {
         ("put_field_upserts_by_name", put_field_upserts_by_name::<S>),
         ("delete_field", delete_field::<S>),
         ("put_consent_upserts_by_id", put_consent_upserts_by_id::<S>),
+        (
+            "consent_owner_names_the_customer",
+            consent_owner_names_the_customer::<S>,
+        ),
         ("objections_are_kept", objections_are_kept::<S>),
         ("update_customer_is_conditional", update_customer_is_conditional::<S>),
         ("put_purpose_is_conditional", put_purpose_is_conditional::<S>),
@@ -868,6 +874,67 @@ pub fn put_consent_upserts_by_id<S: Store>(store: &S) {
         sorted_consents(&snapshot(store, id, "consents").consents, "consents"),
         sorted(vec![superseded, withdrawn]),
         "consents upsert by id, history kept"
+    );
+}
+
+/// `consent_owner` finds the customer of any stored consent record, history and erased
+/// customers included, and nobody for an unknown id.
+pub fn consent_owner_names_the_customer<S: Store>(store: &S) {
+    assert_eq!(get(store.consent_owner(ConsentId::new()), "owner"), None, "empty store");
+    let alice = new_customer(store);
+    let bob = new_customer(store);
+    let first = consent(alice, "news");
+    let renewed = Consent {
+        id: ConsentId::new(),
+        given_at: t(20),
+        ..consent(alice, "news")
+    };
+    let superseded = Consent {
+        superseded_by: Some(renewed.id),
+        ..first.clone()
+    };
+    let bobs = Consent {
+        withdrawn_at: Some(t(30)),
+        ..consent(bob, "news")
+    };
+    ok(store, &[put_consent(first.clone())], "first consent");
+    ok(
+        store,
+        &[
+            put_consent(superseded),
+            put_consent(renewed.clone()),
+            put_consent(bobs.clone()),
+        ],
+        "renewal and bob's",
+    );
+    assert_eq!(
+        get(store.consent_owner(first.id), "owner"),
+        Some(alice),
+        "a superseded record"
+    );
+    assert_eq!(get(store.consent_owner(renewed.id), "owner"), Some(alice), "a renewal");
+    assert_eq!(
+        get(store.consent_owner(bobs.id), "owner"),
+        Some(bob),
+        "a withdrawn record"
+    );
+    assert_eq!(
+        get(store.consent_owner(ConsentId::new()), "owner"),
+        None,
+        "an unknown id"
+    );
+    ok(
+        store,
+        &[Write::EraseCustomer {
+            customer: bob,
+            at: t(40),
+        }],
+        "erasure",
+    );
+    assert_eq!(
+        get(store.consent_owner(bobs.id), "owner"),
+        Some(bob),
+        "kept after erasure"
     );
 }
 

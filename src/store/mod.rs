@@ -455,3 +455,51 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
         (**self).instance_id()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store that keeps every default method: the in-memory store, seen through the
+    /// required methods only.
+    struct Defaults(MemoryStore);
+
+    impl Store for Defaults {
+        fn apply(&self, batch: &[Write]) -> Result<(), StoreError> {
+            self.0.apply(batch)
+        }
+        fn purposes(&self) -> Result<Vec<PurposeSnapshot>, StoreError> {
+            self.0.purposes()
+        }
+        fn customer(&self, id: CustomerId) -> Result<Option<CustomerSnapshot>, StoreError> {
+            self.0.customer(id)
+        }
+        fn field(&self, customer: CustomerId, field: &FieldName) -> Result<Option<StoredField>, StoreError> {
+            self.0.field(customer, field)
+        }
+        fn fields(&self, customer: CustomerId) -> Result<Vec<StoredField>, StoreError> {
+            self.0.fields(customer)
+        }
+        fn customer_ids(&self) -> Result<Vec<CustomerId>, StoreError> {
+            self.0.customer_ids()
+        }
+        fn audit_head(&self) -> Result<Option<AuditEvent>, StoreError> {
+            self.0.audit_head()
+        }
+        fn audit_range(&self, from_seq: u64, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
+            self.0.audit_range(from_seq, limit)
+        }
+        fn audit_for(&self, customer: CustomerId) -> Result<Vec<AuditEvent>, StoreError> {
+            self.0.audit_for(customer)
+        }
+        fn secret(&self, name: &str) -> Result<Option<VaultSecret>, StoreError> {
+            self.0.secret(name)
+        }
+    }
+
+    #[test]
+    fn the_default_consent_owner_scans_every_customer() {
+        conformance::consent_owner_names_the_customer(&Defaults(MemoryStore::new()));
+        conformance::consent_owner_names_the_customer(&std::sync::Arc::new(Defaults(MemoryStore::new())));
+    }
+}
