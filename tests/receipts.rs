@@ -366,8 +366,14 @@ fn withdrawn_renewed_expired_and_sensitive(store: Arc<dyn Store>) {
         Some("expired")
     );
 
+    // After erasure the records stay, and so do their receipts.
+    vault.erase_customer(alice).unwrap();
+    let after = vault.consent_receipt(second, &signer).unwrap();
+    after.verify(signer.public_key()).unwrap();
+    assert_eq!(after.consent_state(), Some("withdrawn"));
+
     let kinds: Vec<AuditKind> = vault.audit_events(alice).unwrap().iter().map(|e| e.kind).collect();
-    assert_eq!(kinds.iter().filter(|k| **k == AuditKind::ReceiptIssued).count(), 5);
+    assert_eq!(kinds.iter().filter(|k| **k == AuditKind::ReceiptIssued).count(), 6);
     vault.verify_audit().unwrap();
 }
 

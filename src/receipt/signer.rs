@@ -25,7 +25,7 @@ use crate::error::ReceiptError;
 /// // At start-up: load it, and publish the public key where customers can find it.
 /// let signer = ReceiptSigner::from_pkcs8(&pkcs8)?;
 /// assert_eq!(signer.public_key().len(), 32);
-/// assert!(!format!("{signer:?}").contains(&format!("{:?}", &pkcs8[..])));
+/// assert!(format!("{signer:?}").starts_with("ReceiptSigner { public_key: "));
 ///
 /// assert!(ReceiptSigner::from_pkcs8(b"not a key").is_err());
 /// # Ok::<(), egard::Error>(())

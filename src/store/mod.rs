@@ -396,7 +396,8 @@ pub trait Store: Send + Sync + 'static {
     /// receipt for a record that was not checked.
     ///
     /// The default reads every customer in turn (a linear scan, correct for any store):
-    /// backends that keep consents in an indexed table should answer with one lookup by id.
+    /// backends that keep consents in an indexed table should answer with one lookup by id,
+    /// and a wrapper around another store should forward it.
     fn consent_owner(&self, consent: ConsentId) -> Result<Option<CustomerId>, StoreError> {
         for id in self.customer_ids()? {
             if let Some(snapshot) = self.customer(id)? {
