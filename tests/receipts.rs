@@ -705,3 +705,34 @@ fn write_vector() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/consent_receipt.json");
     std::fs::write(path, serde_json::to_string_pretty(&vector).unwrap() + "\n").unwrap();
 }
+
+/// The parser refuses what would let a document and its re-serialisation differ: a duplicate
+/// member, a `null` for an absent member, a number written with a fraction, an unknown member.
+#[test]
+fn strict_parsing() {
+    let (vault, _clock, alice) = setup(common::memory());
+    let signer = ReceiptSigner::generate().unwrap();
+    let consent = vault.give_consent(alice, "newsletter", evidence()).unwrap();
+    let json = serde_json::to_string(&vault.consent_receipt(consent, &signer).unwrap()).unwrap();
+    let parses = |text: &str| serde_json::from_str::<ConsentReceipt>(text).is_ok();
+    assert!(parses(&json));
+    let duplicate = json.replacen(
+        "{\"version\":\"KI-CR-v1.1.0\",",
+        "{\"version\":\"KI-CR-v1.1.0\",\"version\":\"KI-CR-v1.1.0\",",
+        1,
+    );
+    assert_ne!(duplicate, json);
+    assert!(!parses(&duplicate), "duplicate member");
+    let stamp = format!("\"consentTimestamp\":{}", t0().timestamp());
+    assert!(json.contains(&stamp));
+    assert!(!parses(&json.replace(&stamp, &format!("{stamp}.0"))), "a fraction");
+    assert!(!parses(&json.replace(&stamp, &format!("{stamp}e0"))), "an exponent");
+    assert!(
+        !parses(&json.replacen('{', "{\"withdrawnAt\":null,", 1)),
+        "unknown top-level member"
+    );
+    assert!(
+        !parses(&json.replace("\"collectionSource\":\"signup-page-v3\"", "\"collectionSource\":null")),
+        "null for an absent member"
+    );
+}
