@@ -10,11 +10,11 @@
 //! the W3C DPV profile of ISO/IEC TS 27560.
 
 mod canonical;
+mod controller;
 mod signer;
 
+pub use controller::Controller;
 pub use signer::ReceiptSigner;
-
-use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -23,164 +23,13 @@ use ring::signature::{ED25519, UnparsedPublicKey};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::consent::{Consent, ConsentState};
-use crate::error::Error;
-pub use crate::error::ReceiptError;
+use crate::error::{Error, ReceiptError};
 use crate::purpose::{LawfulBasis, Purpose};
 
 /// The Kantara specification version a receipt follows.
 pub(crate) const KANTARA_VERSION: &str = "KI-CR-v1.1.0";
 /// The one signature algorithm.
 const ALG: &str = "Ed25519";
-
-/// Who the controller is, as a consent receipt names them: the business's details, never a
-/// customer's. Given to [`VaultBuilder::controller`](crate::VaultBuilder::controller).
-///
-/// `name`, `jurisdiction` and the privacy policy's URL are required (the vault builder refuses
-/// a controller without them); the rest is printed in the receipt when given.
-///
-/// ```
-/// use egard::Controller;
-///
-/// let controller = Controller::new("Acme Books SAS")
-///     .jurisdiction("EU")
-///     .policy_url("https://books.example/privacy/v3")
-///     .contact("Data Protection Officer")
-///     .address("1 rue de la Paix, 75002 Paris", "FR")
-///     .email("dpo@books.example")
-///     .phone("+33 1 23 45 67 89")
-///     .url("https://books.example")
-///     .service("Acme Books online shop")
-///     .withdrawal_method("https://books.example/account/consents, or reply STOP to any message")
-///     .third_party("delivery", "Parcel Express SA");
-/// assert_eq!(controller.name(), "Acme Books SAS");
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Controller {
-    name: String,
-    jurisdiction: String,
-    policy_url: String,
-    contact: Option<String>,
-    address: Option<(String, String)>,
-    email: Option<String>,
-    phone: Option<String>,
-    url: Option<String>,
-    on_behalf: bool,
-    service: Option<String>,
-    language: String,
-    withdrawal_method: Option<String>,
-    third_parties: BTreeMap<String, String>,
-}
-
-impl Controller {
-    /// A controller with this (legal) name. Set its jurisdiction and policy URL too.
-    pub fn new(name: &str) -> Self {
-        Self {
-            name: name.to_owned(),
-            jurisdiction: String::new(),
-            policy_url: String::new(),
-            contact: None,
-            address: None,
-            email: None,
-            phone: None,
-            url: None,
-            on_behalf: false,
-            service: None,
-            language: "en".to_owned(),
-            withdrawal_method: None,
-            third_parties: BTreeMap::new(),
-        }
-    }
-
-    /// The jurisdiction(s) the processing falls under, such as `EU` or `FR` (required).
-    pub fn jurisdiction(mut self, jurisdiction: &str) -> Self {
-        jurisdiction.clone_into(&mut self.jurisdiction);
-        self
-    }
-
-    /// Where the privacy policy is (required).
-    pub fn policy_url(mut self, url: &str) -> Self {
-        url.clone_into(&mut self.policy_url);
-        self
-    }
-
-    /// Whom to contact about the processing (a role such as "Data Protection Officer").
-    pub fn contact(mut self, contact: &str) -> Self {
-        self.contact = Some(contact.to_owned());
-        self
-    }
-
-    /// The controller's postal address and its country (ISO 3166-1 alpha-2).
-    pub fn address(mut self, street: &str, country: &str) -> Self {
-        self.address = Some((street.to_owned(), country.to_owned()));
-        self
-    }
-
-    /// The controller's contact email address.
-    pub fn email(mut self, email: &str) -> Self {
-        self.email = Some(email.to_owned());
-        self
-    }
-
-    /// The controller's contact phone number.
-    pub fn phone(mut self, phone: &str) -> Self {
-        self.phone = Some(phone.to_owned());
-        self
-    }
-
-    /// The controller's web site.
-    pub fn url(mut self, url: &str) -> Self {
-        self.url = Some(url.to_owned());
-        self
-    }
-
-    /// Marks the controller as acting on behalf of another one (Kantara's `onBehalf`).
-    pub fn on_behalf(mut self) -> Self {
-        self.on_behalf = true;
-        self
-    }
-
-    /// The name of the service the consents are given to (the controller's name by default).
-    pub fn service(mut self, service: &str) -> Self {
-        self.service = Some(service.to_owned());
-        self
-    }
-
-    /// The language of the receipts' texts (ISO 639 / BCP 47; `en` by default).
-    pub fn language(mut self, language: &str) -> Self {
-        language.clone_into(&mut self.language);
-        self
-    }
-
-    /// How a customer withdraws a consent (a page, an address, a keyword): printed in every
-    /// receipt.
-    pub fn withdrawal_method(mut self, method: &str) -> Self {
-        self.withdrawal_method = Some(method.to_owned());
-        self
-    }
-
-    /// Declares that the data of `purpose` is disclosed to the third party `name`: its
-    /// receipts say so (`thirdPartyDisclosure`, `thirdPartyName`). Without it a purpose's
-    /// receipts say nothing is disclosed.
-    pub fn third_party(mut self, purpose: &str, name: &str) -> Self {
-        self.third_parties.insert(purpose.to_owned(), name.to_owned());
-        self
-    }
-
-    /// The controller's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// Checks the required details.
-    pub(crate) fn validate(&self) -> Result<(), Error> {
-        if self.name.trim().is_empty() || self.jurisdiction.trim().is_empty() || self.policy_url.trim().is_empty() {
-            return Err(Error::Config(
-                "a controller needs a name, a jurisdiction and a policy URL",
-            ));
-        }
-        Ok(())
-    }
-}
 
 /// A signed consent receipt: one consent record (or record of another lawful basis) as the
 /// customer can keep it, in the Kantara Consent Receipt v1.1 format with egard's members,
