@@ -256,6 +256,16 @@ impl Store for TamperStore {
     fn secret(&self, name: &str) -> Result<Option<VaultSecret>, StoreError> {
         self.inner.secret(name)
     }
+    fn lookups(&self) -> Result<Vec<egard::store::StoredLookup>, StoreError> {
+        self.inner.lookups()
+    }
+    fn find_indexed(
+        &self,
+        field: &egard::FieldName,
+        token: &egard::store::LookupToken,
+    ) -> Result<Option<egard::CustomerId>, StoreError> {
+        self.inner.find_indexed(field, token)
+    }
     fn instance_id(&self) -> usize {
         self.inner.instance_id()
     }
