@@ -513,6 +513,70 @@ mod tests {
     }
 
     #[test]
+    fn lookup_tokens_are_bound_and_their_absence_keeps_older_macs() {
+        let k = key();
+        let record = CustomerRecord {
+            id: CustomerId::new(),
+            created_at: t0(),
+            restricted: false,
+            erased_at: None,
+            rev: 2,
+            key_uses: 1,
+            mac: [0; 32],
+        };
+        let email = FieldName::new("email").unwrap();
+        let fields: BTreeMap<FieldName, (u64, DateTime<Utc>)> = [(email.clone(), (2, t0()))].into();
+        let state = |tokens: &BTreeMap<FieldName, LookupToken>| {
+            k.customer(&CustomerState {
+                record: &record,
+                key_versions: &[1],
+                consents: &BTreeMap::new(),
+                objections: &[],
+                fields: &fields,
+                tokens,
+            })
+        };
+        let none = state(&BTreeMap::new());
+        // The layout before lookups: the same input, so the same MAC.
+        let mut m = k.start("egard/customer/v1");
+        m.raw(record.id.as_bytes())
+            .u64(2)
+            .time(t0())
+            .flag(false)
+            .opt(None::<DateTime<Utc>>, |_, _| {})
+            .u64(1);
+        m.u32(1).u32(1).u32(0).u32(0).u32(1).text("email").u64(2).time(t0());
+        assert_eq!(none, m.finish(), "no token adds nothing");
+        let one = state(&[(email.clone(), [1; 32])].into());
+        assert_ne!(one, none);
+        assert_ne!(state(&[(email.clone(), [2; 32])].into()), one, "the token is bound");
+        let other = FieldName::new("phone").unwrap();
+        assert_ne!(state(&[(other, [1; 32])].into()), one, "the field is bound");
+    }
+
+    #[test]
+    fn lookup_keys_and_definitions_are_separate_per_field_normaliser_and_namespace() {
+        let k = key();
+        let email = FieldName::new("email").unwrap();
+        let phone = FieldName::new("phone").unwrap();
+        let t = |k: &RecordKey, f: &FieldName, n| k.lookup_key(f, n).token("a@b.c");
+        let base = t(&k, &email, Normalizer::Email);
+        assert_eq!(base, t(&k, &email, Normalizer::Email), "deterministic");
+        assert_ne!(base, t(&k, &phone, Normalizer::Email));
+        assert_ne!(base, t(&k, &email, Normalizer::Exact));
+        assert_ne!(
+            base,
+            t(&RecordKey::new(&[9; 32], "shop".into()), &email, Normalizer::Email)
+        );
+        assert_ne!(
+            base,
+            t(&RecordKey::new(&[8; 32], "egard".into()), &email, Normalizer::Email)
+        );
+        assert_ne!(k.lookup(&email, Normalizer::Email), k.lookup(&email, Normalizer::Phone));
+        assert_ne!(k.lookup(&email, Normalizer::Email), k.lookup(&phone, Normalizer::Email));
+    }
+
+    #[test]
     fn macs_compare_exactly() {
         assert!(macs_equal(&[1; 32], &[1; 32]));
         let mut other = [1; 32];

@@ -33,7 +33,7 @@ use crate::error::Error;
 /// assert_eq!(Normalizer::Exact.normalize(" AB ")?.as_str(), " AB ");
 /// # Ok::<(), egard::Error>(())
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Normalizer {
     /// Trims surrounding white space and lowercases (Unicode lowercase).
