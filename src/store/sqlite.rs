@@ -1546,6 +1546,7 @@ mod tests {
             "consents",
             "objections",
             "audit",
+            "lookups",
         ] {
             let mut stmt = conn.prepare(&format!("PRAGMA table_info({table})")).unwrap();
             let names = stmt.query_map([], |r| r.get::<_, String>(1)).unwrap();
@@ -1573,6 +1574,7 @@ mod tests {
             "fields.envelope",
             "fields.written_at",
             "fields.version",
+            "fields.lookup_token", // an HMAC of a normalised value, never the value
             "consents.id",
             "consents.customer",
             "consents.purpose",
@@ -1597,6 +1599,9 @@ mod tests {
             "audit.detail",
             "audit.mac",
             "audit.state",
+            "lookups.field",
+            "lookups.normalizer",
+            "lookups.mac",
         ];
         assert_eq!(columns, expected);
     }
