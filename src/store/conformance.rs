@@ -1779,14 +1779,6 @@ pub fn concurrent_secret_inserts_conflict<S: Store>(store: &S) {
     );
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn memory_store_conforms() {
-        super::run_all(crate::MemoryStore::new);
-    }
-}
-
 fn index(customer: CustomerId, field: &str, token: Option<[u8; 32]>) -> Write {
     Write::IndexField {
         customer,
@@ -1988,4 +1980,12 @@ pub fn lookup_definitions<S: Store>(store: &S) {
     let mut all = get(store.lookups(), "lookups");
     all.sort_by(|a, b| a.field.cmp(&b.field));
     assert_eq!(all, vec![exact, phone], "the redefinition replaced the first");
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn memory_store_conforms() {
+        super::run_all(crate::MemoryStore::new);
+    }
 }
