@@ -72,11 +72,19 @@ pub enum AuditKind {
     /// Encryptions under a customer's data key were reserved for values sealed for the host
     /// ([`Vault::seal`](crate::Vault::seal)), counted against the key's encryption budget.
     KeyUsesReserved,
+    /// A lookup (blind index) was defined on a field; the detail names its normaliser.
+    LookupDefined,
+    /// An existing value of a customer's field was indexed by a lookup defined after it was
+    /// written.
+    FieldIndexed,
+    /// A customer was looked up by a field; the detail says `found` or `not_found` (never
+    /// the value looked for).
+    LookedUp,
 }
 
 impl AuditKind {
     /// Every kind, in declaration order.
-    pub const ALL: [AuditKind; 17] = [
+    pub const ALL: [AuditKind; 20] = [
         AuditKind::PurposeDefined,
         AuditKind::CustomerCreated,
         AuditKind::ConsentGiven,
@@ -94,6 +102,9 @@ impl AuditKind {
         AuditKind::Erased,
         AuditKind::KeyRotated,
         AuditKind::KeyUsesReserved,
+        AuditKind::LookupDefined,
+        AuditKind::FieldIndexed,
+        AuditKind::LookedUp,
     ];
 
     /// A stable code for storage.
@@ -116,6 +127,9 @@ impl AuditKind {
             Self::Erased => "erased",
             Self::KeyRotated => "key_rotated",
             Self::KeyUsesReserved => "key_uses_reserved",
+            Self::LookupDefined => "lookup_defined",
+            Self::FieldIndexed => "field_indexed",
+            Self::LookedUp => "looked_up",
         }
     }
 

@@ -14,6 +14,7 @@ pub mod fuzzing;
 mod gate;
 mod ids;
 mod integrity;
+mod lookup;
 mod purpose;
 pub mod store;
 mod vault;
@@ -25,6 +26,7 @@ pub use crypto::MasterKey;
 pub use error::{AccessDenied, Error};
 pub use gate::{AccessPass, Revealed, Sealed};
 pub use ids::{ConsentId, CustomerId, FieldName, PurposeId};
+pub use lookup::{Lookup, Normalizer};
 pub use purpose::{LawfulBasis, Purpose};
 #[cfg(feature = "sqlite")]
 pub use store::{Durability, SqliteOptions, SqliteStore};
