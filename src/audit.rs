@@ -76,11 +76,19 @@ pub enum AuditKind {
     /// ([`Vault::consent_receipt`](crate::Vault::consent_receipt)); the detail names the
     /// consent record and the receipt.
     ReceiptIssued,
+    /// A lookup (blind index) was defined on a field; the detail names its normaliser.
+    LookupDefined,
+    /// An existing value of a customer's field was indexed by a lookup defined after it was
+    /// written.
+    FieldIndexed,
+    /// A customer was looked up by a field; the detail says `found` or `not_found` (never
+    /// the value looked for).
+    LookedUp,
 }
 
 impl AuditKind {
     /// Every kind, in declaration order.
-    pub const ALL: [AuditKind; 18] = [
+    pub const ALL: [AuditKind; 21] = [
         AuditKind::PurposeDefined,
         AuditKind::CustomerCreated,
         AuditKind::ConsentGiven,
@@ -99,6 +107,9 @@ impl AuditKind {
         AuditKind::KeyRotated,
         AuditKind::KeyUsesReserved,
         AuditKind::ReceiptIssued,
+        AuditKind::LookupDefined,
+        AuditKind::FieldIndexed,
+        AuditKind::LookedUp,
     ];
 
     /// A stable code for storage.
@@ -122,6 +133,9 @@ impl AuditKind {
             Self::KeyRotated => "key_rotated",
             Self::KeyUsesReserved => "key_uses_reserved",
             Self::ReceiptIssued => "receipt_issued",
+            Self::LookupDefined => "lookup_defined",
+            Self::FieldIndexed => "field_indexed",
+            Self::LookedUp => "looked_up",
         }
     }
 

@@ -163,6 +163,17 @@ pub enum Error {
         /// How.
         problem: AuditBreak,
     },
+    /// The value is already held by another live customer in a field with a lookup: one
+    /// normalised value belongs to at most one customer. Nothing was written. The other
+    /// customer is never named.
+    #[error("the value of field `{field}` belongs to another customer")]
+    Duplicate {
+        /// The looked-up field.
+        field: FieldName,
+    },
+    /// No lookup is defined on this field (see `Vault::define_lookup`).
+    #[error("no lookup is defined on field `{0}`")]
+    NoLookup(FieldName),
     /// The vault builder was missing something.
     #[error("vault configuration: {0}")]
     Config(&'static str),

@@ -14,6 +14,7 @@ pub mod fuzzing;
 mod gate;
 mod ids;
 mod integrity;
+mod lookup;
 mod purpose;
 mod receipt;
 pub mod store;
@@ -26,6 +27,7 @@ pub use crypto::MasterKey;
 pub use error::{AccessDenied, Error, ReceiptError};
 pub use gate::{AccessPass, Revealed, Sealed};
 pub use ids::{ConsentId, CustomerId, FieldName, PurposeId};
+pub use lookup::{Lookup, Normalizer};
 pub use purpose::{LawfulBasis, Purpose};
 pub use receipt::{ConsentReceipt, Controller, ReceiptSigner};
 #[cfg(feature = "sqlite")]

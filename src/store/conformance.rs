@@ -50,7 +50,14 @@
 //! - vault secrets: [`Write::InsertSecret`] of a name already stored (or earlier in the batch)
 //!   is a [`StoreError::Conflict`], [`Write::ReplaceSecret`] upserts, secrets read back
 //!   exactly, take part in a batch's atomicity, and of concurrent inserters of one name
-//!   exactly one wins.
+//!   exactly one wins;
+//! - lookups: [`Write::IndexField`] sets, moves and clears a field's token, which the snapshot
+//!   lists and [`Store::find_indexed`] finds; a token another customer's field holds is a
+//!   [`StoreError::Duplicate`] and nothing of the batch (also when the other holder was
+//!   indexed earlier in the batch), unless that field was deleted or its customer erased
+//!   (earlier in the batch too); rewriting a field keeps its token, deleting it or erasing the
+//!   customer frees it; definitions ([`Write::PutLookup`]) upsert by field and read back
+//!   exactly.
 
 use std::collections::HashSet;
 
@@ -58,7 +65,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 
 use super::{
     Authenticated, CustomerRecord, CustomerSnapshot, FieldVersion, LatestChange, Objection, RecordMac, Store,
-    StoreError, StoredField, StoredPurpose, VaultSecret, WrappedKey, Write,
+    StoreError, StoredField, StoredLookup, StoredPurpose, VaultSecret, WrappedKey, Write,
 };
 use crate::audit::{AuditEvent, AuditKind};
 use crate::consent::{Consent, Evidence};
@@ -127,6 +134,9 @@ pub fn run_all<S: Store>(make: impl Fn() -> S) {
             "concurrent_secret_inserts_conflict",
             concurrent_secret_inserts_conflict::<S>,
         ),
+        ("lookup_index", lookup_index::<S>),
+        ("lookup_index_within_a_batch", lookup_index_within_a_batch::<S>),
+        ("lookup_definitions", lookup_definitions::<S>),
     ];
     for (name, check) in checks {
         let store = make();
@@ -1179,6 +1189,7 @@ pub fn field_versions_in_the_snapshot<S: Store>(store: &S) {
         field: field_name(field),
         version,
         written_at: at,
+        token: None,
     };
     assert_eq!(
         sorted_versions(snapshot(store, id, "fields").fields),
@@ -1833,6 +1844,209 @@ pub fn concurrent_secret_inserts_conflict<S: Store>(store: &S) {
         Some(secret("audit", winners[0])),
         "the winner's secret is stored"
     );
+}
+
+fn index(customer: CustomerId, field: &str, token: Option<[u8; 32]>) -> Write {
+    Write::IndexField {
+        customer,
+        field: field_name(field),
+        token,
+    }
+}
+
+fn token_of(store: &impl Store, id: CustomerId, field: &str) -> Option<[u8; 32]> {
+    snapshot(store, id, "token")
+        .fields
+        .into_iter()
+        .find(|f| f.field.as_str() == field)
+        .and_then(|f| f.token)
+}
+
+fn found(store: &impl Store, field: &str, token: [u8; 32]) -> Option<CustomerId> {
+    get(store.find_indexed(&field_name(field), &token), "find_indexed")
+}
+
+/// The blind index: set, found, kept on rewrite, moved, unique per field, freed by deletion
+/// and erasure, cleared with `None`.
+pub fn lookup_index<S: Store>(store: &S) {
+    let a = new_customer(store);
+    let b = new_customer(store);
+    ok(
+        store,
+        &[
+            put_field(a, "email", vec![1; 10], t(1)),
+            put_field(b, "email", vec![2; 10], t(1)),
+            put_field(b, "phone", vec![3; 10], t(1)),
+            index(a, "email", Some([1; 32])),
+        ],
+        "index a's email",
+    );
+    assert_eq!(found(store, "email", [1; 32]), Some(a), "a is found by its token");
+    assert_eq!(found(store, "email", [2; 32]), None, "an unknown token finds no one");
+    assert_eq!(
+        found(store, "phone", [1; 32]),
+        None,
+        "a token is found under its field only"
+    );
+    assert_eq!(
+        token_of(store, a, "email"),
+        Some([1; 32]),
+        "the snapshot lists the token"
+    );
+    assert_eq!(token_of(store, b, "email"), None, "an unindexed field has no token");
+    ok(store, &[put_field(a, "email", vec![4; 10], t(2))], "rewrite a's email");
+    assert_eq!(token_of(store, a, "email"), Some([1; 32]), "a rewrite keeps the token");
+    refused(
+        store,
+        &[
+            put_field(b, "phone", vec![5; 10], t(3)),
+            index(b, "email", Some([1; 32])),
+        ],
+        StoreError::Duplicate,
+        "b taking a's token",
+    );
+    assert_eq!(token_of(store, b, "email"), None, "the refused batch left no token");
+    assert_eq!(
+        get(store.field(b, &field_name("phone")), "field").map(|f| f.envelope),
+        Some(vec![3; 10]),
+        "nothing of the refused batch was applied"
+    );
+    ok(
+        store,
+        &[index(b, "phone", Some([1; 32]))],
+        "the same token under another field",
+    );
+    ok(store, &[index(a, "email", Some([7; 32]))], "move a's token");
+    assert_eq!(found(store, "email", [1; 32]), None, "the old token is gone");
+    assert_eq!(found(store, "email", [7; 32]), Some(a), "the new token is found");
+    ok(store, &[index(b, "email", Some([1; 32]))], "b takes the freed token");
+    assert_eq!(found(store, "email", [1; 32]), Some(b));
+    ok(
+        store,
+        &[index(a, "email", Some([7; 32]))],
+        "a customer re-indexing its own token",
+    );
+    ok(
+        store,
+        &[Write::DeleteField {
+            customer: a,
+            field: field_name("email"),
+        }],
+        "delete a's email",
+    );
+    assert_eq!(found(store, "email", [7; 32]), None, "deletion frees the token");
+    ok(
+        store,
+        &[put_field(a, "email", vec![8; 10], t(4))],
+        "a writes email again",
+    );
+    assert_eq!(token_of(store, a, "email"), None, "a new row starts without a token");
+    ok(store, &[index(b, "email", None)], "clear b's token");
+    assert_eq!(found(store, "email", [1; 32]), None, "a cleared token is not found");
+    ok(store, &[index(b, "email", Some([1; 32]))], "index b again");
+    ok(store, &[Write::EraseCustomer { customer: b, at: t(5) }], "erase b");
+    assert_eq!(found(store, "email", [1; 32]), None, "erasure frees the token");
+    assert_eq!(
+        found(store, "phone", [1; 32]),
+        None,
+        "every token of the erased customer"
+    );
+    ok(store, &[index(a, "email", Some([1; 32]))], "the value is free again");
+    refused(
+        store,
+        &[index(b, "email", Some([9; 32]))],
+        StoreError::MissingCustomer,
+        "index an erased customer",
+    );
+    refused(
+        store,
+        &[index(CustomerId::new(), "email", Some([9; 32]))],
+        StoreError::MissingCustomer,
+        "index a missing customer",
+    );
+}
+
+/// The uniqueness rule as earlier writes of the same batch leave the index.
+pub fn lookup_index_within_a_batch<S: Store>(store: &S) {
+    let a = new_customer(store);
+    let b = new_customer(store);
+    let c = new_customer(store);
+    ok(
+        store,
+        &[
+            put_field(a, "email", vec![1; 10], t(1)),
+            put_field(b, "email", vec![2; 10], t(1)),
+            put_field(c, "email", vec![3; 10], t(1)),
+        ],
+        "setup",
+    );
+    refused(
+        store,
+        &[index(a, "email", Some([1; 32])), index(b, "email", Some([1; 32]))],
+        StoreError::Duplicate,
+        "two holders in one batch",
+    );
+    assert_eq!(found(store, "email", [1; 32]), None, "nothing of the refused batch");
+    ok(store, &[index(a, "email", Some([1; 32]))], "a holds it");
+    ok(
+        store,
+        &[
+            Write::DeleteField {
+                customer: a,
+                field: field_name("email"),
+            },
+            index(b, "email", Some([1; 32])),
+        ],
+        "b takes it after a's field is deleted in the same batch",
+    );
+    assert_eq!(found(store, "email", [1; 32]), Some(b));
+    ok(
+        store,
+        &[index(b, "email", Some([2; 32])), index(c, "email", Some([1; 32]))],
+        "c takes it after b moved away in the same batch",
+    );
+    assert_eq!(found(store, "email", [1; 32]), Some(c));
+    ok(
+        store,
+        &[
+            Write::EraseCustomer { customer: c, at: t(2) },
+            index(b, "email", Some([1; 32])),
+        ],
+        "b takes it after c's erasure in the same batch",
+    );
+    assert_eq!(found(store, "email", [1; 32]), Some(b));
+}
+
+/// Lookup definitions upsert by field and read back exactly.
+pub fn lookup_definitions<S: Store>(store: &S) {
+    assert!(get(store.lookups(), "lookups").is_empty(), "no definition yet");
+    let email = StoredLookup {
+        field: field_name("email"),
+        normalizer: "email".into(),
+        mac: [4; 32],
+    };
+    let phone = StoredLookup {
+        field: field_name("phone"),
+        normalizer: "phone".into(),
+        mac: [5; 32],
+    };
+    ok(
+        store,
+        &[Write::PutLookup(email.clone()), Write::PutLookup(phone.clone())],
+        "define",
+    );
+    let mut all = get(store.lookups(), "lookups");
+    all.sort_by(|a, b| a.field.cmp(&b.field));
+    assert_eq!(all, vec![email.clone(), phone.clone()], "definitions read back");
+    let exact = StoredLookup {
+        normalizer: "exact".into(),
+        mac: [6; 32],
+        ..email
+    };
+    ok(store, &[Write::PutLookup(exact.clone())], "redefine");
+    let mut all = get(store.lookups(), "lookups");
+    all.sort_by(|a, b| a.field.cmp(&b.field));
+    assert_eq!(all, vec![exact, phone], "the redefinition replaced the first");
 }
 
 #[cfg(test)]

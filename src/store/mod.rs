@@ -65,6 +65,26 @@ pub enum StoreError {
     /// The backend is unreachable or failed; the batch was not applied.
     #[error("backend unavailable: {0}")]
     Unavailable(String),
+    /// An [`IndexField`](Write::IndexField) gave a lookup token that another customer's field
+    /// holds: one value belongs to at most one live customer. The batch was not applied.
+    #[error("the value is already indexed for another customer")]
+    Duplicate,
+}
+
+/// The blind-index token of a looked-up field: HMAC-SHA256 of the normalised value under the
+/// lookup's key, which the store never sees. Never the value, never a reversible form.
+pub type LookupToken = [u8; 32];
+
+/// A lookup definition as stored: the field, its normaliser and the MAC that binds both.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredLookup {
+    /// The looked-up field.
+    pub field: FieldName,
+    /// The normaliser's stable code (`email`, `phone`, `exact`).
+    pub normalizer: String,
+    /// The MAC of the definition.
+    #[serde(with = "crate::audit::mac_hex")]
+    pub mac: RecordMac,
 }
 
 /// A MAC that authenticates a stored record: HMAC-SHA256 under the vault's record key, which
@@ -261,6 +281,22 @@ pub enum Write {
     InsertSecret(VaultSecret),
     /// Replaces a vault secret (re-wrapped on rotation), or inserts it if absent.
     ReplaceSecret(VaultSecret),
+    /// Sets (or with `None` clears) the lookup token of a stored field of an existing,
+    /// unerased customer. Fails with [`StoreError::Duplicate`] if another customer's field of
+    /// the same name holds the same token (stored, or set earlier in the batch; a field
+    /// deleted or a customer erased earlier in the batch no longer holds one). Rewriting the
+    /// field ([`Write::PutField`]) keeps its token; deleting it or erasing the customer drops it.
+    /// A token for a field the customer does not have is ignored.
+    IndexField {
+        /// The customer.
+        customer: CustomerId,
+        /// The field.
+        field: FieldName,
+        /// The token, or `None` to take the field out of the index.
+        token: Option<LookupToken>,
+    },
+    /// Inserts a lookup definition, or replaces the one on the same field.
+    PutLookup(StoredLookup),
 }
 
 impl Write {
@@ -271,7 +307,7 @@ impl Write {
     pub fn target_customer(&self) -> Option<(CustomerId, bool)> {
         match self {
             Write::PutKey(k) => Some((k.customer, true)),
-            Write::PutField { customer, .. } => Some((*customer, true)),
+            Write::PutField { customer, .. } | Write::IndexField { customer, .. } => Some((*customer, true)),
             Write::UpdateCustomer { record, .. } => Some((record.id, false)),
             Write::DeleteKey { customer, .. }
             | Write::DeleteField { customer, .. }
@@ -282,7 +318,8 @@ impl Write {
             | Write::InsertCustomer(_)
             | Write::AppendAudit(_)
             | Write::InsertSecret(_)
-            | Write::ReplaceSecret(_) => None,
+            | Write::ReplaceSecret(_)
+            | Write::PutLookup(_) => None,
         }
     }
 }
@@ -310,6 +347,8 @@ pub struct FieldVersion {
     pub version: u64,
     /// When it was last written.
     pub written_at: DateTime<Utc>,
+    /// Its lookup token, if the field is indexed.
+    pub token: Option<LookupToken>,
 }
 
 /// Everything stored about one customer but the envelopes, read in one consistent snapshot
@@ -409,6 +448,13 @@ pub trait Store: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// Every lookup definition, any order.
+    fn lookups(&self) -> Result<Vec<StoredLookup>, StoreError>;
+
+    /// The customer whose `field` holds the lookup `token`, if any (an index read: one
+    /// customer at most, by the [`IndexField`](Write::IndexField) rule).
+    fn find_indexed(&self, field: &FieldName, token: &LookupToken) -> Result<Option<CustomerId>, StoreError>;
+
     /// An identity of this store object, the same for every handle to it: the vault uses it
     /// to refuse a second vault without a cache time-to-live on one store in one process
     /// (that vault would not see the first one's changes). The default is the object's
@@ -451,6 +497,12 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     }
     fn consent_owner(&self, consent: ConsentId) -> Result<Option<CustomerId>, StoreError> {
         (**self).consent_owner(consent)
+    }
+    fn lookups(&self) -> Result<Vec<StoredLookup>, StoreError> {
+        (**self).lookups()
+    }
+    fn find_indexed(&self, field: &FieldName, token: &LookupToken) -> Result<Option<CustomerId>, StoreError> {
+        (**self).find_indexed(field, token)
     }
     fn instance_id(&self) -> usize {
         (**self).instance_id()
@@ -495,6 +547,12 @@ mod tests {
         }
         fn secret(&self, name: &str) -> Result<Option<VaultSecret>, StoreError> {
             self.0.secret(name)
+        }
+        fn lookups(&self) -> Result<Vec<StoredLookup>, StoreError> {
+            self.0.lookups()
+        }
+        fn find_indexed(&self, field: &FieldName, token: &LookupToken) -> Result<Option<CustomerId>, StoreError> {
+            self.0.find_indexed(field, token)
         }
     }
 

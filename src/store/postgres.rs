@@ -31,8 +31,9 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{
-    Authenticated, CustomerRecord, CustomerSnapshot, FieldVersion, LatestChange, Objection, PurposeSnapshot, RecordMac,
-    Store, StoreError, StoredField, StoredPurpose, VaultSecret, WrappedKey, Write,
+    Authenticated, CustomerRecord, CustomerSnapshot, FieldVersion, LatestChange, LookupToken, Objection,
+    PurposeSnapshot, RecordMac, Store, StoreError, StoredField, StoredLookup, StoredPurpose, VaultSecret, WrappedKey,
+    Write,
 };
 use crate::audit::{AuditEvent, AuditKind};
 use crate::consent::Consent;
@@ -40,7 +41,7 @@ use crate::error::Error;
 use crate::ids::{ConsentId, CustomerId, FieldName, PurposeId};
 
 /// The newest schema version this release writes and understands.
-pub const POSTGRES_SCHEMA_VERSION: u32 = 3;
+pub const POSTGRES_SCHEMA_VERSION: u32 = 4;
 
 /// How to connect: the schema to work in, the pool size and timeouts.
 ///
@@ -383,10 +384,14 @@ enum Q {
     ReplaceSecret,
     Secret,
     ConsentOwner,
+    IndexField,
+    PutLookup,
+    Lookups,
+    FindIndexed,
 }
 
 impl Q {
-    const ALL: [Q; 27] = [
+    const ALL: [Q; 31] = [
         Q::LockCustomer,
         Q::InsertCustomer,
         Q::UpdateCustomer,
@@ -414,6 +419,10 @@ impl Q {
         Q::ReplaceSecret,
         Q::Secret,
         Q::ConsentOwner,
+        Q::IndexField,
+        Q::PutLookup,
+        Q::Lookups,
+        Q::FindIndexed,
     ];
 }
 
@@ -429,7 +438,7 @@ const AUDIT_COLUMNS: &str = "seq, at, kind, customer, purpose, field, detail, ma
 
 /// The forward migrations, in order; `{p}` stands for the table prefix. Version `i + 1` is
 /// `MIGRATIONS[i]`. Never edit a released one: add the next.
-const MIGRATIONS: [&str; 3] = [
+const MIGRATIONS: [&str; 4] = [
     r#"
 CREATE TABLE {p}purposes (
     id          text PRIMARY KEY,
@@ -504,6 +513,18 @@ CREATE INDEX egard_audit_changes_by_customer ON {p}audit (customer, seq)
     WHERE state IS NOT NULL AND customer IS NOT NULL;
 CREATE INDEX egard_audit_changes_by_purpose ON {p}audit (purpose, seq)
     WHERE state IS NOT NULL AND customer IS NULL;
+"#,
+    // Version 4: lookups (blind indexes). Each field's lookup token, unique per field name
+    // among live customers (an erasure deletes the row), and the authenticated definitions.
+    r#"
+ALTER TABLE {p}fields ADD COLUMN lookup_token bytea;
+CREATE UNIQUE INDEX egard_fields_by_lookup_token ON {p}fields (field, lookup_token)
+    WHERE lookup_token IS NOT NULL;
+CREATE TABLE {p}lookups (
+    field       text PRIMARY KEY,
+    normalizer  text NOT NULL,
+    mac         bytea NOT NULL
+);
 "#,
 ];
 
@@ -588,7 +609,9 @@ impl Sql {
                      ARRAY(SELECT f.version FROM {p}fields f WHERE f.customer = c.id ORDER BY f.field), \
                      ARRAY(SELECT f.written_at FROM {p}fields f WHERE f.customer = c.id ORDER BY f.field), \
                      a.seq, a.at, a.kind, a.customer, a.purpose, a.field, a.detail, a.mac, a.state, \
-                     (SELECT b.mac FROM {p}audit b WHERE b.seq = a.seq - 1), c.key_uses \
+                     (SELECT b.mac FROM {p}audit b WHERE b.seq = a.seq - 1), c.key_uses, \
+                     ARRAY(SELECT COALESCE(f.lookup_token, '') FROM {p}fields f WHERE f.customer = c.id \
+                           ORDER BY f.field) \
                      FROM {p}customers c LEFT JOIN LATERAL (SELECT * FROM {p}audit x \
                      WHERE x.customer = c.id AND x.state IS NOT NULL ORDER BY x.seq DESC LIMIT 1) a ON true \
                      WHERE c.id = $1"
@@ -615,6 +638,17 @@ impl Sql {
                 Q::Secret => format!("SELECT name, wrapped FROM {p}vault_secrets WHERE name = $1"),
                 // `consents.id` is the primary key: one index lookup.
                 Q::ConsentOwner => format!("SELECT customer FROM {p}consents WHERE id = $1"),
+                Q::IndexField => {
+                    format!("UPDATE {p}fields SET lookup_token = $3 WHERE customer = $1 AND field = $2")
+                }
+                Q::PutLookup => format!(
+                    "INSERT INTO {p}lookups (field, normalizer, mac) VALUES ($1, $2, $3) \
+                     ON CONFLICT (field) DO UPDATE SET normalizer = EXCLUDED.normalizer, mac = EXCLUDED.mac"
+                ),
+                Q::Lookups => format!("SELECT field, normalizer, mac FROM {p}lookups ORDER BY field"),
+                Q::FindIndexed => {
+                    format!("SELECT customer FROM {p}fields WHERE field = $1 AND lookup_token = $2")
+                }
             })
             .collect();
         Sql { texts, prefix }
@@ -886,18 +920,25 @@ fn decode_snapshot(id: CustomerId, row: &Row) -> Result<CustomerSnapshot, StoreE
     let names: Vec<String> = get(row, 12, W)?;
     let field_versions: Vec<i64> = get(row, 13, W)?;
     let written: Vec<DateTime<Utc>> = get(row, 14, W)?;
-    if names.len() != field_versions.len() || names.len() != written.len() {
+    // An empty token stands for none (arrays of bytea cannot hold NULL through the client).
+    let tokens: Vec<Vec<u8>> = get(row, 26, W)?;
+    if names.len() != field_versions.len() || names.len() != written.len() || names.len() != tokens.len() {
         return Err(corrupt(W));
     }
     let fields = names
         .into_iter()
         .zip(field_versions)
         .zip(written)
-        .map(|((name, version), written_at)| {
+        .zip(tokens)
+        .map(|(((name, version), written_at), token)| {
             Ok(FieldVersion {
                 field: FieldName::new(&name).map_err(|_| corrupt("field"))?,
                 version: rev_of(version, "field")?,
                 written_at,
+                token: match token.as_slice() {
+                    [] => None,
+                    t => Some(LookupToken::try_from(t).map_err(|_| corrupt("lookup token"))?),
+                },
             })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
@@ -1165,6 +1206,20 @@ fn run_batch(client: &mut Client, stmts: &[Statement], batch: &[Write]) -> Resul
             Write::ReplaceSecret(v) => {
                 tx.execute(st(Q::ReplaceSecret)?, &[&v.name, &v.wrapped]).map_err(ctx)?;
             }
+            Write::IndexField { customer, field, token } => {
+                let token: Option<&[u8]> = token.as_ref().map(|t| t.as_slice());
+                tx.execute(st(Q::IndexField)?, &[customer.as_uuid(), &field.as_str(), &token])
+                    .map_err(|e| match e.code() {
+                        // The one unique constraint this update can break: the lookup token's.
+                        Some(state) if *state == SqlState::UNIQUE_VIOLATION => StoreError::Duplicate,
+                        _ => ctx(e),
+                    })?;
+            }
+            Write::PutLookup(l) => {
+                let mac: &[u8] = &l.mac;
+                tx.execute(st(Q::PutLookup)?, &[&l.field.as_str(), &l.normalizer, &mac])
+                    .map_err(ctx)?;
+            }
         }
     }
     // Dropping the transaction on any early return above rolls it back.
@@ -1262,6 +1317,28 @@ impl Store for PostgresStore {
         let rows = self.query("read consent owner", Q::ConsentOwner, &[consent.as_uuid()])?;
         rows.first()
             .map(|row| customer_id(get(row, 0, "consent owner")?, "consent owner"))
+            .transpose()
+    }
+
+    fn lookups(&self) -> Result<Vec<StoredLookup>, StoreError> {
+        let rows = self.query("read lookups", Q::Lookups, &[])?;
+        rows.iter()
+            .map(|row| {
+                let field: String = get(row, 0, "lookup")?;
+                Ok(StoredLookup {
+                    field: FieldName::new(&field).map_err(|_| corrupt("lookup"))?,
+                    normalizer: get(row, 1, "lookup")?,
+                    mac: mac_of(get(row, 2, "lookup")?, "lookup")?,
+                })
+            })
+            .collect()
+    }
+
+    fn find_indexed(&self, field: &FieldName, token: &LookupToken) -> Result<Option<CustomerId>, StoreError> {
+        let token: &[u8] = token;
+        let rows = self.query("find indexed", Q::FindIndexed, &[&field.as_str(), &token])?;
+        rows.first()
+            .map(|row| customer_id(get(row, 0, "customer id")?, "customer id"))
             .transpose()
     }
 

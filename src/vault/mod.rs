@@ -6,6 +6,7 @@ mod claims;
 mod exported;
 mod journal;
 mod keys;
+mod lookups;
 mod receipts;
 pub(crate) mod records;
 mod rights;
@@ -305,6 +306,8 @@ impl VaultBuilder {
             clock,
             purposes: RwLock::new(Purposes::default()),
             purposes_loaded_at: Mutex::new(loaded_at),
+            lookups: RwLock::new(lookups::Lookups::default()),
+            lookups_loaded_at: Mutex::new(loaded_at),
             cache: Cache::new(self.cache_capacity),
             journal: Journal::new(audit_key, head, self.audit_batching),
             record_key,
@@ -319,6 +322,9 @@ impl VaultBuilder {
             vault.check_anchor(anchor)?;
         }
         vault.load_purposes()?;
+        if vault.record_key.is_some() {
+            vault.load_lookups()?;
+        }
         Ok(vault)
     }
 }
@@ -346,6 +352,9 @@ pub struct Vault {
     purposes: RwLock<Purposes>,
     /// When the purposes were last read from the store (for the multi-process time-to-live).
     purposes_loaded_at: Mutex<DateTime<Utc>>,
+    lookups: RwLock<lookups::Lookups>,
+    /// When the lookups were last read from the store.
+    lookups_loaded_at: Mutex<DateTime<Utc>>,
     cache: Cache,
     journal: Journal,
     /// `None` when the master keys cannot open the stored record key: nothing is trusted then.
@@ -647,9 +656,14 @@ impl Vault {
     ///
     /// A field that no defined purpose covers is refused with [`Error::UnknownField`]:
     /// collect only what a purpose needs.
+    ///
+    /// A field with a lookup ([`Vault::define_lookup`]) takes text, and is indexed in the same
+    /// atomic change; a value another live customer holds is refused with
+    /// [`Error::Duplicate`] and nothing is written.
     pub fn set_field<T: Serialize + ?Sized>(&self, customer: CustomerId, field: &str, value: &T) -> Result<(), Error> {
         let name = self.collectable_field(field)?;
         let plaintext = encode(&name, value, self.max_value_len)?;
+        let token = self.token_for_write(&name, &plaintext)?;
         self.with_customer(customer, |entry, state, mut draft| {
             live_key(entry, state)?;
             let kind = if draft.current().fields.contains_key(&name) {
@@ -678,8 +692,12 @@ impl Vault {
             };
             draft.use_key(1)?;
             draft.put_field(name.clone(), envelope.clone(), self.now());
+            if token.is_some() {
+                draft.index_field(name.clone(), token);
+            }
             entries.push(Entry::new(kind, Some(customer)).field(&name));
-            self.commit_customer(state, draft, entries)?;
+            self.commit_customer(state, draft, entries)
+                .map_err(|e| lookups::duplicate_as(e, &name))?;
             if let Some(key) = rotated {
                 self.install_key(entry, state, key);
             }
