@@ -136,6 +136,16 @@ impl Store for Split {
     fn secret(&self, name: &str) -> Result<Option<VaultSecret>, StoreError> {
         self.data.secret(name)
     }
+    fn lookups(&self) -> Result<Vec<egard::store::StoredLookup>, StoreError> {
+        self.data.lookups()
+    }
+    fn find_indexed(
+        &self,
+        field: &egard::FieldName,
+        token: &egard::store::LookupToken,
+    ) -> Result<Option<egard::CustomerId>, StoreError> {
+        self.data.find_indexed(field, token)
+    }
 }
 
 impl Split {

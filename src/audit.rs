@@ -72,6 +72,18 @@ pub enum AuditKind {
     /// Encryptions under a customer's data key were reserved for values sealed for the host
     /// ([`Vault::seal`](crate::Vault::seal)), counted against the key's encryption budget.
     KeyUsesReserved,
+    /// A signed consent receipt was issued for one of the customer's consent records
+    /// ([`Vault::consent_receipt`](crate::Vault::consent_receipt)); the detail names the
+    /// consent record and the receipt.
+    ReceiptIssued,
+    /// A lookup (blind index) was defined on a field; the detail names its normaliser.
+    LookupDefined,
+    /// An existing value of a customer's field was indexed by a lookup defined after it was
+    /// written.
+    FieldIndexed,
+    /// A customer was looked up by a field; the detail says `found` or `not_found` (never
+    /// the value looked for).
+    LookedUp,
     /// The audience of a purpose, or its re-consent list, was listed
     /// ([`Vault::audience`](crate::Vault::audience),
     /// [`Vault::needs_reconsent`](crate::Vault::needs_reconsent)); the detail says which.
@@ -81,7 +93,7 @@ pub enum AuditKind {
 
 impl AuditKind {
     /// Every kind, in declaration order.
-    pub const ALL: [AuditKind; 18] = [
+    pub const ALL: [AuditKind; 22] = [
         AuditKind::PurposeDefined,
         AuditKind::CustomerCreated,
         AuditKind::ConsentGiven,
@@ -99,6 +111,10 @@ impl AuditKind {
         AuditKind::Erased,
         AuditKind::KeyRotated,
         AuditKind::KeyUsesReserved,
+        AuditKind::ReceiptIssued,
+        AuditKind::LookupDefined,
+        AuditKind::FieldIndexed,
+        AuditKind::LookedUp,
         AuditKind::AudienceListed,
     ];
 
@@ -122,6 +138,10 @@ impl AuditKind {
             Self::Erased => "erased",
             Self::KeyRotated => "key_rotated",
             Self::KeyUsesReserved => "key_uses_reserved",
+            Self::ReceiptIssued => "receipt_issued",
+            Self::LookupDefined => "lookup_defined",
+            Self::FieldIndexed => "field_indexed",
+            Self::LookedUp => "looked_up",
             Self::AudienceListed => "audience_listed",
         }
     }
@@ -136,7 +156,9 @@ impl AuditKind {
     /// a key rotation. Not changes: access granted or denied, a consent found expired (an
     /// expiry is not an event: see the change feed's documentation), an export, encryptions
     /// reserved for sealed values (bookkeeping of the key's budget, nothing a downstream
-    /// system sees), an audience listed.
+    /// system sees), an audience listed, a lookup made, a receipt issued; and the lookups'
+    /// own bookkeeping (a lookup defined, an existing value indexed), which changes no
+    /// customer's data or choices.
     ///
     /// ```
     /// use egard::AuditKind;
@@ -164,6 +186,10 @@ impl AuditKind {
             | Self::AccessDenied
             | Self::Exported
             | Self::KeyUsesReserved
+            | Self::ReceiptIssued
+            | Self::LookupDefined
+            | Self::FieldIndexed
+            | Self::LookedUp
             | Self::AudienceListed => false,
         }
     }

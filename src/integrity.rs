@@ -45,6 +45,11 @@
 //!   ascending); the consent records' MACs (a count, then each 32-byte MAC, ordered by consent
 //!   id); the objections' MACs (a count, then each, in byte order); the fields (a count, then
 //!   for each, by name: the name, its write version (u64) and the time it was written).
+//! - `egard/lookup/v1` (a lookup definition): the field, the normaliser's code.
+//! - After the fields, the state MAC of a customer with indexed fields goes on with their
+//!   lookup tokens (a count, then for each, by field name: the name and the 32-byte token);
+//!   a customer without any adds nothing, so that states written before lookups existed
+//!   keep their MACs.
 //! - `egard/erasure/v1` (an [`ErasureReceipt`](crate::ErasureReceipt)'s `mac`, in lowercase
 //!   hexadecimal): customer id, erased at, the fields (a count, then each name, as listed),
 //!   the data-key versions (a count, then each u32, as listed).
@@ -57,8 +62,9 @@ use ring::hmac;
 use crate::consent::Consent;
 use crate::crypto::MacKey;
 use crate::ids::{ConsentId, CustomerId, FieldName};
+use crate::lookup::Normalizer;
 use crate::purpose::{LawfulBasis, Purpose};
-use crate::store::{CustomerRecord, Objection, RecordMac};
+use crate::store::{CustomerRecord, LookupToken, Objection, RecordMac};
 
 /// The name of the stored, wrapped record key.
 pub(crate) const RECORD_SECRET: &str = "records";
@@ -144,6 +150,21 @@ pub(crate) struct CustomerState<'a> {
     pub(crate) objections: &'a [RecordMac],
     /// Stored fields by name: write version and time.
     pub(crate) fields: &'a BTreeMap<FieldName, (u64, DateTime<Utc>)>,
+    /// The lookup tokens of the indexed fields, by name.
+    pub(crate) tokens: &'a BTreeMap<FieldName, LookupToken>,
+}
+
+/// The key of one lookup: tokens are HMAC-SHA256 of normalised values under it.
+pub(crate) struct LookupKey(MacKey);
+
+impl LookupKey {
+    /// The token of a normalised value.
+    pub(crate) fn token(&self, normalized: &str) -> LookupToken {
+        let tag = hmac::sign(self.0.get(), normalized.as_bytes());
+        let mut token = [0u8; 32];
+        token.copy_from_slice(tag.as_ref());
+        token
+    }
 }
 
 impl RecordKey {
@@ -221,6 +242,26 @@ impl RecordKey {
         m.finish()
     }
 
+    /// The MAC of a lookup definition.
+    pub(crate) fn lookup(&self, field: &FieldName, normalizer: Normalizer) -> RecordMac {
+        let mut m = self.start("egard/lookup/v1");
+        m.text(field.as_str()).text(normalizer.code());
+        m.finish()
+    }
+
+    /// The key of the lookup on `field` with `normalizer`: HKDF-Expand of the record key
+    /// (one block), see the `lookup` module docs.
+    pub(crate) fn lookup_key(&self, field: &FieldName, normalizer: Normalizer) -> LookupKey {
+        let mut info = Canon(hmac::Context::with_key(self.key.get()));
+        info.text("egard/lookup-key/v1")
+            .text(&self.namespace)
+            .text(field.as_str())
+            .text(normalizer.code())
+            .raw(&[1]);
+        let raw = zeroize::Zeroizing::new(info.finish());
+        LookupKey(MacKey::new(raw.as_slice()))
+    }
+
     /// The MAC of an erasure receipt: the customer, when, the fields and key versions
     /// destroyed.
     pub(crate) fn erasure(
@@ -269,6 +310,12 @@ impl RecordKey {
         m.u32(count(s.fields.len()));
         for (name, (version, at)) in s.fields {
             m.text(name.as_str()).u64(*version).time(*at);
+        }
+        if !s.tokens.is_empty() {
+            m.u32(count(s.tokens.len()));
+            for (name, token) in s.tokens {
+                m.text(name.as_str()).raw(token);
+            }
         }
         m.finish()
     }
@@ -436,6 +483,7 @@ mod tests {
                 consents,
                 objections,
                 fields,
+                tokens: &BTreeMap::new(),
             })
         };
         let base = state(&record, &[1], &consents, &[], &fields);
@@ -462,6 +510,70 @@ mod tests {
         older.insert(FieldName::new("email").unwrap(), (2, t0()));
         assert_ne!(state(&record, &[1], &consents, &[], &older), base);
         assert_ne!(state(&record, &[1], &consents, &[], &BTreeMap::new()), base);
+    }
+
+    #[test]
+    fn lookup_tokens_are_bound_and_their_absence_keeps_older_macs() {
+        let k = key();
+        let record = CustomerRecord {
+            id: CustomerId::new(),
+            created_at: t0(),
+            restricted: false,
+            erased_at: None,
+            rev: 2,
+            key_uses: 1,
+            mac: [0; 32],
+        };
+        let email = FieldName::new("email").unwrap();
+        let fields: BTreeMap<FieldName, (u64, DateTime<Utc>)> = [(email.clone(), (2, t0()))].into();
+        let state = |tokens: &BTreeMap<FieldName, LookupToken>| {
+            k.customer(&CustomerState {
+                record: &record,
+                key_versions: &[1],
+                consents: &BTreeMap::new(),
+                objections: &[],
+                fields: &fields,
+                tokens,
+            })
+        };
+        let none = state(&BTreeMap::new());
+        // The layout before lookups: the same input, so the same MAC.
+        let mut m = k.start("egard/customer/v1");
+        m.raw(record.id.as_bytes())
+            .u64(2)
+            .time(t0())
+            .flag(false)
+            .opt(None::<DateTime<Utc>>, |_, _| {})
+            .u64(1);
+        m.u32(1).u32(1).u32(0).u32(0).u32(1).text("email").u64(2).time(t0());
+        assert_eq!(none, m.finish(), "no token adds nothing");
+        let one = state(&[(email.clone(), [1; 32])].into());
+        assert_ne!(one, none);
+        assert_ne!(state(&[(email.clone(), [2; 32])].into()), one, "the token is bound");
+        let other = FieldName::new("phone").unwrap();
+        assert_ne!(state(&[(other, [1; 32])].into()), one, "the field is bound");
+    }
+
+    #[test]
+    fn lookup_keys_and_definitions_are_separate_per_field_normaliser_and_namespace() {
+        let k = key();
+        let email = FieldName::new("email").unwrap();
+        let phone = FieldName::new("phone").unwrap();
+        let t = |k: &RecordKey, f: &FieldName, n| k.lookup_key(f, n).token("a@b.c");
+        let base = t(&k, &email, Normalizer::Email);
+        assert_eq!(base, t(&k, &email, Normalizer::Email), "deterministic");
+        assert_ne!(base, t(&k, &phone, Normalizer::Email));
+        assert_ne!(base, t(&k, &email, Normalizer::Exact));
+        assert_ne!(
+            base,
+            t(&RecordKey::new(&[9; 32], "shop".into()), &email, Normalizer::Email)
+        );
+        assert_ne!(
+            base,
+            t(&RecordKey::new(&[8; 32], "egard".into()), &email, Normalizer::Email)
+        );
+        assert_ne!(k.lookup(&email, Normalizer::Email), k.lookup(&email, Normalizer::Phone));
+        assert_ne!(k.lookup(&email, Normalizer::Email), k.lookup(&phone, Normalizer::Email));
     }
 
     #[test]

@@ -14,7 +14,9 @@ pub mod fuzzing;
 mod gate;
 mod ids;
 mod integrity;
+mod lookup;
 mod purpose;
+mod receipt;
 pub mod store;
 mod vault;
 
@@ -22,10 +24,12 @@ pub use audit::{AuditAnchor, AuditBreak, AuditEvent, AuditKind, AuditReport};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use consent::{Consent, ConsentState, Evidence};
 pub use crypto::MasterKey;
-pub use error::{AccessDenied, Error};
+pub use error::{AccessDenied, Error, ReceiptError};
 pub use gate::{AccessPass, Revealed, Sealed};
 pub use ids::{ConsentId, CustomerId, FieldName, PurposeId};
+pub use lookup::{Lookup, Normalizer};
 pub use purpose::{LawfulBasis, Purpose};
+pub use receipt::{ConsentReceipt, Controller, ReceiptSigner};
 #[cfg(feature = "sqlite")]
 pub use store::{Durability, SqliteOptions, SqliteStore};
 pub use store::{MemoryStore, Store, StoreError};

@@ -89,6 +89,16 @@ impl Store for RecordingStore {
     fn secret(&self, name: &str) -> Result<Option<VaultSecret>, StoreError> {
         self.inner.secret(name)
     }
+    fn lookups(&self) -> Result<Vec<egard::store::StoredLookup>, StoreError> {
+        self.inner.lookups()
+    }
+    fn find_indexed(
+        &self,
+        field: &egard::FieldName,
+        token: &egard::store::LookupToken,
+    ) -> Result<Option<egard::CustomerId>, StoreError> {
+        self.inner.find_indexed(field, token)
+    }
 }
 
 /// Everything printed or serialized during the test that must not hold a canary.

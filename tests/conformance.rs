@@ -26,7 +26,7 @@ fn sqlite_store_in_a_file() {
 }
 
 /// A backend that implements only the required methods: the trait's default
-/// `consent_candidates` and `audit_changes` must meet the contract too.
+/// `consent_candidates`, `audit_changes` and `consent_owner` must meet the contract too.
 struct Defaults(MemoryStore);
 
 impl egard::Store for Defaults {
@@ -63,6 +63,16 @@ impl egard::Store for Defaults {
     }
     fn secret(&self, name: &str) -> Result<Option<egard::store::VaultSecret>, egard::StoreError> {
         self.0.secret(name)
+    }
+    fn lookups(&self) -> Result<Vec<egard::store::StoredLookup>, egard::StoreError> {
+        self.0.lookups()
+    }
+    fn find_indexed(
+        &self,
+        field: &egard::FieldName,
+        token: &egard::store::LookupToken,
+    ) -> Result<Option<egard::CustomerId>, egard::StoreError> {
+        self.0.find_indexed(field, token)
     }
 }
 

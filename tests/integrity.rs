@@ -802,6 +802,16 @@ impl Store for Swapping {
     fn secret(&self, name: &str) -> Result<Option<egard::store::VaultSecret>, egard::StoreError> {
         self.inner.secret(name)
     }
+    fn lookups(&self) -> Result<Vec<egard::store::StoredLookup>, egard::StoreError> {
+        self.inner.lookups()
+    }
+    fn find_indexed(
+        &self,
+        field: &egard::FieldName,
+        token: &egard::store::LookupToken,
+    ) -> Result<Option<egard::CustomerId>, egard::StoreError> {
+        self.inner.find_indexed(field, token)
+    }
 }
 
 #[test]

@@ -140,7 +140,7 @@ fn creates_its_schema_once_and_records_the_version() {
         )
         .unwrap()
         .get(0);
-    assert_eq!(tables, 9);
+    assert_eq!(tables, 10);
 }
 
 #[test]
@@ -151,12 +151,16 @@ fn a_version_1_schema_is_migrated_forward_with_its_data() {
     store.apply(&[Write::InsertCustomer(record(alice))]).unwrap();
     drop(store);
     // Back to version 1: no secrets table, none of the MACs, revisions and versions of
-    // version 3, nor the indexes of version 4; versions 2 to 4 not recorded.
+    // version 3, nor the lookups of version 4 and the indexes of version 5; versions 2 to 5
+    // not recorded.
     db.admin()
         .batch_execute(&format!(
             "DROP INDEX \"{s}\".egard_consents_current;
              DROP INDEX \"{s}\".egard_audit_change_feed;
              DROP TABLE \"{s}\".egard_vault_secrets;
+             DROP TABLE \"{s}\".egard_lookups;
+             DROP INDEX \"{s}\".egard_fields_by_lookup_token;
+             ALTER TABLE \"{s}\".egard_fields DROP COLUMN lookup_token;
              ALTER TABLE \"{s}\".egard_purposes DROP COLUMN rev, DROP COLUMN mac;
              ALTER TABLE \"{s}\".egard_customers DROP COLUMN rev, DROP COLUMN mac, DROP COLUMN key_uses;
              ALTER TABLE \"{s}\".egard_fields DROP COLUMN version;

@@ -147,6 +147,16 @@ impl Store for OtherHandle {
     fn secret(&self, name: &str) -> Result<Option<VaultSecret>, StoreError> {
         self.0.secret(name)
     }
+    fn lookups(&self) -> Result<Vec<egard::store::StoredLookup>, StoreError> {
+        self.0.lookups()
+    }
+    fn find_indexed(
+        &self,
+        field: &egard::FieldName,
+        token: &egard::store::LookupToken,
+    ) -> Result<Option<egard::CustomerId>, StoreError> {
+        self.0.find_indexed(field, token)
+    }
 }
 
 /// Builds `n` customers through the public API, as an application would: create, five

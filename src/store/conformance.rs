@@ -45,6 +45,8 @@
 //!   (what a signed 64-bit column holds), reads from any `u64` sequence number;
 //! - concurrent writers of the same audit sequence number: exactly one wins, the others get
 //!   [`StoreError::Conflict`];
+//! - [`Store::consent_owner`] names the customer holding a consent record (renewed,
+//!   withdrawn and erased customers' records included), `None` for an unknown id;
 //! - vault secrets: [`Write::InsertSecret`] of a name already stored (or earlier in the batch)
 //!   is a [`StoreError::Conflict`], [`Write::ReplaceSecret`] upserts, secrets read back
 //!   exactly, take part in a batch's atomicity, and of concurrent inserters of one name
@@ -56,6 +58,13 @@
 //! - [`Store::audit_changes`] returns exactly the change events after a sequence number,
 //!   ascending, limited, each with the MAC of the event before it (`None` where that event is
 //!   missing).
+//! - lookups: [`Write::IndexField`] sets, moves and clears a field's token, which the snapshot
+//!   lists and [`Store::find_indexed`] finds; a token another customer's field holds is a
+//!   [`StoreError::Duplicate`] and nothing of the batch (also when the other holder was
+//!   indexed earlier in the batch), unless that field was deleted or its customer erased
+//!   (earlier in the batch too); rewriting a field keeps its token, deleting it or erasing the
+//!   customer frees it; definitions ([`Write::PutLookup`]) upsert by field and read back
+//!   exactly.
 
 use std::collections::HashSet;
 
@@ -63,7 +72,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 
 use super::{
     Authenticated, CustomerRecord, CustomerSnapshot, FieldVersion, LatestChange, Objection, RecordMac, Store,
-    StoreError, StoredField, StoredPurpose, VaultSecret, WrappedKey, Write,
+    StoreError, StoredField, StoredLookup, StoredPurpose, VaultSecret, WrappedKey, Write,
 };
 use crate::audit::{AuditEvent, AuditKind};
 use crate::consent::{Consent, Evidence};
@@ -100,6 +109,10 @@ pub fn run_all<S: Store>(make: impl Fn() -> S) {
         ("put_field_upserts_by_name", put_field_upserts_by_name::<S>),
         ("delete_field", delete_field::<S>),
         ("put_consent_upserts_by_id", put_consent_upserts_by_id::<S>),
+        (
+            "consent_owner_names_the_customer",
+            consent_owner_names_the_customer::<S>,
+        ),
         ("objections_are_kept", objections_are_kept::<S>),
         ("update_customer_is_conditional", update_customer_is_conditional::<S>),
         ("put_purpose_is_conditional", put_purpose_is_conditional::<S>),
@@ -136,6 +149,9 @@ pub fn run_all<S: Store>(make: impl Fn() -> S) {
             "audit_changes_serve_the_change_events",
             audit_changes_serve_the_change_events::<S>,
         ),
+        ("lookup_index", lookup_index::<S>),
+        ("lookup_index_within_a_batch", lookup_index_within_a_batch::<S>),
+        ("lookup_definitions", lookup_definitions::<S>),
     ];
     for (name, check) in checks {
         let store = make();
@@ -886,6 +902,67 @@ pub fn put_consent_upserts_by_id<S: Store>(store: &S) {
     );
 }
 
+/// `consent_owner` finds the customer of any stored consent record, history and erased
+/// customers included, and nobody for an unknown id.
+pub fn consent_owner_names_the_customer<S: Store>(store: &S) {
+    assert_eq!(get(store.consent_owner(ConsentId::new()), "owner"), None, "empty store");
+    let alice = new_customer(store);
+    let bob = new_customer(store);
+    let first = consent(alice, "news");
+    let renewed = Consent {
+        id: ConsentId::new(),
+        given_at: t(20),
+        ..consent(alice, "news")
+    };
+    let superseded = Consent {
+        superseded_by: Some(renewed.id),
+        ..first.clone()
+    };
+    let bobs = Consent {
+        withdrawn_at: Some(t(30)),
+        ..consent(bob, "news")
+    };
+    ok(store, &[put_consent(first.clone())], "first consent");
+    ok(
+        store,
+        &[
+            put_consent(superseded),
+            put_consent(renewed.clone()),
+            put_consent(bobs.clone()),
+        ],
+        "renewal and bob's",
+    );
+    assert_eq!(
+        get(store.consent_owner(first.id), "owner"),
+        Some(alice),
+        "a superseded record"
+    );
+    assert_eq!(get(store.consent_owner(renewed.id), "owner"), Some(alice), "a renewal");
+    assert_eq!(
+        get(store.consent_owner(bobs.id), "owner"),
+        Some(bob),
+        "a withdrawn record"
+    );
+    assert_eq!(
+        get(store.consent_owner(ConsentId::new()), "owner"),
+        None,
+        "an unknown id"
+    );
+    ok(
+        store,
+        &[Write::EraseCustomer {
+            customer: bob,
+            at: t(40),
+        }],
+        "erasure",
+    );
+    assert_eq!(
+        get(store.consent_owner(bobs.id), "owner"),
+        Some(bob),
+        "kept after erasure"
+    );
+}
+
 /// Every objection is kept, also several to one purpose.
 pub fn objections_are_kept<S: Store>(store: &S) {
     let id = new_customer(store);
@@ -1127,6 +1204,7 @@ pub fn field_versions_in_the_snapshot<S: Store>(store: &S) {
         field: field_name(field),
         version,
         written_at: at,
+        token: None,
     };
     assert_eq!(
         sorted_versions(snapshot(store, id, "fields").fields),
@@ -1956,6 +2034,209 @@ pub fn audit_changes_serve_the_change_events<S: Store>(store: &S) {
     assert_eq!(tail.len(), 1, "the event after the gap");
     assert_eq!(tail[0].event, lone);
     assert_eq!(tail[0].prev_mac, None, "no event 49: no MAC before");
+}
+
+fn index(customer: CustomerId, field: &str, token: Option<[u8; 32]>) -> Write {
+    Write::IndexField {
+        customer,
+        field: field_name(field),
+        token,
+    }
+}
+
+fn token_of(store: &impl Store, id: CustomerId, field: &str) -> Option<[u8; 32]> {
+    snapshot(store, id, "token")
+        .fields
+        .into_iter()
+        .find(|f| f.field.as_str() == field)
+        .and_then(|f| f.token)
+}
+
+fn found(store: &impl Store, field: &str, token: [u8; 32]) -> Option<CustomerId> {
+    get(store.find_indexed(&field_name(field), &token), "find_indexed")
+}
+
+/// The blind index: set, found, kept on rewrite, moved, unique per field, freed by deletion
+/// and erasure, cleared with `None`.
+pub fn lookup_index<S: Store>(store: &S) {
+    let a = new_customer(store);
+    let b = new_customer(store);
+    ok(
+        store,
+        &[
+            put_field(a, "email", vec![1; 10], t(1)),
+            put_field(b, "email", vec![2; 10], t(1)),
+            put_field(b, "phone", vec![3; 10], t(1)),
+            index(a, "email", Some([1; 32])),
+        ],
+        "index a's email",
+    );
+    assert_eq!(found(store, "email", [1; 32]), Some(a), "a is found by its token");
+    assert_eq!(found(store, "email", [2; 32]), None, "an unknown token finds no one");
+    assert_eq!(
+        found(store, "phone", [1; 32]),
+        None,
+        "a token is found under its field only"
+    );
+    assert_eq!(
+        token_of(store, a, "email"),
+        Some([1; 32]),
+        "the snapshot lists the token"
+    );
+    assert_eq!(token_of(store, b, "email"), None, "an unindexed field has no token");
+    ok(store, &[put_field(a, "email", vec![4; 10], t(2))], "rewrite a's email");
+    assert_eq!(token_of(store, a, "email"), Some([1; 32]), "a rewrite keeps the token");
+    refused(
+        store,
+        &[
+            put_field(b, "phone", vec![5; 10], t(3)),
+            index(b, "email", Some([1; 32])),
+        ],
+        StoreError::Duplicate,
+        "b taking a's token",
+    );
+    assert_eq!(token_of(store, b, "email"), None, "the refused batch left no token");
+    assert_eq!(
+        get(store.field(b, &field_name("phone")), "field").map(|f| f.envelope),
+        Some(vec![3; 10]),
+        "nothing of the refused batch was applied"
+    );
+    ok(
+        store,
+        &[index(b, "phone", Some([1; 32]))],
+        "the same token under another field",
+    );
+    ok(store, &[index(a, "email", Some([7; 32]))], "move a's token");
+    assert_eq!(found(store, "email", [1; 32]), None, "the old token is gone");
+    assert_eq!(found(store, "email", [7; 32]), Some(a), "the new token is found");
+    ok(store, &[index(b, "email", Some([1; 32]))], "b takes the freed token");
+    assert_eq!(found(store, "email", [1; 32]), Some(b));
+    ok(
+        store,
+        &[index(a, "email", Some([7; 32]))],
+        "a customer re-indexing its own token",
+    );
+    ok(
+        store,
+        &[Write::DeleteField {
+            customer: a,
+            field: field_name("email"),
+        }],
+        "delete a's email",
+    );
+    assert_eq!(found(store, "email", [7; 32]), None, "deletion frees the token");
+    ok(
+        store,
+        &[put_field(a, "email", vec![8; 10], t(4))],
+        "a writes email again",
+    );
+    assert_eq!(token_of(store, a, "email"), None, "a new row starts without a token");
+    ok(store, &[index(b, "email", None)], "clear b's token");
+    assert_eq!(found(store, "email", [1; 32]), None, "a cleared token is not found");
+    ok(store, &[index(b, "email", Some([1; 32]))], "index b again");
+    ok(store, &[Write::EraseCustomer { customer: b, at: t(5) }], "erase b");
+    assert_eq!(found(store, "email", [1; 32]), None, "erasure frees the token");
+    assert_eq!(
+        found(store, "phone", [1; 32]),
+        None,
+        "every token of the erased customer"
+    );
+    ok(store, &[index(a, "email", Some([1; 32]))], "the value is free again");
+    refused(
+        store,
+        &[index(b, "email", Some([9; 32]))],
+        StoreError::MissingCustomer,
+        "index an erased customer",
+    );
+    refused(
+        store,
+        &[index(CustomerId::new(), "email", Some([9; 32]))],
+        StoreError::MissingCustomer,
+        "index a missing customer",
+    );
+}
+
+/// The uniqueness rule as earlier writes of the same batch leave the index.
+pub fn lookup_index_within_a_batch<S: Store>(store: &S) {
+    let a = new_customer(store);
+    let b = new_customer(store);
+    let c = new_customer(store);
+    ok(
+        store,
+        &[
+            put_field(a, "email", vec![1; 10], t(1)),
+            put_field(b, "email", vec![2; 10], t(1)),
+            put_field(c, "email", vec![3; 10], t(1)),
+        ],
+        "setup",
+    );
+    refused(
+        store,
+        &[index(a, "email", Some([1; 32])), index(b, "email", Some([1; 32]))],
+        StoreError::Duplicate,
+        "two holders in one batch",
+    );
+    assert_eq!(found(store, "email", [1; 32]), None, "nothing of the refused batch");
+    ok(store, &[index(a, "email", Some([1; 32]))], "a holds it");
+    ok(
+        store,
+        &[
+            Write::DeleteField {
+                customer: a,
+                field: field_name("email"),
+            },
+            index(b, "email", Some([1; 32])),
+        ],
+        "b takes it after a's field is deleted in the same batch",
+    );
+    assert_eq!(found(store, "email", [1; 32]), Some(b));
+    ok(
+        store,
+        &[index(b, "email", Some([2; 32])), index(c, "email", Some([1; 32]))],
+        "c takes it after b moved away in the same batch",
+    );
+    assert_eq!(found(store, "email", [1; 32]), Some(c));
+    ok(
+        store,
+        &[
+            Write::EraseCustomer { customer: c, at: t(2) },
+            index(b, "email", Some([1; 32])),
+        ],
+        "b takes it after c's erasure in the same batch",
+    );
+    assert_eq!(found(store, "email", [1; 32]), Some(b));
+}
+
+/// Lookup definitions upsert by field and read back exactly.
+pub fn lookup_definitions<S: Store>(store: &S) {
+    assert!(get(store.lookups(), "lookups").is_empty(), "no definition yet");
+    let email = StoredLookup {
+        field: field_name("email"),
+        normalizer: "email".into(),
+        mac: [4; 32],
+    };
+    let phone = StoredLookup {
+        field: field_name("phone"),
+        normalizer: "phone".into(),
+        mac: [5; 32],
+    };
+    ok(
+        store,
+        &[Write::PutLookup(email.clone()), Write::PutLookup(phone.clone())],
+        "define",
+    );
+    let mut all = get(store.lookups(), "lookups");
+    all.sort_by(|a, b| a.field.cmp(&b.field));
+    assert_eq!(all, vec![email.clone(), phone.clone()], "definitions read back");
+    let exact = StoredLookup {
+        normalizer: "exact".into(),
+        mac: [6; 32],
+        ..email
+    };
+    ok(store, &[Write::PutLookup(exact.clone())], "redefine");
+    let mut all = get(store.lookups(), "lookups");
+    all.sort_by(|a, b| a.field.cmp(&b.field));
+    assert_eq!(all, vec![exact, phone], "the redefinition replaced the first");
 }
 
 #[cfg(test)]

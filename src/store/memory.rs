@@ -4,12 +4,12 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::{
-    Authenticated, CustomerRecord, CustomerSnapshot, FieldVersion, LatestChange, Objection, PurposeSnapshot, Store,
-    StoreError, StoredField, StoredPurpose, VaultSecret, WrappedKey, Write,
+    Authenticated, CustomerRecord, CustomerSnapshot, FieldVersion, LatestChange, LookupToken, Objection,
+    PurposeSnapshot, Store, StoreError, StoredField, StoredLookup, StoredPurpose, VaultSecret, WrappedKey, Write,
 };
 use crate::audit::AuditEvent;
 use crate::consent::Consent;
-use crate::ids::{CustomerId, FieldName, PurposeId};
+use crate::ids::{ConsentId, CustomerId, FieldName, PurposeId};
 
 /// A thread-safe store held in memory.
 ///
@@ -48,6 +48,11 @@ struct Inner {
     customer_changes: HashMap<CustomerId, u64>,
     purpose_changes: HashMap<PurposeId, u64>,
     secrets: BTreeMap<String, VaultSecret>,
+    lookups: BTreeMap<FieldName, StoredLookup>,
+    /// The blind index: who holds each (field, token); and each customer's tokens, kept
+    /// apart from the slots so that a customer without an indexed field pays nothing.
+    index: HashMap<(FieldName, LookupToken), CustomerId>,
+    tokens: HashMap<CustomerId, Vec<(FieldName, LookupToken)>>,
 }
 
 struct Slot {
@@ -96,6 +101,10 @@ impl Inner {
         // path, once one does not.
         let mut last_seq: Option<u64> = None;
         let mut seqs: Option<HashSet<u64>> = None;
+        // The index as earlier writes of the batch leave it: entries taken, and (customer,
+        // field) pairs whose stored entry no longer counts.
+        let mut taken: HashMap<(&FieldName, &LookupToken), CustomerId> = HashMap::new();
+        let mut dropped: HashSet<(CustomerId, &FieldName)> = HashSet::new();
         for (i, w) in batch.iter().enumerate() {
             let conflict = match w {
                 Write::InsertCustomer(r) => {
@@ -138,6 +147,34 @@ impl Inner {
                         return Err(StoreError::Stale);
                     }
                     purpose_revs.insert(id, stored.rev);
+                    false
+                }
+                Write::IndexField {
+                    customer,
+                    field,
+                    token: Some(token),
+                } => {
+                    let holder = taken.get(&(field, token)).copied().or_else(|| {
+                        self.index
+                            .get(&(field.clone(), *token))
+                            .copied()
+                            .filter(|c| !dropped.contains(&(*c, field)) && !erased.contains(c))
+                    });
+                    if holder.is_some_and(|c| c != *customer) {
+                        return Err(StoreError::Duplicate);
+                    }
+                    taken.retain(|(f, _), c| !(*f == field && c == customer));
+                    taken.insert((field, token), *customer);
+                    dropped.insert((*customer, field));
+                    false
+                }
+                Write::IndexField { customer, field, .. } | Write::DeleteField { customer, field } => {
+                    taken.retain(|(f, _), c| !(*f == field && c == customer));
+                    dropped.insert((*customer, field));
+                    false
+                }
+                Write::EraseCustomer { customer, .. } => {
+                    taken.retain(|_, c| c != customer);
                     false
                 }
                 _ => false,
@@ -242,6 +279,19 @@ impl Inner {
                 if let Some(s) = Self::slot(&mut self.customers, *customer) {
                     s.fields.retain(|f| &f.field != field);
                 }
+                self.set_token(*customer, field, None);
+            }
+            Write::IndexField { customer, field, token } => {
+                let has_field = self
+                    .customers
+                    .get(customer)
+                    .is_some_and(|s| s.fields.iter().any(|f| &f.field == field));
+                if has_field {
+                    self.set_token(*customer, field, *token);
+                }
+            }
+            Write::PutLookup(l) => {
+                self.lookups.insert(l.field.clone(), l.clone());
             }
             Write::PutConsent(c) => {
                 if let Some(s) = Self::slot(&mut self.customers, c.record.customer) {
@@ -262,6 +312,9 @@ impl Inner {
                     s.fields = Vec::new();
                     s.record.erased_at.get_or_insert(*at);
                 }
+                for (field, token) in self.tokens.remove(customer).unwrap_or_default() {
+                    self.index.remove(&(field, token));
+                }
             }
             Write::AppendAudit(e) => {
                 if e.state.is_some() {
@@ -280,6 +333,29 @@ impl Inner {
                 self.secrets.insert(v.name.clone(), v.clone());
             }
         }
+    }
+
+    /// Sets or clears the token of one customer's field, in both directions of the index.
+    fn set_token(&mut self, customer: CustomerId, field: &FieldName, token: Option<LookupToken>) {
+        let list = self.tokens.entry(customer).or_default();
+        if let Some(i) = list.iter().position(|(f, _)| f == field) {
+            let (f, old) = list.swap_remove(i);
+            self.index.remove(&(f, old));
+        }
+        if let Some(token) = token {
+            push_exact(list, (field.clone(), token));
+            self.index.insert((field.clone(), token), customer);
+        }
+        if list.is_empty() {
+            self.tokens.remove(&customer);
+        }
+    }
+
+    /// The token of one customer's field.
+    fn token(&self, customer: CustomerId, field: &FieldName) -> Option<LookupToken> {
+        self.tokens
+            .get(&customer)
+            .and_then(|list| list.iter().find(|(f, _)| f == field).map(|(_, t)| *t))
     }
 
     /// The event at `seq` with the MAC of the one before it.
@@ -329,6 +405,7 @@ impl Store for MemoryStore {
                     field: f.field.clone(),
                     version: f.version,
                     written_at: f.written_at,
+                    token: inner.token(id, &f.field),
                 })
                 .collect(),
             latest_change: inner.latest_change(inner.customer_changes.get(&id).copied()),
@@ -424,6 +501,23 @@ impl Store for MemoryStore {
 
     fn secret(&self, name: &str) -> Result<Option<VaultSecret>, StoreError> {
         Ok(self.read().secrets.get(name).cloned())
+    }
+
+    fn consent_owner(&self, consent: ConsentId) -> Result<Option<CustomerId>, StoreError> {
+        Ok(self
+            .read()
+            .customers
+            .iter()
+            .find(|(_, s)| s.consents.iter().any(|c| c.record.id == consent))
+            .map(|(id, _)| *id))
+    }
+
+    fn lookups(&self) -> Result<Vec<StoredLookup>, StoreError> {
+        Ok(self.read().lookups.values().cloned().collect())
+    }
+
+    fn find_indexed(&self, field: &FieldName, token: &LookupToken) -> Result<Option<CustomerId>, StoreError> {
+        Ok(self.read().index.get(&(field.clone(), *token)).copied())
     }
 }
 

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::audit::AuditEvent;
 use crate::consent::Consent;
-use crate::ids::{CustomerId, FieldName, PurposeId};
+use crate::ids::{ConsentId, CustomerId, FieldName, PurposeId};
 use crate::purpose::Purpose;
 
 /// A storage failure. Messages describe the failure, never stored values (which are
@@ -65,6 +65,26 @@ pub enum StoreError {
     /// The backend is unreachable or failed; the batch was not applied.
     #[error("backend unavailable: {0}")]
     Unavailable(String),
+    /// An [`IndexField`](Write::IndexField) gave a lookup token that another customer's field
+    /// holds: one value belongs to at most one live customer. The batch was not applied.
+    #[error("the value is already indexed for another customer")]
+    Duplicate,
+}
+
+/// The blind-index token of a looked-up field: HMAC-SHA256 of the normalised value under the
+/// lookup's key, which the store never sees. Never the value, never a reversible form.
+pub type LookupToken = [u8; 32];
+
+/// A lookup definition as stored: the field, its normaliser and the MAC that binds both.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredLookup {
+    /// The looked-up field.
+    pub field: FieldName,
+    /// The normaliser's stable code (`email`, `phone`, `exact`).
+    pub normalizer: String,
+    /// The MAC of the definition.
+    #[serde(with = "crate::audit::mac_hex")]
+    pub mac: RecordMac,
 }
 
 /// A MAC that authenticates a stored record: HMAC-SHA256 under the vault's record key, which
@@ -264,6 +284,22 @@ pub enum Write {
     InsertSecret(VaultSecret),
     /// Replaces a vault secret (re-wrapped on rotation), or inserts it if absent.
     ReplaceSecret(VaultSecret),
+    /// Sets (or with `None` clears) the lookup token of a stored field of an existing,
+    /// unerased customer. Fails with [`StoreError::Duplicate`] if another customer's field of
+    /// the same name holds the same token (stored, or set earlier in the batch; a field
+    /// deleted or a customer erased earlier in the batch no longer holds one). Rewriting the
+    /// field ([`Write::PutField`]) keeps its token; deleting it or erasing the customer drops it.
+    /// A token for a field the customer does not have is ignored.
+    IndexField {
+        /// The customer.
+        customer: CustomerId,
+        /// The field.
+        field: FieldName,
+        /// The token, or `None` to take the field out of the index.
+        token: Option<LookupToken>,
+    },
+    /// Inserts a lookup definition, or replaces the one on the same field.
+    PutLookup(StoredLookup),
 }
 
 impl Write {
@@ -274,7 +310,7 @@ impl Write {
     pub fn target_customer(&self) -> Option<(CustomerId, bool)> {
         match self {
             Write::PutKey(k) => Some((k.customer, true)),
-            Write::PutField { customer, .. } => Some((*customer, true)),
+            Write::PutField { customer, .. } | Write::IndexField { customer, .. } => Some((*customer, true)),
             Write::UpdateCustomer { record, .. } => Some((record.id, false)),
             Write::DeleteKey { customer, .. }
             | Write::DeleteField { customer, .. }
@@ -285,7 +321,8 @@ impl Write {
             | Write::InsertCustomer(_)
             | Write::AppendAudit(_)
             | Write::InsertSecret(_)
-            | Write::ReplaceSecret(_) => None,
+            | Write::ReplaceSecret(_)
+            | Write::PutLookup(_) => None,
         }
     }
 }
@@ -313,6 +350,8 @@ pub struct FieldVersion {
     pub version: u64,
     /// When it was last written.
     pub written_at: DateTime<Utc>,
+    /// Its lookup token, if the field is indexed.
+    pub token: Option<LookupToken>,
 }
 
 /// Everything stored about one customer but the envelopes, read in one consistent snapshot
@@ -459,6 +498,33 @@ pub trait Store: Send + Sync + 'static {
         Ok(out)
     }
 
+    /// The customer holding the consent record `consent` (history included), `None` if no
+    /// stored record has this id. The vault uses it only to know whose records to read: it
+    /// then finds the record among that customer's checked records, so a wrong answer can
+    /// make [`Vault::consent_receipt`](crate::Vault::consent_receipt) fail, never issue a
+    /// receipt for a record that was not checked.
+    ///
+    /// The default reads every customer in turn (a linear scan, correct for any store):
+    /// backends that keep consents in an indexed table should answer with one lookup by id,
+    /// and a wrapper around another store should forward it.
+    fn consent_owner(&self, consent: ConsentId) -> Result<Option<CustomerId>, StoreError> {
+        for id in self.customer_ids()? {
+            if let Some(snapshot) = self.customer(id)? {
+                if snapshot.consents.iter().any(|c| c.record.id == consent) {
+                    return Ok(Some(id));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Every lookup definition, any order.
+    fn lookups(&self) -> Result<Vec<StoredLookup>, StoreError>;
+
+    /// The customer whose `field` holds the lookup `token`, if any (an index read: one
+    /// customer at most, by the [`IndexField`](Write::IndexField) rule).
+    fn find_indexed(&self, field: &FieldName, token: &LookupToken) -> Result<Option<CustomerId>, StoreError>;
+
     /// An identity of this store object, the same for every handle to it: the vault uses it
     /// to refuse a second vault without a cache time-to-live on one store in one process
     /// (that vault would not see the first one's changes). The default is the object's
@@ -511,7 +577,70 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     fn audit_changes(&self, after_seq: u64, limit: usize) -> Result<Vec<LatestChange>, StoreError> {
         (**self).audit_changes(after_seq, limit)
     }
+    fn consent_owner(&self, consent: ConsentId) -> Result<Option<CustomerId>, StoreError> {
+        (**self).consent_owner(consent)
+    }
+    fn lookups(&self) -> Result<Vec<StoredLookup>, StoreError> {
+        (**self).lookups()
+    }
+    fn find_indexed(&self, field: &FieldName, token: &LookupToken) -> Result<Option<CustomerId>, StoreError> {
+        (**self).find_indexed(field, token)
+    }
     fn instance_id(&self) -> usize {
         (**self).instance_id()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store that keeps every default method: the in-memory store, seen through the
+    /// required methods only.
+    struct Defaults(MemoryStore);
+
+    impl Store for Defaults {
+        fn apply(&self, batch: &[Write]) -> Result<(), StoreError> {
+            self.0.apply(batch)
+        }
+        fn purposes(&self) -> Result<Vec<PurposeSnapshot>, StoreError> {
+            self.0.purposes()
+        }
+        fn customer(&self, id: CustomerId) -> Result<Option<CustomerSnapshot>, StoreError> {
+            self.0.customer(id)
+        }
+        fn field(&self, customer: CustomerId, field: &FieldName) -> Result<Option<StoredField>, StoreError> {
+            self.0.field(customer, field)
+        }
+        fn fields(&self, customer: CustomerId) -> Result<Vec<StoredField>, StoreError> {
+            self.0.fields(customer)
+        }
+        fn customer_ids(&self) -> Result<Vec<CustomerId>, StoreError> {
+            self.0.customer_ids()
+        }
+        fn audit_head(&self) -> Result<Option<AuditEvent>, StoreError> {
+            self.0.audit_head()
+        }
+        fn audit_range(&self, from_seq: u64, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
+            self.0.audit_range(from_seq, limit)
+        }
+        fn audit_for(&self, customer: CustomerId) -> Result<Vec<AuditEvent>, StoreError> {
+            self.0.audit_for(customer)
+        }
+        fn secret(&self, name: &str) -> Result<Option<VaultSecret>, StoreError> {
+            self.0.secret(name)
+        }
+        fn lookups(&self) -> Result<Vec<StoredLookup>, StoreError> {
+            self.0.lookups()
+        }
+        fn find_indexed(&self, field: &FieldName, token: &LookupToken) -> Result<Option<CustomerId>, StoreError> {
+            self.0.find_indexed(field, token)
+        }
+    }
+
+    #[test]
+    fn the_default_consent_owner_scans_every_customer() {
+        conformance::consent_owner_names_the_customer(&Defaults(MemoryStore::new()));
+        conformance::consent_owner_names_the_customer(&std::sync::Arc::new(Defaults(MemoryStore::new())));
     }
 }

@@ -31,16 +31,17 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{
-    Authenticated, CustomerRecord, CustomerSnapshot, FieldVersion, LatestChange, Objection, PurposeSnapshot, RecordMac,
-    Store, StoreError, StoredField, StoredPurpose, VaultSecret, WrappedKey, Write,
+    Authenticated, CustomerRecord, CustomerSnapshot, FieldVersion, LatestChange, LookupToken, Objection,
+    PurposeSnapshot, RecordMac, Store, StoreError, StoredField, StoredLookup, StoredPurpose, VaultSecret, WrappedKey,
+    Write,
 };
 use crate::audit::{AuditEvent, AuditKind, CHANGE_KINDS_SQL};
 use crate::consent::Consent;
 use crate::error::Error;
-use crate::ids::{CustomerId, FieldName, PurposeId};
+use crate::ids::{ConsentId, CustomerId, FieldName, PurposeId};
 
 /// The newest schema version this release writes and understands.
-pub const POSTGRES_SCHEMA_VERSION: u32 = 4;
+pub const POSTGRES_SCHEMA_VERSION: u32 = 5;
 
 /// How to connect: the schema to work in, the pool size and timeouts.
 ///
@@ -384,10 +385,15 @@ enum Q {
     Secret,
     ConsentCandidates,
     AuditChanges,
+    ConsentOwner,
+    IndexField,
+    PutLookup,
+    Lookups,
+    FindIndexed,
 }
 
 impl Q {
-    const ALL: [Q; 28] = [
+    const ALL: [Q; 33] = [
         Q::LockCustomer,
         Q::InsertCustomer,
         Q::UpdateCustomer,
@@ -416,6 +422,11 @@ impl Q {
         Q::Secret,
         Q::ConsentCandidates,
         Q::AuditChanges,
+        Q::ConsentOwner,
+        Q::IndexField,
+        Q::PutLookup,
+        Q::Lookups,
+        Q::FindIndexed,
     ];
 }
 
@@ -431,7 +442,7 @@ const AUDIT_COLUMNS: &str = "seq, at, kind, customer, purpose, field, detail, ma
 
 /// The forward migrations, in order; `{p}` stands for the table prefix. Version `i + 1` is
 /// `MIGRATIONS[i]`. Never edit a released one: add the next.
-const MIGRATIONS: [&str; 4] = [
+const MIGRATIONS: [&str; 5] = [
     r#"
 CREATE TABLE {p}purposes (
     id          text PRIMARY KEY,
@@ -507,7 +518,19 @@ CREATE INDEX egard_audit_changes_by_customer ON {p}audit (customer, seq)
 CREATE INDEX egard_audit_changes_by_purpose ON {p}audit (purpose, seq)
     WHERE state IS NOT NULL AND customer IS NULL;
 "#,
-    // Version 4: reaching customers. The current (neither withdrawn nor superseded) consent
+    // Version 4: lookups (blind indexes). Each field's lookup token, unique per field name
+    // among live customers (an erasure deletes the row), and the authenticated definitions.
+    r#"
+ALTER TABLE {p}fields ADD COLUMN lookup_token bytea;
+CREATE UNIQUE INDEX egard_fields_by_lookup_token ON {p}fields (field, lookup_token)
+    WHERE lookup_token IS NOT NULL;
+CREATE TABLE {p}lookups (
+    field       text PRIMARY KEY,
+    normalizer  text NOT NULL,
+    mac         bytea NOT NULL
+);
+"#,
+    // Version 5: reaching customers. The current (neither withdrawn nor superseded) consent
     // records by purpose and customer, which propose a purpose's audience; the change events
     // by sequence number, which serve the change feed. The kinds listed are
     // `crate::audit::CHANGE_KINDS_SQL`, which the feed's query repeats for the index to apply.
@@ -601,7 +624,9 @@ impl Sql {
                      ARRAY(SELECT f.version FROM {p}fields f WHERE f.customer = c.id ORDER BY f.field), \
                      ARRAY(SELECT f.written_at FROM {p}fields f WHERE f.customer = c.id ORDER BY f.field), \
                      a.seq, a.at, a.kind, a.customer, a.purpose, a.field, a.detail, a.mac, a.state, \
-                     (SELECT b.mac FROM {p}audit b WHERE b.seq = a.seq - 1), c.key_uses \
+                     (SELECT b.mac FROM {p}audit b WHERE b.seq = a.seq - 1), c.key_uses, \
+                     ARRAY(SELECT COALESCE(f.lookup_token, '') FROM {p}fields f WHERE f.customer = c.id \
+                           ORDER BY f.field) \
                      FROM {p}customers c LEFT JOIN LATERAL (SELECT * FROM {p}audit x \
                      WHERE x.customer = c.id AND x.state IS NOT NULL ORDER BY x.seq DESC LIMIT 1) a ON true \
                      WHERE c.id = $1"
@@ -639,6 +664,19 @@ impl Sql {
                      FROM {p}audit a LEFT JOIN {p}audit p ON p.seq = a.seq - 1 \
                      WHERE a.kind IN {CHANGE_KINDS_SQL} AND a.seq > $1 ORDER BY a.seq LIMIT $2"
                 ),
+                // `consents.id` is the primary key: one index lookup.
+                Q::ConsentOwner => format!("SELECT customer FROM {p}consents WHERE id = $1"),
+                Q::IndexField => {
+                    format!("UPDATE {p}fields SET lookup_token = $3 WHERE customer = $1 AND field = $2")
+                }
+                Q::PutLookup => format!(
+                    "INSERT INTO {p}lookups (field, normalizer, mac) VALUES ($1, $2, $3) \
+                     ON CONFLICT (field) DO UPDATE SET normalizer = EXCLUDED.normalizer, mac = EXCLUDED.mac"
+                ),
+                Q::Lookups => format!("SELECT field, normalizer, mac FROM {p}lookups ORDER BY field"),
+                Q::FindIndexed => {
+                    format!("SELECT customer FROM {p}fields WHERE field = $1 AND lookup_token = $2")
+                }
             })
             .collect();
         Sql { texts, prefix }
@@ -910,18 +948,25 @@ fn decode_snapshot(id: CustomerId, row: &Row) -> Result<CustomerSnapshot, StoreE
     let names: Vec<String> = get(row, 12, W)?;
     let field_versions: Vec<i64> = get(row, 13, W)?;
     let written: Vec<DateTime<Utc>> = get(row, 14, W)?;
-    if names.len() != field_versions.len() || names.len() != written.len() {
+    // An empty token stands for none (arrays of bytea cannot hold NULL through the client).
+    let tokens: Vec<Vec<u8>> = get(row, 26, W)?;
+    if names.len() != field_versions.len() || names.len() != written.len() || names.len() != tokens.len() {
         return Err(corrupt(W));
     }
     let fields = names
         .into_iter()
         .zip(field_versions)
         .zip(written)
-        .map(|((name, version), written_at)| {
+        .zip(tokens)
+        .map(|(((name, version), written_at), token)| {
             Ok(FieldVersion {
                 field: FieldName::new(&name).map_err(|_| corrupt("field"))?,
                 version: rev_of(version, "field")?,
                 written_at,
+                token: match token.as_slice() {
+                    [] => None,
+                    t => Some(LookupToken::try_from(t).map_err(|_| corrupt("lookup token"))?),
+                },
             })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
@@ -1189,6 +1234,20 @@ fn run_batch(client: &mut Client, stmts: &[Statement], batch: &[Write]) -> Resul
             Write::ReplaceSecret(v) => {
                 tx.execute(st(Q::ReplaceSecret)?, &[&v.name, &v.wrapped]).map_err(ctx)?;
             }
+            Write::IndexField { customer, field, token } => {
+                let token: Option<&[u8]> = token.as_ref().map(|t| t.as_slice());
+                tx.execute(st(Q::IndexField)?, &[customer.as_uuid(), &field.as_str(), &token])
+                    .map_err(|e| match e.code() {
+                        // The one unique constraint this update can break: the lookup token's.
+                        Some(state) if *state == SqlState::UNIQUE_VIOLATION => StoreError::Duplicate,
+                        _ => ctx(e),
+                    })?;
+            }
+            Write::PutLookup(l) => {
+                let mac: &[u8] = &l.mac;
+                tx.execute(st(Q::PutLookup)?, &[&l.field.as_str(), &l.normalizer, &mac])
+                    .map_err(ctx)?;
+            }
         }
     }
     // Dropping the transaction on any early return above rolls it back.
@@ -1312,6 +1371,35 @@ impl Store for PostgresStore {
         rows.iter()
             .map(|row| decode_latest(row, 0)?.ok_or_else(|| corrupt("audit event")))
             .collect()
+    }
+
+    fn consent_owner(&self, consent: ConsentId) -> Result<Option<CustomerId>, StoreError> {
+        let rows = self.query("read consent owner", Q::ConsentOwner, &[consent.as_uuid()])?;
+        rows.first()
+            .map(|row| customer_id(get(row, 0, "consent owner")?, "consent owner"))
+            .transpose()
+    }
+
+    fn lookups(&self) -> Result<Vec<StoredLookup>, StoreError> {
+        let rows = self.query("read lookups", Q::Lookups, &[])?;
+        rows.iter()
+            .map(|row| {
+                let field: String = get(row, 0, "lookup")?;
+                Ok(StoredLookup {
+                    field: FieldName::new(&field).map_err(|_| corrupt("lookup"))?,
+                    normalizer: get(row, 1, "lookup")?,
+                    mac: mac_of(get(row, 2, "lookup")?, "lookup")?,
+                })
+            })
+            .collect()
+    }
+
+    fn find_indexed(&self, field: &FieldName, token: &LookupToken) -> Result<Option<CustomerId>, StoreError> {
+        let token: &[u8] = token;
+        let rows = self.query("find indexed", Q::FindIndexed, &[&field.as_str(), &token])?;
+        rows.first()
+            .map(|row| customer_id(get(row, 0, "customer id")?, "customer id"))
+            .transpose()
     }
 
     fn secret(&self, name: &str) -> Result<Option<VaultSecret>, StoreError> {

@@ -13,8 +13,9 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavio
 use uuid::Uuid;
 
 use super::{
-    Authenticated, CustomerRecord, CustomerSnapshot, FieldVersion, LatestChange, Objection, PurposeSnapshot, RecordMac,
-    Store, StoreError, StoredField, StoredPurpose, VaultSecret, WrappedKey, Write,
+    Authenticated, CustomerRecord, CustomerSnapshot, FieldVersion, LatestChange, LookupToken, Objection,
+    PurposeSnapshot, RecordMac, Store, StoreError, StoredField, StoredLookup, StoredPurpose, VaultSecret, WrappedKey,
+    Write,
 };
 use crate::audit::{AuditEvent, AuditKind, CHANGE_KINDS_SQL};
 use crate::consent::{Consent, Evidence};
@@ -101,7 +102,17 @@ const MIGRATIONS: &[&str] = &[
         WHERE state IS NOT NULL AND customer IS NOT NULL;
     CREATE INDEX audit_changes_by_purpose ON audit (purpose, seq)
         WHERE state IS NOT NULL AND customer IS NULL;",
-    // Version 4: reaching customers. The current (neither withdrawn nor superseded) consent
+    // Version 4: lookups (blind indexes). Each field's lookup token, unique per field name
+    // among live customers (an erasure deletes the row), and the authenticated definitions.
+    "ALTER TABLE fields ADD COLUMN lookup_token BLOB;
+    CREATE UNIQUE INDEX fields_by_lookup_token ON fields (field, lookup_token)
+        WHERE lookup_token IS NOT NULL;
+    CREATE TABLE lookups (
+        field TEXT PRIMARY KEY NOT NULL,
+        normalizer TEXT NOT NULL,
+        mac BLOB NOT NULL
+    ) WITHOUT ROWID;",
+    // Version 5: reaching customers. The current (neither withdrawn nor superseded) consent
     // records by purpose and customer, which propose a purpose's audience; the change events
     // by sequence number, which serve the change feed. The kinds listed are
     // `crate::audit::CHANGE_KINDS_SQL`, which the feed's query repeats for the index to apply.
@@ -1003,6 +1014,29 @@ fn apply_one(tx: &Connection, w: &Write) -> Result<bool, StoreError> {
                 return Err(StoreError::Conflict);
             }
         }
+        Write::IndexField { customer, field, token } => {
+            require(tx, *customer, true)?;
+            tx.prepare_cached("UPDATE fields SET lookup_token = ?3 WHERE customer = ?1 AND field = ?2")
+                .map_err(map_err)?
+                .execute(params![
+                    customer.as_bytes().as_slice(),
+                    field.as_str(),
+                    token.as_ref().map(|t| t.as_slice())
+                ])
+                .map_err(|e| match e.sqlite_error_code() {
+                    // The one unique constraint this update can break: the lookup token's.
+                    Some(ErrorCode::ConstraintViolation) => StoreError::Duplicate,
+                    _ => map_err(e),
+                })?;
+        }
+        Write::PutLookup(l) => {
+            exec(
+                tx,
+                "INSERT INTO lookups (field, normalizer, mac) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (field) DO UPDATE SET normalizer = excluded.normalizer, mac = excluded.mac",
+                params![l.field.as_str(), l.normalizer, l.mac.as_slice()],
+            )?;
+        }
         Write::ReplaceSecret(v) => {
             shreds = true;
             exec(
@@ -1156,13 +1190,14 @@ impl Store for SqliteStore {
             )?;
             let fields = query_all(
                 conn,
-                "SELECT field, version, written_at FROM fields WHERE customer = ?1",
+                "SELECT field, version, written_at, lookup_token FROM fields WHERE customer = ?1",
                 [key],
                 |c| {
                     Ok(FieldVersion {
                         field: c.field(0, "fields.field")?,
                         version: c.u64(1, "fields.version")?,
                         written_at: c.time(2, "fields.written_at")?,
+                        token: c.opt_mac(3, "fields.lookup_token")?,
                     })
                 },
             )?;
@@ -1278,6 +1313,43 @@ impl Store for SqliteStore {
                     prev_mac: c.opt_mac(9, "audit.mac")?,
                 })
             })
+        })
+    }
+
+    fn consent_owner(&self, consent: ConsentId) -> Result<Option<CustomerId>, StoreError> {
+        // `consents.id` is the primary key: one index lookup.
+        self.read(false, |conn| {
+            let mut found = query_all(
+                conn,
+                "SELECT customer FROM consents WHERE id = ?1",
+                [consent.as_uuid().as_bytes().as_slice()],
+                |c| c.customer(0, "consents.customer"),
+            )?;
+            Ok(found.pop())
+        })
+    }
+
+    fn lookups(&self) -> Result<Vec<StoredLookup>, StoreError> {
+        self.read(false, |conn| {
+            query_all(conn, "SELECT field, normalizer, mac FROM lookups", [], |c| {
+                Ok(StoredLookup {
+                    field: c.field(0, "lookups.field")?,
+                    normalizer: c.text(1, "lookups.normalizer")?,
+                    mac: c.mac(2, "lookups.mac")?,
+                })
+            })
+        })
+    }
+
+    fn find_indexed(&self, field: &FieldName, token: &LookupToken) -> Result<Option<CustomerId>, StoreError> {
+        self.read(false, |conn| {
+            let mut found = query_all(
+                conn,
+                "SELECT customer FROM fields WHERE field = ?1 AND lookup_token = ?2",
+                params![field.as_str(), token.as_slice()],
+                |c| c.customer(0, "fields.customer"),
+            )?;
+            Ok(found.pop())
         })
     }
 
@@ -1424,8 +1496,8 @@ mod tests {
         let v: i64 = raw
             .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(v, 4);
-        assert_eq!(SQLITE_SCHEMA_VERSION, 4);
+        assert_eq!(v, 5);
+        assert_eq!(SQLITE_SCHEMA_VERSION, 5);
     }
 
     #[test]
@@ -1578,6 +1650,7 @@ mod tests {
             "consents",
             "objections",
             "audit",
+            "lookups",
         ] {
             let mut stmt = conn.prepare(&format!("PRAGMA table_info({table})")).unwrap();
             let names = stmt.query_map([], |r| r.get::<_, String>(1)).unwrap();
@@ -1605,6 +1678,7 @@ mod tests {
             "fields.envelope",
             "fields.written_at",
             "fields.version",
+            "fields.lookup_token", // an HMAC of a normalised value, never the value
             "consents.id",
             "consents.customer",
             "consents.purpose",
@@ -1629,6 +1703,9 @@ mod tests {
             "audit.detail",
             "audit.mac",
             "audit.state",
+            "lookups.field",
+            "lookups.normalizer",
+            "lookups.mac",
         ];
         assert_eq!(columns, expected);
     }

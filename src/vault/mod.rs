@@ -6,7 +6,9 @@ mod claims;
 mod exported;
 mod journal;
 mod keys;
+mod lookups;
 mod reach;
+mod receipts;
 pub(crate) mod records;
 mod rights;
 mod secrets;
@@ -34,6 +36,7 @@ use crate::gate::{AccessPass, Revealed, Sealed, decode, encode};
 use crate::ids::{ConsentId, CustomerId, FieldName, PurposeId};
 use crate::integrity::{self, RecordKey};
 use crate::purpose::{MAX_PERIOD, Purpose, PurposeDef};
+use crate::receipt::Controller;
 use crate::store::{CustomerRecord, PurposeSnapshot, Store, StoreError, StoredPurpose, WrappedKey, Write};
 use cache::{Cache, CustomerEntry, CustomerState, KeyRef};
 use claims::Claim;
@@ -81,6 +84,7 @@ pub struct VaultBuilder {
     audit_batching: Option<AuditBatching>,
     audit_anchor: Option<AuditAnchor>,
     encryption_budget: u64,
+    controller: Option<Controller>,
 }
 
 impl std::fmt::Debug for VaultBuilder {
@@ -207,6 +211,29 @@ impl VaultBuilder {
         self
     }
 
+    /// The controller's details, as [`consent receipts`](Vault::consent_receipt) name them
+    /// (the business's, never a customer's). Required for receipts only.
+    ///
+    /// ```
+    /// use egard::{Controller, MasterKey, MemoryStore, Vault};
+    ///
+    /// let vault = Vault::builder()
+    ///     .master_key(MasterKey::from_bytes([7u8; 32]))
+    ///     .store(MemoryStore::new())
+    ///     .controller(
+    ///         Controller::new("Acme Books SAS")
+    ///             .jurisdiction("EU")
+    ///             .policy_url("https://books.example/privacy")
+    ///             .withdrawal_method("https://books.example/account/consents"),
+    ///     )
+    ///     .build()?;
+    /// # Ok::<(), egard::Error>(())
+    /// ```
+    pub fn controller(mut self, controller: Controller) -> Self {
+        self.controller = Some(controller);
+        self
+    }
+
     /// Checks the configuration; reads the audit head, the vault secrets (on a store without
     /// an audit log, the audit key and the record key are made now, wrapped under the current
     /// master key and stored) and the purposes, each checked against its MAC and the log;
@@ -249,6 +276,9 @@ impl VaultBuilder {
         if self.cache_ttl.is_some_and(|ttl| ttl > MAX_PERIOD) {
             return Err(Error::Config("the cache time-to-live must be at most 1,000 years"));
         }
+        if let Some(controller) = &self.controller {
+            controller.validate()?;
+        }
         if self.encryption_budget == 0 || self.encryption_budget > ENCRYPTION_BUDGET {
             return Err(Error::Config(
                 "the encryption budget must be at least 1 and at most 2^32",
@@ -278,6 +308,8 @@ impl VaultBuilder {
             clock,
             purposes: RwLock::new(Purposes::default()),
             purposes_loaded_at: Mutex::new(loaded_at),
+            lookups: RwLock::new(lookups::Lookups::default()),
+            lookups_loaded_at: Mutex::new(loaded_at),
             cache: Cache::new(self.cache_capacity),
             journal: Journal::new(audit_key, head, self.audit_batching),
             record_key,
@@ -285,12 +317,16 @@ impl VaultBuilder {
             cache_ttl: self.cache_ttl,
             max_value_len: self.max_value_len,
             encryption_budget: self.encryption_budget,
+            controller: self.controller,
             _claim: claim,
         };
         if let Some(anchor) = &self.audit_anchor {
             vault.check_anchor(anchor)?;
         }
         vault.load_purposes()?;
+        if vault.record_key.is_some() {
+            vault.load_lookups()?;
+        }
         Ok(vault)
     }
 }
@@ -318,6 +354,9 @@ pub struct Vault {
     purposes: RwLock<Purposes>,
     /// When the purposes were last read from the store (for the multi-process time-to-live).
     purposes_loaded_at: Mutex<DateTime<Utc>>,
+    lookups: RwLock<lookups::Lookups>,
+    /// When the lookups were last read from the store.
+    lookups_loaded_at: Mutex<DateTime<Utc>>,
     cache: Cache,
     journal: Journal,
     /// `None` when the master keys cannot open the stored record key: nothing is trusted then.
@@ -327,6 +366,8 @@ pub struct Vault {
     max_value_len: usize,
     /// Encryptions per data key at most.
     encryption_budget: u64,
+    /// The controller's details, for consent receipts.
+    controller: Option<Controller>,
     /// This vault's use of its store object, released on drop.
     _claim: Claim,
 }
@@ -356,6 +397,7 @@ impl Vault {
             encryption_budget: ENCRYPTION_BUDGET,
             audit_batching: None,
             audit_anchor: None,
+            controller: None,
         }
     }
 
@@ -616,9 +658,14 @@ impl Vault {
     ///
     /// A field that no defined purpose covers is refused with [`Error::UnknownField`]:
     /// collect only what a purpose needs.
+    ///
+    /// A field with a lookup ([`Vault::define_lookup`]) takes text, and is indexed in the same
+    /// atomic change; a value another live customer holds is refused with
+    /// [`Error::Duplicate`] and nothing is written.
     pub fn set_field<T: Serialize + ?Sized>(&self, customer: CustomerId, field: &str, value: &T) -> Result<(), Error> {
         let name = self.collectable_field(field)?;
         let plaintext = encode(&name, value, self.max_value_len)?;
+        let token = self.token_for_write(&name, &plaintext)?;
         self.with_customer(customer, |entry, state, mut draft| {
             live_key(entry, state)?;
             let kind = if draft.current().fields.contains_key(&name) {
@@ -647,8 +694,12 @@ impl Vault {
             };
             draft.use_key(1)?;
             draft.put_field(name.clone(), envelope.clone(), self.now());
+            if token.is_some() {
+                draft.index_field(name.clone(), token);
+            }
             entries.push(Entry::new(kind, Some(customer)).field(&name));
-            self.commit_customer(state, draft, entries)?;
+            self.commit_customer(state, draft, entries)
+                .map_err(|e| lookups::duplicate_as(e, &name))?;
             if let Some(key) = rotated {
                 self.install_key(entry, state, key);
             }

@@ -18,7 +18,8 @@ use crate::error::Error;
 use crate::ids::{ConsentId, CustomerId, FieldName};
 use crate::integrity::{self, RecordKey};
 use crate::store::{
-    Authenticated, CustomerRecord, CustomerSnapshot, LatestChange, Objection, RecordMac, StoreError, WrappedKey, Write,
+    Authenticated, CustomerRecord, CustomerSnapshot, LatestChange, LookupToken, Objection, RecordMac, StoreError,
+    WrappedKey, Write,
 };
 
 /// A customer's stored state, checked against its MACs (and, unless it is the state the vault
@@ -34,6 +35,8 @@ pub(crate) struct Verified {
     pub(crate) objections: Vec<(Objection, RecordMac)>,
     /// Every stored field: write version and time, by name.
     pub(crate) fields: BTreeMap<FieldName, (u64, DateTime<Utc>)>,
+    /// The lookup token of every indexed field, by name.
+    pub(crate) tokens: BTreeMap<FieldName, LookupToken>,
 }
 
 impl Verified {
@@ -49,6 +52,7 @@ impl Verified {
             consents: &consents,
             objections: &objections,
             fields: &self.fields,
+            tokens: &self.tokens,
         })
     }
 
@@ -107,6 +111,7 @@ impl Vault {
             consents: BTreeMap::new(),
             objections: Vec::with_capacity(objections.len()),
             fields: BTreeMap::new(),
+            tokens: BTreeMap::new(),
         };
         for k in keys {
             if k.customer != id || verified.keys.insert(k.version, k).is_some() {
@@ -128,6 +133,9 @@ impl Vault {
             verified.objections.push((o, mac));
         }
         for f in fields {
+            if let Some(token) = f.token {
+                verified.tokens.insert(f.field.clone(), token);
+            }
             if verified.fields.insert(f.field, (f.version, f.written_at)).is_some() {
                 return Err(Error::Crypto);
             }
@@ -282,8 +290,22 @@ impl<'k> Draft<'k> {
         }
     }
 
+    /// Sets (or with `None` clears) the lookup token of a stored field.
+    pub(crate) fn index_field(&mut self, field: FieldName, token: Option<LookupToken>) {
+        match token {
+            Some(token) => self.state.tokens.insert(field.clone(), token),
+            None => self.state.tokens.remove(&field),
+        };
+        self.writes.push(Write::IndexField {
+            customer: self.state.record.id,
+            field,
+            token,
+        });
+    }
+
     /// Deletes a stored field.
     pub(crate) fn delete_field(&mut self, field: FieldName) {
+        self.state.tokens.remove(&field);
         self.state.fields.remove(&field);
         self.writes.push(Write::DeleteField {
             customer: self.state.record.id,
@@ -300,6 +322,7 @@ impl<'k> Draft<'k> {
     pub(crate) fn erase(&mut self, at: DateTime<Utc>) {
         self.state.keys.clear();
         self.state.fields.clear();
+        self.state.tokens.clear();
         self.state.record.erased_at.get_or_insert(at);
         self.writes.push(Write::EraseCustomer {
             customer: self.state.record.id,
@@ -331,6 +354,7 @@ pub(crate) fn new_customer(key: &RecordKey, record: CustomerRecord, wrapped: Wra
         consents: BTreeMap::new(),
         objections: Vec::new(),
         fields: BTreeMap::new(),
+        tokens: BTreeMap::new(),
     };
     state.record.mac = state.state_mac(key);
     state

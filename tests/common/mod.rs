@@ -184,6 +184,7 @@ pub struct TamperStore {
     inner: Arc<dyn Store>,
     forged_log: Mutex<Option<Vec<AuditEvent>>>,
     fail_audit: AtomicBool,
+    forged_index: Mutex<Option<CustomerId>>,
 }
 
 impl TamperStore {
@@ -193,7 +194,14 @@ impl TamperStore {
             inner,
             forged_log: Mutex::new(None),
             fail_audit: AtomicBool::new(false),
+            forged_index: Mutex::new(None),
         })
+    }
+
+    /// Makes every index lookup answer `customer` (as a corrupted index would), whatever
+    /// the stored rows say.
+    pub fn forge_index(&self, customer: CustomerId) {
+        *self.forged_index.lock().unwrap() = Some(customer);
     }
 
     /// The audit log as stored underneath.
@@ -255,6 +263,22 @@ impl Store for TamperStore {
     }
     fn secret(&self, name: &str) -> Result<Option<VaultSecret>, StoreError> {
         self.inner.secret(name)
+    }
+    fn consent_owner(&self, consent: egard::ConsentId) -> Result<Option<CustomerId>, StoreError> {
+        self.inner.consent_owner(consent)
+    }
+    fn lookups(&self) -> Result<Vec<egard::store::StoredLookup>, StoreError> {
+        self.inner.lookups()
+    }
+    fn find_indexed(
+        &self,
+        field: &egard::FieldName,
+        token: &egard::store::LookupToken,
+    ) -> Result<Option<egard::CustomerId>, StoreError> {
+        if let Some(forged) = *self.forged_index.lock().unwrap() {
+            return Ok(Some(forged));
+        }
+        self.inner.find_indexed(field, token)
     }
     fn instance_id(&self) -> usize {
         self.inner.instance_id()
