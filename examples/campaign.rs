@@ -12,8 +12,8 @@ use std::time::Instant;
 
 use chrono::Duration;
 use egard::{
-    AccessDenied, AuditEvent, AuditKind, CustomerId, Error, Evidence, LawfulBasis, Lookup, MasterKey, Normalizer,
-    Purpose, SqliteStore, Vault,
+    AccessDenied, AuditEvent, AuditKind, CustomerId, Durability, Error, Evidence, LawfulBasis, Lookup, MasterKey,
+    Normalizer, Purpose, SqliteOptions, SqliteStore, Vault,
 };
 
 const CUSTOMERS: usize = 10_000;
@@ -22,9 +22,17 @@ fn main() -> Result<(), Error> {
     let dir = tempfile_dir();
     let db = dir.join("campaign.db");
     let cursor_file = dir.join("email-provider.cursor");
+    // A demo key; in production, `MasterKey::from_env` or a key provider.
+    let key_bytes = [42u8; 32];
+    // The import runs on a vault of its own that does not fsync every customer (a power cut
+    // would lose the end of the import, which is then run again); the campaign runs on the
+    // default, where every change is fsynced.
     let vault = Vault::builder()
-        .master_key(MasterKey::generate()?)
-        .store(SqliteStore::open(&db)?)
+        .master_key(MasterKey::from_bytes(key_bytes))
+        .store(SqliteStore::open_with(
+            &db,
+            SqliteOptions::new().durability(Durability::ProcessCrash),
+        )?)
         .build()?;
 
     step("The business: an account (contract) and a newsletter (consent, notice v1)");
@@ -50,9 +58,13 @@ fn main() -> Result<(), Error> {
         let c = vault.create_customer()?;
         vault.set_field(c, "email", &format!("Customer.{i:05}@Example.org"))?;
         vault.set_field(c, "first_name", &format!("Customer {i}"))?;
-        vault.give_consent(c, "account", Evidence::new("signup").source("web"))?;
         customers.push(c);
     }
+    vault.give_consents(
+        customers
+            .iter()
+            .map(|&c| (c, "account", Evidence::new("signup").source("web"))),
+    )?;
     // Two customers in three subscribed to the newsletter.
     let subscribed: Vec<CustomerId> = customers
         .iter()
@@ -74,6 +86,11 @@ fn main() -> Result<(), Error> {
         db.display(),
         started.elapsed().as_secs_f64()
     ));
+    drop(vault);
+    let vault = Vault::builder()
+        .master_key(MasterKey::from_bytes(key_bytes))
+        .store(SqliteStore::open(&db)?)
+        .build()?;
 
     step("1. Sign-in: the customer types her email, any way she likes");
     let typed = "  customer.04242@EXAMPLE.ORG ";
@@ -124,12 +141,12 @@ fn main() -> Result<(), Error> {
             Err(e) => return Err(e),
         }
     }
-    say(&format!(
-        "sent {sent} newsletters, revealing one email each; {stopped} recipient stopped by the withdrawal"
-    ));
-    assert_eq!(sent, subscribed.len() - 1);
-    assert_eq!(stopped, 1);
     let withdrawer = withdrawer.ok_or(Error::Invalid("the campaign had fewer than 50 recipients"))?;
+    say(&format!(
+        "sent {sent} newsletters, revealing one email each; the one who withdrew was not sent one \
+         (the audience checks each customer when it reaches them; {stopped} refused at authorize)"
+    ));
+    assert_eq!(sent + stopped, subscribed.len() - 1);
 
     step("3. The email provider follows the change feed from its persisted cursor");
     provider.sync(&vault, &cursor_file)?;
@@ -183,7 +200,12 @@ fn main() -> Result<(), Error> {
     say("expiries are not events: the provider re-reads the audience before each send, or uses each consent's expiry");
 
     vault.verify_audit()?;
-    step("The audit log verifies; no email appears in any audit event.");
+    for c in [customers[4242], withdrawer] {
+        for event in vault.audit_events(c)? {
+            assert!(!format!("{event:?}").to_lowercase().contains("example.org"));
+        }
+    }
+    step("The audit log verifies; the customers' audit events name ids, purposes and fields, never an email.");
     drop(vault);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
