@@ -1443,7 +1443,7 @@ mod tests {
 
     #[test]
     fn the_change_feed_index_lists_the_change_kinds() {
-        let migration = Sql::new(None).migration(3).unwrap();
+        let migration = Sql::new(None).migration(4).unwrap();
         assert!(migration.contains(&format!("WHERE kind IN {CHANGE_KINDS_SQL}")));
     }
 

@@ -1433,7 +1433,7 @@ mod tests {
 
     #[test]
     fn the_change_feed_index_lists_the_change_kinds() {
-        assert!(MIGRATIONS[3].contains(&format!("WHERE kind IN {CHANGE_KINDS_SQL}")));
+        assert!(MIGRATIONS[4].contains(&format!("WHERE kind IN {CHANGE_KINDS_SQL}")));
     }
 
     #[test]
