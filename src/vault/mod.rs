@@ -694,7 +694,20 @@ impl Vault {
             };
             draft.use_key(1)?;
             draft.put_field(name.clone(), envelope.clone(), self.now());
-            if token.is_some() {
+            let indexed = draft.current().tokens.contains_key(&name);
+            let token = match token {
+                // The customer's state says the field is indexed but this vault knows no
+                // lookup on it (another vault defined it since, or the store hides the
+                // definition): the definitions are read again; if there is still none, the
+                // old value's entry goes with it rather than naming the customer for a value
+                // they no longer hold.
+                None if indexed => {
+                    self.load_lookups()?;
+                    self.token_for_write(&name, &plaintext)?
+                }
+                other => other,
+            };
+            if token.is_some() || indexed {
                 draft.index_field(name.clone(), token);
             }
             entries.push(Entry::new(kind, Some(customer)).field(&name));
