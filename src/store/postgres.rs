@@ -1397,6 +1397,10 @@ impl Store for PostgresStore {
     fn find_indexed(&self, field: &FieldName, token: &LookupToken) -> Result<Option<CustomerId>, StoreError> {
         let token: &[u8] = token;
         let rows = self.query("find indexed", Q::FindIndexed, &[&field.as_str(), &token])?;
+        // The unique index allows one row; two mean it was dropped: never pick one.
+        if rows.len() > 1 {
+            return Err(StoreError::Corrupt("a lookup token held by several customers".into()));
+        }
         rows.first()
             .map(|row| customer_id(get(row, 0, "customer id")?, "customer id"))
             .transpose()

@@ -1349,6 +1349,10 @@ impl Store for SqliteStore {
                 params![field.as_str(), token.as_slice()],
                 |c| c.customer(0, "fields.customer"),
             )?;
+            // The unique index allows one row; two mean it was dropped: never pick one.
+            if found.len() > 1 {
+                return Err(StoreError::Corrupt("a lookup token held by several customers".into()));
+            }
             Ok(found.pop())
         })
     }

@@ -195,6 +195,32 @@ impl Vault {
         Err(Error::Crypto)
     }
 
+    /// Whether a live customer other than `customer` holds `token` for `field`, by the store's
+    /// index confirmed against that customer's checked state (so that the one-value rule
+    /// does not rest on the store's unique index alone).
+    pub(crate) fn held_by_another(
+        &self,
+        field: &FieldName,
+        token: &LookupToken,
+        customer: CustomerId,
+    ) -> Result<bool, Error> {
+        let Some(other) = self.store.find_indexed(field, token)? else {
+            return Ok(false);
+        };
+        if other == customer {
+            return Ok(false);
+        }
+        let verified = match self.verified_customer(other) {
+            Err(Error::UnknownCustomer(_)) => return Ok(false),
+            other => other?,
+        };
+        Ok(verified.record.erased_at.is_none()
+            && verified
+                .tokens
+                .get(field)
+                .is_some_and(|t| integrity::macs_equal(t, token)))
+    }
+
     /// The lookup on `field`, if one is defined: the stored definitions are read again when
     /// this vault does not know it (another vault may have defined it) or, with a cache
     /// time-to-live, once that has passed.
@@ -313,6 +339,9 @@ impl Vault {
                 .is_some_and(|t| integrity::macs_equal(t, &token))
             {
                 return Ok(());
+            }
+            if self.held_by_another(field, &token, id)? {
+                return Err(Error::Duplicate { field: field.clone() });
             }
             draft.index_field(field.clone(), Some(token));
             self.commit_customer(

@@ -707,6 +707,13 @@ impl Vault {
                 }
                 other => other,
             };
+            if let Some(token) = &token {
+                // The store's unique index is not trusted with the rule: a value another
+                // live customer holds (by their checked state) is refused here too.
+                if self.held_by_another(&name, token, customer)? {
+                    return Err(Error::Duplicate { field: name.clone() });
+                }
+            }
             if token.is_some() || indexed {
                 draft.index_field(name.clone(), token);
             }
