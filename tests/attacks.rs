@@ -800,3 +800,77 @@ fn a_receipt_holds_no_personal_data() {
     ));
     let _ = AuditKind::ReceiptIssued;
 }
+
+// ---------------------------------------------------------------------------------------------
+// PostgreSQL (with EGARD_POSTGRES_URL)
+// ---------------------------------------------------------------------------------------------
+
+/// On PostgreSQL: a dropped unique index, two index rows for one value, cursors past `i64`,
+/// and two servers racing for one address.
+#[cfg(feature = "postgres")]
+#[test]
+fn postgres_attacks() {
+    let Some(db) = common::pg::TestDb::new() else { return };
+    let clock = ManualClock::new(t0());
+    let v = email_vault(Arc::new(db.store()), &clock);
+    let alice = v.create_customer().unwrap();
+    let mallory = v.create_customer().unwrap();
+    v.set_field(alice, "email", "alice@example.org").unwrap();
+    v.set_field(mallory, "email", "mallory@example.org").unwrap();
+    for seq in [u64::MAX, i64::MAX as u64, i64::MAX as u64 + 1] {
+        assert!(v.changes_since(seq, usize::MAX).unwrap().is_empty());
+    }
+    assert!(v.changes_since(0, 0).unwrap().is_empty());
+
+    // Two servers race for one address, unique index in place.
+    let other = Arc::new(
+        Vault::builder()
+            .master_key(MasterKey::from_bytes(KEY))
+            .store(Arc::new(db.store()) as Arc<dyn Store>)
+            .clock(clock.clone())
+            .cache_ttl(Duration::seconds(1))
+            .build()
+            .unwrap(),
+    );
+    let v = Arc::new(v);
+    for i in 0..20 {
+        let (ca, cb) = (v.create_customer().unwrap(), other.create_customer().unwrap());
+        let value = format!("race-{i}@example.org");
+        let barrier = Arc::new(std::sync::Barrier::new(2));
+        let spawn = |vault: Arc<Vault>, c: CustomerId| {
+            let (b, x) = (barrier.clone(), value.clone());
+            std::thread::spawn(move || {
+                b.wait();
+                vault.set_field(c, "email", &x)
+            })
+        };
+        let (ta, tb) = (spawn(v.clone(), ca), spawn(other.clone(), cb));
+        let (ra, rb) = (ta.join().unwrap(), tb.join().unwrap());
+        assert!(!(ra.is_ok() && rb.is_ok()), "both customers got {value}");
+    }
+
+    let mut admin = db.admin();
+    admin
+        .batch_execute(&format!("DROP INDEX \"{}\".egard_fields_by_lookup_token", db.schema))
+        .unwrap();
+    let eve = v.create_customer().unwrap();
+    assert!(matches!(
+        v.set_field(eve, "email", "ALICE@example.org"),
+        Err(Error::Duplicate { .. })
+    ));
+    admin
+        .execute(
+            &format!(
+                "UPDATE \"{s}\".egard_fields SET lookup_token = (SELECT lookup_token FROM \"{s}\".egard_fields WHERE customer = $1 AND field = 'email')
+                 WHERE customer = $2 AND field = 'email'",
+                s = db.schema
+            ),
+            &[alice.as_uuid(), mallory.as_uuid()],
+        )
+        .unwrap();
+    let found = v.find_customer("email", "alice@example.org");
+    assert!(
+        matches!(found, Err(Error::Storage(egard::StoreError::Corrupt(_)))),
+        "{found:?}"
+    );
+}
