@@ -874,3 +874,59 @@ fn postgres_attacks() {
         "{found:?}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Fail closed, and what receipts say
+// ---------------------------------------------------------------------------------------------
+
+/// When the audit log cannot be written, nothing is found, listed or receipted.
+#[test]
+fn no_lookup_listing_or_receipt_without_its_audit_event() {
+    let clock = ManualClock::new(t0());
+    let store = common::TamperStore::new(Arc::new(MemoryStore::new()));
+    let v = email_vault(store.clone(), &clock);
+    let alice = v.create_customer().unwrap();
+    v.set_field(alice, "email", "alice@example.org").unwrap();
+    let consent = v.give_consent(alice, "newsletter", Evidence::new("web")).unwrap();
+    let signer = ReceiptSigner::generate().unwrap();
+    store.fail_audit_appends(true);
+    assert!(v.find_customer("email", "alice@example.org").is_err());
+    assert!(v.find_customer("email", "nobody@example.org").is_err());
+    assert!(v.audience("newsletter").is_err());
+    assert!(v.needs_reconsent("newsletter").is_err());
+    assert!(v.consent_receipt(consent, &signer).is_err());
+    store.fail_audit_appends(false);
+    assert_eq!(v.find_customer("email", "alice@example.org").unwrap(), Some(alice));
+}
+
+/// A legitimate-interests record the customer objected to: the gate refuses it, the
+/// audience leaves the customer out. What does the receipt say?
+#[test]
+fn a_receipt_after_an_objection() {
+    let clock = ManualClock::new(t0());
+    let v = build(Arc::new(MemoryStore::new()), &clock);
+    v.define_purpose(Purpose::new("offers", LawfulBasis::LegitimateInterests).fields(["email"]))
+        .unwrap();
+    let alice = v.create_customer().unwrap();
+    let record = v.give_consent(alice, "offers", Evidence::new("assessment")).unwrap();
+    v.object(alice, "offers").unwrap();
+    assert!(v.authorize(alice, "offers").is_err());
+    assert!(audience(&v, "offers").is_empty());
+    let signer = ReceiptSigner::generate().unwrap();
+    let receipt = v.consent_receipt(record, &signer).unwrap();
+    assert_ne!(
+        receipt.consent_state(),
+        Some("given"),
+        "a receipt must not say 'given' for a record the customer's objection ended"
+    );
+    assert_eq!(receipt.consent_state(), Some("withdrawn"));
+    assert!(receipt.withdrawn_at().is_some(), "withdrawnAt: when it was objected to");
+    receipt.verify(signer.public_key()).unwrap();
+    // An objection made before a later record does not end it (as the gate decides).
+    clock.advance(Duration::days(1));
+    let later = v.give_consent(alice, "offers", Evidence::new("assessment")).unwrap();
+    assert!(v.authorize(alice, "offers").is_ok());
+    let receipt = v.consent_receipt(later, &signer).unwrap();
+    assert_eq!(receipt.consent_state(), Some("given"));
+    assert_eq!(receipt.withdrawn_at(), None);
+}

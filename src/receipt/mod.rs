@@ -218,6 +218,8 @@ pub(crate) struct Facts<'a> {
     pub(crate) expiry: Option<DateTime<Utc>>,
     /// The record's state now.
     pub(crate) state: ConsentState,
+    /// When the record was withdrawn, or ended by an objection.
+    pub(crate) withdrawn_at: Option<DateTime<Utc>>,
     /// The controller.
     pub(crate) controller: &'a Controller,
     /// When the receipt is issued.
@@ -232,6 +234,7 @@ impl ConsentReceipt {
             purpose,
             expiry,
             state,
+            withdrawn_at,
             controller,
             now,
         } = *facts;
@@ -290,7 +293,7 @@ impl ConsentReceipt {
                     notice_hash: record.evidence.notice_hash().map(str::to_owned),
                     consent_state: state_code(state).to_owned(),
                     expires_at: expiry.map(time),
-                    withdrawn_at: record.withdrawn_at.map(time),
+                    withdrawn_at: withdrawn_at.map(time),
                     withdrawal_method: controller.withdrawal_method.clone(),
                     superseded_by: record.superseded_by.map(|id| id.to_string()),
                 }],

@@ -62,9 +62,19 @@ impl Vault {
         let def = self.purpose_def(record.purpose.as_str())?;
         let now = self.now();
         let ends = expiry(record, &def.purpose);
+        // An objection ends a legitimate-interests or public-task record as a withdrawal ends
+        // a consent (by the rule the gate applies): the receipt says so, with its time.
+        let objected = verified
+            .objections
+            .iter()
+            .map(|(o, _)| o)
+            .filter(|o| o.purpose == record.purpose && (def.purpose.is_direct_marketing() || record.given_at <= o.at))
+            .map(|o| o.at)
+            .min();
+        let withdrawn_at = record.withdrawn_at.or(objected);
         let state = if record.superseded_by.is_some() {
             ConsentState::Superseded
-        } else if record.withdrawn_at.is_some() {
+        } else if withdrawn_at.is_some() {
             ConsentState::Withdrawn
         } else if ends.is_some_and(|t| now >= t) {
             ConsentState::Expired
@@ -77,6 +87,7 @@ impl Vault {
                 purpose: &def.purpose,
                 expiry: ends,
                 state,
+                withdrawn_at,
                 controller,
                 now,
             },
