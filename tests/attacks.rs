@@ -31,6 +31,17 @@ fn build(store: Arc<dyn Store>, clock: &ManualClock) -> Vault {
         .unwrap()
 }
 
+/// A vault as one of several servers on a shared store (with a cache time-to-live).
+fn server(store: Arc<dyn Store>, clock: &ManualClock) -> Vault {
+    Vault::builder()
+        .master_key(MasterKey::from_bytes(KEY))
+        .store(store)
+        .clock(clock.clone())
+        .cache_ttl(Duration::seconds(30))
+        .build()
+        .unwrap()
+}
+
 fn sqlite_file(path: &std::path::Path) -> Arc<dyn Store> {
     Arc::new(egard::SqliteStore::open(path).unwrap())
 }
@@ -929,4 +940,103 @@ fn a_receipt_after_an_objection() {
     let receipt = v.consent_receipt(later, &signer).unwrap();
     assert_eq!(receipt.consent_state(), Some("given"));
     assert_eq!(receipt.withdrawn_at(), None);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Two vaults defining one lookup at once
+// ---------------------------------------------------------------------------------------------
+
+/// A real store whose `lookups()` can answer as it did before another vault's definition was
+/// committed: the interleaving of two `define_lookup` calls racing on two servers, made
+/// deterministic.
+struct EarlyLookupRead {
+    inner: Arc<dyn Store>,
+    early: std::sync::atomic::AtomicBool,
+}
+
+impl Store for EarlyLookupRead {
+    fn apply(&self, batch: &[egard::store::Write]) -> Result<(), egard::StoreError> {
+        self.inner.apply(batch)
+    }
+    fn purposes(&self) -> Result<Vec<egard::store::PurposeSnapshot>, egard::StoreError> {
+        self.inner.purposes()
+    }
+    fn customer(&self, id: CustomerId) -> Result<Option<egard::store::CustomerSnapshot>, egard::StoreError> {
+        self.inner.customer(id)
+    }
+    fn field(
+        &self,
+        customer: CustomerId,
+        field: &egard::FieldName,
+    ) -> Result<Option<egard::store::StoredField>, egard::StoreError> {
+        self.inner.field(customer, field)
+    }
+    fn fields(&self, customer: CustomerId) -> Result<Vec<egard::store::StoredField>, egard::StoreError> {
+        self.inner.fields(customer)
+    }
+    fn customer_ids(&self) -> Result<Vec<CustomerId>, egard::StoreError> {
+        self.inner.customer_ids()
+    }
+    fn audit_head(&self) -> Result<Option<egard::AuditEvent>, egard::StoreError> {
+        self.inner.audit_head()
+    }
+    fn audit_range(&self, from_seq: u64, limit: usize) -> Result<Vec<egard::AuditEvent>, egard::StoreError> {
+        self.inner.audit_range(from_seq, limit)
+    }
+    fn audit_for(&self, customer: CustomerId) -> Result<Vec<egard::AuditEvent>, egard::StoreError> {
+        self.inner.audit_for(customer)
+    }
+    fn secret(&self, name: &str) -> Result<Option<egard::store::VaultSecret>, egard::StoreError> {
+        self.inner.secret(name)
+    }
+    fn consent_owner(&self, consent: egard::ConsentId) -> Result<Option<CustomerId>, egard::StoreError> {
+        self.inner.consent_owner(consent)
+    }
+    fn lookups(&self) -> Result<Vec<egard::store::StoredLookup>, egard::StoreError> {
+        if self.early.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(Vec::new());
+        }
+        self.inner.lookups()
+    }
+    fn find_indexed(
+        &self,
+        field: &egard::FieldName,
+        token: &egard::store::LookupToken,
+    ) -> Result<Option<CustomerId>, egard::StoreError> {
+        self.inner.find_indexed(field, token)
+    }
+    fn instance_id(&self) -> usize {
+        self.inner.instance_id()
+    }
+}
+
+/// Two servers define a lookup on one field with two normalisers at the same time: at most
+/// one may succeed (the docs: "defining one on the field with another normaliser is
+/// refused"), else each server indexes with its own key and the one-value rule breaks: the
+/// same address is given to two customers, and each server names a different one.
+#[test]
+#[ignore = "bug: Write::PutLookup replaces an existing definition (store contract); needs insert-if-absent"]
+fn two_servers_defining_one_lookup_never_both_succeed() {
+    let clock = ManualClock::new(t0());
+    let shared: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let a = server(shared.clone(), &clock);
+    purposes(&a);
+    let b_store = Arc::new(EarlyLookupRead {
+        inner: shared.clone(),
+        early: std::sync::atomic::AtomicBool::new(false),
+    });
+    let b = server(b_store.clone(), &clock);
+    a.define_lookup(Lookup::new("email", Normalizer::Email)).unwrap();
+    // B read the definitions before A's commit, and writes its own after it.
+    b_store.early.store(true, std::sync::atomic::Ordering::SeqCst);
+    let second = b.define_lookup(Lookup::new("email", Normalizer::Exact));
+    b_store.early.store(false, std::sync::atomic::Ordering::SeqCst);
+    let alice = a.create_customer().unwrap();
+    let bob = b.create_customer().unwrap();
+    let first_set = a.set_field(alice, "email", "alice@example.org");
+    let second_set = b.set_field(bob, "email", "alice@example.org");
+    assert!(
+        second.is_err() || !(first_set.is_ok() && second_set.is_ok()),
+        "both definitions stood and two customers hold one address"
+    );
 }
