@@ -993,7 +993,8 @@ impl Store for EarlyLookupRead {
         self.inner.consent_owner(consent)
     }
     fn lookups(&self) -> Result<Vec<egard::store::StoredLookup>, egard::StoreError> {
-        if self.early.load(std::sync::atomic::Ordering::SeqCst) {
+        // Early once: the read made before the other vault's commit.
+        if self.early.swap(false, std::sync::atomic::Ordering::SeqCst) {
             return Ok(Vec::new());
         }
         self.inner.lookups()
@@ -1015,7 +1016,6 @@ impl Store for EarlyLookupRead {
 /// refused"), else each server indexes with its own key and the one-value rule breaks: the
 /// same address is given to two customers, and each server names a different one.
 #[test]
-#[ignore = "bug: Write::PutLookup replaces an existing definition (store contract); needs insert-if-absent"]
 fn two_servers_defining_one_lookup_never_both_succeed() {
     let clock = ManualClock::new(t0());
     let shared: Arc<dyn Store> = Arc::new(MemoryStore::new());
@@ -1030,7 +1030,11 @@ fn two_servers_defining_one_lookup_never_both_succeed() {
     // B read the definitions before A's commit, and writes its own after it.
     b_store.early.store(true, std::sync::atomic::Ordering::SeqCst);
     let second = b.define_lookup(Lookup::new("email", Normalizer::Exact));
-    b_store.early.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        matches!(second, Err(Error::Invalid(_))),
+        "the second server reads the first one's definition and refuses another normaliser: {second:?}"
+    );
+    assert_eq!(b.lookups(), vec![Lookup::new("email", Normalizer::Email)]);
     let alice = a.create_customer().unwrap();
     let bob = b.create_customer().unwrap();
     let first_set = a.set_field(alice, "email", "alice@example.org");

@@ -63,7 +63,8 @@
 //!   [`StoreError::Duplicate`] and nothing of the batch (also when the other holder was
 //!   indexed earlier in the batch), unless that field was deleted or its customer erased
 //!   (earlier in the batch too); rewriting a field keeps its token, deleting it or erasing the
-//!   customer frees it; definitions ([`Write::PutLookup`]) upsert by field and read back
+//!   customer frees it; definitions ([`Write::PutLookup`]) insert by field (a second one on
+//!   the field, stored or in the batch, is a [`StoreError::Conflict`]) and read back
 //!   exactly.
 
 use std::collections::HashSet;
@@ -2231,12 +2232,27 @@ pub fn lookup_definitions<S: Store>(store: &S) {
     let exact = StoredLookup {
         normalizer: "exact".into(),
         mac: [6; 32],
-        ..email
+        ..email.clone()
     };
-    ok(store, &[Write::PutLookup(exact.clone())], "redefine");
+    assert!(
+        matches!(store.apply(&[Write::PutLookup(exact)]), Err(StoreError::Conflict)),
+        "a definition is never replaced: a second one on the field is a conflict"
+    );
+    let other = StoredLookup {
+        field: field_name("member_code"),
+        normalizer: "exact".into(),
+        mac: [7; 32],
+    };
+    assert!(
+        matches!(
+            store.apply(&[Write::PutLookup(other.clone()), Write::PutLookup(other)]),
+            Err(StoreError::Conflict)
+        ),
+        "two definitions of one field in a batch are a conflict, and nothing is written"
+    );
     let mut all = get(store.lookups(), "lookups");
     all.sort_by(|a, b| a.field.cmp(&b.field));
-    assert_eq!(all, vec![exact, phone], "the redefinition replaced the first");
+    assert_eq!(all, vec![email, phone], "the first definitions stand");
 }
 
 #[cfg(test)]

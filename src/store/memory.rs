@@ -92,6 +92,7 @@ impl Inner {
     fn check(&self, batch: &[Write]) -> Result<(), StoreError> {
         let mut inserted = HashSet::new();
         let mut secrets = HashSet::new();
+        let mut lookups: HashSet<&FieldName> = HashSet::new();
         let mut erased = HashSet::new();
         // Revisions as left by earlier writes of the batch.
         let mut revs: HashMap<CustomerId, u64> = HashMap::new();
@@ -113,6 +114,7 @@ impl Inner {
                     taken
                 }
                 Write::InsertSecret(v) => self.secrets.contains_key(&v.name) || !secrets.insert(v.name.as_str()),
+                Write::PutLookup(l) => self.lookups.contains_key(&l.field) || !lookups.insert(&l.field),
                 Write::ReplaceSecret(v) => {
                     secrets.insert(v.name.as_str());
                     false

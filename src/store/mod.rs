@@ -298,7 +298,10 @@ pub enum Write {
         /// The token, or `None` to take the field out of the index.
         token: Option<LookupToken>,
     },
-    /// Inserts a lookup definition, or replaces the one on the same field.
+    /// Inserts a lookup definition. Fails with [`StoreError::Conflict`] if the field has one
+    /// (stored or earlier in the same batch): of two vaults defining a lookup on one field at
+    /// once, one wins and the other reads the winner's (a definition is never replaced, so
+    /// two vaults never index one field with two normalisers).
     PutLookup(StoredLookup),
 }
 

@@ -671,7 +671,7 @@ impl Sql {
                 }
                 Q::PutLookup => format!(
                     "INSERT INTO {p}lookups (field, normalizer, mac) VALUES ($1, $2, $3) \
-                     ON CONFLICT (field) DO UPDATE SET normalizer = EXCLUDED.normalizer, mac = EXCLUDED.mac"
+                     ON CONFLICT (field) DO NOTHING"
                 ),
                 Q::Lookups => format!("SELECT field, normalizer, mac FROM {p}lookups ORDER BY field"),
                 Q::FindIndexed => {
@@ -1245,8 +1245,12 @@ fn run_batch(client: &mut Client, stmts: &[Statement], batch: &[Write]) -> Resul
             }
             Write::PutLookup(l) => {
                 let mac: &[u8] = &l.mac;
-                tx.execute(st(Q::PutLookup)?, &[&l.field.as_str(), &l.normalizer, &mac])
+                let rows = tx
+                    .execute(st(Q::PutLookup)?, &[&l.field.as_str(), &l.normalizer, &mac])
                     .map_err(ctx)?;
+                if rows == 0 {
+                    return Err(StoreError::Conflict.into());
+                }
             }
         }
     }

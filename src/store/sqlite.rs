@@ -1030,12 +1030,14 @@ fn apply_one(tx: &Connection, w: &Write) -> Result<bool, StoreError> {
                 })?;
         }
         Write::PutLookup(l) => {
-            exec(
+            let inserted = exec(
                 tx,
-                "INSERT INTO lookups (field, normalizer, mac) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (field) DO UPDATE SET normalizer = excluded.normalizer, mac = excluded.mac",
+                "INSERT INTO lookups (field, normalizer, mac) VALUES (?1, ?2, ?3) ON CONFLICT (field) DO NOTHING",
                 params![l.field.as_str(), l.normalizer, l.mac.as_slice()],
             )?;
+            if inserted == 0 {
+                return Err(StoreError::Conflict);
+            }
         }
         Write::ReplaceSecret(v) => {
             shreds = true;

@@ -93,6 +93,15 @@ impl Vault {
     /// # Ok::<(), egard::Error>(())
     /// ```
     pub fn define_lookup(&self, lookup: Lookup) -> Result<(), Error> {
+        match self.define_lookup_once(&lookup) {
+            // Another vault defined a lookup on the field since the definitions were read
+            // (the store never replaces one): its definition decides, as if read first.
+            Err(Error::Storage(StoreError::Conflict)) => self.define_lookup_once(&lookup),
+            other => other,
+        }
+    }
+
+    fn define_lookup_once(&self, lookup: &Lookup) -> Result<(), Error> {
         let field = FieldName::new(lookup.field())?;
         let normalizer = lookup.normalizer();
         let key = self.record_key()?;
