@@ -16,7 +16,8 @@ impl Vault {
     /// the audit log like every read that decides something: a record edited, replayed or
     /// planted in the store fails with [`Error::Crypto`] and never makes a receipt. The receipt
     /// shows the record's state now: a withdrawn consent gives a receipt that says
-    /// `withdrawn` and when; an expired or renewed one says so too. Consent records outlive
+    /// `withdrawn` and when (so does a record ended by the customer's objection, with the
+    /// objection's time); an expired or renewed one says so too. Consent records outlive
     /// an erasure (they hold no personal data), and so does the customer's right to a receipt
     /// of them.
     ///
