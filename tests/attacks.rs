@@ -1044,3 +1044,26 @@ fn two_servers_defining_one_lookup_never_both_succeed() {
         "both definitions stood and two customers hold one address"
     );
 }
+
+/// Verifying against keys of any length, and signers from any bytes: errors, never a panic.
+#[test]
+fn receipt_keys_of_any_shape() {
+    let clock = ManualClock::new(t0());
+    let v = email_vault(Arc::new(MemoryStore::new()), &clock);
+    let alice = v.create_customer().unwrap();
+    let consent = v.give_consent(alice, "newsletter", Evidence::new("web")).unwrap();
+    let signer = ReceiptSigner::generate().unwrap();
+    let receipt = v.consent_receipt(consent, &signer).unwrap();
+    for key in [&[][..], &[0; 31][..], &[0; 32][..], &[0xff; 33][..], &[7; 1000][..]] {
+        assert!(receipt.verify(key).is_err());
+    }
+    for bytes in [&[][..], &[0; 48][..], &[0x30; 85][..]] {
+        assert!(ReceiptSigner::from_pkcs8(bytes).is_err());
+    }
+    // Another signer's receipt does not verify under this one's key, nor the other way round.
+    let other = ReceiptSigner::generate().unwrap();
+    let theirs = v.consent_receipt(consent, &other).unwrap();
+    assert!(theirs.verify(signer.public_key()).is_err());
+    assert!(receipt.verify(other.public_key()).is_err());
+    receipt.verify(signer.public_key()).unwrap();
+}
