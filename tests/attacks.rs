@@ -1067,3 +1067,48 @@ fn receipt_keys_of_any_shape() {
     assert!(receipt.verify(other.public_key()).is_err());
     receipt.verify(signer.public_key()).unwrap();
 }
+
+/// The limit the design states: rows replayed together with the log cut back to match (a
+/// whole-database restore, or a writer deleting the tail of the log) pass a cold vault's
+/// checks, so the customer is back in the audience; an anchor kept outside the database
+/// catches it (`verify_audit_against`), and the vault that wrote past the cut still refuses.
+#[test]
+fn a_replay_with_the_log_cut_back_is_caught_by_an_anchor() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("egard.db");
+    let clock = ManualClock::new(t0());
+    let warm = email_vault(sqlite_file(&path), &clock);
+    let alice = warm.create_customer().unwrap();
+    warm.give_consent(alice, "newsletter", Evidence::new("web")).unwrap();
+    let raw = Connection::open(&path).unwrap();
+    let cut: i64 = raw.query_row("SELECT MAX(seq) FROM audit", [], |r| r.get(0)).unwrap();
+    raw.execute_batch(
+        "CREATE TABLE old_consents AS SELECT * FROM consents;
+         CREATE TABLE old_customers AS SELECT * FROM customers;",
+    )
+    .unwrap();
+    warm.withdraw_consent(alice, "newsletter").unwrap();
+    let anchor = warm.audit_anchor().unwrap();
+    raw.execute_batch(
+        "PRAGMA foreign_keys = OFF;
+         DELETE FROM consents; INSERT INTO consents SELECT * FROM old_consents;
+         DELETE FROM customers; INSERT INTO customers SELECT * FROM old_customers;",
+    )
+    .unwrap();
+    raw.execute("DELETE FROM audit WHERE seq > ?1", [cut]).unwrap();
+
+    let cold = build(sqlite_file(&path), &clock);
+    assert_eq!(audience(&cold, "newsletter"), vec![alice], "the documented limit");
+    assert!(matches!(
+        cold.verify_audit_against(&anchor),
+        Err(Error::AuditBroken {
+            problem: egard::AuditBreak::Truncated,
+            ..
+        })
+    ));
+    assert!(
+        !audience(&warm, "newsletter").contains(&alice),
+        "the warm vault knows better"
+    );
+    assert!(warm.verify_audit().is_err());
+}
