@@ -22,7 +22,7 @@ mod vault;
 pub use audit::{AuditAnchor, AuditBreak, AuditEvent, AuditKind, AuditReport};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use consent::{Consent, ConsentState, Evidence};
-pub use crypto::MasterKey;
+pub use crypto::{KeyProvider, KeyProviderError, MasterKey};
 pub use error::{AccessDenied, Error};
 pub use gate::{AccessPass, Revealed, Sealed};
 pub use ids::{ConsentId, CustomerId, FieldName, PurposeId};
@@ -34,6 +34,7 @@ pub use store::{MemoryStore, Store, StoreError};
 #[cfg(feature = "postgres")]
 pub use store::{PostgresOptions, PostgresStore};
 pub use vault::{
-    AuditBatching, DEFAULT_CACHE_CAPACITY, DEFAULT_MAX_VALUE_LEN, DEFAULT_PASS_LIFETIME, ENCRYPTION_BUDGET,
-    ErasureReceipt, ExportedValue, SubjectExport, SweepReport, Vault, VaultBuilder,
+    AuditBatching, DEFAULT_CACHE_CAPACITY, DEFAULT_MAX_VALUE_LEN, DEFAULT_PASS_LIFETIME, DEFAULT_ROTATION_BATCH,
+    ENCRYPTION_BUDGET, ErasureReceipt, ExportedValue, KeyBelow, RotationProgress, SubjectExport, SweepReport, Vault,
+    VaultBuilder,
 };
