@@ -154,8 +154,9 @@ impl Vault {
     }
 
     /// Re-wraps the data keys of `customers` that are not under the current master key, in
-    /// one commit. Returns (re-wrapped, already current). Read again and retried if a
-    /// customer was erased between the read and the write.
+    /// one commit, each customer's conditional on their revision as read. Returns
+    /// (re-wrapped, already current). Read again and retried if a customer changed between
+    /// the read and the write.
     fn rotate_batch(&self, customers: &[CustomerId]) -> Result<(usize, usize), Error> {
         let master_id = self.master.key_id();
         let keyring = self.keyring();
@@ -168,6 +169,7 @@ impl Vault {
                 let Some(snapshot) = self.store.customer(customer)? else {
                     continue;
                 };
+                let mut guarded = false;
                 for key in &snapshot.keys {
                     if key.customer != customer {
                         return Err(Error::Crypto);
@@ -175,6 +177,17 @@ impl Vault {
                     if WrappedKeyEnvelope::parse(&key.wrapped)?.kek_id == master_id {
                         current += 1;
                         continue;
+                    }
+                    if !guarded {
+                        // The customer's record written back as read, at the revision read:
+                        // the batch fails with `Stale` if the customer changed since (a
+                        // customer-key rotation deleted this key, an erasure), rather than
+                        // bring back a deleted key.
+                        writes.push(Write::UpdateCustomer {
+                            record: snapshot.record.clone(),
+                            expected_rev: snapshot.record.rev,
+                        });
+                        guarded = true;
                     }
                     let old = keyring.kek_for(&key.wrapped)?;
                     let raw = old.unwrap(&self.namespace, customer, key.version, &key.wrapped)?;
@@ -190,14 +203,17 @@ impl Vault {
                     );
                 }
             }
-            let rewrapped = writes.len();
+            let rewrapped = entries.len();
             if writes.is_empty() {
                 return Ok((0, current));
             }
             match self.commit(writes, entries) {
                 Ok(()) => return Ok((rewrapped, current)),
-                // A customer of the batch was erased since it was read: read the batch again.
-                Err(Error::Storage(StoreError::MissingCustomer)) if attempt < STALE_RETRIES => attempt += 1,
+                // A customer of the batch changed since it was read (another process rotated
+                // their data key, or erased them): read the batch again.
+                Err(Error::Storage(StoreError::Stale | StoreError::MissingCustomer)) if attempt < STALE_RETRIES => {
+                    attempt += 1;
+                }
                 Err(e) => return Err(e),
             }
         }
