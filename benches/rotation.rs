@@ -7,6 +7,8 @@
 //! EGARD_BENCH_CUSTOMERS=20000 cargo bench --bench rotation      # slower setup
 //! ```
 //!
+//! Under `cargo test --benches` it runs once on 100 customers, as a smoke test.
+//!
 //! Each rotation re-wraps every customer's data key and goes the other way the next time
 //! (key 1 -> key 2 -> key 1 ...), so that every measured run does the full work: read each
 //! customer's snapshot, unwrap under the old key, wrap under the new one, and commit each
@@ -21,11 +23,14 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput};
 use egard::{DEFAULT_ROTATION_BATCH, Durability, KeyProvider, MasterKey, SqliteOptions, SqliteStore, Vault};
 
+/// 2,000 customers (or `EGARD_BENCH_CUSTOMERS`) under `cargo bench`; 100 as a smoke test
+/// under `cargo test --benches`.
 fn customers() -> usize {
+    let benching = std::env::args().any(|a| a == "--bench");
     std::env::var("EGARD_BENCH_CUSTOMERS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(2_000)
+        .unwrap_or(if benching { 2_000 } else { 100 })
 }
 
 fn key(id: u32) -> MasterKey {
