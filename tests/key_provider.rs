@@ -373,3 +373,48 @@ fn a_rotation_that_fails_on_the_provider_resumes_once_it_recovers() {
     }
     vault.verify_audit().unwrap();
 }
+
+#[test]
+fn progress_is_reported_after_the_secrets_and_after_each_batch() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let old = || MasterKey::from_bytes([0x71; 32]).with_id(1);
+    let vault = Vault::builder().master_key(old()).store(store.clone()).build().unwrap();
+    for _ in 0..5 {
+        vault.create_customer().unwrap();
+    }
+    drop(vault);
+    let kms = TestKms::new(2, 0x72);
+    let vault = Vault::builder()
+        .key_provider(kms.clone())
+        .previous_master_key(old())
+        .store(store)
+        .build()
+        .unwrap();
+    let mut seen = Vec::new();
+    let done = vault
+        .rotate_master_key_with(2, |p| {
+            seen.push((
+                p.customers_done,
+                p.customers_total,
+                p.keys_rewrapped,
+                p.secrets_rewrapped,
+            ))
+        })
+        .unwrap();
+    assert_eq!(
+        seen,
+        [(0, 5, 0, 2), (2, 5, 2, 2), (4, 5, 4, 2), (5, 5, 5, 2)],
+        "the secrets first, then one report per committed batch"
+    );
+    assert_eq!((done.customers_done, done.keys_rewrapped), (5, 5));
+    assert!(done.is_complete());
+    // Run again (a batch size of 0 is taken as 1): everything is already current.
+    let mut reports = 0;
+    let again = vault.rotate_master_key_with(0, |_| reports += 1).unwrap();
+    assert_eq!(
+        (again.keys_rewrapped, again.keys_current, again.secrets_rewrapped),
+        (0, 5, 0)
+    );
+    assert_eq!(reports, 1 + 5);
+    assert_eq!(vault.rotate_master_key().unwrap(), 0);
+}
