@@ -4,7 +4,7 @@
 //! key is under key 2, the old key alone opens nothing, every customer's data reads back with
 //! the new key alone, and the audit chain verifies across both runs.
 //!
-//! The number of customers is `EGARD_ROTATION_CUSTOMERS` (2,000 by default, under 30 s in a debug build; the issue's
+//! The number of customers is `EGARD_ROTATION_CUSTOMERS` (1,000 by default: about 15 s in a debug build on a busy 2-core machine, most of it setting up; the issue's
 //! 100,000 with `EGARD_ROTATION_CUSTOMERS=100000 cargo test --release --test rotation_resume
 //! -- --nocapture`). The child is this same test binary, run again with
 //! `EGARD_ROTATION_DB` set: see [`rotation_child_entry_point`].
@@ -74,7 +74,7 @@ fn a_rotation_killed_half_way_resumes() {
     let count: usize = std::env::var(COUNT_VAR)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(2_000);
+        .unwrap_or(1_000);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rotation.db");
     let path = path.to_str().unwrap().to_owned();
