@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use egard::store::{WrappedKey, Write};
 use egard::{
-    CustomerId, Error, Evidence, KeyBelow, LawfulBasis, MasterKey, MemoryStore, Purpose, SqliteStore, Store, Vault,
-    VaultBuilder,
+    CustomerId, Error, Evidence, FieldName, KeyBelow, LawfulBasis, MasterKey, MemoryStore, Purpose, SqliteStore, Store,
+    Vault, VaultBuilder,
 };
 
 fn k1() -> MasterKey {
@@ -179,4 +179,37 @@ fn the_sweep_reports_a_key_that_does_not_parse() {
     );
     assert!(matches!(email(&vault, customers[0]), Err(Error::Crypto)));
     assert_eq!(email(&vault, customers[1]).unwrap(), "r1@example.com");
+}
+
+#[test]
+fn the_retention_sweep_passes_over_a_customer_under_a_retired_key() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let customers = populated(store.clone(), 4);
+    {
+        // A field no purpose needs: the customers never agreed to the purpose covering it.
+        let vault = Vault::builder().master_key(k1()).store(store.clone()).build().unwrap();
+        vault
+            .define_purpose(Purpose::new("newsletter", LawfulBasis::Consent).fields(["nickname"]))
+            .unwrap();
+        for &c in &customers {
+            vault.set_field(c, "nickname", "nick").unwrap();
+        }
+    }
+    // The first customer the sweep visits: the others come after it.
+    let victim = store.customer_ids().unwrap()[0];
+    let old_row = store.customer(victim).unwrap().unwrap().keys[0].clone();
+    both(&store).build().unwrap().rotate_master_key().unwrap();
+    store.apply(&[Write::PutKey(old_row)]).unwrap();
+
+    let vault = both(&store).min_master_key_id(2).build().unwrap();
+    match vault.sweep_retention() {
+        Err(Error::RetiredKey { master_key_id: 1 }) => {}
+        other => panic!("the sweep with a customer under a retired key: {other:?}"),
+    }
+    // The others were swept all the same; the victim's field is still there.
+    let nickname = FieldName::new("nickname").unwrap();
+    for &c in customers.iter().filter(|&&c| c != victim) {
+        assert!(store.field(c, &nickname).unwrap().is_none());
+    }
+    assert!(store.field(victim, &nickname).unwrap().is_some());
 }

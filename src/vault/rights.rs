@@ -357,8 +357,9 @@ impl Vault {
     /// objection; or, if the customer never gave one, after the field was written). The
     /// moment the period ends, the field goes. A restricted customer's fields are kept.
     ///
-    /// A customer whose stored records fail their check is left alone and the sweep goes on;
-    /// the first such failure is returned at the end, after every other customer was swept.
+    /// A customer whose stored records fail their check, or whose data key is under a retired
+    /// master key ([`Error::RetiredKey`]), is left alone and the sweep goes on; the first such
+    /// failure is returned at the end, after every other customer was swept.
     pub fn sweep_retention(&self) -> Result<SweepReport, Error> {
         let now = self.now();
         let purposes = self.purposes();
@@ -401,7 +402,11 @@ impl Vault {
             });
             match swept {
                 Ok(gone) => deleted.extend(gone.into_iter().map(|field| (customer, field))),
-                Err(e @ (Error::Crypto | Error::Storage(crate::store::StoreError::Corrupt(_)))) => {
+                Err(
+                    e @ (Error::Crypto
+                    | Error::RetiredKey { .. }
+                    | Error::Storage(crate::store::StoreError::Corrupt(_))),
+                ) => {
                     first_failure.get_or_insert(e);
                 }
                 Err(e) => return Err(e),
