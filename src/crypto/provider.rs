@@ -99,6 +99,10 @@ impl From<KeyProviderError> for Error {
 ///
 /// struct AwsKms { client: aws_sdk_kms::Client, key_arn: String, id: u32, rt: tokio::runtime::Handle }
 ///
+/// /// Throttling, timeouts and network errors => Unavailable; AccessDenied, DisabledException,
+/// /// KMSInvalidStateException => Denied; InvalidCiphertextException => Invalid.
+/// fn classify<E>(e: &aws_sdk_kms::error::SdkError<E>) -> KeyProviderError { /* ... */ }
+///
 /// impl KeyProvider for AwsKms {
 ///     fn key_id(&self) -> u32 { self.id }
 ///
@@ -121,7 +125,7 @@ impl From<KeyProviderError> for Error {
 ///                 .ciphertext_blob(wrapped.to_vec().into())
 ///                 .encryption_context("egard", context)
 ///                 .send(),
-///         ).map_err(|e| classify(&e))?; // InvalidCiphertextException => Invalid
+///         ).map_err(|e| classify(&e))?;
 ///         Ok(Zeroizing::new(out.plaintext.ok_or(KeyProviderError::Invalid)?.into_inner()))
 ///     }
 /// }
