@@ -72,6 +72,10 @@ pub enum AuditKind {
     /// Encryptions under a customer's data key were reserved for values sealed for the host
     /// ([`Vault::seal`](crate::Vault::seal)), counted against the key's encryption budget.
     KeyUsesReserved,
+    /// A signed consent receipt was issued for one of the customer's consent records
+    /// ([`Vault::consent_receipt`](crate::Vault::consent_receipt)); the detail names the
+    /// consent record and the receipt.
+    ReceiptIssued,
     /// A lookup (blind index) was defined on a field; the detail names its normaliser.
     LookupDefined,
     /// An existing value of a customer's field was indexed by a lookup defined after it was
@@ -80,11 +84,16 @@ pub enum AuditKind {
     /// A customer was looked up by a field; the detail says `found` or `not_found` (never
     /// the value looked for).
     LookedUp,
+    /// The audience of a purpose, or its re-consent list, was listed
+    /// ([`Vault::audience`](crate::Vault::audience),
+    /// [`Vault::needs_reconsent`](crate::Vault::needs_reconsent)); the detail says which.
+    /// Names the purpose, never a customer.
+    AudienceListed,
 }
 
 impl AuditKind {
     /// Every kind, in declaration order.
-    pub const ALL: [AuditKind; 20] = [
+    pub const ALL: [AuditKind; 22] = [
         AuditKind::PurposeDefined,
         AuditKind::CustomerCreated,
         AuditKind::ConsentGiven,
@@ -102,9 +111,11 @@ impl AuditKind {
         AuditKind::Erased,
         AuditKind::KeyRotated,
         AuditKind::KeyUsesReserved,
+        AuditKind::ReceiptIssued,
         AuditKind::LookupDefined,
         AuditKind::FieldIndexed,
         AuditKind::LookedUp,
+        AuditKind::AudienceListed,
     ];
 
     /// A stable code for storage.
@@ -127,10 +138,65 @@ impl AuditKind {
             Self::Erased => "erased",
             Self::KeyRotated => "key_rotated",
             Self::KeyUsesReserved => "key_uses_reserved",
+            Self::ReceiptIssued => "receipt_issued",
             Self::LookupDefined => "lookup_defined",
             Self::FieldIndexed => "field_indexed",
             Self::LookedUp => "looked_up",
+            Self::AudienceListed => "audience_listed",
         }
+    }
+
+    /// Whether an event of this kind *changes* something (a consent, a customer's standing or
+    /// data, a purpose, a key), as opposed to recording an access or a decision that changed
+    /// nothing. The change feed ([`Vault::changes_since`](crate::Vault::changes_since)) serves
+    /// exactly the events of the kinds for which this is `true`.
+    ///
+    /// Changes: a purpose defined, a customer created, consent given or withdrawn, a field
+    /// written, rectified or deleted, a restriction and its lifting, an objection, an erasure,
+    /// a key rotation. Not changes: access granted or denied, a consent found expired (an
+    /// expiry is not an event: see the change feed's documentation), an export, encryptions
+    /// reserved for sealed values (bookkeeping of the key's budget, nothing a downstream
+    /// system sees), an audience listed, a lookup made, a receipt issued; and the lookups'
+    /// own bookkeeping (a lookup defined, an existing value indexed), which changes no
+    /// customer's data or choices.
+    ///
+    /// ```
+    /// use egard::AuditKind;
+    ///
+    /// assert!(AuditKind::ConsentWithdrawn.is_change());
+    /// assert!(!AuditKind::AccessGranted.is_change());
+    /// ```
+    pub fn is_change(&self) -> bool {
+        // No wildcard: a new kind must be classified here.
+        match self {
+            Self::PurposeDefined
+            | Self::CustomerCreated
+            | Self::ConsentGiven
+            | Self::ConsentWithdrawn
+            | Self::FieldWritten
+            | Self::FieldRectified
+            | Self::FieldDeleted
+            | Self::Restricted
+            | Self::RestrictionLifted
+            | Self::Objected
+            | Self::Erased
+            | Self::KeyRotated => true,
+            Self::ConsentExpired
+            | Self::AccessGranted
+            | Self::AccessDenied
+            | Self::Exported
+            | Self::KeyUsesReserved
+            | Self::ReceiptIssued
+            | Self::LookupDefined
+            | Self::FieldIndexed
+            | Self::LookedUp
+            | Self::AudienceListed => false,
+        }
+    }
+
+    /// The kinds that are changes ([`AuditKind::is_change`]), in declaration order.
+    pub fn changes() -> impl Iterator<Item = AuditKind> {
+        Self::ALL.into_iter().filter(AuditKind::is_change)
     }
 
     /// The kind for a stored code.
@@ -138,6 +204,13 @@ impl AuditKind {
         Self::ALL.into_iter().find(|k| k.code() == code)
     }
 }
+
+/// The codes of the kinds that are changes, as an SQL list: the built-in stores' change-feed
+/// queries use it, and their schema's partial index on the change events holds the same list
+/// (a test checks that it matches [`AuditKind::is_change`]: a change there needs a migration).
+pub(crate) const CHANGE_KINDS_SQL: &str = "('purpose_defined', 'customer_created', 'consent_given', \
+     'consent_withdrawn', 'field_written', 'field_rectified', 'field_deleted', 'restricted', \
+     'restriction_lifted', 'objected', 'erased', 'key_rotated')";
 
 /// One entry of the audit log. Ids and names only, never a value of personal data.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -333,5 +406,23 @@ pub(crate) mod mac_hex {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sql_list_of_change_kinds_matches_is_change() {
+        let codes: Vec<String> = AuditKind::changes().map(|k| format!("'{}'", k.code())).collect();
+        assert_eq!(CHANGE_KINDS_SQL, format!("({})", codes.join(", ")));
+        for kind in AuditKind::ALL {
+            assert_eq!(
+                CHANGE_KINDS_SQL.contains(&format!("'{}'", kind.code())),
+                kind.is_change(),
+                "{kind:?}"
+            );
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! Errors. None of them ever carries personal data: they name ids, purposes and fields only.
 
 use crate::audit::AuditBreak;
-use crate::ids::{CustomerId, FieldName, PurposeId};
+use crate::ids::{ConsentId, CustomerId, FieldName, PurposeId};
 use crate::store::StoreError;
 
 /// Why an access was refused. Each cause has its own reason, so an application can tell the
@@ -79,6 +79,24 @@ impl std::fmt::Display for AccessDenied {
             Self::PurposeChanged => "the purpose was redefined after the pass was issued",
         })
     }
+}
+
+/// Why a receipt could not be signed or verified. Messages never quote keys or receipts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReceiptError {
+    /// The bytes given to [`ReceiptSigner::from_pkcs8`](crate::ReceiptSigner::from_pkcs8) are
+    /// not an Ed25519 PKCS#8 private key.
+    #[error("not an Ed25519 PKCS#8 private key")]
+    InvalidSigningKey,
+    /// The receipt's signature does not verify with this public key: the receipt was changed
+    /// after it was signed, or it was signed with another key (or the public key is not 32
+    /// bytes).
+    #[error("the signature does not verify with this public key")]
+    BadSignature,
+    /// The receipt names a signature algorithm other than `Ed25519`.
+    #[error("unsupported signature algorithm")]
+    UnsupportedAlgorithm,
 }
 
 /// Every error egard returns.
@@ -177,6 +195,12 @@ pub enum Error {
     /// The storage backend failed.
     #[error("storage: {0}")]
     Storage(#[from] StoreError),
+    /// No consent record with this id is stored.
+    #[error("unknown consent {0}")]
+    UnknownConsent(ConsentId),
+    /// A consent receipt could not be signed or does not verify; see [`ReceiptError`].
+    #[error("consent receipt: {0}")]
+    Receipt(#[from] ReceiptError),
 }
 
 impl From<AccessDenied> for Error {

@@ -16,6 +16,7 @@ mod ids;
 mod integrity;
 mod lookup;
 mod purpose;
+mod receipt;
 pub mod store;
 mod vault;
 
@@ -23,18 +24,19 @@ pub use audit::{AuditAnchor, AuditBreak, AuditEvent, AuditKind, AuditReport};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use consent::{Consent, ConsentState, Evidence};
 pub use crypto::{KeyProvider, KeyProviderError, MasterKey};
-pub use error::{AccessDenied, Error};
+pub use error::{AccessDenied, Error, ReceiptError};
 pub use gate::{AccessPass, Revealed, Sealed};
 pub use ids::{ConsentId, CustomerId, FieldName, PurposeId};
 pub use lookup::{Lookup, Normalizer};
 pub use purpose::{LawfulBasis, Purpose};
+pub use receipt::{ConsentReceipt, Controller, ReceiptSigner};
 #[cfg(feature = "sqlite")]
 pub use store::{Durability, SqliteOptions, SqliteStore};
 pub use store::{MemoryStore, Store, StoreError};
 #[cfg(feature = "postgres")]
 pub use store::{PostgresOptions, PostgresStore};
 pub use vault::{
-    AuditBatching, DEFAULT_CACHE_CAPACITY, DEFAULT_MAX_VALUE_LEN, DEFAULT_PASS_LIFETIME, DEFAULT_ROTATION_BATCH,
-    ENCRYPTION_BUDGET, ErasureReceipt, ExportedValue, KeyBelow, RotationProgress, SubjectExport, SweepReport, Vault,
-    VaultBuilder,
+    AUDIENCE_PAGE, AuditBatching, DEFAULT_CACHE_CAPACITY, DEFAULT_MAX_VALUE_LEN, DEFAULT_PASS_LIFETIME,
+    DEFAULT_ROTATION_BATCH, ENCRYPTION_BUDGET, ErasureReceipt, ExportedValue, KeyBelow, MAX_CHANGES_PAGE,
+    RotationProgress, SubjectExport, SweepReport, Vault, VaultBuilder,
 };

@@ -2,7 +2,8 @@
 //! and against a small reference model written here from the documented rules. After every
 //! step both must agree on the outcome of the operation (the exact `AccessDenied` reason or
 //! `Error` kind), and on every allow/deny decision and revealed value of every pass handed
-//! out so far, old and new.
+//! out so far, old and new. The audience and the re-consent list of every purpose are
+//! compared too: as operations in the sequence, and after the last step.
 //!
 //! The store is a parameter: the same sequences run on every backend.
 //!
@@ -121,6 +122,14 @@ enum Op {
     /// The vault is dropped and built again on the same store: everything is read back and
     /// checked against its MACs and the audit log (passes die with the old vault).
     Restart,
+    /// The customers `authorize` lets through for a purpose, listed from the store's index.
+    Audience {
+        p: usize,
+    },
+    /// The customers to ask again after a notice change.
+    Reconsent {
+        p: usize,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -144,6 +153,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<usize>().prop_map(|c| Op::Erase { c }),
         1 => any::<usize>().prop_map(|c| Op::Export { c }),
         1 => Just(Op::Restart),
+        2 => (0usize..5).prop_map(|p| Op::Audience { p }),
+        1 => (0usize..5).prop_map(|p| Op::Reconsent { p }),
     ]
 }
 
@@ -160,6 +171,8 @@ enum Out {
     Invalid,
     TooLarge,
     Codec,
+    /// A listing of customers, as their indexes, sorted.
+    Customers(Vec<usize>),
 }
 
 fn err(e: Error) -> Out {
@@ -542,6 +555,45 @@ impl Model {
         Out::Ok
     }
 
+    /// Every customer, not erased, whom `authorize` would let through for `p` now.
+    fn audience(&self, p: usize) -> Out {
+        if p >= 4 {
+            return Out::UnknownPurpose;
+        }
+        Out::Customers(
+            (0..self.customers.len())
+                .filter(|&c| !self.customers[c].erased && self.decide(c, p).is_ok())
+                .collect(),
+        )
+    }
+
+    /// Every customer, not erased, whose record for `p` is unwithdrawn, unexpired, not
+    /// objected to, and given under an older notice than the current one.
+    fn reconsent(&self, p: usize) -> Out {
+        if p >= 4 {
+            return Out::UnknownPurpose;
+        }
+        let behind = |cust: &MCustomer| {
+            let Some(r) = cust.records.get(&p) else {
+                return false;
+            };
+            let objected = cust
+                .objections
+                .get(&p)
+                .is_some_and(|at| Self::direct_marketing(p) || r.given_at <= *at);
+            !cust.erased
+                && !r.withdrawn
+                && !objected
+                && r.expires_at.is_none_or(|t| self.now < t)
+                && r.notice < self.purposes[p].notice
+        };
+        Out::Customers(
+            (0..self.customers.len())
+                .filter(|&c| behind(&self.customers[c]))
+                .collect(),
+        )
+    }
+
     /// A new vault: the passes of the old one are gone, and new ones get new flags.
     fn restart(&mut self) {
         self.passes.clear();
@@ -575,6 +627,30 @@ fn reveal_real(vault: &Vault, pass: &AccessPass, f: usize, as_number: bool) -> O
             .reveal::<String>(pass, FIELDS[f])
             .map_or_else(err, |v| Out::Value(v.expose().clone()))
     }
+}
+
+/// A listing from the vault, as the customers' indexes, sorted; it must come in ascending id
+/// order, each customer once.
+fn listed(
+    customers: &[egard::CustomerId],
+    listing: Result<impl Iterator<Item = Result<egard::CustomerId, Error>>, Error>,
+) -> Out {
+    let ids: Vec<egard::CustomerId> = match listing.and_then(|l| l.collect::<Result<_, _>>()) {
+        Ok(ids) => ids,
+        Err(e) => return err(e),
+    };
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "a listing in ascending id order");
+    let mut indexes: Vec<usize> = ids
+        .iter()
+        .map(|id| {
+            customers
+                .iter()
+                .position(|c| c == id)
+                .expect("a listed customer exists")
+        })
+        .collect();
+    indexes.sort_unstable();
+    Out::Customers(indexes)
 }
 
 /// Runs `ops` on a vault over `store` (with any further settings from `configure`) and on the
@@ -629,6 +705,11 @@ fn run(ops: &[Op], store: impl Store, configure: impl Fn(VaultBuilder) -> VaultB
                 model.restart();
                 (Out::Ok, Out::Ok)
             }
+            Op::Audience { p } => (listed(&customers, vault.audience(PURPOSES[*p])), model.audience(*p)),
+            Op::Reconsent { p } => (
+                listed(&customers, vault.needs_reconsent(PURPOSES[*p])),
+                model.reconsent(*p),
+            ),
             _ if n == 0 => continue,
             Op::SetField { c, f, too_large } => {
                 let c = c % n;
@@ -754,6 +835,29 @@ fn run(ops: &[Op], store: impl Store, configure: impl Fn(VaultBuilder) -> VaultB
             }
         }
     }
+    // At the end, every purpose's audience and re-consent list, from a cold vault too.
+    for cold in [false, true] {
+        if cold {
+            drop(vault);
+            vault = build();
+        }
+        for (p, name) in PURPOSES.iter().enumerate() {
+            prop_assert_eq!(
+                listed(&customers, vault.audience(name)),
+                model.audience(p),
+                "audience of {} at the end (cold vault: {})",
+                name,
+                cold
+            );
+            prop_assert_eq!(
+                listed(&customers, vault.needs_reconsent(name)),
+                model.reconsent(p),
+                "re-consent list of {} at the end (cold vault: {})",
+                name,
+                cold
+            );
+        }
+    }
     vault.verify_audit().unwrap();
     Ok(())
 }
@@ -861,6 +965,21 @@ fn a_fixed_sequence_covers_every_rule() {
         Op::Restart,
         Op::Authorize { c: idx(0), p: 1 },
         Op::Authorize { c: idx(0), p: 4 },
+        Op::Create,
+        Op::Give { c: idx(1), p: 0 },
+        Op::Audience { p: 0 },
+        Op::Define {
+            p: 0,
+            variant: 1,
+            notice_delta: 1,
+        },
+        Op::Audience { p: 0 },
+        Op::Reconsent { p: 0 },
+        Op::Give { c: idx(1), p: 0 },
+        Op::Reconsent { p: 0 },
+        Op::Audience { p: 0 },
+        Op::Audience { p: 4 },
+        Op::Reconsent { p: 4 },
     ];
     run(&ops, MemoryStore::new(), |b| b).unwrap();
 }

@@ -151,10 +151,13 @@ fn a_version_1_schema_is_migrated_forward_with_its_data() {
     store.apply(&[Write::InsertCustomer(record(alice))]).unwrap();
     drop(store);
     // Back to version 1: no secrets table, none of the MACs, revisions and versions of
-    // version 3, nor the lookups of version 4; versions 2 to 4 not recorded.
+    // version 3, nor the lookups of version 4 and the indexes of version 5; versions 2 to 5
+    // not recorded.
     db.admin()
         .batch_execute(&format!(
-            "DROP TABLE \"{s}\".egard_vault_secrets;
+            "DROP INDEX \"{s}\".egard_consents_current;
+             DROP INDEX \"{s}\".egard_audit_change_feed;
+             DROP TABLE \"{s}\".egard_vault_secrets;
              DROP TABLE \"{s}\".egard_lookups;
              DROP INDEX \"{s}\".egard_fields_by_lookup_token;
              ALTER TABLE \"{s}\".egard_fields DROP COLUMN lookup_token;

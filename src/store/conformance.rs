@@ -45,10 +45,19 @@
 //!   (what a signed 64-bit column holds), reads from any `u64` sequence number;
 //! - concurrent writers of the same audit sequence number: exactly one wins, the others get
 //!   [`StoreError::Conflict`];
+//! - [`Store::consent_owner`] names the customer holding a consent record (renewed,
+//!   withdrawn and erased customers' records included), `None` for an unknown id;
 //! - vault secrets: [`Write::InsertSecret`] of a name already stored (or earlier in the batch)
 //!   is a [`StoreError::Conflict`], [`Write::ReplaceSecret`] upserts, secrets read back
 //!   exactly, take part in a batch's atomicity, and of concurrent inserters of one name
 //!   exactly one wins;
+//! - [`Store::consent_candidates`] proposes every customer, not erased, with a current
+//!   (neither withdrawn nor superseded) record for the purpose under a notice version in the
+//!   range, each once, in ascending id order, after the cursor, at most the limit, so that
+//!   paging through finds them all (it may propose more: the vault confirms each);
+//! - [`Store::audit_changes`] returns exactly the change events after a sequence number,
+//!   ascending, limited, each with the MAC of the event before it (`None` where that event is
+//!   missing).
 //! - lookups: [`Write::IndexField`] sets, moves and clears a field's token, which the snapshot
 //!   lists and [`Store::find_indexed`] finds; a token another customer's field holds is a
 //!   [`StoreError::Duplicate`] and nothing of the batch (also when the other holder was
@@ -100,6 +109,10 @@ pub fn run_all<S: Store>(make: impl Fn() -> S) {
         ("put_field_upserts_by_name", put_field_upserts_by_name::<S>),
         ("delete_field", delete_field::<S>),
         ("put_consent_upserts_by_id", put_consent_upserts_by_id::<S>),
+        (
+            "consent_owner_names_the_customer",
+            consent_owner_names_the_customer::<S>,
+        ),
         ("objections_are_kept", objections_are_kept::<S>),
         ("update_customer_is_conditional", update_customer_is_conditional::<S>),
         ("put_purpose_is_conditional", put_purpose_is_conditional::<S>),
@@ -127,6 +140,14 @@ pub fn run_all<S: Store>(make: impl Fn() -> S) {
         (
             "concurrent_secret_inserts_conflict",
             concurrent_secret_inserts_conflict::<S>,
+        ),
+        (
+            "consent_candidates_propose_the_current_records",
+            consent_candidates_propose_the_current_records::<S>,
+        ),
+        (
+            "audit_changes_serve_the_change_events",
+            audit_changes_serve_the_change_events::<S>,
         ),
         ("lookup_index", lookup_index::<S>),
         ("lookup_index_within_a_batch", lookup_index_within_a_batch::<S>),
@@ -878,6 +899,67 @@ pub fn put_consent_upserts_by_id<S: Store>(store: &S) {
         sorted_consents(&snapshot(store, id, "consents").consents, "consents"),
         sorted(vec![superseded, withdrawn]),
         "consents upsert by id, history kept"
+    );
+}
+
+/// `consent_owner` finds the customer of any stored consent record, history and erased
+/// customers included, and nobody for an unknown id.
+pub fn consent_owner_names_the_customer<S: Store>(store: &S) {
+    assert_eq!(get(store.consent_owner(ConsentId::new()), "owner"), None, "empty store");
+    let alice = new_customer(store);
+    let bob = new_customer(store);
+    let first = consent(alice, "news");
+    let renewed = Consent {
+        id: ConsentId::new(),
+        given_at: t(20),
+        ..consent(alice, "news")
+    };
+    let superseded = Consent {
+        superseded_by: Some(renewed.id),
+        ..first.clone()
+    };
+    let bobs = Consent {
+        withdrawn_at: Some(t(30)),
+        ..consent(bob, "news")
+    };
+    ok(store, &[put_consent(first.clone())], "first consent");
+    ok(
+        store,
+        &[
+            put_consent(superseded),
+            put_consent(renewed.clone()),
+            put_consent(bobs.clone()),
+        ],
+        "renewal and bob's",
+    );
+    assert_eq!(
+        get(store.consent_owner(first.id), "owner"),
+        Some(alice),
+        "a superseded record"
+    );
+    assert_eq!(get(store.consent_owner(renewed.id), "owner"), Some(alice), "a renewal");
+    assert_eq!(
+        get(store.consent_owner(bobs.id), "owner"),
+        Some(bob),
+        "a withdrawn record"
+    );
+    assert_eq!(
+        get(store.consent_owner(ConsentId::new()), "owner"),
+        None,
+        "an unknown id"
+    );
+    ok(
+        store,
+        &[Write::EraseCustomer {
+            customer: bob,
+            at: t(40),
+        }],
+        "erasure",
+    );
+    assert_eq!(
+        get(store.consent_owner(bobs.id), "owner"),
+        Some(bob),
+        "kept after erasure"
     );
 }
 
@@ -1777,6 +1859,181 @@ pub fn concurrent_secret_inserts_conflict<S: Store>(store: &S) {
         Some(secret("audit", winners[0])),
         "the winner's secret is stored"
     );
+}
+
+/// Every page of candidates from `after` on, `limit` at a time; checks each page's order,
+/// cursor and size.
+fn all_candidates(
+    store: &impl Store,
+    purpose: &str,
+    versions: std::ops::RangeInclusive<u32>,
+    limit: usize,
+) -> Vec<CustomerId> {
+    let mut out: Vec<CustomerId> = Vec::new();
+    let mut after = None;
+    loop {
+        let page = get(
+            store.consent_candidates(&purpose_id(purpose), versions.clone(), after, limit),
+            "consent_candidates",
+        );
+        assert!(page.len() <= limit, "a page of candidates holds at most the limit");
+        for id in &page {
+            assert!(
+                after.is_none_or(|a| *id > a),
+                "candidates come in ascending id order, after the cursor, each once"
+            );
+            after = Some(*id);
+        }
+        out.extend(&page);
+        if page.len() < limit {
+            return out;
+        }
+    }
+}
+
+/// The candidates of a purpose's audience: every customer holding a current record under a
+/// notice version in the range, each once, in id order, page after page.
+pub fn consent_candidates_propose_the_current_records<S: Store>(store: &S) {
+    let with = |c: Consent| -> CustomerId {
+        let id = c.customer;
+        ok(store, &[put_consent(c)], "a fixture consent");
+        id
+    };
+    let fresh = || new_customer(store);
+    // Current records under notice versions 1 and 2.
+    let v1 = with(consent(fresh(), "news"));
+    let v2 = with(Consent {
+        notice_version: 2,
+        ..consent(fresh(), "news")
+    });
+    // A renewal: the superseded record and the current one; proposed once.
+    let renewed = fresh();
+    let new_id = ConsentId::new();
+    with(Consent {
+        superseded_by: Some(new_id),
+        ..consent(renewed, "news")
+    });
+    with(Consent {
+        id: new_id,
+        notice_version: 2,
+        given_at: t(20),
+        ..consent(renewed, "news")
+    });
+    // Not required: withdrawn, superseded only, another purpose, erased.
+    let withdrawn = with(Consent {
+        withdrawn_at: Some(t(30)),
+        ..consent(fresh(), "news")
+    });
+    let erased = with(consent(fresh(), "news"));
+    ok(
+        store,
+        &[Write::EraseCustomer {
+            customer: erased,
+            at: t(40),
+        }],
+        "erase",
+    );
+    let other = with(consent(fresh(), "other"));
+    // Many more current records, to page through.
+    let mut many: Vec<CustomerId> = (0..25).map(|_| with(consent(fresh(), "news"))).collect();
+
+    let mut all_current = vec![v1, v2, renewed];
+    all_current.append(&mut many);
+    all_current.sort_unstable();
+    for limit in [1, 2, 7, 1000] {
+        let got = all_candidates(store, "news", 0..=u32::MAX, limit);
+        let got_set: HashSet<CustomerId> = got.iter().copied().collect();
+        assert_eq!(got_set.len(), got.len(), "each candidate once (limit {limit})");
+        for id in &all_current {
+            assert!(got_set.contains(id), "every current record is proposed (limit {limit})");
+        }
+        let customers: HashSet<CustomerId> = get(store.customer_ids(), "customer_ids").into_iter().collect();
+        assert!(
+            got.iter().all(|id| customers.contains(id)),
+            "only the store's customers are proposed"
+        );
+        let _ = (withdrawn, other);
+    }
+    let v2_up = all_candidates(store, "news", 2..=u32::MAX, 3);
+    assert!(
+        v2_up.contains(&v2) && v2_up.contains(&renewed),
+        "notice version 2 and up"
+    );
+    let v1_only = all_candidates(store, "news", 0..=1, 3);
+    assert!(v1_only.contains(&v1), "notice version 1");
+    // A purpose nobody holds a record for: a backend may propose anyone (the vault decides),
+    // but the call works.
+    get(
+        store.consent_candidates(&purpose_id("absent"), 0..=u32::MAX, None, 10),
+        "consent_candidates of a purpose without records",
+    );
+    let last = all_current.last().copied();
+    assert!(
+        get(
+            store.consent_candidates(&purpose_id("news"), 0..=u32::MAX, last, 10),
+            "consent_candidates"
+        )
+        .iter()
+        .all(|id| Some(*id) > last),
+        "after the last one, nothing before it"
+    );
+}
+
+/// The change feed: exactly the change events after a sequence number, ascending, limited,
+/// each with the MAC of the event before it.
+pub fn audit_changes_serve_the_change_events<S: Store>(store: &S) {
+    let who = CustomerId::new();
+    let kinds = AuditKind::ALL;
+    let events: Vec<AuditEvent> = (1..=40u64)
+        .map(|seq| AuditEvent {
+            kind: kinds[(seq as usize * 7) % kinds.len()],
+            ..event(seq, Some(who))
+        })
+        .collect();
+    ok(
+        store,
+        &events.iter().cloned().map(Write::AppendAudit).collect::<Vec<_>>(),
+        "append 1..=40",
+    );
+    let changes: Vec<&AuditEvent> = events.iter().filter(|e| e.kind.is_change()).collect();
+    assert!(changes.len() > 5 && changes.len() < events.len(), "a mixed log");
+    let got = get(store.audit_changes(0, 1000), "audit_changes");
+    assert_eq!(
+        got.iter().map(|c| &c.event).collect::<Vec<_>>(),
+        changes,
+        "exactly the change events, ascending"
+    );
+    for c in &got {
+        // Event `seq` is `events[seq - 1]`: the one before it is `events[seq - 2]`.
+        let expected = c.event.seq.checked_sub(2).map(|i| events[i as usize].mac);
+        assert_eq!(c.prev_mac, expected, "the MAC of the event before");
+    }
+    let from = changes[2].seq;
+    let page = get(store.audit_changes(from, 2), "audit_changes");
+    assert_eq!(
+        page.iter().map(|c| c.event.seq).collect::<Vec<_>>(),
+        vec![changes[3].seq, changes[4].seq],
+        "after the cursor, at most the limit"
+    );
+    assert!(get(store.audit_changes(3, 0), "audit_changes").is_empty(), "limit 0");
+    assert!(
+        get(store.audit_changes(40, 10), "audit_changes").is_empty(),
+        "past the end"
+    );
+    assert!(
+        get(store.audit_changes(u64::MAX, 10), "audit_changes").is_empty(),
+        "from u64::MAX"
+    );
+    // A gap before a change event: its previous MAC is missing.
+    let lone = AuditEvent {
+        kind: AuditKind::ConsentGiven,
+        ..event(50, Some(who))
+    };
+    ok(store, &[Write::AppendAudit(lone.clone())], "append 50");
+    let tail = get(store.audit_changes(40, 10), "audit_changes");
+    assert_eq!(tail.len(), 1, "the event after the gap");
+    assert_eq!(tail[0].event, lone);
+    assert_eq!(tail[0].prev_mac, None, "no event 49: no MAC before");
 }
 
 fn index(customer: CustomerId, field: &str, token: Option<[u8; 32]>) -> Write {

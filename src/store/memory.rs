@@ -9,7 +9,7 @@ use super::{
 };
 use crate::audit::AuditEvent;
 use crate::consent::Consent;
-use crate::ids::{CustomerId, FieldName, PurposeId};
+use crate::ids::{ConsentId, CustomerId, FieldName, PurposeId};
 
 /// A thread-safe store held in memory.
 ///
@@ -40,7 +40,8 @@ impl std::fmt::Debug for MemoryStore {
 #[derive(Default)]
 struct Inner {
     purposes: BTreeMap<String, StoredPurpose>,
-    customers: HashMap<CustomerId, Slot>,
+    /// By id, so that the audience pages in id order.
+    customers: BTreeMap<CustomerId, Slot>,
     audit: BTreeMap<u64, AuditEvent>,
     /// The sequence number of the latest event with a `state`, per customer and per purpose
     /// (events naming no customer).
@@ -214,7 +215,7 @@ impl Inner {
         Ok(())
     }
 
-    fn slot(customers: &mut HashMap<CustomerId, Slot>, id: CustomerId) -> Option<&mut Slot> {
+    fn slot(customers: &mut BTreeMap<CustomerId, Slot>, id: CustomerId) -> Option<&mut Slot> {
         customers.get_mut(&id)
     }
 
@@ -456,8 +457,59 @@ impl Store for MemoryStore {
             .collect())
     }
 
+    fn consent_candidates(
+        &self,
+        purpose: &PurposeId,
+        notice_versions: std::ops::RangeInclusive<u32>,
+        after: Option<CustomerId>,
+        limit: usize,
+    ) -> Result<Vec<CustomerId>, StoreError> {
+        use std::ops::Bound;
+        let inner = self.read();
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        Ok(inner
+            .customers
+            .range((from, Bound::Unbounded))
+            .filter(|(_, slot)| {
+                slot.record.erased_at.is_none()
+                    && slot.consents.iter().any(|c| {
+                        let c = &c.record;
+                        c.purpose == *purpose
+                            && c.withdrawn_at.is_none()
+                            && c.superseded_by.is_none()
+                            && notice_versions.contains(&c.notice_version)
+                    })
+            })
+            .map(|(id, _)| *id)
+            .take(limit)
+            .collect())
+    }
+
+    fn audit_changes(&self, after_seq: u64, limit: usize) -> Result<Vec<LatestChange>, StoreError> {
+        let inner = self.read();
+        let Some(from) = after_seq.checked_add(1) else {
+            return Ok(Vec::new());
+        };
+        Ok(inner
+            .audit
+            .range(from..)
+            .filter(|(_, e)| e.kind.is_change())
+            .take(limit)
+            .filter_map(|(seq, _)| inner.latest_change(Some(*seq)))
+            .collect())
+    }
+
     fn secret(&self, name: &str) -> Result<Option<VaultSecret>, StoreError> {
         Ok(self.read().secrets.get(name).cloned())
+    }
+
+    fn consent_owner(&self, consent: ConsentId) -> Result<Option<CustomerId>, StoreError> {
+        Ok(self
+            .read()
+            .customers
+            .iter()
+            .find(|(_, s)| s.consents.iter().any(|c| c.record.id == consent))
+            .map(|(id, _)| *id))
     }
 
     fn lookups(&self) -> Result<Vec<StoredLookup>, StoreError> {

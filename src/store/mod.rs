@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::audit::AuditEvent;
 use crate::consent::Consent;
-use crate::ids::{CustomerId, FieldName, PurposeId};
+use crate::ids::{ConsentId, CustomerId, FieldName, PurposeId};
 use crate::purpose::Purpose;
 
 /// A storage failure. Messages describe the failure, never stored values (which are
@@ -143,9 +143,12 @@ pub struct StoredPurpose {
     pub mac: RecordMac,
 }
 
-/// The latest audit event that recorded the state of a customer (or a purpose), as read in
-/// the same consistent snapshot as the state itself, with the MAC of the event just before
-/// it (`None` when that event is missing), so that the event's own MAC can be checked.
+/// An audit event with the MAC of the event just before it (`None` when that event is
+/// missing), so that the event's own MAC can be checked without reading the whole chain.
+///
+/// A customer or purpose snapshot holds the latest audit event that recorded its state, read
+/// in the same consistent snapshot as the state itself; [`Store::audit_changes`] returns the
+/// change feed's events this way too.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LatestChange {
     /// The event; its `state` is the MAC of the state it recorded.
@@ -397,6 +400,13 @@ pub struct CustomerSnapshot {
 ///   names the customer (for a purpose: names the purpose and no customer) and carries a
 ///   `state`, and the MAC of the event before it.
 /// - Reads of missing things are `Ok(None)` or empty, not errors.
+/// - [`consent_candidates`](Store::consent_candidates) proposes at least every customer, not
+///   erased, holding a current record (neither withdrawn nor superseded) for the purpose under
+///   a notice version in the range asked, in ascending id order, each once; it may propose
+///   more (the vault confirms every candidate), never fewer.
+/// - [`audit_changes`](Store::audit_changes) returns exactly the events whose kind
+///   [is a change](crate::AuditKind::is_change), after the given sequence number, ascending,
+///   each with the MAC of the event before it.
 pub trait Store: Send + Sync + 'static {
     /// Applies a batch of writes atomically.
     fn apply(&self, batch: &[Write]) -> Result<(), StoreError>;
@@ -427,6 +437,86 @@ pub trait Store: Send + Sync + 'static {
 
     /// One vault secret by name.
     fn secret(&self, name: &str) -> Result<Option<VaultSecret>, StoreError>;
+
+    /// Candidates for the audience (or the re-consent list) of `purpose`: up to `limit`
+    /// customers with ids greater than `after` (from the first with `None`), in ascending id
+    /// order, each once, among which must be every customer who is not erased and holds a
+    /// record for `purpose` that is neither withdrawn nor superseded, given under a notice
+    /// version in `notice_versions` (bounds included).
+    ///
+    /// The store only proposes: the vault checks every candidate against its authenticated
+    /// state before it counts, so a backend may propose more (the default proposes every
+    /// customer, a page at a time, which is correct but reads every customer's id for each
+    /// page). A backend should answer from an index, as the built-in ones do.
+    fn consent_candidates(
+        &self,
+        purpose: &PurposeId,
+        notice_versions: std::ops::RangeInclusive<u32>,
+        after: Option<CustomerId>,
+        limit: usize,
+    ) -> Result<Vec<CustomerId>, StoreError> {
+        let _ = (purpose, notice_versions);
+        let mut ids = self.customer_ids()?;
+        ids.retain(|id| after.is_none_or(|a| *id > a));
+        ids.sort_unstable();
+        ids.dedup();
+        ids.truncate(limit);
+        Ok(ids)
+    }
+
+    /// Up to `limit` audit events with sequence numbers greater than `after_seq`, ascending,
+    /// of the kinds that [are changes](crate::AuditKind::is_change), each with the MAC of the
+    /// event just before it (for the vault to check the event's own MAC).
+    ///
+    /// The default pages through [`audit_range`](Store::audit_range) and filters (reading
+    /// every event from `after_seq` on); a backend should answer from an index, as the
+    /// built-in ones do.
+    fn audit_changes(&self, after_seq: u64, limit: usize) -> Result<Vec<LatestChange>, StoreError> {
+        const PAGE: usize = 1024;
+        let mut out = Vec::new();
+        // The event at `after_seq` is read too: its MAC is the one before the first change.
+        let mut from = after_seq;
+        let mut prev: Option<(u64, RecordMac)> = None;
+        while out.len() < limit {
+            let page = self.audit_range(from, PAGE)?;
+            let full = page.len() == PAGE;
+            let mut next = None;
+            for event in page {
+                next = event.seq.checked_add(1);
+                let (seq, mac) = (event.seq, event.mac);
+                if seq > after_seq && event.kind.is_change() && out.len() < limit {
+                    let prev_mac = prev.filter(|(s, _)| Some(*s) == seq.checked_sub(1)).map(|(_, m)| m);
+                    out.push(LatestChange { event, prev_mac });
+                }
+                prev = Some((seq, mac));
+            }
+            match next {
+                Some(n) if full => from = n,
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// The customer holding the consent record `consent` (history included), `None` if no
+    /// stored record has this id. The vault uses it only to know whose records to read: it
+    /// then finds the record among that customer's checked records, so a wrong answer can
+    /// make [`Vault::consent_receipt`](crate::Vault::consent_receipt) fail, never issue a
+    /// receipt for a record that was not checked.
+    ///
+    /// The default reads every customer in turn (a linear scan, correct for any store):
+    /// backends that keep consents in an indexed table should answer with one lookup by id,
+    /// and a wrapper around another store should forward it.
+    fn consent_owner(&self, consent: ConsentId) -> Result<Option<CustomerId>, StoreError> {
+        for id in self.customer_ids()? {
+            if let Some(snapshot) = self.customer(id)? {
+                if snapshot.consents.iter().any(|c| c.record.id == consent) {
+                    return Ok(Some(id));
+                }
+            }
+        }
+        Ok(None)
+    }
 
     /// Every lookup definition, any order.
     fn lookups(&self) -> Result<Vec<StoredLookup>, StoreError>;
@@ -475,6 +565,21 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     fn secret(&self, name: &str) -> Result<Option<VaultSecret>, StoreError> {
         (**self).secret(name)
     }
+    fn consent_candidates(
+        &self,
+        purpose: &PurposeId,
+        notice_versions: std::ops::RangeInclusive<u32>,
+        after: Option<CustomerId>,
+        limit: usize,
+    ) -> Result<Vec<CustomerId>, StoreError> {
+        (**self).consent_candidates(purpose, notice_versions, after, limit)
+    }
+    fn audit_changes(&self, after_seq: u64, limit: usize) -> Result<Vec<LatestChange>, StoreError> {
+        (**self).audit_changes(after_seq, limit)
+    }
+    fn consent_owner(&self, consent: ConsentId) -> Result<Option<CustomerId>, StoreError> {
+        (**self).consent_owner(consent)
+    }
     fn lookups(&self) -> Result<Vec<StoredLookup>, StoreError> {
         (**self).lookups()
     }
@@ -483,5 +588,59 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     }
     fn instance_id(&self) -> usize {
         (**self).instance_id()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store that keeps every default method: the in-memory store, seen through the
+    /// required methods only.
+    struct Defaults(MemoryStore);
+
+    impl Store for Defaults {
+        fn apply(&self, batch: &[Write]) -> Result<(), StoreError> {
+            self.0.apply(batch)
+        }
+        fn purposes(&self) -> Result<Vec<PurposeSnapshot>, StoreError> {
+            self.0.purposes()
+        }
+        fn customer(&self, id: CustomerId) -> Result<Option<CustomerSnapshot>, StoreError> {
+            self.0.customer(id)
+        }
+        fn field(&self, customer: CustomerId, field: &FieldName) -> Result<Option<StoredField>, StoreError> {
+            self.0.field(customer, field)
+        }
+        fn fields(&self, customer: CustomerId) -> Result<Vec<StoredField>, StoreError> {
+            self.0.fields(customer)
+        }
+        fn customer_ids(&self) -> Result<Vec<CustomerId>, StoreError> {
+            self.0.customer_ids()
+        }
+        fn audit_head(&self) -> Result<Option<AuditEvent>, StoreError> {
+            self.0.audit_head()
+        }
+        fn audit_range(&self, from_seq: u64, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
+            self.0.audit_range(from_seq, limit)
+        }
+        fn audit_for(&self, customer: CustomerId) -> Result<Vec<AuditEvent>, StoreError> {
+            self.0.audit_for(customer)
+        }
+        fn secret(&self, name: &str) -> Result<Option<VaultSecret>, StoreError> {
+            self.0.secret(name)
+        }
+        fn lookups(&self) -> Result<Vec<StoredLookup>, StoreError> {
+            self.0.lookups()
+        }
+        fn find_indexed(&self, field: &FieldName, token: &LookupToken) -> Result<Option<CustomerId>, StoreError> {
+            self.0.find_indexed(field, token)
+        }
+    }
+
+    #[test]
+    fn the_default_consent_owner_scans_every_customer() {
+        conformance::consent_owner_names_the_customer(&Defaults(MemoryStore::new()));
+        conformance::consent_owner_names_the_customer(&std::sync::Arc::new(Defaults(MemoryStore::new())));
     }
 }

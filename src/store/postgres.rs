@@ -35,13 +35,13 @@ use super::{
     PurposeSnapshot, RecordMac, Store, StoreError, StoredField, StoredLookup, StoredPurpose, VaultSecret, WrappedKey,
     Write,
 };
-use crate::audit::{AuditEvent, AuditKind};
+use crate::audit::{AuditEvent, AuditKind, CHANGE_KINDS_SQL};
 use crate::consent::Consent;
 use crate::error::Error;
-use crate::ids::{CustomerId, FieldName, PurposeId};
+use crate::ids::{ConsentId, CustomerId, FieldName, PurposeId};
 
 /// The newest schema version this release writes and understands.
-pub const POSTGRES_SCHEMA_VERSION: u32 = 4;
+pub const POSTGRES_SCHEMA_VERSION: u32 = 5;
 
 /// How to connect: the schema to work in, the pool size and timeouts.
 ///
@@ -383,6 +383,9 @@ enum Q {
     InsertSecret,
     ReplaceSecret,
     Secret,
+    ConsentCandidates,
+    AuditChanges,
+    ConsentOwner,
     IndexField,
     PutLookup,
     Lookups,
@@ -390,7 +393,7 @@ enum Q {
 }
 
 impl Q {
-    const ALL: [Q; 30] = [
+    const ALL: [Q; 33] = [
         Q::LockCustomer,
         Q::InsertCustomer,
         Q::UpdateCustomer,
@@ -417,6 +420,9 @@ impl Q {
         Q::InsertSecret,
         Q::ReplaceSecret,
         Q::Secret,
+        Q::ConsentCandidates,
+        Q::AuditChanges,
+        Q::ConsentOwner,
         Q::IndexField,
         Q::PutLookup,
         Q::Lookups,
@@ -436,7 +442,7 @@ const AUDIT_COLUMNS: &str = "seq, at, kind, customer, purpose, field, detail, ma
 
 /// The forward migrations, in order; `{p}` stands for the table prefix. Version `i + 1` is
 /// `MIGRATIONS[i]`. Never edit a released one: add the next.
-const MIGRATIONS: [&str; 4] = [
+const MIGRATIONS: [&str; 5] = [
     r#"
 CREATE TABLE {p}purposes (
     id          text PRIMARY KEY,
@@ -523,6 +529,17 @@ CREATE TABLE {p}lookups (
     normalizer  text NOT NULL,
     mac         bytea NOT NULL
 );
+"#,
+    // Version 5: reaching customers. The current (neither withdrawn nor superseded) consent
+    // records by purpose and customer, which propose a purpose's audience; the change events
+    // by sequence number, which serve the change feed. The kinds listed are
+    // `crate::audit::CHANGE_KINDS_SQL`, which the feed's query repeats for the index to apply.
+    r#"
+CREATE INDEX IF NOT EXISTS egard_consents_current
+    ON {p}consents (purpose, customer, ((record->>'notice_version')::bigint))
+    WHERE (record->>'withdrawn_at') IS NULL AND (record->>'superseded_by') IS NULL;
+CREATE INDEX IF NOT EXISTS egard_audit_change_feed ON {p}audit (seq)
+    WHERE kind IN ('purpose_defined', 'customer_created', 'consent_given', 'consent_withdrawn', 'field_written', 'field_rectified', 'field_deleted', 'restricted', 'restriction_lifted', 'objected', 'erased', 'key_rotated');
 "#,
 ];
 
@@ -634,6 +651,21 @@ impl Sql {
                      ON CONFLICT (name) DO UPDATE SET wrapped = EXCLUDED.wrapped"
                 ),
                 Q::Secret => format!("SELECT name, wrapped FROM {p}vault_secrets WHERE name = $1"),
+                Q::ConsentCandidates => format!(
+                    "SELECT DISTINCT c.customer FROM {p}consents c JOIN {p}customers u ON u.id = c.customer \
+                     WHERE c.purpose = $1 AND (c.record->>'withdrawn_at') IS NULL \
+                     AND (c.record->>'superseded_by') IS NULL AND c.customer > $2 \
+                     AND ((c.record->>'notice_version')::bigint) >= $3 \
+                     AND ((c.record->>'notice_version')::bigint) <= $4 AND u.erased_at IS NULL \
+                     ORDER BY c.customer LIMIT $5"
+                ),
+                Q::AuditChanges => format!(
+                    "SELECT a.seq, a.at, a.kind, a.customer, a.purpose, a.field, a.detail, a.mac, a.state, p.mac \
+                     FROM {p}audit a LEFT JOIN {p}audit p ON p.seq = a.seq - 1 \
+                     WHERE a.kind IN {CHANGE_KINDS_SQL} AND a.seq > $1 ORDER BY a.seq LIMIT $2"
+                ),
+                // `consents.id` is the primary key: one index lookup.
+                Q::ConsentOwner => format!("SELECT customer FROM {p}consents WHERE id = $1"),
                 Q::IndexField => {
                     format!("UPDATE {p}fields SET lookup_token = $3 WHERE customer = $1 AND field = $2")
                 }
@@ -1309,6 +1341,45 @@ impl Store for PostgresStore {
         rows.iter().map(decode_audit).collect()
     }
 
+    fn consent_candidates(
+        &self,
+        purpose: &PurposeId,
+        notice_versions: std::ops::RangeInclusive<u32>,
+        after: Option<CustomerId>,
+        limit: usize,
+    ) -> Result<Vec<CustomerId>, StoreError> {
+        // No customer id is nil (they are UUID v4 or v7): the nil UUID sorts before them all.
+        let after: Uuid = after.map_or(Uuid::nil(), |a| *a.as_uuid());
+        let (from, to) = (i64::from(*notice_versions.start()), i64::from(*notice_versions.end()));
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self.query(
+            "read audience candidates",
+            Q::ConsentCandidates,
+            &[&purpose.as_str(), &after, &from, &to, &limit],
+        )?;
+        rows.iter()
+            .map(|row| customer_id(get(row, 0, "consent customer")?, "consent customer"))
+            .collect()
+    }
+
+    fn audit_changes(&self, after_seq: u64, limit: usize) -> Result<Vec<LatestChange>, StoreError> {
+        let Ok(after) = i64::try_from(after_seq) else {
+            return Ok(Vec::new());
+        };
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self.query("read change feed", Q::AuditChanges, &[&after, &limit])?;
+        rows.iter()
+            .map(|row| decode_latest(row, 0)?.ok_or_else(|| corrupt("audit event")))
+            .collect()
+    }
+
+    fn consent_owner(&self, consent: ConsentId) -> Result<Option<CustomerId>, StoreError> {
+        let rows = self.query("read consent owner", Q::ConsentOwner, &[consent.as_uuid()])?;
+        rows.first()
+            .map(|row| customer_id(get(row, 0, "consent owner")?, "consent owner"))
+            .transpose()
+    }
+
     fn lookups(&self) -> Result<Vec<StoredLookup>, StoreError> {
         let rows = self.query("read lookups", Q::Lookups, &[])?;
         rows.iter()
@@ -1368,6 +1439,12 @@ mod tests {
         assert!(!migration.contains("{p}"));
         assert!(migration.contains("CREATE TABLE \"tenant_1\".egard_audit"));
         assert!(Sql::new(None).text(Q::AuditHead).contains("FROM egard_audit"));
+    }
+
+    #[test]
+    fn the_change_feed_index_lists_the_change_kinds() {
+        let migration = Sql::new(None).migration(4).unwrap();
+        assert!(migration.contains(&format!("WHERE kind IN {CHANGE_KINDS_SQL}")));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use super::{
     PurposeSnapshot, RecordMac, Store, StoreError, StoredField, StoredLookup, StoredPurpose, VaultSecret, WrappedKey,
     Write,
 };
-use crate::audit::{AuditEvent, AuditKind};
+use crate::audit::{AuditEvent, AuditKind, CHANGE_KINDS_SQL};
 use crate::consent::{Consent, Evidence};
 use crate::error::Error;
 use crate::ids::{ConsentId, CustomerId, FieldName, PurposeId};
@@ -112,6 +112,16 @@ const MIGRATIONS: &[&str] = &[
         normalizer TEXT NOT NULL,
         mac BLOB NOT NULL
     ) WITHOUT ROWID;",
+    // Version 5: reaching customers. The current (neither withdrawn nor superseded) consent
+    // records by purpose and customer, which propose a purpose's audience; the change events
+    // by sequence number, which serve the change feed. The kinds listed are
+    // `crate::audit::CHANGE_KINDS_SQL`, which the feed's query repeats for the index to apply.
+    "CREATE INDEX consents_current ON consents (purpose, customer, notice_version)
+        WHERE withdrawn_at IS NULL AND superseded_by IS NULL;
+    CREATE INDEX audit_change_feed ON audit (seq)
+        WHERE kind IN ('purpose_defined', 'customer_created', 'consent_given', \
+     'consent_withdrawn', 'field_written', 'field_rectified', 'field_deleted', 'restricted', \
+     'restriction_lifted', 'objected', 'erased', 'key_rotated');",
 ];
 
 /// The newest schema version this release understands.
@@ -133,7 +143,8 @@ pub enum Durability {
     /// The default. Every batch that changes something (a customer, a key, a field, a
     /// consent, a withdrawal, an objection, a restriction, an erasure, a purpose) is fsynced
     /// before `apply` returns (`synchronous=FULL`): it survives a power cut. A batch that
-    /// only logs an access (the audit events of `authorize` and of exports) is not fsynced
+    /// only logs an access (the audit events of `authorize`, of exports and of audience
+    /// listings) is not fsynced
     /// (`synchronous=NORMAL`): it survives a process crash at once, and a power cut from the
     /// next fsynced batch or checkpoint on (the WAL is synced in order, so the log never has
     /// a hole; at worst it ends a few accesses early).
@@ -153,12 +164,11 @@ impl Durability {
         match self {
             Durability::Full => true,
             Durability::ProcessCrash => false,
-            Durability::Changes => !batch.iter().all(|w| {
-                matches!(w, Write::AppendAudit(e) if matches!(
-                    e.kind,
-                    AuditKind::AccessGranted | AuditKind::AccessDenied | AuditKind::ConsentExpired | AuditKind::Exported
-                ))
-            }),
+            // A batch of events that change nothing (accesses, exports, listings) is not a
+            // change; every change's batch also holds the records it changes.
+            Durability::Changes => !batch
+                .iter()
+                .all(|w| matches!(w, Write::AppendAudit(e) if !e.kind.is_change())),
         }
     }
 }
@@ -713,6 +723,13 @@ fn query_all<T>(
     Ok(out)
 }
 
+/// A page of candidates for an audience: the current records of a purpose, from the
+/// `consents_current` index, of customers not erased.
+const CANDIDATES_SQL: &str = "SELECT DISTINCT c.customer FROM consents c JOIN customers u ON u.id = c.customer
+     WHERE c.purpose = ?1 AND c.withdrawn_at IS NULL AND c.superseded_by IS NULL AND c.customer > ?2
+       AND c.notice_version >= ?3 AND c.notice_version <= ?4 AND u.erased_at IS NULL
+     ORDER BY c.customer LIMIT ?5";
+
 const AUDIT_COLUMNS: &str = "seq, at, kind, customer, purpose, field, detail, mac, state";
 
 fn decode_audit(c: &Col<'_, '_>) -> Result<AuditEvent, StoreError> {
@@ -1253,6 +1270,65 @@ impl Store for SqliteStore {
         })
     }
 
+    fn consent_candidates(
+        &self,
+        purpose: &PurposeId,
+        notice_versions: std::ops::RangeInclusive<u32>,
+        after: Option<CustomerId>,
+        limit: usize,
+    ) -> Result<Vec<CustomerId>, StoreError> {
+        // An empty blob sorts before every id.
+        let after: Vec<u8> = after.map(|a| a.as_bytes().to_vec()).unwrap_or_default();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(false, |conn| {
+            query_all(
+                conn,
+                CANDIDATES_SQL,
+                params![
+                    purpose.as_str(),
+                    after,
+                    i64::from(*notice_versions.start()),
+                    i64::from(*notice_versions.end()),
+                    limit
+                ],
+                |c| c.customer(0, "consents.customer"),
+            )
+        })
+    }
+
+    fn audit_changes(&self, after_seq: u64, limit: usize) -> Result<Vec<LatestChange>, StoreError> {
+        let Ok(after) = i64::try_from(after_seq) else {
+            return Ok(Vec::new());
+        };
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(false, |conn| {
+            let sql = format!(
+                "SELECT a.seq, a.at, a.kind, a.customer, a.purpose, a.field, a.detail, a.mac, a.state, p.mac
+                 FROM audit a LEFT JOIN audit p ON p.seq = a.seq - 1
+                 WHERE a.kind IN {CHANGE_KINDS_SQL} AND a.seq > ?1 ORDER BY a.seq LIMIT ?2"
+            );
+            query_all(conn, &sql, params![after, limit], |c| {
+                Ok(LatestChange {
+                    event: decode_audit(c)?,
+                    prev_mac: c.opt_mac(9, "audit.mac")?,
+                })
+            })
+        })
+    }
+
+    fn consent_owner(&self, consent: ConsentId) -> Result<Option<CustomerId>, StoreError> {
+        // `consents.id` is the primary key: one index lookup.
+        self.read(false, |conn| {
+            let mut found = query_all(
+                conn,
+                "SELECT customer FROM consents WHERE id = ?1",
+                [consent.as_uuid().as_bytes().as_slice()],
+                |c| c.customer(0, "consents.customer"),
+            )?;
+            Ok(found.pop())
+        })
+    }
+
     fn lookups(&self) -> Result<Vec<StoredLookup>, StoreError> {
         self.read(false, |conn| {
             query_all(conn, "SELECT field, normalizer, mac FROM lookups", [], |c| {
@@ -1356,6 +1432,34 @@ mod tests {
     }
 
     #[test]
+    fn the_change_feed_index_lists_the_change_kinds() {
+        assert!(MIGRATIONS[4].contains(&format!("WHERE kind IN {CHANGE_KINDS_SQL}")));
+    }
+
+    #[test]
+    fn the_audience_and_the_change_feed_are_answered_from_their_indexes() {
+        let store = SqliteStore::in_memory().unwrap();
+        let conn = &store.writer().conn;
+        let plan = |sql: &str, params: &[&dyn rusqlite::ToSql]| -> String {
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let rows = stmt
+                .query_map(params, |r| r.get::<_, String>(3))
+                .unwrap()
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap();
+            rows.join("; ")
+        };
+        let candidates = plan(CANDIDATES_SQL, &[&"p", &Vec::<u8>::new(), &1i64, &2i64, &10i64]);
+        assert!(candidates.contains("consents_current"), "{candidates}");
+        assert!(!candidates.contains("TEMP B-TREE"), "{candidates}");
+        let feed = plan(
+            &format!("SELECT seq FROM audit WHERE kind IN {CHANGE_KINDS_SQL} AND seq > ?1 ORDER BY seq LIMIT ?2"),
+            &[&0i64, &10i64],
+        );
+        assert!(feed.contains("audit_change_feed"), "{feed}");
+    }
+
+    #[test]
     fn a_version_1_file_is_migrated_forward_with_its_data() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("egard.db");
@@ -1392,8 +1496,8 @@ mod tests {
         let v: i64 = raw
             .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(v, 4);
-        assert_eq!(SQLITE_SCHEMA_VERSION, 4);
+        assert_eq!(v, 5);
+        assert_eq!(SQLITE_SCHEMA_VERSION, 5);
     }
 
     #[test]

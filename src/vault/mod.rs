@@ -7,6 +7,8 @@ mod exported;
 mod journal;
 mod keys;
 mod lookups;
+mod reach;
+mod receipts;
 pub(crate) mod records;
 mod rights;
 mod rotation;
@@ -15,6 +17,7 @@ mod secrets;
 pub use exported::ExportedValue;
 pub use journal::AuditBatching;
 pub use keys::ENCRYPTION_BUDGET;
+pub use reach::{AUDIENCE_PAGE, MAX_CHANGES_PAGE};
 
 pub use rights::{ErasureReceipt, SubjectExport, SweepReport};
 pub use rotation::{DEFAULT_ROTATION_BATCH, KeyBelow, RotationProgress};
@@ -35,6 +38,7 @@ use crate::gate::{AccessPass, Revealed, Sealed, decode, encode};
 use crate::ids::{ConsentId, CustomerId, FieldName, PurposeId};
 use crate::integrity::{self, RecordKey};
 use crate::purpose::{MAX_PERIOD, Purpose, PurposeDef};
+use crate::receipt::Controller;
 use crate::store::{CustomerRecord, PurposeSnapshot, Store, StoreError, StoredPurpose, WrappedKey, Write};
 use cache::{Cache, CustomerEntry, CustomerState, KeyRef};
 use claims::Claim;
@@ -83,6 +87,7 @@ pub struct VaultBuilder {
     audit_batching: Option<AuditBatching>,
     audit_anchor: Option<AuditAnchor>,
     encryption_budget: u64,
+    controller: Option<Controller>,
 }
 
 impl std::fmt::Debug for VaultBuilder {
@@ -241,6 +246,29 @@ impl VaultBuilder {
         self
     }
 
+    /// The controller's details, as [`consent receipts`](Vault::consent_receipt) name them
+    /// (the business's, never a customer's). Required for receipts only.
+    ///
+    /// ```
+    /// use egard::{Controller, MasterKey, MemoryStore, Vault};
+    ///
+    /// let vault = Vault::builder()
+    ///     .master_key(MasterKey::from_bytes([7u8; 32]))
+    ///     .store(MemoryStore::new())
+    ///     .controller(
+    ///         Controller::new("Acme Books SAS")
+    ///             .jurisdiction("EU")
+    ///             .policy_url("https://books.example/privacy")
+    ///             .withdrawal_method("https://books.example/account/consents"),
+    ///     )
+    ///     .build()?;
+    /// # Ok::<(), egard::Error>(())
+    /// ```
+    pub fn controller(mut self, controller: Controller) -> Self {
+        self.controller = Some(controller);
+        self
+    }
+
     /// Checks the configuration; reads the audit head, the vault secrets (on a store without
     /// an audit log, the audit key and the record key are made now, wrapped under the current
     /// master key and stored) and the purposes, each checked against its MAC and the log;
@@ -289,6 +317,9 @@ impl VaultBuilder {
         if self.cache_ttl.is_some_and(|ttl| ttl > MAX_PERIOD) {
             return Err(Error::Config("the cache time-to-live must be at most 1,000 years"));
         }
+        if let Some(controller) = &self.controller {
+            controller.validate()?;
+        }
         if self.encryption_budget == 0 || self.encryption_budget > ENCRYPTION_BUDGET {
             return Err(Error::Config(
                 "the encryption budget must be at least 1 and at most 2^32",
@@ -329,6 +360,7 @@ impl VaultBuilder {
             cache_ttl: self.cache_ttl,
             max_value_len: self.max_value_len,
             encryption_budget: self.encryption_budget,
+            controller: self.controller,
             _claim: claim,
         };
         if let Some(anchor) = &self.audit_anchor {
@@ -379,6 +411,8 @@ pub struct Vault {
     max_value_len: usize,
     /// Encryptions per data key at most.
     encryption_budget: u64,
+    /// The controller's details, for consent receipts.
+    controller: Option<Controller>,
     /// This vault's use of its store object, released on drop.
     _claim: Claim,
 }
@@ -409,6 +443,7 @@ impl Vault {
             encryption_budget: ENCRYPTION_BUDGET,
             audit_batching: None,
             audit_anchor: None,
+            controller: None,
         }
     }
 

@@ -264,6 +264,9 @@ impl Store for TamperStore {
     fn secret(&self, name: &str) -> Result<Option<VaultSecret>, StoreError> {
         self.inner.secret(name)
     }
+    fn consent_owner(&self, consent: egard::ConsentId) -> Result<Option<CustomerId>, StoreError> {
+        self.inner.consent_owner(consent)
+    }
     fn lookups(&self) -> Result<Vec<egard::store::StoredLookup>, StoreError> {
         self.inner.lookups()
     }
