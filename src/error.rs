@@ -154,6 +154,21 @@ pub enum Error {
     /// key. Deliberately opaque.
     #[error("cryptographic operation failed")]
     Crypto,
+    /// The [`KeyProvider`](crate::KeyProvider) that holds the master key could not wrap or
+    /// unwrap a key (unreachable, or it refused). Nothing was written: the operation can be
+    /// retried once the provider answers again. (A wrapped key that does not open is
+    /// [`Error::Crypto`].)
+    #[error("key provider: {0}")]
+    KeyProvider(crate::crypto::KeyProviderError),
+    /// A data key or vault secret is wrapped under a master key the vault was told to refuse
+    /// (see [`VaultBuilder::min_master_key_id`](crate::VaultBuilder::min_master_key_id)):
+    /// finish the master-key rotation ([`Vault::keys_below`](crate::Vault::keys_below) finds
+    /// what is left), or lower the floor.
+    #[error("the key is wrapped under retired master key {master_key_id}")]
+    RetiredKey {
+        /// The id of the retired master key the wrapped key names.
+        master_key_id: u32,
+    },
     /// The audit log does not verify: the event at `seq` was edited, dropped, inserted or
     /// moved, or the log was truncated.
     #[error("audit log broken at event {seq}: {problem}")]

@@ -23,7 +23,7 @@ mod vault;
 pub use audit::{AuditAnchor, AuditBreak, AuditEvent, AuditKind, AuditReport};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use consent::{Consent, ConsentState, Evidence};
-pub use crypto::MasterKey;
+pub use crypto::{KeyProvider, KeyProviderError, MasterKey};
 pub use error::{AccessDenied, Error, ReceiptError};
 pub use gate::{AccessPass, Revealed, Sealed};
 pub use ids::{ConsentId, CustomerId, FieldName, PurposeId};
@@ -37,6 +37,6 @@ pub use store::{MemoryStore, Store, StoreError};
 pub use store::{PostgresOptions, PostgresStore};
 pub use vault::{
     AUDIENCE_PAGE, AuditBatching, DEFAULT_CACHE_CAPACITY, DEFAULT_MAX_VALUE_LEN, DEFAULT_PASS_LIFETIME,
-    ENCRYPTION_BUDGET, ErasureReceipt, ExportedValue, MAX_CHANGES_PAGE, SubjectExport, SweepReport, Vault,
-    VaultBuilder,
+    DEFAULT_ROTATION_BATCH, ENCRYPTION_BUDGET, ErasureReceipt, ExportedValue, KeyBelow, MAX_CHANGES_PAGE,
+    RotationProgress, SubjectExport, SweepReport, Vault, VaultBuilder,
 };

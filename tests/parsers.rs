@@ -104,8 +104,38 @@ fn envelope_layouts_are_checked() {
     let mut as_field = wrapped.clone();
     as_field[0] = 2;
     assert!(matches!(WrappedKeyEnvelope::parse(&as_field), Err(Error::Crypto)));
-    wrapped.push(0);
-    assert!(matches!(WrappedKeyEnvelope::parse(&wrapped), Err(Error::Crypto)));
+    // After the header, the body is the key provider's own bytes: 1 to MAX_WRAPPED_LEN of
+    // them parse; a `MasterKey` accepts only its own exact length (nonce, key, tag).
+    assert!(matches!(WrappedKeyEnvelope::parse(&wrapped[..6]), Err(Error::Crypto)));
+    assert!(WrappedKeyEnvelope::parse(&wrapped[..7]).is_ok());
+    let mut longest = wrapped[..6].to_vec();
+    longest.resize(6 + egard::crypto::MAX_WRAPPED_LEN, 0);
+    assert!(WrappedKeyEnvelope::parse(&longest).is_ok());
+    longest.push(0);
+    assert!(matches!(WrappedKeyEnvelope::parse(&longest), Err(Error::Crypto)));
+    let master = egard::MasterKey::from_bytes([1; 32]);
+    let body = egard::KeyProvider::wrap_key(&master, &[9; 32], b"aad").unwrap();
+    assert_eq!(body.len(), 12 + 32 + 16);
+    assert_eq!(
+        &**egard::KeyProvider::unwrap_key(&master, &body, b"aad").unwrap(),
+        &[9; 32]
+    );
+    for len in [0, 1, body.len() - 1] {
+        assert_eq!(
+            egard::KeyProvider::unwrap_key(&master, &body[..len], b"aad").err(),
+            Some(egard::KeyProviderError::Invalid)
+        );
+    }
+    let mut longer = body.clone();
+    longer.push(0);
+    assert_eq!(
+        egard::KeyProvider::unwrap_key(&master, &longer, b"aad").err(),
+        Some(egard::KeyProviderError::Invalid)
+    );
+    assert_eq!(
+        egard::KeyProvider::unwrap_key(&master, &body, b"other aad").err(),
+        Some(egard::KeyProviderError::Invalid)
+    );
 }
 
 #[test]

@@ -2,20 +2,26 @@
 
 use std::fmt;
 
-use ring::aead::{LessSafeKey, NONCE_LEN, Nonce};
+use ring::aead::{Aad, LessSafeKey, NONCE_LEN, Nonce};
 use ring::rand::SecureRandom;
 use zeroize::{Zeroize, Zeroizing};
 
-use super::envelope::{self, WrappedKeyEnvelope};
-use super::{AadBuf, KEY_LEN, aes_key, fresh_nonce, random, scrub_stack, wipe_aes_key};
+use super::provider::{KeyProvider, KeyProviderError};
+use super::{KEY_LEN, aes_key, fresh_nonce, random, scrub_stack, wipe_aes_key};
 use crate::error::Error;
-use crate::ids::CustomerId;
+
+/// What a master key's wrap gives: nonce, the key's ciphertext, tag.
+const WRAPPED_BODY_LEN: usize = NONCE_LEN + KEY_LEN + 16;
 
 /// The master key (key-encryption key) that wraps every customer's data key.
 ///
 /// The host supplies it (from bytes, hex, an environment variable or a file) and egard never
 /// stores it. Each master key has a numeric id, written in every key it wraps, so that the
 /// right key is selected on unwrap and keys can be rotated. `Debug` shows the id only.
+///
+/// It is the in-process [`KeyProvider`]: AES-256-GCM with `ring`. For a key that must stay
+/// in a KMS or an HSM, implement [`KeyProvider`] instead and give it to
+/// [`VaultBuilder::key_provider`](crate::VaultBuilder::key_provider).
 ///
 /// Its key schedule is made once, on the heap, and never moves; it is wiped in place when
 /// the key is dropped, and the raw bytes it was made from are wiped at once.
@@ -128,107 +134,47 @@ impl MasterKey {
     pub fn id(&self) -> u32 {
         self.id
     }
+}
 
-    fn aad(header: &[u8], namespace: &str, customer: CustomerId, version: u32) -> AadBuf {
-        let mut aad = AadBuf::new(header);
-        aad.part(namespace.as_bytes())
-            .part(customer.as_bytes())
-            .part(b"dek")
-            .part(&version.to_be_bytes());
-        aad
+impl KeyProvider for MasterKey {
+    fn key_id(&self) -> u32 {
+        self.id
     }
 
-    /// The associated data of a vault secret: the header, the namespace, a label no customer
-    /// key uses, and the secret's name.
-    fn secret_aad(header: &[u8], namespace: &str, name: &str) -> AadBuf {
-        let mut aad = AadBuf::new(header);
-        aad.part(namespace.as_bytes())
-            .part(b"vault-secret")
-            .part(name.as_bytes());
-        aad
-    }
-
-    pub(crate) fn wrap(
-        &self,
-        namespace: &str,
-        customer: CustomerId,
-        version: u32,
-        key: &[u8],
-    ) -> Result<Vec<u8>, Error> {
-        let wrapped = self.seal_key(key, |header| Self::aad(header, namespace, customer, version));
-        scrub_stack();
-        wrapped
-    }
-
-    pub(crate) fn unwrap(
-        &self,
-        namespace: &str,
-        customer: CustomerId,
-        version: u32,
-        wrapped: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>, Error> {
-        let raw = self.open_key(wrapped, |header| Self::aad(header, namespace, customer, version));
-        scrub_stack();
-        raw
-    }
-
-    /// Wraps a vault-level secret (such as the audit key) of the namespace, under its name.
-    pub(crate) fn wrap_secret(&self, namespace: &str, name: &str, key: &[u8]) -> Result<Vec<u8>, Error> {
-        let wrapped = self.seal_key(key, |header| Self::secret_aad(header, namespace, name));
-        scrub_stack();
-        wrapped
-    }
-
-    /// Unwraps what [`MasterKey::wrap_secret`] wrapped.
-    pub(crate) fn unwrap_secret(
-        &self,
-        namespace: &str,
-        name: &str,
-        wrapped: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>, Error> {
-        let raw = self.open_key(wrapped, |header| Self::secret_aad(header, namespace, name));
-        scrub_stack();
-        raw
-    }
-
-    /// Seals a raw key in place in a buffer that holds it in clear until sealed: wiped if
-    /// sealing fails, handed out (without a copy) once it holds only ciphertext.
-    #[inline(never)]
-    fn seal_key(&self, key: &[u8], aad: impl FnOnce(&[u8]) -> AadBuf) -> Result<Vec<u8>, Error> {
-        let nonce = fresh_nonce()?;
-        let header = envelope::wrapped_header(self.id);
-        let aad = aad(&header);
-        let mut out = Zeroizing::new(Vec::with_capacity(envelope::WRAPPED_LEN));
-        out.extend_from_slice(&header);
+    /// `nonce 12 | ciphertext 32 | tag 16`, sealed in place in a buffer that holds the key in
+    /// clear until sealed: wiped if sealing fails, handed out (without a copy) once it holds
+    /// only ciphertext.
+    fn wrap_key(&self, key: &[u8], aad: &[u8]) -> Result<Vec<u8>, KeyProviderError> {
+        let nonce = fresh_nonce().map_err(|_| KeyProviderError::Unavailable)?;
+        let mut out = Zeroizing::new(Vec::with_capacity(WRAPPED_BODY_LEN));
         out.extend_from_slice(&nonce);
         out.extend_from_slice(key);
-        let start = envelope::HEADER_LEN + NONCE_LEN;
         let tag = self
             .kek
-            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), aad.aad(), &mut out[start..])
-            .map_err(|_| Error::Crypto)?;
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad),
+                &mut out[NONCE_LEN..],
+            )
+            .map_err(|_| KeyProviderError::Invalid)?;
         out.extend_from_slice(tag.as_ref());
         Ok(std::mem::take(&mut *out))
     }
 
-    /// Opens a wrapped key in place in a buffer wiped on drop.
-    #[inline(never)]
-    fn open_key(&self, wrapped: &[u8], aad: impl FnOnce(&[u8]) -> AadBuf) -> Result<Zeroizing<Vec<u8>>, Error> {
-        let parsed = WrappedKeyEnvelope::parse(wrapped)?;
-        if parsed.kek_id != self.id {
-            return Err(Error::Crypto);
+    /// Opens in place, in a buffer wiped on drop.
+    fn unwrap_key(&self, wrapped: &[u8], aad: &[u8]) -> Result<Zeroizing<Vec<u8>>, KeyProviderError> {
+        if wrapped.len() != WRAPPED_BODY_LEN {
+            return Err(KeyProviderError::Invalid);
         }
-        let aad = aad(parsed.header);
-        let mut buf = Zeroizing::new(parsed.sealed.to_vec());
+        let (nonce, sealed) = wrapped.split_at(NONCE_LEN);
+        let nonce = <[u8; NONCE_LEN]>::try_from(nonce).map_err(|_| KeyProviderError::Invalid)?;
+        let mut buf = Zeroizing::new(sealed.to_vec());
         let len = self
             .kek
-            .open_in_place(Nonce::assume_unique_for_key(parsed.nonce), aad.aad(), &mut buf)
-            .map_err(|_| Error::Crypto)?
+            .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut buf)
+            .map_err(|_| KeyProviderError::Invalid)?
             .len();
         buf.truncate(len);
-        if buf.len() != KEY_LEN {
-            return Err(Error::Crypto);
-        }
         Ok(buf)
     }
 }

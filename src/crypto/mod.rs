@@ -6,9 +6,12 @@
 
 mod envelope;
 mod master;
+mod provider;
 
 pub use envelope::{ENVELOPE_OVERHEAD, FieldEnvelope, WrappedKeyEnvelope};
 pub use master::MasterKey;
+pub(crate) use provider::Wrapping;
+pub use provider::{KeyProvider, KeyProviderError, MAX_WRAPPED_LEN};
 
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::hmac;
@@ -73,7 +76,11 @@ impl AadBuf {
     }
 
     fn aad(&self) -> Aad<&[u8]> {
-        Aad::from(&self.bytes[..self.len])
+        Aad::from(self.bytes())
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
     }
 }
 
@@ -182,8 +189,8 @@ impl std::fmt::Debug for DataKey {
 
 impl DataKey {
     /// A new random data key; returns it with its wrapped form under `kek`.
-    pub(crate) fn generate(
-        kek: &MasterKey,
+    pub(crate) fn generate<P: KeyProvider + ?Sized>(
+        kek: &P,
         namespace: &str,
         customer: CustomerId,
         version: u32,
@@ -210,8 +217,8 @@ impl DataKey {
 
     /// Unwraps a stored data key. The master key is chosen by the id in the envelope header
     /// by the caller; this checks it matches.
-    pub(crate) fn unwrap(
-        kek: &MasterKey,
+    pub(crate) fn unwrap<P: KeyProvider + ?Sized>(
+        kek: &P,
         namespace: &str,
         customer: CustomerId,
         version: u32,

@@ -1,7 +1,10 @@
 //! Unit tests of the crypto internals: envelope layout, associated-data binding, key wrapping,
 //! vault secrets, and the one opaque error.
 
-use super::envelope::{self, HEADER_LEN, WRAPPED_LEN};
+use super::envelope::{self, HEADER_LEN};
+
+/// A wrapped key under a `MasterKey`: header, nonce, key, tag.
+const WRAPPED_LEN: usize = ENVELOPE_OVERHEAD + KEY_LEN;
 use super::*;
 
 const NS: &str = "egard";

@@ -94,7 +94,7 @@ impl Vault {
             .unwrap_or(0)
             .checked_add(1)
             .ok_or_else(|| StoreError::Corrupt("a data key's version is at its maximum".into()))?;
-        let (new_key, wrapped) = DataKey::generate(&self.master, &self.namespace, customer, version)?;
+        let (new_key, wrapped) = DataKey::generate(&*self.master, &self.namespace, customer, version)?;
         let stored = self.store.fields(customer)?;
         let write_version = draft.version();
         let mut resealed = Vec::with_capacity(fields.len());

@@ -11,6 +11,7 @@ mod reach;
 mod receipts;
 pub(crate) mod records;
 mod rights;
+mod rotation;
 mod secrets;
 
 pub use exported::ExportedValue;
@@ -19,6 +20,7 @@ pub use keys::ENCRYPTION_BUDGET;
 pub use reach::{AUDIENCE_PAGE, MAX_CHANGES_PAGE};
 
 pub use rights::{ErasureReceipt, SubjectExport, SweepReport};
+pub use rotation::{DEFAULT_ROTATION_BATCH, KeyBelow, RotationProgress};
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -30,7 +32,7 @@ use serde::de::DeserializeOwned;
 use crate::audit::{self, AuditAnchor, AuditBreak, AuditEvent, AuditKind, AuditReport, Entry};
 use crate::clock::{Clock, Monotonic, SystemClock};
 use crate::consent::{Consent, Evidence, decide};
-use crate::crypto::{DETACHED_VERSION, DataKey, MacKey, MasterKey, scrub_stack};
+use crate::crypto::{DETACHED_VERSION, DataKey, KeyProvider, MacKey, MasterKey, scrub_stack};
 use crate::error::{AccessDenied, Error};
 use crate::gate::{AccessPass, Revealed, Sealed, decode, encode};
 use crate::ids::{ConsentId, CustomerId, FieldName, PurposeId};
@@ -73,7 +75,8 @@ const STALE_RETRIES: usize = 16;
 /// ```
 #[must_use]
 pub struct VaultBuilder {
-    master_keys: Vec<MasterKey>,
+    master_keys: Vec<Box<dyn KeyProvider>>,
+    min_master_key_id: u32,
     store: Option<Box<dyn Store>>,
     clock: Arc<dyn Clock>,
     namespace: String,
@@ -90,23 +93,55 @@ pub struct VaultBuilder {
 impl std::fmt::Debug for VaultBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VaultBuilder")
-            .field("master_keys", &self.master_keys)
+            .field(
+                "master_key_ids",
+                &self.master_keys.iter().map(|k| k.key_id()).collect::<Vec<_>>(),
+            )
             .field("namespace", &self.namespace)
             .finish_non_exhaustive()
     }
 }
 
 impl VaultBuilder {
-    /// The current master key: it wraps every new data key. Required.
-    pub fn master_key(mut self, key: MasterKey) -> Self {
-        self.master_keys.insert(0, key);
-        self
+    /// The current master key: it wraps every new data key. Required (this, or
+    /// [`key_provider`](VaultBuilder::key_provider)).
+    pub fn master_key(self, key: MasterKey) -> Self {
+        self.key_provider(key)
     }
 
     /// An older master key, still accepted to unwrap data keys it wrapped (during rotation).
     /// Keys are chosen by their id, never tried in turn.
-    pub fn previous_master_key(mut self, key: MasterKey) -> Self {
-        self.master_keys.push(key);
+    pub fn previous_master_key(self, key: MasterKey) -> Self {
+        self.previous_key_provider(key)
+    }
+
+    /// The current master key, held by a [`KeyProvider`] (a KMS, an HSM, or a
+    /// [`MasterKey`]): it wraps every new data key and, on a new store, the vault secrets.
+    /// Required (this, or [`master_key`](VaultBuilder::master_key)); the last one given is
+    /// the current one.
+    pub fn key_provider(mut self, provider: impl KeyProvider) -> Self {
+        self.master_keys.insert(0, Box::new(provider));
+        self
+    }
+
+    /// An older master key behind a [`KeyProvider`], still accepted to unwrap what it wrapped
+    /// until [`Vault::rotate_master_key`] has re-wrapped everything under the current one.
+    /// Chosen by its [`key_id`](KeyProvider::key_id), never tried in turn.
+    pub fn previous_key_provider(mut self, provider: impl KeyProvider) -> Self {
+        self.master_keys.push(Box::new(provider));
+        self
+    }
+
+    /// Retires every master key with an id below `id`: a data key or vault secret still
+    /// wrapped under one is refused with [`Error::RetiredKey`], even if its key is configured
+    /// as a previous one (a restored backup, or an old key left in a deployment, cannot bring
+    /// back what a rotation replaced). The current master key's id must be at least `id`.
+    /// `0` (the default) retires nothing.
+    ///
+    /// Set it once [`Vault::keys_below`] finds nothing left under the old ids: a rotation
+    /// cannot re-wrap what is under a retired key.
+    pub fn min_master_key_id(mut self, id: u32) -> Self {
+        self.min_master_key_id = id;
         self
     }
 
@@ -260,9 +295,15 @@ impl VaultBuilder {
     fn build_vault(self) -> Result<Vault, Error> {
         let mut keys = self.master_keys.into_iter();
         let master = keys.next().ok_or(Error::Config("a master key is required"))?;
-        let previous: Vec<MasterKey> = keys.collect();
-        if previous.iter().any(|k| k.id() == master.id()) {
+        let previous: Vec<Box<dyn KeyProvider>> = keys.collect();
+        let mut ids: Vec<u32> = previous.iter().map(|k| k.key_id()).collect();
+        ids.push(master.key_id());
+        ids.sort_unstable();
+        if ids.windows(2).any(|w| w[0] == w[1]) {
             return Err(Error::Config("master key ids must be distinct"));
+        }
+        if master.key_id() < self.min_master_key_id {
+            return Err(Error::Config("the current master key's id is below min_master_key_id"));
         }
         let store = self.store.ok_or(Error::Config("a store is required"))?;
         let namespace = FieldName::new(&self.namespace)
@@ -288,9 +329,10 @@ impl VaultBuilder {
         let namespace: Arc<str> = Arc::from(namespace.as_str());
         let head = store.audit_head()?;
         let keyring = Keyring {
-            master: &master,
+            master: &*master,
             previous: &previous,
             namespace: &namespace,
+            min_master_key_id: self.min_master_key_id,
         };
         let mut opened = secrets::open_or_install(&keyring, store.as_ref(), head.is_none())?.into_iter();
         let audit_key = opened.next().flatten().map(|raw| MacKey::new(&raw));
@@ -304,6 +346,7 @@ impl VaultBuilder {
             store,
             master,
             previous,
+            min_master_key_id: self.min_master_key_id,
             namespace,
             clock,
             purposes: RwLock::new(Purposes::default()),
@@ -346,8 +389,10 @@ struct Purposes {
 /// tour.
 pub struct Vault {
     store: Box<dyn Store>,
-    master: MasterKey,
-    previous: Vec<MasterKey>,
+    master: Box<dyn KeyProvider>,
+    previous: Vec<Box<dyn KeyProvider>>,
+    /// Wrapped keys under a master key id below this are refused.
+    min_master_key_id: u32,
     namespace: Arc<str>,
     /// The host's clock, never going back past what this vault recorded or decided at.
     clock: Arc<Monotonic>,
@@ -376,7 +421,7 @@ impl std::fmt::Debug for Vault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Vault")
             .field("namespace", &self.namespace)
-            .field("master_key", &self.master)
+            .field("master_key_id", &self.master.key_id())
             .field("cached_customers", &self.cache.len())
             .finish_non_exhaustive()
     }
@@ -387,6 +432,7 @@ impl Vault {
     pub fn builder() -> VaultBuilder {
         VaultBuilder {
             master_keys: Vec::new(),
+            min_master_key_id: 0,
             store: None,
             clock: Arc::new(SystemClock),
             namespace: "egard".to_owned(),
@@ -425,9 +471,10 @@ impl Vault {
 
     fn keyring(&self) -> Keyring<'_> {
         Keyring {
-            master: &self.master,
+            master: &*self.master,
             previous: &self.previous,
             namespace: &self.namespace,
+            min_master_key_id: self.min_master_key_id,
         }
     }
 
@@ -618,7 +665,7 @@ impl Vault {
     fn create_with_key(&self, id: CustomerId) -> Result<CustomerId, Error> {
         let key = self.record_key()?;
         let now = self.now();
-        let (data_key, wrapped) = DataKey::generate(&self.master, &self.namespace, id, 1)?;
+        let (data_key, wrapped) = DataKey::generate(&*self.master, &self.namespace, id, 1)?;
         let wrapped = WrappedKey {
             customer: id,
             version: data_key.version(),

@@ -1,6 +1,5 @@
 //! The customer's rights, one call each: access and portability (Art. 15, 20), restriction
-//! (Art. 18), objection (Art. 21), erasure (Art. 17), and storage limitation (Art. 5(1)(e));
-//! plus master-key rotation.
+//! (Art. 18), objection (Art. 21), erasure (Art. 17), and storage limitation (Art. 5(1)(e)).
 
 use std::collections::BTreeMap;
 
@@ -9,15 +8,14 @@ use serde::{Deserialize, Serialize};
 
 use super::exported::ExportedValue;
 use super::records::Verified;
-use super::{Vault, live_key, secrets};
+use super::{Vault, live_key};
 use crate::audit::{AuditEvent, AuditKind, Entry};
 use crate::consent::{Consent, Evidence};
-use crate::crypto::WrappedKeyEnvelope;
 use crate::error::{AccessDenied, Error};
 use crate::ids::{CustomerId, FieldName, is_slug};
 use crate::integrity;
 use crate::purpose::Purpose;
-use crate::store::{Objection, VaultSecret, WrappedKey, Write};
+use crate::store::Objection;
 
 /// Everything egard holds about one customer, in clear, for the customer (Art. 15) or for
 /// another controller (Art. 20): serialize it to JSON with [`to_json`](SubjectExport::to_json)
@@ -359,8 +357,9 @@ impl Vault {
     /// objection; or, if the customer never gave one, after the field was written). The
     /// moment the period ends, the field goes. A restricted customer's fields are kept.
     ///
-    /// A customer whose stored records fail their check is left alone and the sweep goes on;
-    /// the first such failure is returned at the end, after every other customer was swept.
+    /// A customer whose stored records fail their check, or whose data key is under a retired
+    /// master key ([`Error::RetiredKey`]), is left alone and the sweep goes on; the first such
+    /// failure is returned at the end, after every other customer was swept.
     pub fn sweep_retention(&self) -> Result<SweepReport, Error> {
         let now = self.now();
         let purposes = self.purposes();
@@ -403,7 +402,11 @@ impl Vault {
             });
             match swept {
                 Ok(gone) => deleted.extend(gone.into_iter().map(|field| (customer, field))),
-                Err(e @ (Error::Crypto | Error::Storage(crate::store::StoreError::Corrupt(_)))) => {
+                Err(
+                    e @ (Error::Crypto
+                    | Error::RetiredKey { .. }
+                    | Error::Storage(crate::store::StoreError::Corrupt(_))),
+                ) => {
                     first_failure.get_or_insert(e);
                 }
                 Err(e) => return Err(e),
@@ -417,80 +420,6 @@ impl Vault {
             customers_examined: ids.len(),
             deleted,
         })
-    }
-
-    /// Re-wraps every data key that is not under the current master key (configure the old
-    /// one with [`previous_master_key`](crate::VaultBuilder::previous_master_key)), and the
-    /// vault secrets (the audit key and the record key) with them: the audit chain and the
-    /// authenticated records continue under the same keys, and
-    /// [`verify_audit`](Vault::verify_audit) verifies across the rotation. Field ciphertexts
-    /// are not touched. Returns how many data keys were re-wrapped (the secrets are not
-    /// counted).
-    pub fn rotate_master_key(&self) -> Result<usize, Error> {
-        self.rotate_secrets()?;
-        let mut rewrapped = 0;
-        for customer in self.store.customer_ids()? {
-            let Some(snapshot) = self.store.customer(customer)? else {
-                continue;
-            };
-            for key in &snapshot.keys {
-                if key.customer != customer {
-                    return Err(Error::Crypto);
-                }
-                let kek_id = WrappedKeyEnvelope::parse(&key.wrapped)?.kek_id;
-                if kek_id == self.master.id() {
-                    continue;
-                }
-                let old = self.previous.iter().find(|k| k.id() == kek_id).ok_or(Error::Crypto)?;
-                let raw = old.unwrap(&self.namespace, customer, key.version, &key.wrapped)?;
-                let wrapped = self.master.wrap(&self.namespace, customer, key.version, &raw)?;
-                self.commit(
-                    vec![Write::PutKey(WrappedKey {
-                        customer,
-                        version: key.version,
-                        wrapped,
-                    })],
-                    vec![Entry::new(AuditKind::KeyRotated, Some(customer)).detail(format!(
-                        "key_version={},master_key={}",
-                        key.version,
-                        self.master.id()
-                    ))],
-                )?;
-                rewrapped += 1;
-            }
-        }
-        Ok(rewrapped)
-    }
-
-    /// Re-wraps every stored vault secret under the current master key, if it is under
-    /// another.
-    fn rotate_secrets(&self) -> Result<(), Error> {
-        for name in secrets::ALL {
-            let Some(secret) = self.store.secret(name)? else {
-                // A vault always has them once built, unless its log predates them (it then
-                // writes nothing, and any commit would be refused anyway).
-                return Err(Error::Crypto);
-            };
-            if secret.name != name {
-                return Err(Error::Crypto);
-            }
-            if WrappedKeyEnvelope::parse(&secret.wrapped)?.kek_id == self.master.id() {
-                continue;
-            }
-            let raw = self.keyring().unwrap(name, &secret.wrapped)?;
-            let wrapped = self.master.wrap_secret(&self.namespace, name, &raw)?;
-            self.commit(
-                vec![Write::ReplaceSecret(VaultSecret {
-                    name: name.to_owned(),
-                    wrapped,
-                })],
-                vec![
-                    Entry::new(AuditKind::KeyRotated, None)
-                        .detail(format!("{name}_key,master_key={}", self.master.id())),
-                ],
-            )?;
-        }
-        Ok(())
     }
 }
 

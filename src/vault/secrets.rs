@@ -8,7 +8,7 @@
 use ring::rand::SecureRandom;
 use zeroize::Zeroizing;
 
-use crate::crypto::{MasterKey, WrappedKeyEnvelope, random};
+use crate::crypto::{KeyProvider, WrappedKeyEnvelope, Wrapping, random};
 use crate::error::Error;
 use crate::integrity::RECORD_SECRET;
 use crate::store::{Store, StoreError, VaultSecret, Write};
@@ -21,18 +21,24 @@ pub(crate) const ALL: [&str; 2] = [AUDIT_SECRET, RECORD_SECRET];
 
 /// The master keys a vault holds: the current one first.
 pub(crate) struct Keyring<'a> {
-    pub(crate) master: &'a MasterKey,
-    pub(crate) previous: &'a [MasterKey],
+    pub(crate) master: &'a dyn KeyProvider,
+    pub(crate) previous: &'a [Box<dyn KeyProvider>],
     pub(crate) namespace: &'a str,
+    /// Wrapped keys naming a master key id below this are refused.
+    pub(crate) min_master_key_id: u32,
 }
 
 impl<'a> Keyring<'a> {
-    /// The master key a wrapped envelope names, if this vault holds it.
-    pub(crate) fn kek_for(&self, wrapped: &[u8]) -> Result<&'a MasterKey, Error> {
+    /// The master key a wrapped envelope names, if this vault holds it and it is not retired
+    /// ([`Error::RetiredKey`]).
+    pub(crate) fn kek_for(&self, wrapped: &[u8]) -> Result<&'a dyn KeyProvider, Error> {
         let kek_id = WrappedKeyEnvelope::parse(wrapped)?.kek_id;
+        if kek_id < self.min_master_key_id {
+            return Err(Error::RetiredKey { master_key_id: kek_id });
+        }
         std::iter::once(self.master)
-            .chain(self.previous)
-            .find(|k| k.id() == kek_id)
+            .chain(self.previous.iter().map(|k| &**k as &dyn KeyProvider))
+            .find(|k| k.key_id() == kek_id)
             .ok_or(Error::Crypto)
     }
 
@@ -46,7 +52,9 @@ impl<'a> Keyring<'a> {
 /// store without an audit log (`fresh`), the missing ones made now, stored wrapped under the
 /// current master key in one batch. `None` for a secret that cannot be opened (a wrong master
 /// key), or that is missing from a store with a log (removed, or the store predates it): the
-/// vault then refuses what needs it, with [`Error::Crypto`].
+/// vault then refuses what needs it, with [`Error::Crypto`]. A key provider that fails
+/// ([`Error::KeyProvider`]) or a secret under a retired master key ([`Error::RetiredKey`])
+/// fails the whole call: a vault is not built half-blind because a KMS was briefly down.
 pub(crate) fn open_or_install(
     keys: &Keyring<'_>,
     store: &dyn Store,
@@ -58,7 +66,11 @@ pub(crate) fn open_or_install(
         let mut install = Vec::new();
         for name in ALL {
             match store.secret(name)? {
-                Some(secret) if secret.name == name => out.push(keys.unwrap(name, &secret.wrapped).ok()),
+                Some(secret) if secret.name == name => match keys.unwrap(name, &secret.wrapped) {
+                    Ok(raw) => out.push(Some(raw)),
+                    Err(e @ (Error::KeyProvider(_) | Error::RetiredKey { .. })) => return Err(e),
+                    Err(_) => out.push(None),
+                },
                 // A store answering with another secret than the one asked for holds nothing
                 // this vault can trust under that name.
                 Some(_) => out.push(None),
