@@ -418,3 +418,44 @@ fn progress_is_reported_after_the_secrets_and_after_each_batch() {
     assert_eq!(reports, 1 + 5);
     assert_eq!(vault.rotate_master_key().unwrap(), 0);
 }
+
+/// Crypto-shredding needs no key: a customer whose data key cannot be unwrapped now (the
+/// provider is down, or refuses) is erased all the same, and stays erased.
+#[test]
+fn erasure_does_not_wait_for_the_provider() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let kms = TestKms::new(7, 1);
+    let (alice, bob) = {
+        let vault = vault_on(store.clone(), &kms, 100).unwrap();
+        vault.define_purpose(purpose()).unwrap();
+        (customer(&vault, 1), customer(&vault, 2))
+    };
+    // A new process: nobody cached, every data key behind the provider.
+    let vault = vault_on(store.clone(), &kms, 100).unwrap();
+    for mode in [1, 2] {
+        kms.fail(mode);
+        let who = if mode == 1 { alice } else { bob };
+        assert!(
+            matches!(email(&vault, who), Err(Error::KeyProvider(_))),
+            "the data needs the provider"
+        );
+        let receipt = vault.erase_customer(who).unwrap();
+        assert_eq!(receipt.customer, who);
+        assert_eq!(receipt.fields.len(), 1);
+        assert_eq!(receipt.key_versions, vec![1]);
+        let snapshot = store.customer(who).unwrap().unwrap();
+        assert!(
+            snapshot.keys.is_empty() && snapshot.fields.is_empty(),
+            "keys and fields are gone"
+        );
+        assert!(snapshot.record.erased_at.is_some());
+        kms.fail(0);
+        assert!(matches!(email(&vault, who), Err(Error::Erased(c)) if c == who));
+        assert!(matches!(vault.erase_customer(who), Err(Error::Erased(c)) if c == who));
+    }
+    vault.verify_audit().unwrap();
+    // The erasure receipts are the vault's own: a fresh vault re-applies them as no-ops.
+    drop(vault);
+    let vault = vault_on(store, &kms, 100).unwrap();
+    assert!(vault.reapply_erasures(&[]).unwrap().is_empty());
+}

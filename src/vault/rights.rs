@@ -276,7 +276,70 @@ impl Vault {
     }
 
     /// Erases `customer`; `why` prefixes the audit detail.
+    ///
+    /// Crypto-shredding needs no key: a customer this vault cannot load because their data
+    /// key does not unwrap (the key provider is down or refuses, the key is under a retired or
+    /// unknown master key) is erased all the same, from their checked records.
     fn erase(&self, customer: CustomerId, why: &str) -> Result<ErasureReceipt, Error> {
+        match self.erase_cached(customer, why) {
+            Err(Error::KeyProvider(_) | Error::RetiredKey { .. } | Error::Crypto) if !self.is_cached(customer) => {
+                self.erase_without_key(customer, why)
+            }
+            other => other,
+        }
+    }
+
+    fn is_cached(&self, customer: CustomerId) -> bool {
+        self.cache.shard(customer).contains_key(&customer)
+    }
+
+    /// Erases a customer whose data key this vault cannot unwrap: the change is made on their
+    /// checked stored records (records that fail their check fail the erasure, as everywhere),
+    /// conditional on the revision read; then a cached entry another thread may have loaded
+    /// meanwhile has its passes stopped and its key wiped.
+    fn erase_without_key(&self, customer: CustomerId, why: &str) -> Result<ErasureReceipt, Error> {
+        let record_key = self.record_key()?;
+        for _ in 0..super::STALE_RETRIES {
+            let verified = self.verified_customer(customer)?;
+            if verified.record.erased_at.is_some() {
+                return Err(Error::Erased(customer));
+            }
+            let fields: Vec<FieldName> = verified.fields.keys().cloned().collect();
+            let key_versions: Vec<u32> = verified.keys.keys().copied().collect();
+            let at = self.now();
+            let detail = format!("{why}fields={},keys={}", fields.len(), key_versions.len());
+            let mut draft = super::Draft::new(record_key, verified)?;
+            draft.erase(at);
+            let finished = draft.finish();
+            let mac = finished.state.record.mac;
+            let written = self.commit(
+                finished.writes,
+                vec![Entry::new(AuditKind::Erased, Some(customer)).detail(detail).state(mac)],
+            );
+            match written {
+                Err(Error::Storage(crate::store::StoreError::Stale)) => continue,
+                Err(e) => return Err(e),
+                Ok(()) => {}
+            }
+            let cached = self.cache.shard(customer).get(&customer).cloned();
+            if let Some(entry) = cached {
+                entry.lock().revoke_erased();
+                entry.erase_key();
+            }
+            self.cache.remove(customer);
+            return Ok(ErasureReceipt {
+                customer,
+                erased_at: at,
+                mac: record_key.erasure(customer, at, &fields, &key_versions),
+                fields,
+                key_versions,
+            });
+        }
+        Err(crate::store::StoreError::Stale.into())
+    }
+
+    /// Erases a customer through their cached entry (loaded, with their key, if need be).
+    fn erase_cached(&self, customer: CustomerId, why: &str) -> Result<ErasureReceipt, Error> {
         let record_key = self.record_key()?;
         let receipt = self.with_customer(customer, |entry, state, mut draft| {
             live_key(entry, state)?;
