@@ -8,7 +8,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::Utc;
-use egard::{AuditAnchor, AuditEvent, ConsentState, CustomerId, Error, Evidence, Purpose, Vault};
+use egard::{AuditAnchor, AuditEvent, AuditKind, ConsentState, CustomerId, Error, Evidence, Purpose, Vault};
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
@@ -179,12 +179,9 @@ fn event_line(e: &AuditEvent) -> String {
 
 fn show_customer(vault: &Vault, c: CustomerId, json: bool) -> Result<(), Failure> {
     let now = Utc::now();
-    let (erased, consents) = match vault.consents(c) {
-        Ok(consents) => (false, consents),
-        Err(Error::Erased(_)) => (true, Vec::new()),
-        Err(e) => return Err(e.into()),
-    };
+    let consents = vault.consents(c)?;
     let history = vault.audit_events(c)?;
+    let erased = is_erased(&history);
     if json {
         let consents: Vec<Value> = consents
             .iter()
@@ -228,6 +225,12 @@ fn show_customer(vault: &Vault, c: CustomerId, json: bool) -> Result<(), Failure
         println!("  {}", event_line(e));
     }
     Ok(())
+}
+
+/// Whether the customer's audit history holds their erasure (an erased customer's consent
+/// history is kept; their keys and data are gone).
+fn is_erased(history: &[AuditEvent]) -> bool {
+    history.iter().any(|e| e.kind == AuditKind::Erased)
 }
 
 // ----- export -----
@@ -294,6 +297,9 @@ fn create_private(path: &Path) -> Result<std::fs::File, Failure> {
 fn erase(vault: &Vault, c: CustomerId, yes: bool, json: bool) -> Result<(), Failure> {
     // An unknown or already erased customer is said before anything is asked.
     vault.consents(c)?;
+    if is_erased(&vault.audit_events(c)?) {
+        return Err(Error::Erased(c).into());
+    }
     if !yes {
         if !std::io::stdin().is_terminal() {
             return Err(Failure::usage(
@@ -581,6 +587,7 @@ fn stats(opened: &Opened, json: bool) -> Result<(), Failure> {
     for &c in &ids {
         bar.inc(1);
         match vault.consents(c) {
+            Ok(_) if is_erased(&vault.audit_events(c)?) => erased += 1,
             Ok(consents) => {
                 live += 1;
                 for k in consents {
@@ -593,7 +600,6 @@ fn stats(opened: &Opened, json: bool) -> Result<(), Failure> {
                     }
                 }
             }
-            Err(Error::Erased(_)) => erased += 1,
             // A customer whose records fail their check is counted, not shown: `customer`
             // says more about one.
             Err(Error::Crypto) => unreadable += 1,
