@@ -60,14 +60,9 @@ pub struct Connection {
     #[arg(long, value_name = "PATH", global = true, conflicts_with = "postgres")]
     pub sqlite: Option<PathBuf>,
 
-    /// A PostgreSQL URL (or key=value string); also read from EGARD_POSTGRES_URL.
-    #[arg(
-        long,
-        value_name = "URL",
-        env = "EGARD_POSTGRES_URL",
-        global = true,
-        hide_env_values = true
-    )]
+    /// A PostgreSQL URL (or key=value string). Without --sqlite or --postgres, the URL is
+    /// read from EGARD_POSTGRES_URL (so that a password in it stays out of the arguments).
+    #[arg(long, value_name = "URL", global = true)]
     pub postgres: Option<String>,
 
     /// The PostgreSQL schema the tables are in (default: the connection's search path).

@@ -12,6 +12,9 @@ use crate::output::Failure;
 
 /// The environment variable holding the master key (64 hex digits).
 pub const KEY_VAR: &str = "EGARD_MASTER_KEY";
+/// The environment variable holding the PostgreSQL URL when neither `--sqlite` nor
+/// `--postgres` is given.
+pub const POSTGRES_URL_VAR: &str = "EGARD_POSTGRES_URL";
 /// The environment variable holding the previous master key, during a rotation.
 pub const PREVIOUS_KEY_VAR: &str = "EGARD_PREVIOUS_MASTER_KEY";
 
@@ -58,7 +61,12 @@ pub fn open(conn: &Connection) -> Result<Opened, Failure> {
     // The key first: a missing key is said before anything is opened.
     let master = master_key(conn)?;
     let previous = previous_key(conn)?;
-    let (store, backend): (Arc<dyn Store>, Backend) = match (&conn.sqlite, &conn.postgres) {
+    // An explicit --sqlite wins over EGARD_POSTGRES_URL in the environment.
+    let postgres = match (&conn.sqlite, &conn.postgres) {
+        (None, None) => std::env::var(POSTGRES_URL_VAR).ok().filter(|url| !url.is_empty()),
+        (_, url) => url.clone(),
+    };
+    let (store, backend): (Arc<dyn Store>, Backend) = match (&conn.sqlite, &postgres) {
         (Some(path), _) => {
             // `SqliteStore::open` creates a missing file: an operator's typo must not make an
             // empty database (and then report an empty, intact audit log).

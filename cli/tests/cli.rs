@@ -559,3 +559,83 @@ fn stats_count_customers_consents_and_events() {
     let (stdout, _) = run(&mut f.egard(&["stats"]), 0);
     assert!(stdout.contains("customers        3 (3 live, 0 erased"), "{stdout}");
 }
+
+/// A PostgreSQL schema of this test's own, dropped at the end (also on failure).
+struct PgSchema {
+    url: String,
+    name: String,
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        if let Ok(mut admin) = postgres::Client::connect(&self.url, postgres::NoTls) {
+            let _ = admin.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.name));
+        }
+    }
+}
+
+/// The command line on PostgreSQL: the URL from `EGARD_POSTGRES_URL` or `--postgres`, the
+/// schema from `--postgres-schema`. Skipped without a server, unless
+/// `EGARD_REQUIRE_POSTGRES=1` (as `.ci/run` sets).
+#[test]
+fn postgres_stores_are_reached_through_the_url() {
+    let required = std::env::var("EGARD_REQUIRE_POSTGRES").is_ok_and(|v| v == "1");
+    let Ok(url) = std::env::var("EGARD_POSTGRES_URL") else {
+        assert!(!required, "EGARD_REQUIRE_POSTGRES=1 but EGARD_POSTGRES_URL is not set");
+        eprintln!("SKIPPED: PostgreSQL test (set EGARD_POSTGRES_URL to run it)");
+        return;
+    };
+    let schema = PgSchema {
+        url: url.clone(),
+        name: format!("egard_cli_{}", CustomerId::new().to_string().replace('-', "")),
+    };
+    let store = egard::PostgresStore::connect_with(&url, egard::PostgresOptions::new().schema(&schema.name)).unwrap();
+    let vault = Vault::builder()
+        .master_key(MasterKey::from_bytes([7; 32]))
+        .store(store)
+        .build()
+        .unwrap();
+    vault
+        .define_purpose(Purpose::new("shipping", LawfulBasis::Contract).fields(["address"]))
+        .unwrap();
+    let c = vault.create_customer().unwrap();
+    vault.give_consent(c, "shipping", Evidence::new("contract")).unwrap();
+    drop(vault);
+    // From the environment.
+    let mut cmd = bare();
+    cmd.env("EGARD_MASTER_KEY", KEY_HEX)
+        .env("EGARD_POSTGRES_URL", &url)
+        .args(["--postgres-schema", &schema.name, "stats", "--json"]);
+    let doc = json(&mut cmd);
+    assert_eq!(doc["backend"], "postgres");
+    assert_eq!(doc["schema_version"], egard::store::POSTGRES_SCHEMA_VERSION);
+    assert_eq!(doc["customers"]["total"], 1);
+    assert_eq!(doc["consent_records"]["shipping"]["given"], 1);
+    // From the argument; and a wrong key said plainly there too.
+    let mut cmd = bare();
+    cmd.env("EGARD_MASTER_KEY", KEY_HEX).args([
+        "--postgres",
+        &url,
+        "--postgres-schema",
+        &schema.name,
+        "verify",
+        "--json",
+    ]);
+    assert_eq!(json(&mut cmd)["events_verified"], 3);
+    let mut cmd = bare();
+    cmd.env("EGARD_MASTER_KEY", KEY_HEX).args([
+        "--postgres",
+        &url,
+        "--postgres-schema",
+        &schema.name,
+        "--key-id",
+        "9",
+        "stats",
+    ]);
+    run(&mut cmd, 1);
+    // An explicit --sqlite wins over the variable.
+    let f = Fixture::new();
+    let mut cmd = f.egard(&["stats", "--json"]);
+    cmd.env("EGARD_POSTGRES_URL", &url);
+    assert_eq!(json(&mut cmd)["backend"], "sqlite");
+}
