@@ -351,7 +351,7 @@ fn find(vault: &Vault, field: &str, json: bool) -> Result<(), Failure> {
     let stdin = std::io::stdin();
     let on_terminal = stdin.is_terminal();
     if on_terminal {
-        eprint!("value of `{field}` to find (not echoed to any log; shown as you type): ");
+        eprint!("value of `{field}` to find (it shows as you type): ");
         let _ = std::io::stderr().flush();
     }
     let mut value = Zeroizing::new(String::new());

@@ -93,10 +93,13 @@ pub fn open(conn: &Connection) -> Result<Opened, Failure> {
             ));
         }
     };
+    // The command line is one more process on a store that applications use at the same
+    // time: it caches nothing (a zero time-to-live), so it acts on what the store holds now.
     let mut builder = Vault::builder()
         .master_key(master)
         .store(store.clone())
-        .namespace(&conn.namespace);
+        .namespace(&conn.namespace)
+        .cache_ttl(chrono::Duration::zero());
     if let Some(previous) = previous {
         builder = builder.previous_master_key(previous);
     }
