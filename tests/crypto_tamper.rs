@@ -9,7 +9,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use common::*;
 use egard::store::{WrappedKey, Write};
-use egard::{AccessDenied, CustomerId, Error, Evidence, ManualClock, MasterKey, Sealed, Store, Vault};
+use egard::{AccessDenied, CustomerId, Error, ManualClock, MasterKey, Sealed, Store, Vault};
 
 /// A vault on a fresh store of the backend, with the standard purposes and one customer
 /// whose email is the canary.

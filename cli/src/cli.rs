@@ -20,8 +20,8 @@ EXIT CODES
   3  the audit chain is broken (an event edited, dropped or reordered, or the log cut back
      before the anchor given)
 
-Every command prints JSON with --json (one document per line; on failure
-{\"ok\":false,\"error\":CODE,\"message\":...} on standard output too). Nothing printed
+Every command prints JSON with --json (one document per line; on a failure after the
+command line parsed, {\"ok\":false,\"error\":CODE,\"message\":...} on standard output too). Nothing printed
 holds personal data or key material, except what `export` prints (the subject's own
 data, on their request) and the customer id `find` answers.
 
@@ -95,8 +95,10 @@ pub struct Connection {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Verify the whole audit chain (optionally against an anchor kept outside the database)
-    /// and print a new anchor. Exit code 3 if the chain is broken.
+    /// Verify the audit chain and print a new anchor (exit code 3 if broken).
+    ///
+    /// Verifies the whole chain, optionally against an anchor kept outside the database (a
+    /// log cut back before it is caught), and prints the anchor of its head now.
     Verify {
         /// An anchor file (`{"seq": N, "mac": "..."}`) written by an earlier `verify`: a log
         /// that ends before it, or holds another event there, was cut back.
@@ -107,14 +109,18 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         write_anchor: Option<PathBuf>,
     },
-    /// Show a customer's consents (with their history and states) and access history (the
-    /// audit events naming them).
+    /// Show a customer's consents and access history.
+    ///
+    /// Every consent record (history included) with its state now, and every audit event
+    /// naming the customer.
     Customer {
         /// The customer id (a UUID).
         customer: String,
     },
-    /// Export a customer's data, the subject's own request (GDPR Art. 15, 20): the JSON the
-    /// library makes, with the evidence of the request recorded in the audit log.
+    /// Export a customer's data, on the subject's own request (GDPR Art. 15, 20).
+    ///
+    /// Prints the JSON the library makes (the values in clear: it is for the subject) and
+    /// records the evidence of the request in the audit log.
     Export {
         /// The customer id (a UUID).
         customer: String,
@@ -129,8 +135,10 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
-    /// Erase a customer by crypto-shredding (GDPR Art. 17) and print the receipt. Asks for
-    /// confirmation on a terminal; without a terminal, --yes is required.
+    /// Erase a customer by crypto-shredding (GDPR Art. 17) and print the receipt.
+    ///
+    /// Asks for confirmation on a terminal (type `erase`); without a terminal, --yes is
+    /// required. Keep the receipt in an erasure ledger outside the database and its backups.
     Erase {
         /// The customer id (a UUID).
         customer: String,
@@ -138,15 +146,19 @@ pub enum Command {
         #[arg(long)]
         yes: bool,
     },
-    /// Find the customer holding a value in a field with a lookup (an exact match on the
-    /// normalised value). The value is read from standard input (or asked for on a
-    /// terminal), never from the command line, where other users could read it.
+    /// Find a customer by a field with a lookup; the value is read from standard input.
+    ///
+    /// An exact match on the normalised value. The value is read from standard input (or
+    /// asked for on a terminal), never from the command line, where other users of the
+    /// machine could read it. Prints the customer id; exit code 1 if nobody holds it.
     Find {
         /// The field with a lookup (for example `email`).
         field: String,
     },
-    /// Count the audience of a purpose (who may be reached now) and the customers to ask
-    /// again after a notice change.
+    /// Count a purpose's audience and whom to ask again.
+    ///
+    /// The audience: who may be reached for the purpose now. To ask again: customers whose
+    /// consent was given under an older notice version. Both listings are audited.
     Audience {
         /// The purpose id.
         purpose: String,
@@ -163,7 +175,10 @@ pub enum Command {
     },
     /// List the lookups (fields that `find` can search).
     Lookups,
-    /// Print the change feed (events that change something) after a cursor.
+    /// Print the change feed after a cursor.
+    ///
+    /// The audit events that change something (never an access event), after the sequence
+    /// number given; the last one printed is the next cursor.
     Changes {
         /// The cursor: print the events after this sequence number (0: from the start).
         #[arg(long, value_name = "SEQ", default_value_t = 0)]
@@ -178,19 +193,23 @@ pub enum Command {
         #[arg(long, value_name = "MS", default_value_t = 1000)]
         interval: u64,
     },
-    /// Rotation of the master key or of one customer's data key.
+    /// Rotate the master key or one customer's data key.
     #[command(subcommand)]
     Rotate(Rotate),
-    /// Store statistics: customers, consent records by state per purpose, lookups, audit
-    /// events and the schema version.
+    /// Store statistics.
+    ///
+    /// Customers (live, erased), consent records by state per purpose, lookups, audit events
+    /// and the schema version.
     Stats,
 }
 
 /// What to rotate.
 #[derive(Debug, Subcommand)]
 pub enum Rotate {
-    /// Re-wrap every data key and vault secret under the current master key (--key-file or
-    /// EGARD_MASTER_KEY, with --key-id), opening them with the previous one
+    /// Re-wrap every data key and vault secret under the current master key.
+    ///
+    /// The current key: --key-file or EGARD_MASTER_KEY, with a new --key-id. The previous
+    /// one opens what is to re-wrap
     /// (--previous-key-file or EGARD_PREVIOUS_MASTER_KEY, with --previous-key-id). Field
     /// ciphertexts are not touched. Once it succeeds the previous key can be retired.
     Master,
