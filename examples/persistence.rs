@@ -42,14 +42,22 @@ fn main() -> Result<(), Error> {
 
     println!("3. Reopen with the wrong master key");
     {
-        let vault = open(&path, wrong_key)?;
-        // The store opens (it holds only ciphertext), the purposes and consents are there, but
-        // Alice's data key does not unwrap: the failure is one opaque error.
-        println!("   purposes on file: {}", vault.purposes().len());
-        match vault.authorize(alice, "billing") {
-            Err(Error::Crypto) => println!("   authorize/reveal: {} (Error::Crypto)", Error::Crypto),
+        // The store opens (it holds only ciphertext), but the vault is not built: its keys do
+        // not open. Another key under the same id fails with the one opaque error (no oracle
+        // telling a wrong key from a damaged one); a key under another id is named plainly.
+        match open(&path, wrong_key) {
+            Err(Error::Crypto) => println!("   build: {} (Error::Crypto)", Error::Crypto),
             Err(other) => return Err(other),
-            Ok(_) => return Err(Error::Invalid("a wrong master key opened data")),
+            Ok(_) => return Err(Error::Invalid("a wrong master key built a vault")),
+        }
+        let renamed = Vault::builder()
+            .master_key(MasterKey::from_bytes(wrong_key).with_id(2))
+            .store(SqliteStore::open(&path)?)
+            .build();
+        match renamed {
+            Err(e @ Error::WrongMasterKey { .. }) => println!("   build: {e}"),
+            Err(other) => return Err(other),
+            Ok(_) => return Err(Error::Invalid("a wrong master key built a vault")),
         }
     }
 

@@ -169,6 +169,23 @@ pub enum Error {
         /// The id of the retired master key the wrapped key names.
         master_key_id: u32,
     },
+    /// The store's vault secrets are wrapped under master key ids that this vault does not
+    /// hold: the master key given to [`VaultBuilder`](crate::VaultBuilder) is not the one the
+    /// store was made with (or rotated to). Only key ids are named, never key material; ids
+    /// are written in clear in every wrapped key, so naming them tells nothing new.
+    ///
+    /// A key with the right id that still cannot open the secrets (another key given the
+    /// same id, or a damaged secret) fails with the opaque [`Error::Crypto`] instead: telling
+    /// those two apart would be an oracle.
+    #[error(
+        "wrong master key: the store's keys are wrapped under master key id(s) {expected:?}, this vault holds id(s) {given:?}"
+    )]
+    WrongMasterKey {
+        /// The master key ids the stored vault secrets name, ascending, without repeats.
+        expected: Vec<u32>,
+        /// The master key ids this vault holds: the current one first, then the previous ones.
+        given: Vec<u32>,
+    },
     /// The audit log does not verify: the event at `seq` was edited, dropped, inserted or
     /// moved, or the log was truncated.
     #[error("audit log broken at event {seq}: {problem}")]

@@ -349,9 +349,14 @@ fn canaries_never_leak_outside_revealed_values_and_exports() {
         .master_key(MasterKey::from_bytes([23; 32]).with_id(2))
         .store(store.clone())
         .cache_ttl(chrono::Duration::seconds(1))
-        .build()
-        .unwrap();
-    cap.expect_err(wrong_key.seal(alice, "email", &email));
+        .build();
+    cap.expect_err(wrong_key);
+    let wrong_id = Vault::builder()
+        .master_key(MasterKey::from_bytes([23; 32]).with_id(9))
+        .store(store.clone())
+        .cache_ttl(chrono::Duration::seconds(1))
+        .build();
+    cap.expect_err(wrong_id);
     cap.result(&rotated.erase_customer(alice));
     cap.expect_err(rotated.erase_customer(alice));
     cap.expect_err(rotated.set_field(alice, "email", &email));

@@ -582,12 +582,18 @@ fn the_vault_key_is_checked_by_a_vault_that_cannot_open_the_log() {
         let vault = vault_on(store.clone(), &clock);
         vault.define_purpose(newsletter()).unwrap();
     }
+    // A wrong master key: the vault is not even built.
     let wrong = Vault::builder()
         .master_key(egard::MasterKey::from_bytes([KEY[0].wrapping_add(1); 32]))
-        .store(store)
-        .build()
-        .unwrap();
-    assert!(matches!(wrong.changes_since(0, 10), Err(Error::Crypto)));
+        .store(store.clone())
+        .build();
+    assert!(matches!(wrong, Err(Error::Crypto)));
+    // A store with a log but no stored audit key builds, and its feed is refused.
+    let keyless: Arc<dyn Store> = Arc::new(egard::MemoryStore::new());
+    let event = whole_log(&*store).remove(0);
+    keyless.apply(&[egard::store::Write::AppendAudit(event)]).unwrap();
+    let vault = vault_on(keyless, &clock);
+    assert!(matches!(vault.changes_since(0, 10), Err(Error::Crypto)));
 }
 
 /// Two servers on one store: a withdrawal made on one leaves the other's audience once its

@@ -74,7 +74,7 @@ fn everything_survives_a_reopen_and_stays_sealed() {
 }
 
 #[test]
-fn a_wrong_master_key_fails_at_reveal_time_and_loses_nothing() {
+fn a_wrong_master_key_fails_at_build_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("egard.db");
     let alice = {
@@ -86,12 +86,22 @@ fn a_wrong_master_key_fails_at_reveal_time_and_loses_nothing() {
         alice
     };
     {
+        // Another key under the same id: the one opaque error, at build.
         let wrong = Vault::builder()
             .master_key(MasterKey::from_bytes([0x11; 32]))
             .store(SqliteStore::open(&path).unwrap())
-            .build()
-            .unwrap();
-        assert!(matches!(wrong.authorize(alice, "newsletter"), Err(Error::Crypto)));
+            .build();
+        assert!(matches!(wrong, Err(Error::Crypto)));
+        // Another id: said plainly.
+        let wrong = Vault::builder()
+            .master_key(MasterKey::from_bytes([0x11; 32]).with_id(5))
+            .store(SqliteStore::open(&path).unwrap())
+            .build();
+        let err = wrong.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "wrong master key: the store's keys are wrapped under master key id(s) [1], this vault holds id(s) [5]"
+        );
     }
     let v = vault(SqliteStore::open(&path).unwrap());
     let pass = v.authorize(alice, "newsletter").unwrap();

@@ -52,8 +52,8 @@ struct State {
 }
 
 impl Journal {
-    /// A journal continuing after `head`. Without a key (the vault's master keys cannot open
-    /// the stored audit key), every write is refused with [`Error::Crypto`], so that a
+    /// A journal continuing after `head`. Without a key (a store with a log but no stored
+    /// audit key; a wrong master key fails the build before this), every write is refused with [`Error::Crypto`], so that a
     /// misconfigured vault cannot append events that would break the chain.
     pub(crate) fn new(key: Option<MacKey>, head: Option<AuditEvent>, batching: Option<AuditBatching>) -> Self {
         Self {

@@ -274,10 +274,30 @@ impl VaultBuilder {
     /// master key and stored) and the purposes, each checked against its MAC and the log;
     /// checks the log against the [`audit_anchor`](VaultBuilder::audit_anchor), if one is given.
     ///
-    /// A master key that cannot open the stored secrets (the wrong key) does not fail the
-    /// build: every write is then refused with [`Error::Crypto`], as are reads of customers
-    /// and purposes and [`Vault::verify_audit`], so that a misconfigured vault never extends
-    /// the chain nor trusts a record.
+    /// A master key that cannot open the stored vault secrets (the wrong key) fails the
+    /// build, so that a misconfigured vault never extends the chain nor trusts a record: with
+    /// [`Error::WrongMasterKey`], naming the key ids, when the stored secrets are wrapped
+    /// under master key ids this vault does not hold; with the opaque [`Error::Crypto`] when
+    /// the id matches but the secret does not open (another key given the same id, or a
+    /// damaged secret: one error for both, so that the build is no oracle).
+    ///
+    /// ```
+    /// use egard::{Error, MasterKey, MemoryStore, Vault};
+    /// use std::sync::Arc;
+    ///
+    /// let store = Arc::new(MemoryStore::new());
+    /// let key = || MasterKey::from_bytes([7; 32]);
+    /// Vault::builder().master_key(key()).store(store.clone()).build()?.create_customer()?;
+    /// let wrong = Vault::builder().master_key(key().with_id(2)).store(store.clone()).build();
+    /// assert!(matches!(wrong, Err(Error::WrongMasterKey { .. })));
+    /// assert_eq!(
+    ///     wrong.unwrap_err().to_string(),
+    ///     "wrong master key: the store's keys are wrapped under master key id(s) [1], this vault holds id(s) [2]"
+    /// );
+    /// let wrong = Vault::builder().master_key(MasterKey::from_bytes([8; 32])).store(store).build();
+    /// assert!(matches!(wrong, Err(Error::Crypto)));
+    /// # Ok::<(), Error>(())
+    /// ```
     ///
     /// Fails with [`Error::Config`] when this store object already serves another vault
     /// without a time-to-live, or this vault has none and the store serves another vault (see
@@ -1594,11 +1614,24 @@ mod tests {
         let store = Arc::new(MemoryStore::new());
         let right = shared_vault(store.clone(), 3);
         right.create_customer().unwrap();
-        let wrong = shared_vault(store.clone(), 4);
+        // Another key under the same id: the vault is not even built (one opaque error).
+        let wrong = Vault::builder()
+            .master_key(MasterKey::from_bytes([4; 32]))
+            .store(store.clone())
+            .cache_ttl(Duration::hours(1))
+            .build();
+        assert!(matches!(wrong, Err(Error::Crypto)));
+        // Another id: said plainly, naming the ids.
+        let wrong = Vault::builder()
+            .master_key(MasterKey::from_bytes([3; 32]).with_id(7))
+            .store(store.clone())
+            .cache_ttl(Duration::hours(1))
+            .build();
+        assert!(matches!(
+            wrong,
+            Err(Error::WrongMasterKey { ref expected, ref given }) if expected == &[1] && given == &[7]
+        ));
         let other = Purpose::new("q", LawfulBasis::Consent).fields(["email"]);
-        assert!(matches!(wrong.define_purpose(other.clone()), Err(Error::Crypto)));
-        assert!(matches!(wrong.create_customer(), Err(Error::Crypto)));
-        drop(wrong);
         right.define_purpose(other).unwrap();
         assert_eq!(right.verify_audit().unwrap().events_verified, 3);
     }

@@ -42,6 +42,31 @@ impl<'a> Keyring<'a> {
             .ok_or(Error::Crypto)
     }
 
+    /// Every master key this vault holds, the current one first.
+    fn held(&self) -> impl Iterator<Item = &'a dyn KeyProvider> {
+        std::iter::once(self.master).chain(self.previous.iter().map(|k| &**k as &dyn KeyProvider))
+    }
+
+    /// Fails with [`Error::WrongMasterKey`] when an envelope among `wrapped` names a master
+    /// key id that this vault does not hold. Ids are written in clear in every envelope: the
+    /// comparison tells nothing that the store does not show. An envelope that does not parse
+    /// is left to the opaque error of its unwrap.
+    fn check_ids<'w>(&self, wrapped: impl Iterator<Item = &'w [u8]>) -> Result<(), Error> {
+        let mut expected: Vec<u32> = wrapped
+            .filter_map(|w| WrappedKeyEnvelope::parse(w).ok())
+            .map(|e| e.kek_id)
+            .collect();
+        expected.sort_unstable();
+        expected.dedup();
+        if expected.iter().all(|id| self.held().any(|k| k.key_id() == *id)) {
+            return Ok(());
+        }
+        Err(Error::WrongMasterKey {
+            expected,
+            given: self.held().map(|k| k.key_id()).collect(),
+        })
+    }
+
     /// The raw secret `name` in `wrapped`, unwrapped with the master key its envelope names.
     pub(crate) fn unwrap(&self, name: &str, wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
         self.kek_for(wrapped)?.unwrap_secret(self.namespace, name, wrapped)
@@ -50,11 +75,17 @@ impl<'a> Keyring<'a> {
 
 /// The raw bytes of every secret of [`ALL`], in that order: the stored ones, opened; on a
 /// store without an audit log (`fresh`), the missing ones made now, stored wrapped under the
-/// current master key in one batch. `None` for a secret that cannot be opened (a wrong master
-/// key), or that is missing from a store with a log (removed, or the store predates it): the
-/// vault then refuses what needs it, with [`Error::Crypto`]. A key provider that fails
+/// current master key in one batch. `None` for a secret that is missing from a store with a
+/// log (removed, or the store predates it), or that the store answers under another name: the
+/// vault then refuses what needs it, with [`Error::Crypto`].
+///
+/// A wrong master key fails here, so that the vault is never built: with
+/// [`Error::WrongMasterKey`] when a stored secret names a master key id the vault does not
+/// hold (checked for every secret before any is opened), else with the opaque
+/// [`Error::Crypto`] when a secret does not open under the key its id selects (another key
+/// under the same id, or a damaged secret: one error for both). A key provider that fails
 /// ([`Error::KeyProvider`]) or a secret under a retired master key ([`Error::RetiredKey`])
-/// fails the whole call: a vault is not built half-blind because a KMS was briefly down.
+/// fails it too: a vault is not built half-blind because a KMS was briefly down.
 pub(crate) fn open_or_install(
     keys: &Keyring<'_>,
     store: &dyn Store,
@@ -64,13 +95,20 @@ pub(crate) fn open_or_install(
     for _ in 0..2 {
         let mut out = Vec::with_capacity(ALL.len());
         let mut install = Vec::new();
-        for name in ALL {
-            match store.secret(name)? {
-                Some(secret) if secret.name == name => match keys.unwrap(name, &secret.wrapped) {
-                    Ok(raw) => out.push(Some(raw)),
-                    Err(e @ (Error::KeyProvider(_) | Error::RetiredKey { .. })) => return Err(e),
-                    Err(_) => out.push(None),
-                },
+        let stored = ALL
+            .iter()
+            .map(|name| store.secret(name))
+            .collect::<Result<Vec<_>, _>>()?;
+        keys.check_ids(
+            stored
+                .iter()
+                .zip(ALL)
+                .filter_map(|(s, name)| s.as_ref().filter(|s| s.name == name))
+                .map(|s| s.wrapped.as_slice()),
+        )?;
+        for (name, stored) in ALL.into_iter().zip(stored) {
+            match stored {
+                Some(secret) if secret.name == name => out.push(Some(keys.unwrap(name, &secret.wrapped)?)),
                 // A store answering with another secret than the one asked for holds nothing
                 // this vault can trust under that name.
                 Some(_) => out.push(None),
