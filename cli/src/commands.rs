@@ -307,8 +307,8 @@ fn erase(vault: &Vault, c: CustomerId, yes: bool, json: bool) -> Result<(), Fail
             ));
         }
         eprint!(
-            "Erase customer {c}? Their data keys are destroyed: their data can never be opened \
-             again, backups included. Type `erase` to confirm: "
+            "Erase customer {c}? Their data keys are destroyed: their data in this store can never \
+             be opened again. Type `erase` to confirm: "
         );
         let _ = std::io::stderr().flush();
         let mut answer = String::new();

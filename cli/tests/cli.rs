@@ -639,3 +639,39 @@ fn postgres_stores_are_reached_through_the_url() {
     cmd.env("EGARD_POSTGRES_URL", &url);
     assert_eq!(json(&mut cmd)["backend"], "sqlite");
 }
+
+/// `erase` on a terminal asks, and erases only on `erase`. The terminal is made by
+/// util-linux `script`; without it the test says it was skipped.
+#[test]
+fn erase_on_a_terminal_asks_for_confirmation() {
+    if std::process::Command::new("script").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: no `script` to make a terminal with");
+        return;
+    }
+    let f = Fixture::new();
+    let bin = assert_cmd::cargo::cargo_bin("egard");
+    let erase = |answer: &str| {
+        let line = format!("{} --sqlite {} erase {}", bin.display(), f.db.display(), f.alice);
+        let mut cmd = Command::new("script");
+        cmd.args(["-qec", &line, "/dev/null"])
+            .env("EGARD_MASTER_KEY", KEY_HEX)
+            .write_stdin(format!("{answer}\n"));
+        cmd.output().unwrap()
+    };
+    let refused = erase("no");
+    assert_eq!(refused.status.code(), Some(1));
+    let shown = String::from_utf8_lossy(&refused.stdout);
+    assert!(shown.contains("Type `erase` to confirm"), "{shown}");
+    assert!(shown.contains("nothing was erased"), "{shown}");
+    assert_eq!(
+        json(&mut f.egard(&["customer", &f.alice.to_string(), "--json"]))["erased"],
+        false
+    );
+    let done = erase("erase");
+    assert_eq!(done.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&done.stdout).contains("erased at"));
+    assert_eq!(
+        json(&mut f.egard(&["customer", &f.alice.to_string(), "--json"]))["erased"],
+        true
+    );
+}
