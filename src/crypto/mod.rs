@@ -38,7 +38,7 @@ const KEY_LEN: usize = 32;
 /// each with a 4-byte length prefix: the namespace (at most 64 bytes), the customer id (16),
 /// the field name (at most 64) and the write version (8). A wrapped data key's (namespace,
 /// customer, `dek`, version u32) and a vault secret's (namespace, `vault-secret`, name of at
-/// most 64 bytes) are shorter.
+/// most 64 bytes) are shorter. 174 bytes in all.
 const AAD_MAX: usize = envelope::HEADER_LEN + 4 * 4 + 64 + 16 + 64 + 8;
 
 /// Builds the associated data on the stack: the header bytes, then each part prefixed by its
@@ -59,9 +59,11 @@ impl AadBuf {
     }
 
     fn raw(&mut self, part: &[u8]) {
-        // INVARIANT: namespaces and field names are validated slugs of at most 64 bytes, so
-        // every caller stays within AAD_MAX; a longer part is cut rather than overflowing,
-        // which can only make an open fail.
+        // INVARIANT: namespaces and field names are validated slugs of at most 64 bytes, and
+        // secret names are the constants `audit` and `records`, so every caller stays within
+        // AAD_MAX (a field envelope's associated data at its longest fills it exactly). Were a
+        // part ever longer, the bytes past AAD_MAX would be dropped rather than overflow the
+        // buffer (and not be bound by the associated data).
         let end = (self.len + part.len()).min(AAD_MAX);
         let n = end - self.len;
         self.bytes[self.len..end].copy_from_slice(&part[..n]);

@@ -187,11 +187,19 @@ fn aad_never_overflows_its_buffer() {
     let long = [b'x'; 300];
     a.part(&long).part(&long).part(&long);
     assert_eq!(a.aad().as_ref().len(), AAD_MAX);
-    // The longest real input fits whole: header, a 64-byte namespace, a customer, a 64-byte
-    // field name.
+    // The longest real input, a field envelope's, fits whole and fills it exactly: header, a
+    // 64-byte namespace, a customer, a 64-byte field name and the u64 write version.
     let mut real = AadBuf::new(&[0; HEADER_LEN]);
-    real.part(&[b'n'; 64]).part(&[0; 16]).part(&[b'f'; 64]);
-    assert_eq!(real.aad().as_ref().len(), HEADER_LEN + 3 * 4 + 64 + 16 + 64);
+    real.part(&[b'n'; 64])
+        .part(&[0; 16])
+        .part(&[b'f'; 64])
+        .part(&7u64.to_be_bytes());
+    assert_eq!(real.aad().as_ref().len(), HEADER_LEN + 4 * 4 + 64 + 16 + 64 + 8);
+    assert_eq!(real.aad().as_ref().len(), AAD_MAX);
+    assert_eq!(
+        &real.aad().as_ref()[AAD_MAX - 12..],
+        &[0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 7]
+    );
 }
 
 // ----- master keys -----
