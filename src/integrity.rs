@@ -26,10 +26,12 @@
 //!
 //! For anyone re-implementing verification: the key is the record key; the input starts with a
 //! label naming the kind of record and its layout version, then the vault's namespace, then
-//! the record's parts in the order below. Every text or byte string is prefixed by its length
-//! as a u32 big-endian; integers are big-endian (`u8`, `u32`, `u64`, times as `i64`
-//! microseconds since the Unix epoch); an optional part is the byte `0`, or `1` followed by
-//! the part; a boolean is one byte, `0` or `1`.
+//! the record's parts in the order below. The label, the namespace and every text are prefixed
+//! by their length in bytes as a u32 big-endian; ids (16 bytes), MACs and lookup tokens (32
+//! bytes) are written as they are, without a prefix; integers are big-endian (`u8`, `u32`,
+//! `u64`, times as `i64` microseconds since the Unix epoch, durations as `i64` seconds); an
+//! optional part is the byte `0`, or `1` followed by the part; a boolean is one byte, `0` or
+//! `1`. FORMAT.md at the repository root gives every layout with its encoding.
 //!
 //! - `egard/consent/v1`: customer id (16 bytes), consent id (16), purpose, lawful basis code,
 //!   notice version (u32), given at, expires at (optional), withdrawn at (optional),
