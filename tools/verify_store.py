@@ -1,0 +1,180 @@
+#!/usr/bin/env python3
+"""A second implementation of egard's stored formats, from FORMAT.md alone.
+
+Opens an egard SQLite store with the master key and checks, without egard's code:
+the vault secrets and every data key unwrap; every sealed field opens and is JSON;
+the whole audit chain verifies; every purpose, lookup, consent, objection and
+customer state MAC is what FORMAT.md says; every customer's state is the one the
+latest audit event recorded; every lookup token is the HMAC of the normalised value.
+
+    EGARD_MASTER_KEY=<64 hex digits> python3 tools/verify_store.py STORE.db [NAMESPACE]
+
+Needs the `cryptography` package. CI runs it on the demo store (`.ci/run`), so that
+FORMAT.md stays true. Exit code 0 when everything verifies; an assertion names what
+does not.
+"""
+import hashlib
+import hmac
+import json
+import os
+import sqlite3
+import struct
+import sys
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+MASTER = bytes.fromhex(os.environ["EGARD_MASTER_KEY"])
+MASTER_ID = int(os.environ.get("EGARD_MASTER_KEY_ID", "1"))
+DB = sqlite3.connect(sys.argv[1])
+NS = (sys.argv[2] if len(sys.argv) > 2 else "egard").encode()
+
+
+def lp32(b):
+    return struct.pack(">I", len(b)) + b
+
+
+def lp16(b):
+    return struct.pack(">H", len(b)) + b
+
+
+def txt(s):
+    return lp32(s.encode())
+
+
+def t(us):
+    return struct.pack(">q", us)
+
+
+def opt(v, f):
+    return b"\0" if v is None else b"\1" + f(v)
+
+
+def unwrap(wrapped, parts):
+    """A wrapped key or secret: 01 01 | u32 kek id | nonce | key | tag (FORMAT.md)."""
+    assert wrapped[0:2] == b"\x01\x01", "wrapped-key header"
+    assert struct.unpack(">I", wrapped[2:6])[0] == MASTER_ID, "wrapped under another master key id"
+    aad = wrapped[:6] + b"".join(lp32(p) for p in parts)
+    return AESGCM(MASTER).decrypt(wrapped[6:18], wrapped[18:], aad)
+
+
+secrets = {
+    name: unwrap(w, [NS, b"vault-secret", name.encode()])
+    for name, w in DB.execute("SELECT name, wrapped FROM vault_secrets")
+}
+assert sorted(secrets) == ["audit", "records"], sorted(secrets)
+
+keys = {}
+for customer, version, w in DB.execute("SELECT customer, version, wrapped FROM data_keys"):
+    keys[(customer, version)] = unwrap(w, [NS, customer, b"dek", struct.pack(">I", version)])
+
+
+def open_field(customer, field, envelope, version):
+    """A field envelope: 02 01 | u32 data-key version | nonce | ciphertext | tag."""
+    assert envelope[0:2] == b"\x02\x01", "field envelope header"
+    dek_version = struct.unpack(">I", envelope[2:6])[0]
+    aad = envelope[:6] + lp32(NS) + lp32(customer) + lp32(field.encode()) + lp32(struct.pack(">Q", version))
+    return AESGCM(keys[(customer, dek_version)]).decrypt(envelope[6:18], envelope[18:], aad)
+
+
+fields = 0
+for customer, field, envelope, version in DB.execute("SELECT customer, field, envelope, version FROM fields"):
+    json.loads(open_field(customer, field, envelope, version))
+    fields += 1
+
+# The audit chain.
+prev, count = b"\0" * 32, 0
+for seq, at, kind, customer, purpose, field, detail, mac, state in DB.execute(
+    "SELECT seq, at, kind, customer, purpose, field, detail, mac, state FROM audit ORDER BY seq"
+):
+    count += 1
+    assert seq == count, f"audit gap at {seq}"
+    m = prev + struct.pack(">Q", seq) + struct.pack(">q", at)
+    for part in [kind.encode(), customer or b"", (purpose or "").encode(), (field or "").encode(), detail.encode(), state or b""]:
+        m += lp16(part)
+    assert hmac.new(secrets["audit"], m, hashlib.sha256).digest() == mac, f"audit event {seq}"
+    prev = mac
+
+
+def record_mac(label, body):
+    return hmac.new(secrets["records"], lp32(label.encode()) + lp32(NS) + body, hashlib.sha256).digest()
+
+
+for pid, definition, rev, mac in DB.execute("SELECT id, definition, rev, mac FROM purposes"):
+    d = json.loads(definition)
+    m = txt(pid) + struct.pack(">Q", rev) + txt(d["description"]) + txt(d["basis"])
+    m += struct.pack(">I", len(d["fields"])) + b"".join(txt(f) for f in d["fields"])
+    m += struct.pack(">I", d["notice_version"])
+    m += opt(d["consent_lifetime"], lambda s: struct.pack(">q", s)) + opt(d["retention"], lambda s: struct.pack(">q", s))
+    m += bytes([d["special_category"], d["direct_marketing"]])
+    assert record_mac("egard/purpose/v1", m) == mac, f"purpose {pid}"
+
+lookups = DB.execute("SELECT field, normalizer, mac FROM lookups").fetchall()
+for field, normalizer, mac in lookups:
+    assert record_mac("egard/lookup/v1", txt(field) + txt(normalizer)) == mac, f"lookup {field}"
+
+consent_macs, objection_macs = {}, {}
+for cid, customer, purpose, basis, nv, given, expires, withdrawn, superseded, evidence, mac in DB.execute(
+    "SELECT id, customer, purpose, basis, notice_version, given_at, expires_at, withdrawn_at, superseded_by, evidence, mac FROM consents"
+):
+    ev = json.loads(evidence)
+    m = customer + cid + txt(purpose) + txt(basis) + struct.pack(">I", nv) + t(given) + opt(expires, t) + opt(withdrawn, t)
+    m += opt(superseded, lambda b: b) + txt(ev["method"]) + opt(ev["source"], txt) + opt(ev["notice_sha256"], txt)
+    m += bytes([ev["explicit"]])
+    assert record_mac("egard/consent/v1", m) == mac, f"consent {cid.hex()}"
+    consent_macs.setdefault(customer, []).append((cid, mac))
+for customer, purpose, at, mac in DB.execute("SELECT customer, purpose, at, mac FROM objections"):
+    assert record_mac("egard/objection/v1", customer + txt(purpose) + t(at)) == mac, "objection"
+    objection_macs.setdefault(customer, []).append(mac)
+
+customers = 0
+for cid, created, restricted, erased, rev, mac, uses in DB.execute(
+    "SELECT id, created_at, restricted, erased_at, rev, mac, key_uses FROM customers"
+):
+    customers += 1
+    m = cid + struct.pack(">Q", rev) + t(created) + bytes([restricted]) + opt(erased, t) + struct.pack(">Q", uses)
+    versions = sorted(v for (c, v) in keys if c == cid)
+    m += struct.pack(">I", len(versions)) + b"".join(struct.pack(">I", v) for v in versions)
+    cs = sorted(consent_macs.get(cid, []))
+    m += struct.pack(">I", len(cs)) + b"".join(c_mac for _, c_mac in cs)
+    os_ = sorted(objection_macs.get(cid, []))
+    m += struct.pack(">I", len(os_)) + b"".join(os_)
+    rows = sorted(
+        DB.execute("SELECT field, version, written_at, lookup_token FROM fields WHERE customer = ?", (cid,)).fetchall(),
+        key=lambda r: r[0].encode(),
+    )
+    m += struct.pack(">I", len(rows)) + b"".join(txt(f) + struct.pack(">Q", v) + t(w) for f, v, w, _ in rows)
+    tokens = [(f, tok) for f, _, _, tok in rows if tok is not None]
+    if tokens:
+        m += struct.pack(">I", len(tokens)) + b"".join(txt(f) + tok for f, tok in tokens)
+    assert record_mac("egard/customer/v1", m) == mac, f"customer {cid.hex()}"
+    latest = DB.execute(
+        "SELECT state FROM audit WHERE customer = ? AND state IS NOT NULL ORDER BY seq DESC LIMIT 1", (cid,)
+    ).fetchone()
+    assert latest is not None and latest[0] == mac, f"customer {cid.hex()}: state not the one the log recorded"
+
+
+def normalise(normalizer, value):
+    if normalizer == "email":
+        return value.strip().lower()
+    if normalizer == "phone":
+        digits = "".join(c for c in value if c in "0123456789")
+        return ("+" if value.lstrip().startswith("+") else "") + digits
+    assert normalizer == "exact", normalizer
+    return value
+
+
+tokens = 0
+for field, normalizer, _ in lookups:
+    key = record_mac("egard/lookup-key/v1", txt(field) + txt(normalizer) + b"\x01")
+    for customer, envelope, version, token in DB.execute(
+        "SELECT customer, envelope, version, lookup_token FROM fields WHERE field = ? AND lookup_token IS NOT NULL",
+        (field,),
+    ):
+        value = json.loads(open_field(customer, field, envelope, version))
+        assert hmac.new(key, normalise(normalizer, value).encode(), hashlib.sha256).digest() == token, "token"
+        tokens += 1
+
+print(
+    f"verified: 2 vault secrets, {len(keys)} data keys, {fields} fields, {count} audit events, "
+    f"{customers} customers, {tokens} lookup tokens"
+)
