@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError};
 
+use super::records::Draft;
 use super::{Refresh, Vault, live_key};
 use crate::audit::{AuditKind, Entry};
 use crate::error::Error;
@@ -186,13 +187,7 @@ impl Vault {
             let Some(id) = self.store.find_indexed(field, token)? else {
                 return Ok(None);
             };
-            let verified = self.verified_customer(id)?;
-            let holds = verified.record.erased_at.is_none()
-                && verified
-                    .tokens
-                    .get(field)
-                    .is_some_and(|t| integrity::macs_equal(t, token));
-            if holds {
+            if self.verified_customer(id)?.holds_token(field, token) {
                 return Ok(Some(id));
             }
             if last == Some(id) {
@@ -202,6 +197,42 @@ impl Vault {
             last = Some(id);
         }
         Err(Error::Crypto)
+    }
+
+    /// The lookup part of a write of `field` (its value's `plaintext`) in `draft`: the token
+    /// `set_field` computed, if the field has a lookup, is checked against the one-value rule
+    /// and indexed with the value.
+    ///
+    /// If the customer's state says the field is indexed but this vault knows no lookup on it
+    /// (another vault defined it since, or the store hides the definition), the definitions
+    /// are read again; if there is still none, the old value's entry goes with it rather than
+    /// naming the customer for a value they no longer hold. The store's unique index is not
+    /// trusted with the rule: a value another live customer holds (by their checked state) is
+    /// refused here too.
+    pub(crate) fn index_write(
+        &self,
+        draft: &mut Draft<'_>,
+        field: &FieldName,
+        token: Option<LookupToken>,
+        plaintext: &[u8],
+    ) -> Result<(), Error> {
+        let indexed = draft.current().tokens.contains_key(field);
+        let token = match token {
+            None if indexed => {
+                self.load_lookups()?;
+                self.token_for_write(field, plaintext)?
+            }
+            other => other,
+        };
+        if let Some(token) = &token {
+            if self.held_by_another(field, token, draft.current().record.id)? {
+                return Err(Error::Duplicate { field: field.clone() });
+            }
+        }
+        if token.is_some() || indexed {
+            draft.index_field(field.clone(), token);
+        }
+        Ok(())
     }
 
     /// Whether a live customer other than `customer` holds `token` for `field`, by the store's
@@ -219,15 +250,10 @@ impl Vault {
         if other == customer {
             return Ok(false);
         }
-        let verified = match self.verified_customer(other) {
-            Err(Error::UnknownCustomer(_)) => return Ok(false),
-            other => other?,
-        };
-        Ok(verified.record.erased_at.is_none()
-            && verified
-                .tokens
-                .get(field)
-                .is_some_and(|t| integrity::macs_equal(t, token)))
+        match self.verified_customer(other) {
+            Err(Error::UnknownCustomer(_)) => Ok(false),
+            verified => Ok(verified?.holds_token(field, token)),
+        }
     }
 
     /// The lookup on `field`, if one is defined: the stored definitions are read again when

@@ -761,29 +761,7 @@ impl Vault {
             };
             draft.use_key(1)?;
             draft.put_field(name.clone(), envelope.clone(), self.now());
-            let indexed = draft.current().tokens.contains_key(&name);
-            let token = match token {
-                // The customer's state says the field is indexed but this vault knows no
-                // lookup on it (another vault defined it since, or the store hides the
-                // definition): the definitions are read again; if there is still none, the
-                // old value's entry goes with it rather than naming the customer for a value
-                // they no longer hold.
-                None if indexed => {
-                    self.load_lookups()?;
-                    self.token_for_write(&name, &plaintext)?
-                }
-                other => other,
-            };
-            if let Some(token) = &token {
-                // The store's unique index is not trusted with the rule: a value another
-                // live customer holds (by their checked state) is refused here too.
-                if self.held_by_another(&name, token, customer)? {
-                    return Err(Error::Duplicate { field: name.clone() });
-                }
-            }
-            if token.is_some() || indexed {
-                draft.index_field(name.clone(), token);
-            }
+            self.index_write(&mut draft, &name, token, &plaintext)?;
             entries.push(Entry::new(kind, Some(customer)).field(&name));
             self.commit_customer(state, draft, entries)
                 .map_err(|e| lookups::duplicate_as(e, &name))?;

@@ -66,6 +66,11 @@ impl Verified {
         self.keys.values().next_back()
     }
 
+    /// Whether this customer, not erased, holds the lookup `token` for `field`.
+    pub(crate) fn holds_token(&self, field: &FieldName, token: &LookupToken) -> bool {
+        self.record.erased_at.is_none() && self.tokens.get(field).is_some_and(|t| integrity::macs_equal(t, token))
+    }
+
     /// Every consent record, oldest first.
     pub(crate) fn consents_in_order(&self) -> Vec<Consent> {
         let mut all: Vec<Consent> = self.consents.values().map(|(c, _)| c.clone()).collect();
