@@ -1,0 +1,98 @@
+//! The demo business: four purposes, two customers, an email lookup, and a mailer that has
+//! already sent Alice a newsletter.
+
+use chrono::Duration;
+use egard::{CustomerId, Error, Evidence, LawfulBasis, Lookup, Normalizer, Purpose, Vault};
+
+/// The demo customers: email and first name. Sign in with one of these addresses.
+pub const DEMO_CUSTOMERS: [(&str, &str); 2] = [("alice@example.com", "Alice"), ("bob@example.com", "Bob")];
+
+/// The purposes of the demo business. Each description is the privacy-notice text the customer
+/// is shown; its SHA-256 is recorded as the evidence of each consent given on the page.
+fn purposes() -> Vec<Purpose> {
+    vec![
+        Purpose::new("newsletter", LawfulBasis::Consent)
+            .description(
+                "Once a week or once a month, an email with news about our rides and our food, and \
+                 offers if you want them. We use your email address and your first name, and \
+                 nothing else. Unsubscribe at any time, here or from any newsletter.",
+            )
+            .fields(["email", "first_name"])
+            .notice_version(2)
+            .consent_lifetime(Duration::days(395))
+            .direct_marketing(),
+        Purpose::new("partner_offers", LawfulBasis::Consent)
+            .description(
+                "We share your email address with our partners (a bike-repair chain and a grocery \
+                 box), who send you their own offers. This is sharing your data with another \
+                 company: under California law, a sale or share.",
+            )
+            .fields(["email"])
+            .notice_version(1)
+            .consent_lifetime(Duration::days(365))
+            .direct_marketing(),
+        Purpose::new("order_history", LawfulBasis::Contract)
+            .description(
+                "To deliver what you order, send the invoice and handle returns, we keep your name, \
+                 email and postal address for as long as you have an account.",
+            )
+            .fields(["email", "first_name", "postal_address"]),
+        Purpose::new("analytics", LawfulBasis::LegitimateInterests)
+            .description(
+                "We count which pages of our app you open, to see which features are used and fix \
+                 the ones that are not. You may object at any time.",
+            )
+            .fields(["pages_viewed"]),
+    ]
+}
+
+/// Defines the demo purposes and the email lookup, and creates the demo customers, unless the
+/// vault already has purposes (the server was started before on this database). Returns
+/// whether it seeded.
+pub fn seed_demo(vault: &Vault) -> Result<bool, Error> {
+    if !vault.purposes().is_empty() {
+        return Ok(false);
+    }
+    for purpose in purposes() {
+        vault.define_purpose(purpose)?;
+    }
+    vault.define_lookup(Lookup::new("email", Normalizer::Email))?;
+
+    let [(alice_email, alice_name), (bob_email, bob_name)] = DEMO_CUSTOMERS;
+    let alice = vault.create_customer()?;
+    vault.set_field(alice, "email", alice_email)?;
+    vault.set_field(alice, "first_name", alice_name)?;
+    vault.set_field(alice, "postal_address", "12 Rue des Lilas, 75011 Paris")?;
+    vault.set_field(alice, "pages_viewed", &42u32)?;
+    give(vault, alice, "order_history", Evidence::new("checkout").source("order-1042"))?;
+    give(vault, alice, "newsletter", Evidence::new("signup-form").source("signup-v3"))?;
+    give(vault, alice, "partner_offers", Evidence::new("signup-form").source("signup-v3"))?;
+    give(vault, alice, "analytics", Evidence::new("app-install").source("balancing-test-7"))?;
+    simulate_mailer(vault, alice)?;
+
+    let bob = vault.create_customer()?;
+    vault.set_field(bob, "email", bob_email)?;
+    vault.set_field(bob, "first_name", bob_name)?;
+    vault.set_field(bob, "postal_address", "3 Baker Street, London")?;
+    give(vault, bob, "order_history", Evidence::new("checkout").source("order-1043"))?;
+    give(vault, bob, "newsletter", Evidence::new("signup-form").source("signup-v3"))?;
+    Ok(true)
+}
+
+/// Gives a record of `purpose` with the purpose's notice text as evidence.
+fn give(vault: &Vault, customer: CustomerId, purpose: &str, evidence: Evidence) -> Result<(), Error> {
+    let notice = vault.purpose(purpose)?;
+    vault.give_consent(customer, purpose, evidence.notice_text(notice.description_text()))?;
+    Ok(())
+}
+
+/// The mailer sending `customer` the newsletter: it opens their email and first name through
+/// the gate (one audited access), and nothing else.
+pub fn simulate_mailer(vault: &Vault, customer: CustomerId) -> Result<(), Error> {
+    let pass = vault.authorize(customer, "newsletter")?;
+    let email = vault.reveal::<String>(&pass, "email")?;
+    let first_name = vault.reveal::<String>(&pass, "first_name")?;
+    // A real mailer would send here; the demo only proves it could.
+    let _ = (email.expose().len(), first_name.expose().len());
+    Ok(())
+}
