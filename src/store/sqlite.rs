@@ -1509,8 +1509,8 @@ mod tests {
         let v: i64 = raw
             .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(v, 5);
-        assert_eq!(SQLITE_SCHEMA_VERSION, 5);
+        assert_eq!(v, 6);
+        assert_eq!(SQLITE_SCHEMA_VERSION, 6);
     }
 
     #[test]
@@ -1574,7 +1574,7 @@ mod tests {
         let raw = Connection::open(&path).unwrap();
         let key = id.as_bytes().as_slice();
         raw.execute(
-            "INSERT INTO consents VALUES (?1, ?2, 'news', 'bogus', 1, 0, NULL, NULL, NULL, '{}', zeroblob(32))",
+            "INSERT INTO consents VALUES (?1, ?2, 'news', 'bogus', 1, 0, NULL, NULL, NULL, '{}', zeroblob(32), NULL)",
             params![vec![1u8; 16], key],
         )
         .unwrap();

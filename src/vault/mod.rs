@@ -1448,12 +1448,21 @@ enum Refresh {
     Always,
 }
 
-/// Notes in a cached entry the revision, state MAC and field versions of the state it now
-/// reflects.
+/// Notes in a cached entry the revision, state MAC, field versions and current records of the
+/// state it now reflects.
 fn note_state(state: &mut CustomerState, verified: &Verified) {
     state.rev = verified.record.rev;
     state.mac = verified.record.mac;
     state.versions = verified.versions();
+    // A change may rewrite a current record in place (a key rotation seals its choices
+    // again): keep the cached copy the same as the stored one.
+    for record in state.current.values_mut() {
+        if let Some((stored, _)) = verified.consents.get(&record.id) {
+            if stored != record {
+                record.clone_from(stored);
+            }
+        }
+    }
     if let Some(fields) = &mut state.fields {
         fields.retain(|name, _| verified.fields.contains_key(name));
     }
