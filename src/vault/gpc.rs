@@ -55,7 +55,10 @@ impl Vault {
     /// [`Error::Invalid`] and nothing is recorded.
     ///
     /// Applying the signal again when nothing is left to change changes nothing and records
-    /// nothing: a host may call it on every request that carries the header. A later consent
+    /// nothing: a host may call it on every request that carries the header. A record the
+    /// customer gave with the signal present and their explicit confirmation (see
+    /// [`Vault::give_consent`]) is left alone: that later, specific choice is not undone by
+    /// the same signal sent again with the next request. A later consent
     /// given while the signal is present needs the customer's explicit confirmation (see
     /// [`Vault::give_consent`]).
     ///
@@ -104,6 +107,17 @@ impl Vault {
             let mut ended = Vec::new();
             for def in &covered {
                 let current = state.current.get(&def.id);
+                // The customer's explicit confirmation despite the signal is the later and
+                // more specific choice: the signal, sent again with every request, does not
+                // undo it.
+                if current.is_some_and(|r| {
+                    r.withdrawn_at.is_none()
+                        && r.superseded_by.is_none()
+                        && r.evidence.has_gpc()
+                        && r.evidence.is_explicit()
+                }) {
+                    continue;
+                }
                 match def.purpose.basis() {
                     LawfulBasis::Consent => {
                         let Some(current) = current else { continue };
