@@ -245,19 +245,18 @@ impl Choices {
     /// declared choice may be left out (the customer did not answer it).
     pub(crate) fn check(&self, specs: &[ChoiceSpec]) -> Result<(), Error> {
         for s in &self.selected {
-            let invalid = |reason| Error::InvalidChoice {
-                // A name the host never declared may be anything: only a slug is repeated.
-                choice: if is_slug(&s.name) {
-                    s.name.clone()
-                } else {
-                    String::from("(not a valid name)")
-                },
-                reason,
-            };
             let spec = specs
                 .iter()
                 .find(|spec| spec.name == s.name)
-                .ok_or_else(|| invalid(ChoiceProblem::UnknownChoice))?;
+                // A name the host never declared may be anything: it is not repeated.
+                .ok_or_else(|| Error::InvalidChoice {
+                    choice: String::from("(undeclared)"),
+                    reason: ChoiceProblem::UnknownChoice,
+                })?;
+            let invalid = |reason| Error::InvalidChoice {
+                choice: spec.name.clone(),
+                reason,
+            };
             if s.options.iter().any(|o| !spec.offers(o)) {
                 return Err(invalid(ChoiceProblem::UndeclaredOption));
             }
@@ -395,11 +394,7 @@ mod tests {
         };
         assert_eq!(
             problem(Choices::new().select("colour", ["red"])),
-            ("colour".into(), ChoiceProblem::UnknownChoice)
-        );
-        assert_eq!(
-            problem(Choices::new().select("Secret Name", ["x"])).0,
-            "(not a valid name)"
+            ("(undeclared)".into(), ChoiceProblem::UnknownChoice)
         );
         assert_eq!(
             problem(Choices::new().select("topics", ["rides", "cars"])),

@@ -216,8 +216,8 @@ pub enum Error {
     #[error("unknown consent {0}")]
     UnknownConsent(ConsentId),
     /// A customer's declared choices, or a purpose's declaration of them, were refused.
-    /// Only the choice's name is given (a name the purpose never declared is repeated only
-    /// if it follows the slug rule), never an option selected. Nothing was written.
+    /// Only the name of a declared choice is given (a name the purpose does not declare is
+    /// not repeated: it reads `(undeclared)`), never an option selected. Nothing was written.
     #[error("invalid choice `{choice}`: {reason}")]
     InvalidChoice {
         /// The choice's name.

@@ -70,7 +70,7 @@ fn validation_errors_write_nothing(open: Open<'_>) {
     let give = |c: Choices| v.give_consent_with(alice, "newsletter", Evidence::new("web-form"), &c);
     assert_eq!(
         invalid(give(Choices::new().select("colour", ["red"]))),
-        ("colour".to_owned(), ChoiceProblem::UnknownChoice)
+        ("(undeclared)".to_owned(), ChoiceProblem::UnknownChoice)
     );
     assert_eq!(
         invalid(give(Choices::new().select("topics", ["rides", "cars"]))),
