@@ -88,6 +88,7 @@ impl Floor {
             withdrawn_at: None,
             superseded_by: None,
             evidence: Evidence::new("web-form").source("signup-v3"),
+            sealed_choices: None,
         };
         let account = PurposeId::new("account").unwrap();
         let analytics = PurposeId::new("analytics").unwrap();

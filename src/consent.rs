@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::choices::SealedChoices;
 use crate::error::AccessDenied;
 use crate::ids::{ConsentId, CustomerId, PurposeId};
 use crate::purpose::{LawfulBasis, Purpose, PurposeDef};
@@ -30,6 +31,10 @@ pub struct Evidence {
     source: Option<String>,
     notice_sha256: Option<String>,
     explicit: bool,
+    /// Left out of the serialized form when false, so that evidence stored before it existed
+    /// reads and prints the same.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    gpc: bool,
 }
 
 impl Evidence {
@@ -40,6 +45,7 @@ impl Evidence {
             source: None,
             notice_sha256: None,
             explicit: false,
+            gpc: false,
         }
     }
 
@@ -60,6 +66,21 @@ impl Evidence {
     pub fn explicit(mut self) -> Self {
         self.explicit = true;
         self
+    }
+
+    /// Marks that the request carried the Global Privacy Control signal (the `Sec-GPC: 1`
+    /// header): see [`Vault::honor_gpc`](crate::Vault::honor_gpc). A consent to a purpose the
+    /// signal covers, given with this mark, needs [`explicit`](Evidence::explicit) too (the
+    /// customer confirmed it despite the signal), or it is refused with
+    /// [`Error::GpcConflict`](crate::Error::GpcConflict).
+    pub fn gpc(mut self) -> Self {
+        self.gpc = true;
+        self
+    }
+
+    /// Whether the request carried the Global Privacy Control signal.
+    pub fn has_gpc(&self) -> bool {
+        self.gpc
     }
 
     /// The collection method.
@@ -118,6 +139,11 @@ pub struct Consent {
     pub superseded_by: Option<ConsentId>,
     /// How it was collected.
     pub evidence: Evidence,
+    /// The customer's declared choices given with this record, sealed under their data key
+    /// (ciphertext, bound to this record): open them through a pass with
+    /// [`Vault::choices`](crate::Vault::choices). `None` when none were given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_choices: Option<SealedChoices>,
 }
 
 /// The state of a consent record at a given time.
@@ -135,6 +161,11 @@ pub enum ConsentState {
 }
 
 impl Consent {
+    /// Whether choices were given with this record.
+    pub fn has_choices(&self) -> bool {
+        self.sealed_choices.is_some()
+    }
+
     /// The record's state at `now`.
     pub fn state(&self, now: DateTime<Utc>) -> ConsentState {
         if self.superseded_by.is_some() {
@@ -252,6 +283,7 @@ mod tests {
             withdrawn_at: None,
             superseded_by: None,
             evidence: Evidence::new("test"),
+            sealed_choices: None,
         }
     }
 

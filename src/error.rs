@@ -215,6 +215,26 @@ pub enum Error {
     /// No consent record with this id is stored.
     #[error("unknown consent {0}")]
     UnknownConsent(ConsentId),
+    /// A customer's declared choices, or a purpose's declaration of them, were refused.
+    /// Only the name of a declared choice is given (a name the purpose does not declare is
+    /// not repeated: it reads `(undeclared)`), never an option selected. Nothing was written.
+    #[error("invalid choice `{choice}`: {reason}")]
+    InvalidChoice {
+        /// The choice's name.
+        choice: String,
+        /// Why.
+        reason: crate::choices::ChoiceProblem,
+    },
+    /// A consent to a purpose covered by the Global Privacy Control signal
+    /// ([`Purpose::is_covered_by_gpc`](crate::Purpose::is_covered_by_gpc)) was asked for with
+    /// evidence carrying the signal ([`Evidence::gpc`](crate::Evidence::gpc)) but without the
+    /// customer's explicit confirmation ([`Evidence::explicit`](crate::Evidence::explicit)).
+    /// Nothing was written.
+    #[error("the request carries the Global Privacy Control signal: consent to `{purpose}` needs the customer's explicit confirmation")]
+    GpcConflict {
+        /// The purpose.
+        purpose: PurposeId,
+    },
     /// A consent receipt could not be signed or does not verify; see [`ReceiptError`].
     #[error("consent receipt: {0}")]
     Receipt(#[from] ReceiptError),

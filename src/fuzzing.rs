@@ -447,6 +447,7 @@ pub fn vault_ops(data: &[u8]) {
                         withdrawn_at: None,
                         superseded_by: None,
                         evidence: Evidence::new("forged").explicit(),
+                        sealed_choices: None,
                     };
                     before_tampering(c, &tampered, &mut legit);
                     if store

@@ -121,6 +121,23 @@ impl AccessPass {
     /// Checks the pass for one use on `field` of `customer`; gives the field's validated name
     /// and the data key, read-locked for that use.
     pub(crate) fn check(&self, customer: CustomerId, field: &str) -> Result<(&FieldName, KeyRef<'_>), Error> {
+        self.check_live(customer)?;
+        let field = self.purpose.field(field).ok_or(AccessDenied::FieldNotCovered)?;
+        // INVARIANT: a live revocation flag means the entry was not erased, and only erasure
+        // drops an entry's key; a missing key is reported as erasure all the same.
+        let key = self.entry.key()?;
+        Ok((field, key))
+    }
+
+    /// Checks the pass for one use on the purpose itself (not a field: the customer's declared
+    /// choices for it); gives the data key, read-locked for that use.
+    pub(crate) fn check_purpose(&self, customer: CustomerId) -> Result<KeyRef<'_>, Error> {
+        self.check_live(customer)?;
+        self.entry.key()
+    }
+
+    /// The checks of every use: the customer, the revocation flags, the pass's time.
+    fn check_live(&self, customer: CustomerId) -> Result<(), Error> {
         if customer != self.entry.id {
             return Err(AccessDenied::WrongCustomer.into());
         }
@@ -134,11 +151,7 @@ impl AccessPass {
             }
             .into());
         }
-        let field = self.purpose.field(field).ok_or(AccessDenied::FieldNotCovered)?;
-        // INVARIANT: a live revocation flag means the entry was not erased, and only erasure
-        // drops an entry's key; a missing key is reported as erasure all the same.
-        let key = self.entry.key()?;
-        Ok((field, key))
+        Ok(())
     }
 
     /// Opens a detached envelope (one made by [`Vault::seal`](crate::Vault::seal)) of `field`
@@ -215,6 +228,11 @@ pub struct Revealed<T: 'static> {
 }
 
 impl<T: 'static> Revealed<T> {
+    /// Plaintext that a pass was checked for.
+    pub(crate) fn new(value: T) -> Self {
+        Self { value }
+    }
+
     /// The plaintext. Handle with care: it is what egard exists to protect.
     pub fn expose(&self) -> &T {
         &self.value

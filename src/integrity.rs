@@ -37,11 +37,17 @@
 //!   notice version (u32), given at, expires at (optional), withdrawn at (optional),
 //!   superseded by (optional consent id), evidence method, evidence source (optional text),
 //!   notice hash (optional text), explicit (boolean).
+//!   A record whose evidence carries the Global Privacy Control mark, or that holds sealed
+//!   choices, goes on with: GPC (boolean), the sealed choices (optional, length-prefixed
+//!   bytes); a record with neither adds nothing, so that records written before either
+//!   existed keep their MACs.
 //! - `egard/objection/v1`: customer id, purpose, time.
 //! - `egard/purpose/v1`: purpose id, revision (u64), description, lawful basis code, the
 //!   number of fields (u32) and each field as given, notice version (u32), consent lifetime
 //!   and retention (each optional, as `i64` seconds), special category (boolean), direct
-//!   marketing (boolean).
+//!   marketing (boolean). A purpose that sells or shares data, or declares choices, goes on
+//!   with: sells or shares (boolean), the number of choices (u32) and for each its name,
+//!   single (boolean), the number of options (u32) and each option; others add nothing.
 //! - `egard/customer/v1` (the state MAC): customer id, revision (u64), created at, restricted
 //!   (boolean), erased at (optional), key uses (u64); then the data-key versions (a u32 count, then each u32,
 //!   ascending); the consent records' MACs (a count, then each 32-byte MAC, ordered by consent
@@ -210,6 +216,13 @@ impl RecordKey {
                 m.text(s);
             })
             .flag(c.evidence.is_explicit());
+        // Appended only when present, so that records written before either existed keep
+        // their MACs.
+        if c.evidence.has_gpc() || c.sealed_choices.is_some() {
+            m.flag(c.evidence.has_gpc()).opt(c.sealed_choices.as_ref(), |m, s| {
+                m.bytes(s.as_bytes());
+            });
+        }
         m.finish()
     }
 
@@ -241,6 +254,19 @@ impl RecordKey {
             })
             .flag(p.is_special_category())
             .flag(p.is_direct_marketing());
+        // Appended only when present, so that definitions written before either existed keep
+        // their MACs.
+        if p.is_sale_or_sharing() || !p.choices().is_empty() {
+            m.flag(p.is_sale_or_sharing()).u32(count(p.choices().len()));
+            for choice in p.choices() {
+                m.text(choice.name())
+                    .flag(choice.is_single())
+                    .u32(count(choice.options().len()));
+                for option in choice.options() {
+                    m.text(option);
+                }
+            }
+        }
         m.finish()
     }
 
@@ -371,6 +397,70 @@ mod tests {
             withdrawn_at: None,
             superseded_by: None,
             evidence: Evidence::new("web").source("form"),
+            sealed_choices: None,
+        }
+    }
+
+    #[test]
+    fn gpc_and_choices_are_bound_and_their_absence_keeps_older_macs() {
+        let k = key();
+        let c = consent();
+        // The layout before GPC and choices: the same input, so the same MAC.
+        let mut m = k.start("egard/consent/v1");
+        m.raw(c.customer.as_bytes())
+            .raw(c.id.as_uuid().as_bytes())
+            .text("news")
+            .text("consent")
+            .u32(2)
+            .time(t0())
+            .opt(c.expires_at, |m, t| {
+                m.time(t);
+            })
+            .raw(&[0, 0])
+            .text("web")
+            .opt(Some("form"), |m, s| {
+                m.text(s);
+            })
+            .raw(&[0])
+            .flag(false);
+        assert_eq!(k.consent(&c), m.finish(), "neither adds nothing");
+        let gpc = Consent {
+            evidence: c.evidence.clone().gpc(),
+            ..c.clone()
+        };
+        let sealed = |b: &[u8]| Consent {
+            sealed_choices: Some(crate::choices::SealedChoices::from_bytes(b.to_vec())),
+            ..c.clone()
+        };
+        let macs = [
+            k.consent(&c),
+            k.consent(&gpc),
+            k.consent(&sealed(b"abc")),
+            k.consent(&sealed(b"abd")),
+            k.consent(&sealed(b"")),
+        ];
+        for (i, a) in macs.iter().enumerate() {
+            for b in &macs[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+
+        let p = Purpose::new("news", LawfulBasis::Consent).fields(["email"]);
+        let base = k.purpose(&p, 1);
+        let variants = [
+            p.clone().sells_or_shares(),
+            p.clone().choice("topics", ["a", "b"]),
+            p.clone().single_choice("topics", ["a", "b"]),
+            p.clone().choice("topics", ["a", "c"]),
+            p.clone().choice("topicz", ["a", "b"]),
+            p.clone().choice("topics", ["a", "b"]).sells_or_shares(),
+        ];
+        let macs: Vec<RecordMac> = variants.iter().map(|v| k.purpose(v, 1)).collect();
+        for (i, a) in macs.iter().enumerate() {
+            assert_ne!(*a, base, "{:?}", variants[i]);
+            for b in &macs[i + 1..] {
+                assert_ne!(a, b);
+            }
         }
     }
 

@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 mod audit;
+mod choices;
 mod clock;
 mod codec;
 mod consent;
@@ -21,6 +22,7 @@ pub mod store;
 mod vault;
 
 pub use audit::{AuditAnchor, AuditBreak, AuditEvent, AuditKind, AuditReport};
+pub use choices::{ChoiceProblem, ChoiceSpec, Choices, SealedChoices};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use consent::{Consent, ConsentState, Evidence};
 pub use crypto::{KeyProvider, KeyProviderError, MasterKey};
@@ -37,6 +39,6 @@ pub use store::{MemoryStore, Store, StoreError};
 pub use store::{PostgresOptions, PostgresStore};
 pub use vault::{
     AUDIENCE_PAGE, AuditBatching, DEFAULT_CACHE_CAPACITY, DEFAULT_MAX_VALUE_LEN, DEFAULT_PASS_LIFETIME,
-    DEFAULT_ROTATION_BATCH, ENCRYPTION_BUDGET, ErasureReceipt, ExportedValue, KeyBelow, MAX_CHANGES_PAGE,
+    DEFAULT_ROTATION_BATCH, ENCRYPTION_BUDGET, ErasureReceipt, ExportedValue, GpcOutcome, KeyBelow, MAX_CHANGES_PAGE,
     RotationProgress, SubjectExport, SweepReport, Vault, VaultBuilder,
 };

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use chrono::Duration;
 use serde::{Deserialize, Serialize};
 
+use crate::choices::{ChoiceSpec, validate_specs};
 use crate::error::{AccessDenied, Error};
 use crate::gate::Revocation;
 use crate::ids::{FieldName, PurposeId};
@@ -74,6 +75,13 @@ pub struct Purpose {
     retention: Option<Duration>,
     special_category: bool,
     direct_marketing: bool,
+    /// Left out of the serialized form when false, so that definitions written before it
+    /// existed read and print the same.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    sells_or_shares: bool,
+    /// Left out of the serialized form when empty (as `sells_or_shares`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    choices: Vec<ChoiceSpec>,
 }
 
 impl Purpose {
@@ -90,6 +98,8 @@ impl Purpose {
             retention: None,
             special_category: false,
             direct_marketing: false,
+            sells_or_shares: false,
+            choices: Vec::new(),
         }
     }
 
@@ -144,6 +154,66 @@ impl Purpose {
     pub fn direct_marketing(mut self) -> Self {
         self.direct_marketing = true;
         self
+    }
+
+    /// Marks a purpose that sells or shares personal data (the CCPA/CPRA's "sale or
+    /// sharing"): with [`direct_marketing`](Purpose::direct_marketing), it is what the Global
+    /// Privacy Control signal opts out of ([`Purpose::is_covered_by_gpc`],
+    /// [`Vault::honor_gpc`](crate::Vault::honor_gpc)).
+    pub fn sells_or_shares(mut self) -> Self {
+        self.sells_or_shares = true;
+        self
+    }
+
+    /// Declares a choice the customer makes when agreeing, picking any subset of `options`
+    /// (for example the topics of a newsletter). Names and options follow the rule of field
+    /// names; a choice or option declared twice is refused by
+    /// [`Vault::define_purpose`](crate::Vault::define_purpose).
+    ///
+    /// ```
+    /// use egard::{LawfulBasis, Purpose};
+    ///
+    /// let newsletter = Purpose::new("newsletter", LawfulBasis::Consent)
+    ///     .fields(["email"])
+    ///     .choice("topics", ["rides", "food", "offers"])
+    ///     .single_choice("frequency", ["weekly", "monthly"]);
+    /// assert_eq!(newsletter.choices()[1].name(), "frequency");
+    /// assert!(newsletter.choices()[1].is_single());
+    /// ```
+    pub fn choice<I, S>(mut self, name: &str, options: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.choices.push(ChoiceSpec::new(name, options, false));
+        self
+    }
+
+    /// Declares a choice where the customer picks exactly one of `options` (for example how
+    /// often a newsletter comes). See [`choice`](Purpose::choice).
+    pub fn single_choice<I, S>(mut self, name: &str, options: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.choices.push(ChoiceSpec::new(name, options, true));
+        self
+    }
+
+    /// The choices declared, in the order declared.
+    pub fn choices(&self) -> &[ChoiceSpec] {
+        &self.choices
+    }
+
+    /// Whether the purpose sells or shares personal data.
+    pub fn is_sale_or_sharing(&self) -> bool {
+        self.sells_or_shares
+    }
+
+    /// Whether the Global Privacy Control signal opts the customer out of this purpose: it is
+    /// direct marketing or sells or shares personal data.
+    pub fn is_covered_by_gpc(&self) -> bool {
+        self.direct_marketing || self.sells_or_shares
     }
 
     /// The purpose's id, as given.
@@ -204,6 +274,7 @@ impl Purpose {
         if fields.is_empty() {
             return Err(Error::Invalid("a purpose must name at least one field"));
         }
+        validate_specs(&self.choices)?;
         if self.notice_version == 0 {
             return Err(Error::Invalid("notice versions start at 1"));
         }

@@ -393,3 +393,54 @@ fn the_store_never_sees_plaintext_or_the_master_key() {
         assert!(!contains_bytes(blob, &key[8..20]));
     }
 }
+
+#[test]
+fn choices_and_their_errors_never_show_a_selection() {
+    use egard::Choices;
+    let lower = CANARY.to_lowercase();
+    // Options never show; names are the host's declarations, and one that is not a valid
+    // name is not repeated either.
+    for choices in [
+        Choices::new().select("topics", [CANARY, lower.as_str()]),
+        Choices::new().select(CANARY, ["x"]),
+    ] {
+        clean("Choices", &choices);
+    }
+    let (vault, _clock) = vault();
+    vault
+        .define_purpose(
+            Purpose::new("newsletter", LawfulBasis::Consent)
+                .fields(["email"])
+                .choice("topics", ["rides", "food"])
+                .single_choice("frequency", ["weekly", "monthly"]),
+        )
+        .unwrap();
+    let c = vault.create_customer().unwrap();
+    for bad in [
+        Choices::new().select("topics", [CANARY]),
+        Choices::new().select("topics", [lower.as_str()]),
+        Choices::new().select("frequency", ["weekly", lower.as_str()]),
+        Choices::new().select(CANARY, ["rides"]),
+        Choices::new().select(&lower, ["rides"]),
+    ] {
+        let err = vault
+            .give_consent_with(c, "newsletter", Evidence::new("web-form"), &bad)
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidChoice { .. }), "{err:?}");
+        clean_both("Error::InvalidChoice", &err);
+    }
+    // A selection of declared options, once sealed, shows in no Debug either.
+    let picks = Choices::new().select("topics", ["rides"]).select("frequency", ["monthly"]);
+    vault
+        .give_consent_with(c, "newsletter", Evidence::new("web-form"), &picks)
+        .unwrap();
+    let pass = vault.authorize(c, "newsletter").unwrap();
+    let revealed = vault.choices(&pass).unwrap();
+    assert_eq!(format!("{revealed:?}"), "[REDACTED]");
+    assert_eq!(format!("{:?}", revealed.expose()), "Choices { frequency: [REDACTED], topics: [REDACTED] }");
+    let export = vault.export_customer(c, Evidence::new("verified-email-link")).unwrap();
+    let debug = format!("{export:?} {:?}", vault.consents(c).unwrap());
+    for selected in ["rides", "monthly"] {
+        assert!(!debug.contains(selected), "{debug}");
+    }
+}

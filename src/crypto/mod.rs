@@ -19,7 +19,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroizing;
 
 use crate::error::Error;
-use crate::ids::CustomerId;
+use crate::ids::{ConsentId, CustomerId};
 
 /// Byte layout version of field envelopes written by this release (2: the associated data binds
 /// the field's write version).
@@ -305,6 +305,75 @@ impl DataKey {
         buf.truncate(len);
         Ok(buf)
     }
+}
+
+/// The label that takes the field name's place in the associated data of a customer's sealed
+/// choices: not a field name (those have no `/`), so neither opens as the other.
+pub(crate) const CHOICES_LABEL: &str = "egard/choices";
+
+impl DataKey {
+    /// Seals a customer's declared choices (their JSON encoding), bound to the consent record
+    /// they are given with: the field envelope layout, with associated data naming
+    /// [`CHOICES_LABEL`] and the consent id instead of a field and a write version.
+    pub(crate) fn seal_choices(
+        &self,
+        namespace: &str,
+        customer: CustomerId,
+        consent: ConsentId,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, Error> {
+        let nonce = fresh_nonce()?;
+        let header = envelope::field_header(self.version);
+        let aad = choices_aad(&header, namespace, customer, consent);
+        let mut out = Vec::with_capacity(ENVELOPE_OVERHEAD + plaintext.len());
+        out.extend_from_slice(&header);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(plaintext);
+        let body_start = envelope::HEADER_LEN + NONCE_LEN;
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), aad.aad(), &mut out[body_start..])
+            .map_err(|_| Error::Crypto)?;
+        out.extend_from_slice(tag.as_ref());
+        Ok(out)
+    }
+
+    /// Opens sealed choices of `consent`; the plaintext is wiped when dropped.
+    pub(crate) fn open_choices(
+        &self,
+        namespace: &str,
+        customer: CustomerId,
+        consent: ConsentId,
+        sealed: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, Error> {
+        let mut buf = Zeroizing::new(sealed.to_vec());
+        let parsed = FieldEnvelope::parse(&buf)?;
+        if parsed.dek_version != self.version {
+            return Err(Error::Crypto);
+        }
+        let nonce = parsed.nonce;
+        let aad = choices_aad(parsed.header, namespace, customer, consent);
+        let start = buf.len() - parsed.sealed.len();
+        let len = self
+            .key
+            .open_in_place(Nonce::assume_unique_for_key(nonce), aad.aad(), &mut buf[start..])
+            .map_err(|_| Error::Crypto)?
+            .len();
+        buf.copy_within(start..start + len, 0);
+        buf.truncate(len);
+        Ok(buf)
+    }
+}
+
+/// The associated data of sealed choices: the header, then the namespace, the customer,
+/// [`CHOICES_LABEL`] and the consent id (16 bytes), each length-prefixed.
+fn choices_aad(header: &[u8], namespace: &str, customer: CustomerId, consent: ConsentId) -> AadBuf {
+    let mut aad = AadBuf::new(header);
+    aad.part(namespace.as_bytes())
+        .part(customer.as_bytes())
+        .part(CHOICES_LABEL.as_bytes())
+        .part(consent.as_uuid().as_bytes());
+    aad
 }
 
 /// The associated data of a field envelope: the header, then the namespace, the customer, the

@@ -152,6 +152,10 @@ struct ReceiptPurpose {
     withdrawal_method: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
     superseded_by: Option<String>,
+    /// The names of the choices the purpose declares, when the record holds the customer's
+    /// choices (never what they selected); absent otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    choice_categories: Vec<String>,
 }
 
 /// The signature: not itself part of what is signed.
@@ -296,6 +300,11 @@ impl ConsentReceipt {
                     withdrawn_at: withdrawn_at.map(time),
                     withdrawal_method: controller.withdrawal_method.clone(),
                     superseded_by: record.superseded_by.map(|id| id.to_string()),
+                    choice_categories: if record.has_choices() {
+                        purpose.choices().iter().map(|c| c.name().to_owned()).collect()
+                    } else {
+                        Vec::new()
+                    },
                 }],
             }],
             sensitive,
@@ -378,6 +387,12 @@ impl ConsentReceipt {
     /// `expired` or `superseded`.
     pub fn consent_state(&self) -> Option<&str> {
         self.first_purpose().map(|p| p.consent_state.as_str())
+    }
+
+    /// The names of the choices recorded with the consent (the categories, never the
+    /// selections); empty when the record holds none.
+    pub fn choice_categories(&self) -> &[String] {
+        self.first_purpose().map_or(&[], |p| p.choice_categories.as_slice())
     }
 
     /// When the consent was withdrawn (RFC 3339), if it was.

@@ -300,6 +300,7 @@ fn consent(customer: CustomerId, purpose: &str) -> Consent {
         withdrawn_at: None,
         superseded_by: None,
         evidence: Evidence::new("web-form"),
+        sealed_choices: None,
     }
 }
 
@@ -1610,7 +1611,9 @@ pub fn records_round_trip_exactly<S: Store>(store: &S) {
         evidence: Evidence::new("paper — signed «form»")
             .source("branch-42/form-7")
             .notice_text("the notice")
-            .explicit(),
+            .explicit()
+            .gpc(),
+        sealed_choices: Some(crate::choices::SealedChoices::from_bytes((0..300u32).map(|i| (i % 256) as u8).collect())),
     };
     let c_bare = Consent {
         basis: LawfulBasis::PublicTask,

@@ -18,6 +18,7 @@ use super::{
     Write,
 };
 use crate::audit::{AuditEvent, AuditKind, CHANGE_KINDS_SQL};
+use crate::choices::SealedChoices;
 use crate::consent::{Consent, Evidence};
 use crate::error::Error;
 use crate::ids::{ConsentId, CustomerId, FieldName, PurposeId};
@@ -122,6 +123,9 @@ const MIGRATIONS: &[&str] = &[
         WHERE kind IN ('purpose_defined', 'customer_created', 'consent_given', \
      'consent_withdrawn', 'field_written', 'field_rectified', 'field_deleted', 'restricted', \
      'restriction_lifted', 'objected', 'erased', 'key_rotated');",
+    // Version 6: declared choices. The customer's choices given with a consent record, sealed
+    // under their data key (a field envelope; NULL when none were given).
+    "ALTER TABLE consents ADD COLUMN choices BLOB;",
 ];
 
 /// The newest schema version this release understands.
@@ -936,13 +940,14 @@ fn apply_one(tx: &Connection, w: &Write) -> Result<bool, StoreError> {
             exec(
                 tx,
                 "INSERT INTO consents (id, customer, purpose, basis, notice_version, given_at, expires_at,
-                                       withdrawn_at, superseded_by, evidence, mac)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                                       withdrawn_at, superseded_by, evidence, mac, choices)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
                  ON CONFLICT (id) DO UPDATE SET
                    customer = excluded.customer, purpose = excluded.purpose, basis = excluded.basis,
                    notice_version = excluded.notice_version, given_at = excluded.given_at,
                    expires_at = excluded.expires_at, withdrawn_at = excluded.withdrawn_at,
-                   superseded_by = excluded.superseded_by, evidence = excluded.evidence, mac = excluded.mac",
+                   superseded_by = excluded.superseded_by, evidence = excluded.evidence, mac = excluded.mac,
+                   choices = excluded.choices",
                 params![
                     c.id.as_uuid().as_bytes().as_slice(),
                     c.customer.as_bytes().as_slice(),
@@ -955,6 +960,7 @@ fn apply_one(tx: &Connection, w: &Write) -> Result<bool, StoreError> {
                     c.superseded_by.map(|s| s.as_uuid().as_bytes().to_vec()),
                     to_json(&c.evidence, "consent evidence")?,
                     mac.as_slice(),
+                    c.sealed_choices.as_ref().map(SealedChoices::as_bytes),
                 ],
             )?;
         }
@@ -1146,7 +1152,7 @@ impl Store for SqliteStore {
             let consents = query_all(
                 conn,
                 "SELECT id, purpose, basis, notice_version, given_at, expires_at, withdrawn_at, superseded_by,
-                        evidence, mac
+                        evidence, mac, choices
                  FROM consents WHERE customer = ?1",
                 [key],
                 |c| {
@@ -1170,6 +1176,7 @@ impl Store for SqliteStore {
                             withdrawn_at: c.opt_time(6, "consents.withdrawn_at")?,
                             superseded_by,
                             evidence,
+                            sealed_choices: c.opt_blob(10, "consents.choices")?.map(SealedChoices::from_bytes),
                         },
                         mac: c.mac(9, "consents.mac")?,
                     })
@@ -1502,8 +1509,8 @@ mod tests {
         let v: i64 = raw
             .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(v, 5);
-        assert_eq!(SQLITE_SCHEMA_VERSION, 5);
+        assert_eq!(v, 6);
+        assert_eq!(SQLITE_SCHEMA_VERSION, 6);
     }
 
     #[test]
@@ -1567,7 +1574,7 @@ mod tests {
         let raw = Connection::open(&path).unwrap();
         let key = id.as_bytes().as_slice();
         raw.execute(
-            "INSERT INTO consents VALUES (?1, ?2, 'news', 'bogus', 1, 0, NULL, NULL, NULL, '{}', zeroblob(32))",
+            "INSERT INTO consents VALUES (?1, ?2, 'news', 'bogus', 1, 0, NULL, NULL, NULL, '{}', zeroblob(32), NULL)",
             params![vec![1u8; 16], key],
         )
         .unwrap();
@@ -1696,6 +1703,7 @@ mod tests {
             "consents.superseded_by",
             "consents.evidence",
             "consents.mac",
+            "consents.choices", // the customer's choices, sealed (a field envelope)
             "objections.customer",
             "objections.purpose",
             "objections.at",

@@ -8,7 +8,9 @@ use chrono::{DateTime, Utc};
 use super::cache::CustomerState;
 use super::records::{Draft, Finished};
 use super::{STALE_RETRIES, Vault, note_state};
+use super::choices::{check_evidence, given_detail};
 use crate::audit::{AuditKind, Entry};
+use crate::choices::SealedChoices;
 use crate::consent::{Consent, Evidence};
 use crate::error::{AccessDenied, Error};
 use crate::ids::{ConsentId, CustomerId, PurposeId};
@@ -24,7 +26,8 @@ impl Vault {
     ///
     /// All or nothing: if any item is refused (unknown purpose or customer, an erased
     /// customer, an objection to direct marketing, special-category data without explicit
-    /// consent) or the store fails, nothing of the batch is recorded and the error is
+    /// consent, the Global Privacy Control signal without explicit consent:
+    /// [`Error::GpcConflict`]) or the store fails, nothing of the batch is recorded and the error is
     /// returned. Items apply in order: a customer may appear several times, and a later item
     /// for the same purpose supersedes an earlier one. Returns the new consent ids, in the
     /// order of the items.
@@ -50,9 +53,7 @@ impl Vault {
         let mut batch = Vec::new();
         for (customer, purpose, evidence) in items {
             let def = self.purpose_def(purpose)?;
-            if def.purpose.is_special_category() && !evidence.is_explicit() {
-                return Err(Error::Invalid("special-category purposes need explicit consent"));
-            }
+            check_evidence(&def, &evidence)?;
             batch.push((customer, def, evidence));
         }
         if batch.is_empty() {
@@ -116,12 +117,12 @@ impl Vault {
             };
             let key = (*customer, def.id.clone());
             let previous = latest.get(&key).or_else(|| state.current.get(&def.id));
-            let record = new_consent(def, *customer, state, previous, evidence, now, draft)?;
+            let record = new_consent(def, *customer, state, previous, evidence, now, draft, None)?;
             audit.push((
                 i,
                 Entry::new(AuditKind::ConsentGiven, Some(*customer))
                     .purpose(&def.id)
-                    .detail(record.id.to_string()),
+                    .detail(given_detail(record.id, evidence, false)),
             ));
             new_ids.push(record.id);
             latest.insert(key, record);
@@ -150,9 +151,11 @@ impl Vault {
     }
 }
 
-/// Records a consent given at `now` in `draft`, and returns it: the live earlier record
+/// Records a consent given at `now` in `draft`, and returns it (with the id and sealed choices
+/// given, if any, sealed for that id): the live earlier record
 /// `previous`, if any, is kept as history and marked superseded by the new one. Refused for an
 /// erased customer, and after an objection to a direct-marketing purpose.
+#[allow(clippy::too_many_arguments)] // the parts of one record, each needed
 pub(super) fn new_consent(
     def: &PurposeDef,
     customer: CustomerId,
@@ -161,6 +164,7 @@ pub(super) fn new_consent(
     evidence: &Evidence,
     now: DateTime<Utc>,
     draft: &mut Draft<'_>,
+    sealed: Option<(ConsentId, SealedChoices)>,
 ) -> Result<Consent, Error> {
     if state.erased {
         return Err(Error::Erased(customer));
@@ -168,8 +172,12 @@ pub(super) fn new_consent(
     if def.purpose.is_direct_marketing() && state.objections.contains_key(&def.id) {
         return Err(AccessDenied::Objected.into());
     }
+    let (id, sealed_choices) = match sealed {
+        Some((id, sealed)) => (id, Some(sealed)),
+        None => (ConsentId::new(), None),
+    };
     let record = Consent {
-        id: ConsentId::new(),
+        id,
         customer,
         purpose: def.id.clone(),
         basis: def.purpose.basis(),
@@ -179,6 +187,7 @@ pub(super) fn new_consent(
         withdrawn_at: None,
         superseded_by: None,
         evidence: evidence.clone(),
+        sealed_choices,
     };
     if let Some(prev) = previous {
         if prev.withdrawn_at.is_none() && prev.superseded_by.is_none() {

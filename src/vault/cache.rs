@@ -274,6 +274,28 @@ impl KeyRef<'_> {
         self.get()?.open(namespace, customer, field, version, envelope)
     }
 
+    /// See [`DataKey::seal_choices`].
+    pub(crate) fn seal_choices(
+        &self,
+        namespace: &str,
+        customer: CustomerId,
+        consent: crate::ids::ConsentId,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, Error> {
+        self.get()?.seal_choices(namespace, customer, consent, plaintext)
+    }
+
+    /// See [`DataKey::open_choices`].
+    pub(crate) fn open_choices(
+        &self,
+        namespace: &str,
+        customer: CustomerId,
+        consent: crate::ids::ConsentId,
+        sealed: &[u8],
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, Error> {
+        self.get()?.open_choices(namespace, customer, consent, sealed)
+    }
+
     /// See [`DataKey::open_owned`].
     pub(crate) fn open_owned(
         &self,

@@ -30,8 +30,9 @@ pub const ENCRYPTION_BUDGET: u64 = 1 << 32;
 const RESERVATION: u64 = 1024;
 
 impl Vault {
-    /// Gives the customer a new data key: every stored field is opened under the old key and
-    /// sealed again under the new one, in one atomic change with the new wrapped key and the
+    /// Gives the customer a new data key: every stored field (and the declared choices kept
+    /// with their consent records) is opened under the old key and sealed again under the new
+    /// one, in one atomic change with the new wrapped key and the
     /// deletion of the old one (crypto-shredding of everything it sealed). Audited as
     /// [`AuditKind::KeyRotated`] with the new key's version. Passes already issued go on
     /// working, with the new key.
@@ -65,8 +66,8 @@ impl Vault {
         })
     }
 
-    /// Adds a key rotation to `draft`: a new data key, every stored field sealed again under
-    /// it. Returns the new key (to install once the change is stored) and its audit entry.
+    /// Adds a key rotation to `draft`: a new data key, every stored field and every consent
+    /// record's sealed choices sealed again under it. Returns the new key (to install once the change is stored) and its audit entry.
     pub(super) fn rekey(
         &self,
         entry: &CustomerEntry,
@@ -98,6 +99,7 @@ impl Vault {
         let stored = self.store.fields(customer)?;
         let write_version = draft.version();
         let mut resealed = Vec::with_capacity(fields.len());
+        let resealed_choices;
         {
             let old = live_key(entry, state)?;
             for (name, version, at) in fields {
@@ -111,6 +113,14 @@ impl Vault {
                 let envelope = new_key.seal(&self.namespace, customer, name.as_str(), write_version, &plaintext)?;
                 resealed.push((name, envelope, at));
             }
+            let choices = self.reseal_choices(customer, &old, &new_key, draft)?;
+            let total = u64::try_from(resealed.len()).unwrap_or(u64::MAX).saturating_add(choices);
+            if total >= self.encryption_budget {
+                return Err(Error::Config(
+                    "the encryption budget is smaller than this customer's fields and choices: raise it",
+                ));
+            }
+            resealed_choices = choices;
         }
         draft.replace_key(
             WrappedKey {
@@ -120,6 +130,7 @@ impl Vault {
             },
             resealed,
         );
+        draft.use_key(resealed_choices)?;
         let event = Entry::new(AuditKind::KeyRotated, Some(customer))
             .detail(format!("data_key_version={version},reason={reason}"));
         Ok((new_key, event))

@@ -2,8 +2,10 @@
 
 mod batch;
 pub(crate) mod cache;
+mod choices;
 mod claims;
 mod exported;
+mod gpc;
 mod journal;
 mod keys;
 mod lookups;
@@ -15,6 +17,7 @@ mod rotation;
 mod secrets;
 
 pub use exported::ExportedValue;
+pub use gpc::GpcOutcome;
 pub use journal::AuditBatching;
 pub use keys::ENCRYPTION_BUDGET;
 pub use reach::{AUDIENCE_PAGE, MAX_CHANGES_PAGE};
@@ -838,34 +841,16 @@ impl Vault {
     ///
     /// Special-category purposes need [`Evidence::explicit`]. After an objection to a direct
     /// marketing purpose, no new record is accepted ([`AccessDenied::Objected`]).
+    ///
+    /// A purpose covered by the Global Privacy Control signal
+    /// ([`Purpose::is_covered_by_gpc`]) asked for with evidence that carries the signal
+    /// ([`Evidence::gpc`]) needs [`Evidence::explicit`] too: the customer confirmed it despite
+    /// the signal, which the record keeps (its evidence has both marks) and the audit event
+    /// notes (`despite_gpc`). Without it the consent is refused with [`Error::GpcConflict`]
+    /// and nothing is written. To record the customer's choices too, see
+    /// [`give_consent_with`](Vault::give_consent_with).
     pub fn give_consent(&self, customer: CustomerId, purpose: &str, evidence: Evidence) -> Result<ConsentId, Error> {
-        let def = self.purpose_def(purpose)?;
-        if def.purpose.is_special_category() && !evidence.is_explicit() {
-            return Err(Error::Invalid("special-category purposes need explicit consent"));
-        }
-        self.with_customer(customer, |_, state, mut draft| {
-            let record = batch::new_consent(
-                &def,
-                customer,
-                state,
-                state.current.get(&def.id),
-                &evidence,
-                self.now(),
-                &mut draft,
-            )?;
-            let id = record.id;
-            self.commit_customer(
-                state,
-                draft,
-                vec![
-                    Entry::new(AuditKind::ConsentGiven, Some(customer))
-                        .purpose(&def.id)
-                        .detail(id.to_string()),
-                ],
-            )?;
-            state.current.insert(def.id.clone(), record);
-            Ok(id)
-        })
+        self.record_consent(customer, purpose, evidence, None, false)
     }
 
     /// Withdraws the customer's consent to `purpose` (or ends the record of its other basis).
@@ -1463,12 +1448,21 @@ enum Refresh {
     Always,
 }
 
-/// Notes in a cached entry the revision, state MAC and field versions of the state it now
-/// reflects.
+/// Notes in a cached entry the revision, state MAC, field versions and current records of the
+/// state it now reflects.
 fn note_state(state: &mut CustomerState, verified: &Verified) {
     state.rev = verified.record.rev;
     state.mac = verified.record.mac;
     state.versions = verified.versions();
+    // A change may rewrite a current record in place (a key rotation seals its choices
+    // again): keep the cached copy the same as the stored one.
+    for record in state.current.values_mut() {
+        if let Some((stored, _)) = verified.consents.get(&record.id) {
+            if stored != record {
+                record.clone_from(stored);
+            }
+        }
+    }
     if let Some(fields) = &mut state.fields {
         fields.retain(|name, _| verified.fields.contains_key(name));
     }

@@ -12,7 +12,8 @@ use super::{Vault, live_key};
 use crate::audit::{AuditEvent, AuditKind, Entry};
 use crate::consent::{Consent, Evidence};
 use crate::error::{AccessDenied, Error};
-use crate::ids::{CustomerId, FieldName, is_slug};
+use crate::choices::Choices;
+use crate::ids::{ConsentId, CustomerId, FieldName, is_slug};
 use crate::integrity;
 use crate::purpose::Purpose;
 use crate::store::Objection;
@@ -38,6 +39,9 @@ pub struct SubjectExport {
     pub fields: BTreeMap<FieldName, ExportedValue>,
     /// Every consent record, history included, oldest first.
     pub consents: Vec<Consent>,
+    /// The declared choices given with each consent record that holds some, decrypted, by
+    /// consent id.
+    pub choices: BTreeMap<ConsentId, Choices>,
     /// Every objection.
     pub objections: Vec<Objection>,
     /// The purposes defined, with their lawful basis, fields and retention.
@@ -52,6 +56,7 @@ impl std::fmt::Debug for SubjectExport {
             .field("customer", &self.customer)
             .field("fields", &self.fields)
             .field("consents", &self.consents.len())
+            .field("choices", &self.choices.len())
             .field("audit_events", &self.audit_events.len())
             .finish_non_exhaustive()
     }
@@ -110,8 +115,9 @@ pub struct SweepReport {
 }
 
 impl Vault {
-    /// Right of access and portability: every field in clear, every consent with its history,
-    /// the purposes, and the customer's audit trail.
+    /// Right of access and portability: every field in clear, every consent with its history
+    /// and the choices given with it (decrypted), the purposes, and the customer's audit
+    /// trail.
     ///
     /// `evidence` says how the identity of whoever asked was checked: its
     /// [method](Evidence::new) (such as `verified-email-link`) and, if given, its
@@ -165,8 +171,10 @@ impl Vault {
             let plaintext = key.open(&self.namespace, customer, name.as_str(), *version, envelope)?;
             fields.insert(name.clone(), ExportedValue::from_plaintext(name, plaintext)?);
         }
-        drop(state);
         let consents = verified.consents_in_order();
+        let choices = self.open_all_choices(customer, &key, &consents)?;
+        drop(key);
+        drop(state);
         let objections = verified.objections.into_iter().map(|(o, _)| o).collect();
         Ok(SubjectExport {
             customer,
@@ -175,6 +183,7 @@ impl Vault {
             restricted: verified.record.restricted,
             fields,
             consents,
+            choices,
             objections,
             purposes: self.purposes(),
             audit_events: self.audit_events(customer)?,
