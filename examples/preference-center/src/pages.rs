@@ -12,7 +12,8 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use egard::{AuditEvent, AuditKind, Consent, ConsentState, CustomerId, Error, Evidence, LawfulBasis, Purpose, Vault};
+use chrono::{DateTime, Utc};
+use egard::{AuditKind, Choices, ConsentState, CustomerId, Error, Evidence, LawfulBasis, Purpose, SubjectExport, Vault};
 
 use crate::Config;
 use crate::html::{Html, Nav, STYLE, and_list, basis_words, field_words, page, title_of, when};
@@ -187,6 +188,18 @@ fn vault_error(e: &Error) -> (StatusCode, &'static str, &'static str, &'static s
             "This account no longer exists",
             "This account was deleted. Nothing is left to show.",
         ),
+        Error::InvalidChoice { .. } => (
+            StatusCode::BAD_REQUEST,
+            "invalid_choice",
+            "Please check your choices",
+            "One of the options sent is not offered for this purpose. Nothing was changed.",
+        ),
+        Error::GpcConflict { .. } => (
+            StatusCode::CONFLICT,
+            "gpc_conflict",
+            "Your privacy signal says no",
+            "Your browser asks us not to sell or share your data. Confirm on the consents page to turn this on anyway. Nothing was changed.",
+        ),
         Error::Invalid(_) => (
             StatusCode::BAD_REQUEST,
             "invalid",
@@ -315,7 +328,7 @@ async fn honor_gpc(state: &Shared, headers: &HeaderMap, customer: &mut Customer)
     if !has_gpc(headers) {
         return Ok(());
     }
-    if let Some(notice) = crate::pages::gpc_notice(state, customer.id).await? {
+    if let Some(notice) = gpc_notice(state, customer.id).await? {
         customer.notices.push(notice);
     }
     Ok(())
@@ -330,9 +343,25 @@ fn has_gpc(headers: &HeaderMap) -> bool {
 }
 
 /// What honouring the GPC signal changed, in words, if anything.
-async fn gpc_notice(_state: &Shared, _customer: CustomerId) -> Result<Option<String>, AppError> {
-    // Waits for `Vault::honor_gpc`.
-    Ok(None)
+async fn gpc_notice(state: &Shared, customer: CustomerId) -> Result<Option<String>, AppError> {
+    let outcome = blocking(state, move |vault| {
+        vault.honor_gpc(customer, Evidence::new("sec-gpc-header").source("preference-center").gpc())
+    })
+    .await?;
+    if !outcome.changed() {
+        return Ok(None);
+    }
+    let titles: Vec<String> = outcome
+        .withdrawn
+        .iter()
+        .chain(&outcome.objected)
+        .map(|p| title_of(p.as_str()))
+        .collect();
+    Ok(Some(format!(
+        "Your browser sent the Global Privacy Control signal, so we turned off {}: we do not sell or share \
+         your data or use it for direct marketing unless you turn it on yourself.",
+        and_list(&titles)
+    )))
 }
 
 /// A submitted form's fields, in order (a multi-choice repeats its name).
@@ -507,53 +536,102 @@ async fn signout(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -
 // ----- your consents -----
 
 /// Where a customer stands with one purpose.
-enum Standing<'a> {
+#[derive(Clone, Copy)]
+enum Standing {
     /// No record ever.
     None,
-    /// A valid record, under the current notice.
-    On(&'a Consent),
-    /// A valid record under an older notice: the customer must agree again.
-    Outdated(&'a Consent),
-    /// Withdrawn.
-    Withdrawn(&'a Consent),
-    /// Expired.
-    Expired(&'a Consent),
-    /// The customer objected (legitimate interests, public task).
-    Objected(&'a AuditEvent),
+    /// A valid record, under the current notice, given at.
+    On(DateTime<Utc>),
+    /// A valid record under an older notice version: the customer must agree again.
+    Outdated(u32),
+    /// Withdrawn (or ended) at.
+    Withdrawn(Option<DateTime<Utc>>),
+    /// Expired at.
+    Expired(Option<DateTime<Utc>>),
+    /// The customer objected (legitimate interests, public task) at.
+    Objected(DateTime<Utc>),
 }
 
-fn standing<'a>(purpose: &Purpose, consents: &'a [Consent], events: &'a [AuditEvent]) -> Standing<'a> {
-    let now = chrono::Utc::now();
-    let current = consents
+/// One purpose as the consents page shows it.
+struct PurposeView {
+    purpose: Purpose,
+    standing: Standing,
+    /// The choices given with the current record.
+    choices: Choices,
+}
+
+/// Every purpose with where the customer stands, read from the subject export (the customer
+/// is shown their own records through the recorded subject-access path).
+fn purpose_views(export: &SubjectExport) -> Vec<PurposeView> {
+    let now = Utc::now();
+    export
+        .purposes
         .iter()
-        .rev()
-        .find(|c| c.purpose.as_str() == purpose.id() && c.superseded_by.is_none());
-    let last_given = events
-        .iter()
-        .rev()
-        .find(|e| e.kind == AuditKind::ConsentGiven && e.purpose.as_ref().is_some_and(|p| p.as_str() == purpose.id()));
-    let last_objection = events
-        .iter()
-        .rev()
-        .find(|e| e.kind == AuditKind::Objected && e.purpose.as_ref().is_some_and(|p| p.as_str() == purpose.id()));
-    if let Some(objection) = last_objection {
-        if last_given.is_none_or(|g| g.seq < objection.seq) {
-            return Standing::Objected(objection);
+        .map(|purpose| {
+            let current = export
+                .consents
+                .iter()
+                .rev()
+                .find(|c| c.purpose.as_str() == purpose.id() && c.superseded_by.is_none());
+            let objection = export
+                .objections
+                .iter()
+                .filter(|o| o.purpose.as_str() == purpose.id())
+                .map(|o| o.at)
+                .max();
+            let standing = match (current, objection) {
+                (_, Some(at)) if current.is_none_or(|c| c.given_at <= at) => Standing::Objected(at),
+                (None, _) => Standing::None,
+                (Some(c), _) => match c.state(now) {
+                    ConsentState::Withdrawn | ConsentState::Superseded => Standing::Withdrawn(c.withdrawn_at),
+                    ConsentState::Expired => Standing::Expired(c.expires_at),
+                    ConsentState::Given if c.notice_version < purpose.required_notice_version() => {
+                        Standing::Outdated(c.notice_version)
+                    }
+                    ConsentState::Given => Standing::On(c.given_at),
+                },
+            };
+            let choices = match (standing, current) {
+                (Standing::On(_) | Standing::Outdated(_), Some(c)) => export.choices.get(&c.id).cloned().unwrap_or_default(),
+                _ => Choices::new(),
+            };
+            PurposeView {
+                purpose: purpose.clone(),
+                standing,
+                choices,
+            }
+        })
+        .collect()
+}
+
+/// The fieldsets of a purpose's declared choices (checkboxes for a multi-choice, radio buttons
+/// for a single choice), with `selected` checked.
+fn choice_fields(h: &mut Html, purpose: &Purpose, selected: &Choices) {
+    let id = purpose.id();
+    for spec in purpose.choices() {
+        let name = spec.name();
+        h.raw("<fieldset><legend>")
+            .text(&title_of(name))
+            .raw(if spec.is_single() { " (pick one)" } else { " (pick any)" })
+            .raw("</legend>\n");
+        for option in spec.options() {
+            let input = format!("c-{id}-{name}-{option}");
+            let kind = if spec.is_single() { "radio" } else { "checkbox" };
+            h.raw(&format!(
+                "<input type=\"{kind}\" id=\"{input}\" name=\"choice.{name}\" value=\"{option}\"{}> ",
+                if selected.is_selected(name, option) { " checked" } else { "" }
+            ))
+            .raw(&format!("<label for=\"{input}\">"))
+            .text(&title_of(option))
+            .raw("</label>\n");
         }
-    }
-    match current {
-        None => Standing::None,
-        Some(c) => match c.state(now) {
-            ConsentState::Withdrawn => Standing::Withdrawn(c),
-            ConsentState::Expired => Standing::Expired(c),
-            _ if c.notice_version < purpose.required_notice_version() => Standing::Outdated(c),
-            _ => Standing::On(c),
-        },
+        h.raw("</fieldset>\n");
     }
 }
 
-/// One purpose's card: notice, state, and what the customer can do.
-fn purpose_card(h: &mut Html, purpose: &Purpose, standing: &Standing<'_>, csrf: &str) {
+/// One purpose's card: notice, state, choices, and what the customer can do.
+fn purpose_card(h: &mut Html, view: &PurposeView, csrf: &str) {
+    let purpose = &view.purpose;
     let id = purpose.id();
     let title = title_of(id);
     let fields: Vec<String> = purpose.field_names().map(field_words).collect();
@@ -561,8 +639,11 @@ fn purpose_card(h: &mut Html, purpose: &Purpose, standing: &Standing<'_>, csrf: 
         .raw(&format!("<h2 id=\"p-{id}\">"))
         .text(&title)
         .raw("</h2>\n<p class=\"meta\">")
-        .text(basis_words(purpose.basis()))
-        .raw(" · Privacy notice version ")
+        .text(basis_words(purpose.basis()));
+    if purpose.is_sale_or_sharing() {
+        h.raw(" · Shares your data with other companies");
+    }
+    h.raw(" · Privacy notice version ")
         .text(&purpose.required_notice_version().to_string())
         .raw(" · Uses your ")
         .text(&and_list(&fields))
@@ -570,59 +651,85 @@ fn purpose_card(h: &mut Html, purpose: &Purpose, standing: &Standing<'_>, csrf: 
         .text(purpose.description_text())
         .raw("</p>\n<p>Status: ");
     let consent = purpose.basis() == LawfulBasis::Consent;
-    let (class, words) = match standing {
+    let date = |at: Option<DateTime<Utc>>| at.map(when).unwrap_or_default();
+    let (class, words) = match view.standing {
         Standing::None if consent => ("off", "Off — you have not agreed".to_owned()),
         Standing::None => ("neutral", "Not in use for you".to_owned()),
-        Standing::On(c) if consent => ("on", format!("On — you agreed on {}", when(c.given_at))),
-        Standing::On(c) => ("on", format!("In use since {}", when(c.given_at))),
-        Standing::Outdated(c) => (
+        Standing::On(at) if consent => ("on", format!("On — you agreed on {}", when(at))),
+        Standing::On(at) => ("on", format!("In use since {}", when(at))),
+        Standing::Outdated(version) => (
             "off",
-            format!(
-                "Paused — you agreed to version {} of the notice; it has changed since",
-                c.notice_version
-            ),
+            format!("Paused — you agreed to version {version} of the notice; it has changed since"),
         ),
-        Standing::Withdrawn(c) if consent => (
-            "off",
-            format!("Off — you withdrew on {}", c.withdrawn_at.map(when).unwrap_or_default()),
-        ),
-        Standing::Withdrawn(c) => (
-            "off",
-            format!("Ended on {}", c.withdrawn_at.map(when).unwrap_or_default()),
-        ),
-        Standing::Expired(c) => (
-            "off",
-            format!("Off — your agreement expired on {}", c.expires_at.map(when).unwrap_or_default()),
-        ),
-        Standing::Objected(e) => ("off", format!("Off — you objected on {}", when(e.at))),
+        Standing::Withdrawn(at) if consent => ("off", format!("Off — you withdrew on {}", date(at))),
+        Standing::Withdrawn(at) => ("off", format!("Ended on {}", date(at))),
+        Standing::Expired(at) => ("off", format!("Off — your agreement expired on {}", date(at))),
+        Standing::Objected(at) => ("off", format!("Off — you objected on {}", when(at))),
     };
     h.raw(&format!("<span class=\"state {class}\">"))
         .text(&words)
-        .raw("</span></p>\n<div class=\"actions\">\n");
-    let button = |h: &mut Html, action: &str, label: &str, class: &str| {
-        h.raw(&format!("<form method=\"post\" action=\"/consents/{id}/{action}\">"))
-            .csrf(csrf)
-            .raw(&format!(
-                "<button type=\"submit\" class=\"{class}\" aria-describedby=\"p-{id}\">"
-            ))
-            .text(label)
-            .raw("</button></form>\n");
-    };
-    match (purpose.basis(), standing) {
-        (LawfulBasis::Consent, Standing::On(_)) => button(h, "withdraw", "Withdraw my consent", "secondary"),
-        (LawfulBasis::Consent, Standing::Outdated(_)) => {
-            button(h, "give", "Agree to the new notice", "");
-            button(h, "withdraw", "Withdraw my consent", "secondary");
+        .raw("</span></p>\n");
+    let has_choices = !purpose.choices().is_empty();
+    match (purpose.basis(), view.standing) {
+        (LawfulBasis::Consent, Standing::On(_)) => {
+            if has_choices {
+                h.raw(&format!(
+                    "<form method=\"post\" action=\"/consents/{id}/choices\" class=\"choices\">\n"
+                ))
+                .csrf(csrf)
+                .raw("<h3>Your choices</h3>\n");
+                choice_fields(h, purpose, &view.choices);
+                h.raw(&format!(
+                    "<button type=\"submit\" class=\"secondary\" aria-describedby=\"p-{id}\">Save my choices</button></form>\n"
+                ));
+            }
+            h.raw("<div class=\"actions\">\n");
+            action_button(h, id, "withdraw", "Withdraw my consent", "secondary", csrf);
+            h.raw("</div>\n");
         }
         (LawfulBasis::Consent, Standing::Objected(_)) => {}
-        (LawfulBasis::Consent, _) => button(h, "give", "I agree", ""),
-        (basis, Standing::On(_)) if basis.allows_objection() => button(h, "object", "I object", "secondary"),
+        (LawfulBasis::Consent, standing) => {
+            h.raw(&format!("<form method=\"post\" action=\"/consents/{id}/give\">\n")).csrf(csrf);
+            if has_choices {
+                h.raw("<h3>Your choices</h3>\n");
+                choice_fields(h, purpose, &view.choices);
+            }
+            let label = if matches!(standing, Standing::Outdated(_)) {
+                "Agree to the new notice"
+            } else {
+                "I agree"
+            };
+            h.raw(&format!(
+                "<div class=\"actions\"><button type=\"submit\" aria-describedby=\"p-{id}\">{label}</button></div></form>\n"
+            ));
+            if matches!(standing, Standing::Outdated(_)) {
+                h.raw("<div class=\"actions\">\n");
+                action_button(h, id, "withdraw", "Withdraw my consent", "secondary", csrf);
+                h.raw("</div>\n");
+            }
+        }
+        (basis, Standing::On(_)) if basis.allows_objection() => {
+            h.raw("<div class=\"actions\">\n");
+            action_button(h, id, "object", "I object", "secondary", csrf);
+            h.raw("</div>\n");
+        }
         (LawfulBasis::Contract, Standing::On(_)) => {
             h.raw("<p class=\"meta\">Needed while you have an account: it ends when you delete it.</p>\n");
         }
         _ => {}
     }
-    h.raw("</div>\n</section>\n");
+    h.raw("</section>\n");
+}
+
+/// A form of one button that posts to `/consents/{purpose}/{action}`.
+fn action_button(h: &mut Html, purpose: &str, action: &str, label: &str, class: &str, csrf: &str) {
+    h.raw(&format!("<form method=\"post\" action=\"/consents/{purpose}/{action}\">"))
+        .csrf(csrf)
+        .raw(&format!(
+            "<button type=\"submit\" class=\"{class}\" aria-describedby=\"p-{purpose}\">"
+        ))
+        .text(label)
+        .raw("</button></form>\n");
 }
 
 async fn consents_page(State(state): State<Shared>, headers: HeaderMap) -> Response {
@@ -632,21 +739,19 @@ async fn consents_page(State(state): State<Shared>, headers: HeaderMap) -> Respo
     };
     let id = customer.id;
     let loaded = blocking(&state, move |vault| {
-        let purposes = vault.purposes();
-        let consents = vault.consents(id)?;
-        let events = vault.audit_events(id)?;
-        Ok((purposes, consents, events))
+        let export = vault.export_customer(id, Evidence::new("preference-center").source("consents-page"))?;
+        Ok(purpose_views(&export))
     })
     .await;
-    let (purposes, consents, events) = match loaded {
+    let views = match loaded {
         Ok(l) => l,
         Err(e) => return e.into_response(),
     };
     let mut body = Html::new();
     body.raw("<p>Each card is one thing we may use your data for, with the notice you agree to. ")
         .raw("Change your mind whenever you like: it takes effect at once.</p>\n");
-    for purpose in &purposes {
-        purpose_card(&mut body, purpose, &standing(purpose, &consents, &events), &customer.csrf);
+    for view in &views {
+        purpose_card(&mut body, view, &customer.csrf);
     }
     html(page(
         "Your consents",
@@ -655,6 +760,42 @@ async fn consents_page(State(state): State<Shared>, headers: HeaderMap) -> Respo
         &customer.notices,
         &body.into_string(),
     ))
+}
+
+/// The customer's choices for `purpose` as the form sent them: every `choice.NAME` field. A
+/// multi-choice the purpose declares is always recorded (no box ticked: none selected); a
+/// single choice only when one option was picked. A name the purpose does not declare is
+/// passed on, for the vault to refuse.
+fn form_choices(purpose: &Purpose, form: &Form) -> Choices {
+    let mut names: Vec<&str> = form
+        .0
+        .iter()
+        .filter_map(|(k, _)| k.strip_prefix("choice."))
+        .collect();
+    for spec in purpose.choices() {
+        if !spec.is_single() {
+            names.push(spec.name());
+        }
+    }
+    names.sort_unstable();
+    names.dedup();
+    let mut choices = Choices::new();
+    for name in names {
+        let key = format!("choice.{name}");
+        let options: Vec<&str> = form.0.iter().filter(|(k, _)| *k == key).map(|(_, v)| v.as_str()).collect();
+        choices = choices.select(name, options);
+    }
+    choices
+}
+
+/// What a consent action did, or what the page must ask first.
+enum Acted {
+    /// Done: the message for the next page.
+    Done(String),
+    /// Not possible for this purpose's basis.
+    NotPossible,
+    /// The request carries the GPC signal: the customer must confirm the opt-in.
+    ConfirmDespiteGpc(Purpose),
 }
 
 async fn consent_action(
@@ -670,38 +811,93 @@ async fn consent_action(
     };
     let id = customer.id;
     let gpc = has_gpc(&headers);
+    let confirmed = form.get("confirm_gpc") == Some("yes");
     let result = blocking(&state, move |vault| {
         let def = vault.purpose(&purpose)?;
         let title = title_of(def.id());
+        let mut evidence = Evidence::new("preference-center")
+            .source("consents-page")
+            .notice_text(def.description_text());
+        if gpc {
+            evidence = evidence.gpc();
+        }
         match (action.as_str(), def.basis()) {
             ("give", LawfulBasis::Consent) => {
-                let evidence = Evidence::new("preference-center")
-                    .source("consents-page")
-                    .notice_text(def.description_text());
-                let _ = gpc;
-                vault.give_consent(id, def.id(), evidence)?;
-                Ok(Some(format!("Thank you: {title} is on.")))
+                if confirmed {
+                    evidence = evidence.explicit();
+                }
+                match vault.give_consent_with(id, def.id(), evidence, &form_choices(&def, &form)) {
+                    Ok(_) => Ok(Acted::Done(format!("Thank you: {title} is on."))),
+                    Err(Error::GpcConflict { .. }) => Ok(Acted::ConfirmDespiteGpc(def)),
+                    Err(e) => Err(e),
+                }
+            }
+            ("choices", LawfulBasis::Consent) => {
+                // A record that stands while the signal is present was confirmed by the
+                // customer despite it; saving its choices is their explicit act again.
+                if gpc {
+                    evidence = evidence.explicit();
+                }
+                vault.change_choices(id, def.id(), &form_choices(&def, &form), evidence)?;
+                Ok(Acted::Done(format!("Your choices for {title} are saved.")))
             }
             ("withdraw", LawfulBasis::Consent) => {
                 vault.withdraw_consent(id, def.id())?;
-                Ok(Some(format!("{title} is off: we no longer use your data for it.")))
+                Ok(Acted::Done(format!("{title} is off: we no longer use your data for it.")))
             }
             ("object", basis) if basis.allows_objection() => {
                 vault.object(id, def.id())?;
-                Ok(Some(format!("Your objection is recorded: {title} is off.")))
+                Ok(Acted::Done(format!("Your objection is recorded: {title} is off.")))
             }
-            _ => Ok(None),
+            _ => Ok(Acted::NotPossible),
         }
     })
     .await;
     match result {
-        Ok(Some(message)) => {
+        Ok(Acted::Done(message)) => {
             state.sessions.set_flash(&customer.sid, message);
             see_other("/consents")
         }
-        Ok(None) => AppError::BadRequest("That change is not possible for this purpose. Nothing was changed.").into_response(),
+        Ok(Acted::ConfirmDespiteGpc(purpose)) => confirm_despite_gpc(&customer, &purpose, &body),
+        Ok(Acted::NotPossible) => {
+            AppError::BadRequest("That change is not possible for this purpose. Nothing was changed.").into_response()
+        }
         Err(e) => e.into_response(),
     }
+}
+
+/// Asks the customer to confirm an opt-in their browser's GPC signal speaks against; the
+/// form repeats their choices.
+fn confirm_despite_gpc(customer: &Customer, purpose: &Purpose, body: &[u8]) -> Response {
+    let id = purpose.id();
+    let title = title_of(id);
+    let form = Form::parse(body);
+    let mut h = Html::new();
+    h.raw("<p>Your browser sends the Global Privacy Control signal: it asks us not to sell or share your data ")
+        .raw("and not to use it for direct marketing. ")
+        .text(&title)
+        .raw(" is one of those, so we turned it off.</p>\n<p>Do you want to turn it on anyway? We will remember that ")
+        .raw("you chose this yourself.</p>\n")
+        .raw(&format!("<form method=\"post\" action=\"/consents/{id}/give\" class=\"card\">"))
+        .csrf(&customer.csrf)
+        .raw("<input type=\"hidden\" name=\"confirm_gpc\" value=\"yes\">\n");
+    for (k, v) in form.0.iter().filter(|(k, _)| k.starts_with("choice.")) {
+        h.raw("<input type=\"hidden\" name=\"")
+            .text(k)
+            .raw("\" value=\"")
+            .text(v)
+            .raw("\">\n");
+    }
+    h.raw("<div class=\"actions\"><button type=\"submit\">Yes, turn ")
+        .text(&title)
+        .raw(" on</button> <a href=\"/consents\">No, keep it off</a></div></form>\n");
+    html(page(
+        "Turn it on despite your privacy signal?",
+        Nav::Consents,
+        Some(&customer.csrf),
+        &customer.notices,
+        &h.into_string(),
+    ))
 }
 
 // ----- your data -----
@@ -734,10 +930,29 @@ async fn data_page(State(state): State<Shared>, headers: HeaderMap) -> Response 
                 (field_words(name.as_str()), value_words(value.expose()), purposes)
             })
             .collect();
-        Ok((rows, export.consents.len(), export.audit_events.len(), export.restricted))
+        // The choices of the records in force.
+        let now = Utc::now();
+        let choices: Vec<(String, String)> = export
+            .consents
+            .iter()
+            .filter(|c| c.state(now) == ConsentState::Given)
+            .filter_map(|c| export.choices.get(&c.id).map(|ch| (c.purpose.as_str(), ch)))
+            .flat_map(|(purpose, ch)| {
+                ch.iter()
+                    .map(|(name, options)| {
+                        let options: Vec<String> = options.iter().map(|o| title_of(o)).collect();
+                        (
+                            format!("{}: {}", title_of(purpose), field_words(name)),
+                            if options.is_empty() { "none".to_owned() } else { and_list(&options) },
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        Ok((rows, choices, export.consents.len(), export.audit_events.len(), export.restricted))
     })
     .await;
-    let (rows, consents, events, restricted) = match shown {
+    let (rows, choices, consents, events, restricted) = match shown {
         Ok(s) => s,
         Err(e) => return e.into_response(),
     };
@@ -755,7 +970,19 @@ async fn data_page(State(state): State<Shared>, headers: HeaderMap) -> Response 
             .text(purposes)
             .raw("</td></tr>\n");
     }
-    body.raw("</tbody>\n</table>\n<h2>Also kept</h2>\n<ul>\n<li>")
+    body.raw("</tbody>\n</table>\n");
+    if !choices.is_empty() {
+        body.raw("<h2>Your choices</h2>\n<table>\n<thead><tr><th scope=\"col\">For</th><th scope=\"col\">You chose</th></tr></thead>\n<tbody>\n");
+        for (what, chosen) in &choices {
+            body.raw("<tr><th scope=\"row\">")
+                .text(what)
+                .raw("</th><td>")
+                .text(chosen)
+                .raw("</td></tr>\n");
+        }
+        body.raw("</tbody>\n</table>\n");
+    }
+    body.raw("<h2>Also kept</h2>\n<ul>\n<li>")
         .text(&format!("{consents} records of what you agreed to (with their history)"))
         .raw("</li>\n<li>")
         .text(&format!("{events} entries in the log of what happened to your data"))

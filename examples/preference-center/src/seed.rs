@@ -2,7 +2,7 @@
 //! already sent Alice a newsletter.
 
 use chrono::Duration;
-use egard::{CustomerId, Error, Evidence, LawfulBasis, Lookup, Normalizer, Purpose, Vault};
+use egard::{Choices, CustomerId, Error, Evidence, LawfulBasis, Lookup, Normalizer, Purpose, Vault};
 
 /// The demo customers: email and first name. Sign in with one of these addresses.
 pub const DEMO_CUSTOMERS: [(&str, &str); 2] = [("alice@example.com", "Alice"), ("bob@example.com", "Bob")];
@@ -20,6 +20,8 @@ fn purposes() -> Vec<Purpose> {
             .fields(["email", "first_name"])
             .notice_version(2)
             .consent_lifetime(Duration::days(395))
+            .choice("topics", ["rides", "food", "offers"])
+            .single_choice("frequency", ["weekly", "monthly"])
             .direct_marketing(),
         Purpose::new("partner_offers", LawfulBasis::Consent)
             .description(
@@ -30,7 +32,7 @@ fn purposes() -> Vec<Purpose> {
             .fields(["email"])
             .notice_version(1)
             .consent_lifetime(Duration::days(365))
-            .direct_marketing(),
+            .sells_or_shares(),
         Purpose::new("order_history", LawfulBasis::Contract)
             .description(
                 "To deliver what you order, send the invoice and handle returns, we keep your name, \
@@ -65,7 +67,17 @@ pub fn seed_demo(vault: &Vault) -> Result<bool, Error> {
     vault.set_field(alice, "postal_address", "12 Rue des Lilas, 75011 Paris")?;
     vault.set_field(alice, "pages_viewed", &42u32)?;
     give(vault, alice, "order_history", Evidence::new("checkout").source("order-1042"))?;
-    give(vault, alice, "newsletter", Evidence::new("signup-form").source("signup-v3"))?;
+    let newsletter = vault.purpose("newsletter")?;
+    vault.give_consent_with(
+        alice,
+        "newsletter",
+        Evidence::new("signup-form")
+            .source("signup-v3")
+            .notice_text(newsletter.description_text()),
+        &Choices::new()
+            .select("topics", ["rides", "food"])
+            .select("frequency", ["monthly"]),
+    )?;
     give(vault, alice, "partner_offers", Evidence::new("signup-form").source("signup-v3"))?;
     give(vault, alice, "analytics", Evidence::new("app-install").source("balancing-test-7"))?;
     simulate_mailer(vault, alice)?;
