@@ -38,6 +38,7 @@ pub(crate) fn router(vault: Arc<Vault>, config: Config) -> Router {
     Router::new()
         .route("/", get(home))
         .route("/style.css", get(style))
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route("/signin", get(signin_page).post(signin_submit))
         .route("/signin/link", get(signin_link))
         .route("/signout", post(signout))
@@ -66,7 +67,7 @@ async fn guard(State(state): State<Shared>, request: Request, next: Next) -> Res
     let route = request
         .extensions()
         .get::<MatchedPath>()
-        .map_or_else(|| "(no route)".to_owned(), |p| p.as_str().to_owned());
+        .map_or_else(|| "(unmatched)".to_owned(), |p| p.as_str().to_owned());
     let mut response = if method == Method::POST && !same_origin(request.headers()) {
         AppError::Forbidden.into_response()
     } else {
@@ -103,12 +104,25 @@ async fn guard(State(state): State<Shared>, request: Request, next: Next) -> Res
     response
 }
 
-/// Whether a request's `Origin` (when the browser sends one) is the server it was sent to.
+/// Whether a POST comes from a page of this server, as far as the browser says: by
+/// `Sec-Fetch-Site` when it sends one (`same-origin`, or `none` for a request the user made
+/// directly), else by `Origin` when it names one. Under `Referrer-Policy: no-referrer`,
+/// browsers send `Origin: null` for a form of the same origin, so `null` proves nothing either
+/// way; the CSRF token is checked all the same.
 fn same_origin(headers: &HeaderMap) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site") {
+        return matches!(site.to_str(), Ok("same-origin" | "none"));
+    }
     let Some(origin) = headers.get(header::ORIGIN) else {
         return true;
     };
-    let (Ok(origin), Some(Ok(host))) = (origin.to_str(), headers.get(header::HOST).map(|h| h.to_str())) else {
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    if origin == "null" {
+        return true;
+    }
+    let Some(Ok(host)) = headers.get(header::HOST).map(|h| h.to_str()) else {
         return false;
     };
     origin
@@ -1071,8 +1085,16 @@ async fn activity_page(State(state): State<Shared>, headers: HeaderMap) -> Respo
         body.raw("<p>No one has used your data yet.</p>\n");
     } else {
         body.raw("<ol class=\"log\">\n");
-        for line in &lines {
-            body.raw("<li>").text(line).raw("</li>\n");
+        // The same thing several times in a row (a page viewed again) is one line.
+        let mut i = 0;
+        while let Some(line) = lines.get(i) {
+            let repeats = lines[i..].iter().take_while(|l| *l == line).count();
+            body.raw("<li>").text(line);
+            if repeats > 1 {
+                body.text(&format!(" ({repeats} times)"));
+            }
+            body.raw("</li>\n");
+            i += repeats;
         }
         body.raw("</ol>\n");
     }

@@ -118,6 +118,14 @@ async fn forged_posts_change_nothing() {
     )
     .await;
     assert_eq!(cross.status, StatusCode::FORBIDDEN);
+    let cross_site = send(
+        Method::POST,
+        &withdraw,
+        &[("cookie", &cookie), ("sec-fetch-site", "cross-site")],
+        Some(&format!("csrf={csrf}")),
+    )
+    .await;
+    assert_eq!(cross_site.status, StatusCode::FORBIDDEN);
     let erase = send(
         Method::POST,
         &format!("{}/delete", app.url),
