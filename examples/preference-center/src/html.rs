@@ -96,7 +96,9 @@ pub fn page(title: &str, nav: Nav, csrf: Option<&str>, notices: &[String], body:
             (Nav::Delete, "/delete", "Delete my account"),
         ] {
             if item == nav {
-                h.raw(&format!("<li><a href=\"{href}\" aria-current=\"page\">{label}</a></li>\n"));
+                h.raw(&format!(
+                    "<li><a href=\"{href}\" aria-current=\"page\">{label}</a></li>\n"
+                ));
             } else {
                 h.raw(&format!("<li><a href=\"{href}\">{label}</a></li>\n"));
             }

@@ -96,7 +96,10 @@ impl Captured {
 
 impl Console for Captured {
     fn line(&self, line: &str) {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).push(line.to_owned());
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(line.to_owned());
     }
 }
 

@@ -88,7 +88,10 @@ async fn run(args: Args) -> Result<(), String> {
     };
     let db = args.db.clone();
     let vault = tokio::task::spawn_blocking(move || -> Result<Vault, egard::Error> {
-        let vault = Vault::builder().master_key(key).store(SqliteStore::open(&db)?).build()?;
+        let vault = Vault::builder()
+            .master_key(key)
+            .store(SqliteStore::open(&db)?)
+            .build()?;
         if seed_demo(&vault)? {
             eprintln!("seeded the demo purposes and customers (see README: the preference center)");
         }

@@ -13,7 +13,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
-use egard::{AuditKind, Choices, ConsentState, CustomerId, Error, Evidence, LawfulBasis, Purpose, SubjectExport, Vault};
+use egard::{
+    AuditKind, Choices, ConsentState, CustomerId, Error, Evidence, LawfulBasis, Purpose, SubjectExport, Vault,
+};
 
 use crate::Config;
 use crate::html::{Html, Nav, STYLE, and_list, basis_words, field_words, page, title_of, when};
@@ -161,7 +163,12 @@ impl IntoResponse for AppError {
                 "The form was sent without its security token, or from another site. Nothing was changed. \
                  Go back, reload the page and try again.",
             ),
-            Self::BadRequest(message) => (StatusCode::BAD_REQUEST, "bad_request", "Please check your answer", message),
+            Self::BadRequest(message) => (
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "Please check your answer",
+                message,
+            ),
             Self::NotFound => (
                 StatusCode::NOT_FOUND,
                 "not_found",
@@ -359,7 +366,10 @@ fn has_gpc(headers: &HeaderMap) -> bool {
 /// What honouring the GPC signal changed, in words, if anything.
 async fn gpc_notice(state: &Shared, customer: CustomerId) -> Result<Option<String>, AppError> {
     let outcome = blocking(state, move |vault| {
-        vault.honor_gpc(customer, Evidence::new("sec-gpc-header").source("preference-center").gpc())
+        vault.honor_gpc(
+            customer,
+            Evidence::new("sec-gpc-header").source("preference-center").gpc(),
+        )
     })
     .await?;
     if !outcome.changed() {
@@ -421,7 +431,9 @@ fn signin_form(state: &Shared, headers: &HeaderMap, status: StatusCode, error: O
     body.raw("<p>Sign in to see and change what you agreed to, see the data we hold about you and who used it, ")
         .raw("download it, or delete your account.</p>\n");
     if let Some(error) = error {
-        body.raw("<p class=\"error\" id=\"email-error\">").text(error).raw("</p>\n");
+        body.raw("<p class=\"error\" id=\"email-error\">")
+            .text(error)
+            .raw("</p>\n");
     }
     body.raw("<form method=\"post\" action=\"/signin\" class=\"card\">\n")
         .csrf(session.csrf.as_str())
@@ -606,7 +618,9 @@ fn purpose_views(export: &SubjectExport) -> Vec<PurposeView> {
                 },
             };
             let choices = match (standing, current) {
-                (Standing::On(_) | Standing::Outdated(_), Some(c)) => export.choices.get(&c.id).cloned().unwrap_or_default(),
+                (Standing::On(_) | Standing::Outdated(_), Some(c)) => {
+                    export.choices.get(&c.id).cloned().unwrap_or_default()
+                }
                 _ => Choices::new(),
             };
             PurposeView {
@@ -633,7 +647,11 @@ fn choice_fields(h: &mut Html, purpose: &Purpose, selected: &Choices) {
             let kind = if spec.is_single() { "radio" } else { "checkbox" };
             h.raw(&format!(
                 "<input type=\"{kind}\" id=\"{input}\" name=\"choice.{name}\" value=\"{option}\"{}> ",
-                if selected.is_selected(name, option) { " checked" } else { "" }
+                if selected.is_selected(name, option) {
+                    " checked"
+                } else {
+                    ""
+                }
             ))
             .raw(&format!("<label for=\"{input}\">"))
             .text(&title_of(option))
@@ -649,11 +667,13 @@ fn purpose_card(h: &mut Html, view: &PurposeView, csrf: &str) {
     let id = purpose.id();
     let title = title_of(id);
     let fields: Vec<String> = purpose.field_names().map(field_words).collect();
-    h.raw(&format!("<section class=\"card\" aria-labelledby=\"p-{id}\" id=\"purpose-{id}\">\n"))
-        .raw(&format!("<h2 id=\"p-{id}\">"))
-        .text(&title)
-        .raw("</h2>\n<p class=\"meta\">")
-        .text(basis_words(purpose.basis()));
+    h.raw(&format!(
+        "<section class=\"card\" aria-labelledby=\"p-{id}\" id=\"purpose-{id}\">\n"
+    ))
+    .raw(&format!("<h2 id=\"p-{id}\">"))
+    .text(&title)
+    .raw("</h2>\n<p class=\"meta\">")
+    .text(basis_words(purpose.basis()));
     if purpose.is_sale_or_sharing() {
         h.raw(" · Shares your data with other companies");
     }
@@ -703,7 +723,8 @@ fn purpose_card(h: &mut Html, view: &PurposeView, csrf: &str) {
         }
         (LawfulBasis::Consent, Standing::Objected(_)) => {}
         (LawfulBasis::Consent, standing) => {
-            h.raw(&format!("<form method=\"post\" action=\"/consents/{id}/give\">\n")).csrf(csrf);
+            h.raw(&format!("<form method=\"post\" action=\"/consents/{id}/give\">\n"))
+                .csrf(csrf);
             if has_choices {
                 h.raw("<h3>Your choices</h3>\n");
                 choice_fields(h, purpose, &view.choices);
@@ -737,13 +758,15 @@ fn purpose_card(h: &mut Html, view: &PurposeView, csrf: &str) {
 
 /// A form of one button that posts to `/consents/{purpose}/{action}`.
 fn action_button(h: &mut Html, purpose: &str, action: &str, label: &str, class: &str, csrf: &str) {
-    h.raw(&format!("<form method=\"post\" action=\"/consents/{purpose}/{action}\">"))
-        .csrf(csrf)
-        .raw(&format!(
-            "<button type=\"submit\" class=\"{class}\" aria-describedby=\"p-{purpose}\">"
-        ))
-        .text(label)
-        .raw("</button></form>\n");
+    h.raw(&format!(
+        "<form method=\"post\" action=\"/consents/{purpose}/{action}\">"
+    ))
+    .csrf(csrf)
+    .raw(&format!(
+        "<button type=\"submit\" class=\"{class}\" aria-describedby=\"p-{purpose}\">"
+    ))
+    .text(label)
+    .raw("</button></form>\n");
 }
 
 async fn consents_page(State(state): State<Shared>, headers: HeaderMap) -> Response {
@@ -781,11 +804,7 @@ async fn consents_page(State(state): State<Shared>, headers: HeaderMap) -> Respo
 /// single choice only when one option was picked. A name the purpose does not declare is
 /// passed on, for the vault to refuse.
 fn form_choices(purpose: &Purpose, form: &Form) -> Choices {
-    let mut names: Vec<&str> = form
-        .0
-        .iter()
-        .filter_map(|(k, _)| k.strip_prefix("choice."))
-        .collect();
+    let mut names: Vec<&str> = form.0.iter().filter_map(|(k, _)| k.strip_prefix("choice.")).collect();
     for spec in purpose.choices() {
         if !spec.is_single() {
             names.push(spec.name());
@@ -796,7 +815,12 @@ fn form_choices(purpose: &Purpose, form: &Form) -> Choices {
     let mut choices = Choices::new();
     for name in names {
         let key = format!("choice.{name}");
-        let options: Vec<&str> = form.0.iter().filter(|(k, _)| *k == key).map(|(_, v)| v.as_str()).collect();
+        let options: Vec<&str> = form
+            .0
+            .iter()
+            .filter(|(k, _)| *k == key)
+            .map(|(_, v)| v.as_str())
+            .collect();
         choices = choices.select(name, options);
     }
     choices
@@ -857,7 +881,9 @@ async fn consent_action(
             }
             ("withdraw", LawfulBasis::Consent) => {
                 vault.withdraw_consent(id, def.id())?;
-                Ok(Acted::Done(format!("{title} is off: we no longer use your data for it.")))
+                Ok(Acted::Done(format!(
+                    "{title} is off: we no longer use your data for it."
+                )))
             }
             ("object", basis) if basis.allows_objection() => {
                 vault.object(id, def.id())?;
@@ -892,7 +918,9 @@ fn confirm_despite_gpc(customer: &Customer, purpose: &Purpose, body: &[u8]) -> R
         .text(&title)
         .raw(" is one of those, so we turned it off.</p>\n<p>Do you want to turn it on anyway? We will remember that ")
         .raw("you chose this yourself.</p>\n")
-        .raw(&format!("<form method=\"post\" action=\"/consents/{id}/give\" class=\"card\">"))
+        .raw(&format!(
+            "<form method=\"post\" action=\"/consents/{id}/give\" class=\"card\">"
+        ))
         .csrf(&customer.csrf)
         .raw("<input type=\"hidden\" name=\"confirm_gpc\" value=\"yes\">\n");
     for (k, v) in form.0.iter().filter(|(k, _)| k.starts_with("choice.")) {
@@ -957,13 +985,23 @@ async fn data_page(State(state): State<Shared>, headers: HeaderMap) -> Response 
                         let options: Vec<String> = options.iter().map(|o| title_of(o)).collect();
                         (
                             format!("{}: {}", title_of(purpose), field_words(name)),
-                            if options.is_empty() { "none".to_owned() } else { and_list(&options) },
+                            if options.is_empty() {
+                                "none".to_owned()
+                            } else {
+                                and_list(&options)
+                            },
                         )
                     })
                     .collect::<Vec<_>>()
             })
             .collect();
-        Ok((rows, choices, export.consents.len(), export.audit_events.len(), export.restricted))
+        Ok((
+            rows,
+            choices,
+            export.consents.len(),
+            export.audit_events.len(),
+            export.restricted,
+        ))
     })
     .await;
     let (rows, choices, consents, events, restricted) = match shown {
@@ -997,7 +1035,9 @@ async fn data_page(State(state): State<Shared>, headers: HeaderMap) -> Response 
         body.raw("</tbody>\n</table>\n");
     }
     body.raw("<h2>Also kept</h2>\n<ul>\n<li>")
-        .text(&format!("{consents} records of what you agreed to (with their history)"))
+        .text(&format!(
+            "{consents} records of what you agreed to (with their history)"
+        ))
         .raw("</li>\n<li>")
         .text(&format!("{events} entries in the log of what happened to your data"))
         .raw("</li>\n<li>")
@@ -1054,7 +1094,8 @@ async fn activity_page(State(state): State<Shared>, headers: HeaderMap) -> Respo
     };
     let id = customer.id;
     let loaded = blocking(&state, move |vault| {
-        let purposes: BTreeMap<String, Purpose> = vault.purposes().into_iter().map(|p| (p.id().to_owned(), p)).collect();
+        let purposes: BTreeMap<String, Purpose> =
+            vault.purposes().into_iter().map(|p| (p.id().to_owned(), p)).collect();
         Ok((purposes, vault.audit_events(id)?))
     })
     .await;
@@ -1073,7 +1114,10 @@ async fn activity_page(State(state): State<Shared>, headers: HeaderMap) -> Respo
         let title = purpose.as_deref().map(title_of).unwrap_or_default();
         let line = match event.kind {
             AuditKind::AccessGranted => format!("On {}, your {fields} were opened for {title}.", when(event.at)),
-            AuditKind::AccessDenied => format!("On {}, a request to use your data for {title} was refused.", when(event.at)),
+            AuditKind::AccessDenied => format!(
+                "On {}, a request to use your data for {title} was refused.",
+                when(event.at)
+            ),
             AuditKind::Exported => format!("On {}, a copy of all your data was made for you.", when(event.at)),
             _ => continue,
         };
@@ -1115,7 +1159,9 @@ fn delete_form(customer: &Customer, status: StatusCode, error: Option<&str>) -> 
         .raw("backups included, can never be read again. We keep a record that it happened, with no data of yours in it.</p>\n")
         .raw("<p><strong>This cannot be undone.</strong> You may want to <a href=\"/data\">download your data</a> first.</p>\n");
     if let Some(error) = error {
-        body.raw("<p class=\"error\" id=\"confirm-error\">").text(error).raw("</p>\n");
+        body.raw("<p class=\"error\" id=\"confirm-error\">")
+            .text(error)
+            .raw("</p>\n");
     }
     body.raw("<form method=\"post\" action=\"/delete\" class=\"card\">")
         .csrf(&customer.csrf)
@@ -1123,8 +1169,10 @@ fn delete_form(customer: &Customer, status: StatusCode, error: Option<&str>) -> 
     if error.is_some() {
         body.raw(" aria-invalid=\"true\" aria-describedby=\"confirm-error\"");
     }
-    body.raw("> <label for=\"confirm\">I understand that my account and all my data will be deleted for good.</label></p>\n")
-        .raw("<button type=\"submit\" class=\"danger\">Delete my account</button></form>\n");
+    body.raw(
+        "> <label for=\"confirm\">I understand that my account and all my data will be deleted for good.</label></p>\n",
+    )
+    .raw("<button type=\"submit\" class=\"danger\">Delete my account</button></form>\n");
     (
         status,
         html(page(
@@ -1183,7 +1231,13 @@ async fn delete_submit(State(state): State<Shared>, headers: HeaderMap, body: By
         .raw("</code></dd>\n</dl>\n<p>Every copy of your data, backups included, was encrypted with these keys ")
         .raw("and can no longer be read. Keep this page if you want a proof: the seal lets us check it.</p>\n")
         .raw("<p><a href=\"/signin\">Back to the start</a></p>\n");
-    let mut response = html(page("Your account is deleted", Nav::None, None, &[], &body.into_string()));
+    let mut response = html(page(
+        "Your account is deleted",
+        Nav::None,
+        None,
+        &[],
+        &body.into_string(),
+    ));
     if let Ok(cookie) = HeaderValue::from_str(&state.clear_cookie()) {
         response.headers_mut().insert(header::SET_COOKIE, cookie);
     }

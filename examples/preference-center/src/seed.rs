@@ -66,7 +66,12 @@ pub fn seed_demo(vault: &Vault) -> Result<bool, Error> {
     vault.set_field(alice, "first_name", alice_name)?;
     vault.set_field(alice, "postal_address", "12 Rue des Lilas, 75011 Paris")?;
     vault.set_field(alice, "pages_viewed", &42u32)?;
-    give(vault, alice, "order_history", Evidence::new("checkout").source("order-1042"))?;
+    give(
+        vault,
+        alice,
+        "order_history",
+        Evidence::new("checkout").source("order-1042"),
+    )?;
     let newsletter = vault.purpose("newsletter")?;
     vault.give_consent_with(
         alice,
@@ -78,16 +83,36 @@ pub fn seed_demo(vault: &Vault) -> Result<bool, Error> {
             .select("topics", ["rides", "food"])
             .select("frequency", ["monthly"]),
     )?;
-    give(vault, alice, "partner_offers", Evidence::new("signup-form").source("signup-v3"))?;
-    give(vault, alice, "analytics", Evidence::new("app-install").source("balancing-test-7"))?;
+    give(
+        vault,
+        alice,
+        "partner_offers",
+        Evidence::new("signup-form").source("signup-v3"),
+    )?;
+    give(
+        vault,
+        alice,
+        "analytics",
+        Evidence::new("app-install").source("balancing-test-7"),
+    )?;
     simulate_mailer(vault, alice)?;
 
     let bob = vault.create_customer()?;
     vault.set_field(bob, "email", bob_email)?;
     vault.set_field(bob, "first_name", bob_name)?;
     vault.set_field(bob, "postal_address", "3 Baker Street, London")?;
-    give(vault, bob, "order_history", Evidence::new("checkout").source("order-1043"))?;
-    give(vault, bob, "newsletter", Evidence::new("signup-form").source("signup-v3"))?;
+    give(
+        vault,
+        bob,
+        "order_history",
+        Evidence::new("checkout").source("order-1043"),
+    )?;
+    give(
+        vault,
+        bob,
+        "newsletter",
+        Evidence::new("signup-form").source("signup-v3"),
+    )?;
     Ok(true)
 }
 

@@ -113,7 +113,10 @@ async fn screenshot(client: &Client, name: &str) {
         .as_u64()
         .unwrap_or(1300)
         .clamp(600, 4000);
-    client.set_window_size(1000, u32::try_from(height).unwrap() + 140).await.unwrap();
+    client
+        .set_window_size(1000, u32::try_from(height).unwrap() + 140)
+        .await
+        .unwrap();
     let png = client.screenshot().await.unwrap();
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "{name} is a PNG image");
     if std::env::var_os("EGARD_SCREENSHOTS").is_some_and(|v| v == "1") {
@@ -126,7 +129,12 @@ async fn screenshot(client: &Client, name: &str) {
 
 /// Waits for the element at `xpath`; on timeout, says where the browser is.
 async fn wait_for(client: &Client, app: &TestApp, xpath: &str) -> Result<(), String> {
-    match client.wait().at_most(Duration::from_secs(10)).for_element(Locator::XPath(xpath)).await {
+    match client
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::XPath(xpath))
+        .await
+    {
         Ok(_) => Ok(()),
         Err(e) => Err(format!(
             "waiting for {xpath}: {e}; the browser is at {:?} with the heading {:?}; the server log ends {:?}",
@@ -148,7 +156,9 @@ async fn main_text(client: &Client) -> String {
 /// Clicks the button of the form posting to `action`.
 async fn submit(client: &Client, action: &str) {
     client
-        .find(Locator::Css(&format!("form[action=\"{action}\"] button[type=\"submit\"]")))
+        .find(Locator::Css(&format!(
+            "form[action=\"{action}\"] button[type=\"submit\"]"
+        )))
         .await
         .unwrap_or_else(|_| panic!("a form posting to {action}"))
         .click()
@@ -190,7 +200,13 @@ async fn run(app: &TestApp, client: &Client, downloads: &Path) -> Result<(), Str
     // ----- Sign in, by keyboard: type the address, press Enter. -----
     client.goto(&format!("{}/signin", app.url)).await.unwrap();
     assert_eq!(h1(client).await, "Sign in");
-    let lang = client.find(Locator::Css("html")).await.unwrap().attr("lang").await.unwrap();
+    let lang = client
+        .find(Locator::Css("html"))
+        .await
+        .unwrap()
+        .attr("lang")
+        .await
+        .unwrap();
     assert_eq!(lang.as_deref(), Some("en"));
     let label = client.find(Locator::Css("label[for=\"email\"]")).await.unwrap();
     assert_eq!(label.text().await.unwrap(), "Your email address");
@@ -221,7 +237,11 @@ async fn run(app: &TestApp, client: &Client, downloads: &Path) -> Result<(), Str
     let cookie = client.get_named_cookie("egard_session").await.unwrap();
     assert_eq!(cookie.http_only(), Some(true), "HttpOnly");
     assert_eq!(format!("{:?}", cookie.same_site()), "Some(Lax)");
-    assert_eq!(cookie.secure(), Some(false), "served over plain HTTP in the test; Secure under TLS");
+    assert_eq!(
+        cookie.secure(),
+        Some(false),
+        "served over plain HTTP in the test; Secure under TLS"
+    );
     assert_eq!(cookie.path(), Some("/"));
     let session = format!("egard_session={}", cookie.value());
     let cookie_value = cookie.value().to_owned();
@@ -247,15 +267,8 @@ async fn run(app: &TestApp, client: &Client, downloads: &Path) -> Result<(), Str
         assert!(text.contains(expected), "the consents page shows {expected:?}");
     }
     // Alice's choices, as she gave them at sign-up, are ticked.
-    let ticked = |id: &'static str| async move {
-        client
-            .find(Locator::Id(id))
-            .await
-            .unwrap()
-            .is_selected()
-            .await
-            .unwrap()
-    };
+    let ticked =
+        |id: &'static str| async move { client.find(Locator::Id(id)).await.unwrap().is_selected().await.unwrap() };
     assert!(ticked("c-newsletter-topics-rides").await);
     assert!(ticked("c-newsletter-topics-food").await);
     assert!(!ticked("c-newsletter-topics-offers").await);
@@ -274,11 +287,34 @@ async fn run(app: &TestApp, client: &Client, downloads: &Path) -> Result<(), Str
     screenshot(client, "02-consents").await;
 
     // ----- Change a choice: offers on, food off, weekly; by clicking the labels. -----
-    client.find(Locator::Css("label[for=\"c-newsletter-topics-offers\"]")).await.unwrap().click().await.unwrap();
-    client.find(Locator::Css("label[for=\"c-newsletter-topics-food\"]")).await.unwrap().click().await.unwrap();
-    client.find(Locator::Css("label[for=\"c-newsletter-frequency-weekly\"]")).await.unwrap().click().await.unwrap();
+    client
+        .find(Locator::Css("label[for=\"c-newsletter-topics-offers\"]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    client
+        .find(Locator::Css("label[for=\"c-newsletter-topics-food\"]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    client
+        .find(Locator::Css("label[for=\"c-newsletter-frequency-weekly\"]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     submit(client, "/consents/newsletter/choices").await;
-    wait_for(client, app, "//p[contains(., 'Your choices for Newsletter are saved.')]").await?;
+    wait_for(
+        client,
+        app,
+        "//p[contains(., 'Your choices for Newsletter are saved.')]",
+    )
+    .await?;
     let choices = app
         .with_vault(move |v| {
             let pass = v.authorize(alice, "newsletter").unwrap();
@@ -295,7 +331,13 @@ async fn run(app: &TestApp, client: &Client, downloads: &Path) -> Result<(), Str
     assert!(ticked("c-newsletter-topics-offers").await && !ticked("c-newsletter-topics-food").await);
 
     // An option the purpose does not offer: refused, nothing changed.
-    let page = send(Method::GET, &format!("{}/consents", app.url), &[("cookie", &session)], None).await;
+    let page = send(
+        Method::GET,
+        &format!("{}/consents", app.url),
+        &[("cookie", &session)],
+        None,
+    )
+    .await;
     let csrf = page.csrf();
     let bad = send(
         Method::POST,
@@ -311,9 +353,17 @@ async fn run(app: &TestApp, client: &Client, downloads: &Path) -> Result<(), Str
     client.goto(&format!("{}/consents", app.url)).await.unwrap();
     submit(client, "/consents/newsletter/withdraw").await;
     wait_for(client, app, "//p[contains(., 'Newsletter is off')]").await?;
-    let newsletter = client.find(Locator::Id("purpose-newsletter")).await.unwrap().text().await.unwrap();
+    let newsletter = client
+        .find(Locator::Id("purpose-newsletter"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(newsletter.contains("Off — you withdrew on"), "{newsletter}");
-    let denied = app.with_vault(move |v| v.authorize(alice, "newsletter").map(drop)).await;
+    let denied = app
+        .with_vault(move |v| v.authorize(alice, "newsletter").map(drop))
+        .await;
     assert!(
         matches!(denied, Err(Error::Denied(AccessDenied::Withdrawn))),
         "{denied:?}"
@@ -321,7 +371,11 @@ async fn run(app: &TestApp, client: &Client, downloads: &Path) -> Result<(), Str
 
     // ----- A POST without the CSRF token: 403, nothing changed. -----
     let consents_mid = app.with_vault(move |v| v.consents(alice).unwrap()).await;
-    assert_eq!(consents_mid.len(), consents_before.len(), "withdrawing stamps the record");
+    assert_eq!(
+        consents_mid.len(),
+        consents_before.len(),
+        "withdrawing stamps the record"
+    );
     for form in ["", "choice.topics=rides", &format!("csrf={}", "f".repeat(64))] {
         let forged = send(
             Method::POST,
@@ -419,14 +473,24 @@ async fn run(app: &TestApp, client: &Client, downloads: &Path) -> Result<(), Str
     .await;
     assert_eq!(gpc.status, StatusCode::OK);
     assert!(
-        gpc.text().contains("Global Privacy Control signal, so we turned off Partner offers"),
+        gpc.text()
+            .contains("Global Privacy Control signal, so we turned off Partner offers"),
         "the page says what the signal changed"
     );
-    let partner = app.with_vault(move |v| v.authorize(alice, "partner_offers").map(drop)).await;
-    assert!(matches!(partner, Err(Error::Denied(AccessDenied::Withdrawn))), "{partner:?}");
+    let partner = app
+        .with_vault(move |v| v.authorize(alice, "partner_offers").map(drop))
+        .await;
+    assert!(
+        matches!(partner, Err(Error::Denied(AccessDenied::Withdrawn))),
+        "{partner:?}"
+    );
     // Legitimate interests that are not marketing, and the contract, are left alone.
-    app.with_vault(move |v| v.authorize(alice, "analytics").map(drop)).await.map_err(|e| e.to_string())?;
-    app.with_vault(move |v| v.authorize(alice, "order_history").map(drop)).await.map_err(|e| e.to_string())?;
+    app.with_vault(move |v| v.authorize(alice, "analytics").map(drop))
+        .await
+        .map_err(|e| e.to_string())?;
+    app.with_vault(move |v| v.authorize(alice, "order_history").map(drop))
+        .await
+        .map_err(|e| e.to_string())?;
     // Sent again, the signal changes nothing and says nothing.
     let again = send(
         Method::GET,
@@ -446,10 +510,18 @@ async fn run(app: &TestApp, client: &Client, downloads: &Path) -> Result<(), Str
     .await;
     assert_eq!(give.status, StatusCode::OK);
     assert!(give.text().contains("Turn it on despite your privacy signal?"));
-    let still_off = app.with_vault(move |v| v.authorize(alice, "partner_offers").map(drop)).await;
+    let still_off = app
+        .with_vault(move |v| v.authorize(alice, "partner_offers").map(drop))
+        .await;
     assert!(still_off.is_err(), "nothing changed before the confirmation");
     client.goto(&format!("{}/consents", app.url)).await.unwrap();
-    let partner = client.find(Locator::Id("purpose-partner_offers")).await.unwrap().text().await.unwrap();
+    let partner = client
+        .find(Locator::Id("purpose-partner_offers"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(partner.contains("Off — you withdrew on"), "{partner}");
 
     // ----- Delete my account: confirmation, receipt, the session ends. -----
@@ -466,7 +538,9 @@ async fn run(app: &TestApp, client: &Client, downloads: &Path) -> Result<(), Str
     assert!(receipt.contains("Erasure receipt") && receipt.contains("Encryption keys destroyed"));
     assert!(receipt.contains("email") && receipt.contains("postal address"));
     screenshot(client, "06-erasure-receipt").await;
-    let erased = app.with_vault(move |v| v.authorize(alice, "order_history").map(drop)).await;
+    let erased = app
+        .with_vault(move |v| v.authorize(alice, "order_history").map(drop))
+        .await;
     assert!(matches!(erased, Err(Error::Erased(_))), "{erased:?}");
     assert_eq!(app.customer(email).await, None, "the lookup no longer finds her");
     client.goto(&format!("{}/consents", app.url)).await.unwrap();
@@ -500,7 +574,10 @@ async fn run(app: &TestApp, client: &Client, downloads: &Path) -> Result<(), Str
             "a log line is method, route, status, duration: {line}"
         );
     }
-    assert!(log.iter().any(|l| l.starts_with("POST /consents/{purpose}/{action} 403")));
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("POST /consents/{purpose}/{action} 403"))
+    );
     assert!(log.iter().any(|l| l.starts_with("GET /signin/link 400")));
     Ok(())
 }

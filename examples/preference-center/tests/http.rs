@@ -30,7 +30,10 @@ async fn the_sign_in_form_is_no_account_oracle() {
     let unknown = ask("nobody%40example.com").await;
     assert_eq!(known.status, StatusCode::OK);
     assert_eq!(unknown.status, StatusCode::OK);
-    assert_eq!(known.body, unknown.body, "the same page whether the address is known or not");
+    assert_eq!(
+        known.body, unknown.body,
+        "the same page whether the address is known or not"
+    );
     assert_eq!(app.links().len(), 1, "a link only for the known address");
 
     let bad = ask("not-an-address").await;
@@ -57,7 +60,10 @@ async fn security_headers_on_every_response() {
     for path in ["/signin", "/style.css", "/no-such-page", "/consents"] {
         let reply = send(Method::GET, &format!("{}{path}", app.url), &[], None).await;
         let csp = reply.headers["content-security-policy"].to_str().unwrap();
-        assert!(csp.contains("default-src 'none'") && !csp.contains("script-src"), "{csp}");
+        assert!(
+            csp.contains("default-src 'none'") && !csp.contains("script-src"),
+            "{csp}"
+        );
         assert!(csp.contains("frame-ancestors 'none'"));
         assert_eq!(reply.headers["x-content-type-options"], "nosniff");
         assert_eq!(reply.headers["referrer-policy"], "no-referrer");
@@ -108,7 +114,13 @@ async fn forged_posts_change_nothing() {
     )
     .await;
     assert_eq!(wrong.status, StatusCode::FORBIDDEN);
-    let page = send(Method::GET, &format!("{}/consents", app.url), &[("cookie", &cookie)], None).await;
+    let page = send(
+        Method::GET,
+        &format!("{}/consents", app.url),
+        &[("cookie", &cookie)],
+        None,
+    )
+    .await;
     let csrf = page.csrf();
     let cross = send(
         Method::POST,
@@ -136,7 +148,9 @@ async fn forged_posts_change_nothing() {
     assert_eq!(erase.status, StatusCode::FORBIDDEN);
     let after = app.with_vault(move |v| v.consents(alice).unwrap()).await;
     assert_eq!(before, after);
-    app.with_vault(move |v| v.authorize(alice, "newsletter").map(drop)).await.unwrap();
+    app.with_vault(move |v| v.authorize(alice, "newsletter").map(drop))
+        .await
+        .unwrap();
 
     // Deleting without ticking the box is refused too, and deletes nothing.
     let unconfirmed = send(
@@ -148,7 +162,9 @@ async fn forged_posts_change_nothing() {
     .await;
     assert_eq!(unconfirmed.status, StatusCode::BAD_REQUEST);
     assert!(unconfirmed.text().contains("Nothing was deleted"));
-    app.with_vault(move |v| v.authorize(alice, "order_history").map(drop)).await.unwrap();
+    app.with_vault(move |v| v.authorize(alice, "order_history").map(drop))
+        .await
+        .unwrap();
 
     // An unknown purpose or action: a clear error, nothing changed.
     let unknown = send(
@@ -178,7 +194,9 @@ async fn forged_posts_change_nothing() {
     )
     .await;
     assert_eq!(ok.status, StatusCode::SEE_OTHER);
-    let denied = app.with_vault(move |v| v.authorize(alice, "newsletter").map(drop)).await;
+    let denied = app
+        .with_vault(move |v| v.authorize(alice, "newsletter").map(drop))
+        .await;
     assert!(matches!(denied, Err(Error::Denied(AccessDenied::Withdrawn))));
 }
 
@@ -191,7 +209,13 @@ async fn signed_out_visitors_are_sent_to_sign_in() {
         assert_eq!(reply.headers["location"], "/signin");
     }
     let cookie = sign_in(&app, "bob@example.com").await;
-    let page = send(Method::GET, &format!("{}/consents", app.url), &[("cookie", &cookie)], None).await;
+    let page = send(
+        Method::GET,
+        &format!("{}/consents", app.url),
+        &[("cookie", &cookie)],
+        None,
+    )
+    .await;
     let signout = send(
         Method::POST,
         &format!("{}/signout", app.url),
@@ -200,6 +224,12 @@ async fn signed_out_visitors_are_sent_to_sign_in() {
     )
     .await;
     assert_eq!(signout.status, StatusCode::SEE_OTHER);
-    let after = send(Method::GET, &format!("{}/consents", app.url), &[("cookie", &cookie)], None).await;
+    let after = send(
+        Method::GET,
+        &format!("{}/consents", app.url),
+        &[("cookie", &cookie)],
+        None,
+    )
+    .await;
     assert_eq!(after.status, StatusCode::SEE_OTHER, "the old cookie signs no one in");
 }

@@ -83,7 +83,11 @@ impl TestApp {
         self.mail
             .lines()
             .iter()
-            .filter_map(|line| line.split_whitespace().find(|w| w.starts_with("http")).map(str::to_owned))
+            .filter_map(|line| {
+                line.split_whitespace()
+                    .find(|w| w.starts_with("http"))
+                    .map(str::to_owned)
+            })
             .collect()
     }
 }
