@@ -60,7 +60,9 @@ fn main() -> Result<(), Error> {
         vault.give_consent_with(c, "newsletter", Evidence::new("signup-form").source("web"), &choices)?;
         customers.push(c);
     }
-    say(&format!("{CUSTOMERS} subscribers, each with their own topics and frequency"));
+    say(&format!(
+        "{CUSTOMERS} subscribers, each with their own topics and frequency"
+    ));
 
     step("A choice outside the declaration is refused, and nothing is written");
     let refused = vault.give_consent_with(
@@ -69,14 +71,19 @@ fn main() -> Result<(), Error> {
         Evidence::new("signup-form"),
         &Choices::new().select("frequency", ["daily"]),
     );
-    say(&format!("{}", refused.err().ok_or(Error::Invalid("a daily newsletter was accepted"))?));
+    say(&format!(
+        "{}",
+        refused.err().ok_or(Error::Invalid("a daily newsletter was accepted"))?
+    ));
 
     step("One subscriber changes their mind in the preference center: a new record in the history");
     let changer = customers[1];
     vault.change_choices(
         changer,
         "newsletter",
-        &Choices::new().select("topics", ["offers"]).select("frequency", ["weekly"]),
+        &Choices::new()
+            .select("topics", ["offers"])
+            .select("frequency", ["weekly"]),
         Evidence::new("preference-center").explicit(),
     )?;
     say(&format!(
@@ -89,9 +96,14 @@ fn main() -> Result<(), Error> {
     let outcome = vault.honor_gpc(gpc, Evidence::new("sec-gpc-header").source("web").gpc())?;
     say(&format!("withdrawn: {:?}", outcome.withdrawn));
     let again = vault.honor_gpc(gpc, Evidence::new("sec-gpc-header").source("web").gpc())?;
-    say(&format!("the same signal on the next request changes nothing: {}", again.changed()));
+    say(&format!(
+        "the same signal on the next request changes nothing: {}",
+        again.changed()
+    ));
 
-    step("A month of sends: four weekly issues (the monthly one goes with the fourth); each topic only to who chose it");
+    step(
+        "A month of sends: four weekly issues (the monthly one goes with the fourth); each topic only to who chose it",
+    );
     let mut per_topic: BTreeMap<&str, usize> = BTreeMap::new();
     let mut emails = 0;
     let mut skipped_frequency = 0;
