@@ -230,7 +230,9 @@ pub enum Error {
     /// evidence carrying the signal ([`Evidence::gpc`](crate::Evidence::gpc)) but without the
     /// customer's explicit confirmation ([`Evidence::explicit`](crate::Evidence::explicit)).
     /// Nothing was written.
-    #[error("the request carries the Global Privacy Control signal: consent to `{purpose}` needs the customer's explicit confirmation")]
+    #[error(
+        "the request carries the Global Privacy Control signal: consent to `{purpose}` needs the customer's explicit confirmation"
+    )]
     GpcConflict {
         /// The purpose.
         purpose: PurposeId,

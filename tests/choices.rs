@@ -97,7 +97,11 @@ fn validation_errors_write_nothing(open: Open<'_>) {
         assert!(matches!(v.define_purpose(bad), Err(Error::InvalidChoice { .. })));
     }
     assert!(matches!(
-        v.define_purpose(Purpose::new("other", LawfulBasis::Consent).fields(["email"]).choice("Bad Name", ["x"])),
+        v.define_purpose(
+            Purpose::new("other", LawfulBasis::Consent)
+                .fields(["email"])
+                .choice("Bad Name", ["x"])
+        ),
         Err(Error::InvalidId { .. })
     ));
     assert_eq!(events(&v), before, "nothing was recorded");
@@ -217,7 +221,10 @@ fn choices_are_exported_and_receipts_name_them_only(open: Open<'_>) {
     let receipt = v.consent_receipt(id, &ReceiptSigner::generate().unwrap()).unwrap();
     assert_eq!(receipt.choice_categories(), ["topics", "frequency"]);
     let text = serde_json::to_string(&receipt).unwrap();
-    assert!(text.contains("\"choiceCategories\":[\"topics\",\"frequency\"]"), "{text}");
+    assert!(
+        text.contains("\"choiceCategories\":[\"topics\",\"frequency\"]"),
+        "{text}"
+    );
     for selected in ["rides", "food", "monthly"] {
         assert!(!text.contains(selected), "the receipt shows a selection: {text}");
     }
@@ -329,7 +336,11 @@ on_every_backend!(
 fn selections_never_reach_a_sqlite_file_in_clear() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("choices.db");
-    let options = ["opt-canary-7f3a-rides", "opt-canary-7f3a-food", "opt-canary-7f3a-weekly"];
+    let options = [
+        "opt-canary-7f3a-rides",
+        "opt-canary-7f3a-food",
+        "opt-canary-7f3a-weekly",
+    ];
     {
         let v = vault(&|| Arc::new(egard::SqliteStore::open(&path).unwrap()) as Arc<dyn Store>);
         v.define_purpose(
@@ -363,7 +374,10 @@ fn selections_never_reach_a_sqlite_file_in_clear() {
     };
     let contains = |bytes: &[u8], s: &str| bytes.windows(s.len()).any(|w| w == s.as_bytes());
     let bytes = scan();
-    assert!(contains(&bytes, options[0]), "the declaration is in clear (it is the host's)");
+    assert!(
+        contains(&bytes, options[0]),
+        "the declaration is in clear (it is the host's)"
+    );
     for selection in ["\"topics\":", "\"frequency\":"] {
         assert!(!contains(&bytes, selection), "a selection is in the file in clear");
     }

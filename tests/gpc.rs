@@ -76,7 +76,10 @@ fn honouring_the_signal_withdraws_and_objects_once(open: Open<'_>) {
     );
     assert!(outcome.changed());
     assert_eq!(events(&v), before + 4, "one event per change, in one commit");
-    assert_eq!(common::denied(v.reveal::<String>(&pass, "email")), AccessDenied::Withdrawn);
+    assert_eq!(
+        common::denied(v.reveal::<String>(&pass, "email")),
+        AccessDenied::Withdrawn
+    );
     for (p, reason) in [
         ("newsletter", AccessDenied::Withdrawn),
         ("partners", AccessDenied::Withdrawn),
@@ -113,7 +116,11 @@ fn honouring_the_signal_withdraws_and_objects_once(open: Open<'_>) {
     let before = events(&v);
     let outcome = v.honor_gpc(bob, signal()).unwrap();
     assert_eq!(outcome.withdrawn, Vec::<PurposeId>::new());
-    assert_eq!(outcome.objected, ids(&["analytics", "mailing"]), "an opt-out stands before any record");
+    assert_eq!(
+        outcome.objected,
+        ids(&["analytics", "mailing"]),
+        "an opt-out stands before any record"
+    );
     assert_eq!(events(&v), before + 2);
     assert!(!v.honor_gpc(bob, signal()).unwrap().changed());
     assert_eq!(events(&v), before + 2);
@@ -168,7 +175,12 @@ fn an_opt_in_despite_the_signal_needs_explicit_confirmation(open: Open<'_>) {
         .unwrap();
     let pass = v.authorize(alice, "newsletter").unwrap();
     assert!(v.choices(&pass).unwrap().expose().is_selected("topics", "food"));
-    assert!(v.consents(alice).unwrap().iter().any(|c| c.id == id && c.evidence.has_gpc()));
+    assert!(
+        v.consents(alice)
+            .unwrap()
+            .iter()
+            .any(|c| c.id == id && c.evidence.has_gpc())
+    );
 }
 
 fn evidence_with_personal_data_is_refused(open: Open<'_>) {

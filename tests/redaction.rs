@@ -430,14 +430,19 @@ fn choices_and_their_errors_never_show_a_selection() {
         clean_both("Error::InvalidChoice", &err);
     }
     // A selection of declared options, once sealed, shows in no Debug either.
-    let picks = Choices::new().select("topics", ["rides"]).select("frequency", ["monthly"]);
+    let picks = Choices::new()
+        .select("topics", ["rides"])
+        .select("frequency", ["monthly"]);
     vault
         .give_consent_with(c, "newsletter", Evidence::new("web-form"), &picks)
         .unwrap();
     let pass = vault.authorize(c, "newsletter").unwrap();
     let revealed = vault.choices(&pass).unwrap();
     assert_eq!(format!("{revealed:?}"), "[REDACTED]");
-    assert_eq!(format!("{:?}", revealed.expose()), "Choices { frequency: [REDACTED], topics: [REDACTED] }");
+    assert_eq!(
+        format!("{:?}", revealed.expose()),
+        "Choices { frequency: [REDACTED], topics: [REDACTED] }"
+    );
     let export = vault.export_customer(c, Evidence::new("verified-email-link")).unwrap();
     let debug = format!("{export:?} {:?}", vault.consents(c).unwrap());
     for selected in ["rides", "monthly"] {

@@ -2,7 +2,8 @@
 """A second implementation of egard's stored formats, from FORMAT.md alone.
 
 Opens an egard SQLite store with the master key and checks, without egard's code:
-the vault secrets and every data key unwrap; every sealed field opens and is JSON;
+the vault secrets and every data key unwrap; every sealed field, and the declared
+choices sealed with each consent record, opens and is JSON;
 the whole audit chain verifies; every purpose, lookup, consent, objection and
 customer state MAC is what FORMAT.md says; every customer's state is the one the
 latest audit event recorded; every lookup token is the HMAC of the normalised value.
@@ -106,21 +107,46 @@ for pid, definition, rev, mac in DB.execute("SELECT id, definition, rev, mac FRO
     m += struct.pack(">I", d["notice_version"])
     m += opt(d["consent_lifetime"], lambda s: struct.pack(">q", s)) + opt(d["retention"], lambda s: struct.pack(">q", s))
     m += bytes([d["special_category"], d["direct_marketing"]])
+    # Appended only when the purpose sells or shares data or declares choices.
+    choices = d.get("choices", [])
+    if d.get("sells_or_shares", False) or choices:
+        m += bytes([d.get("sells_or_shares", False)]) + struct.pack(">I", len(choices))
+        for c in choices:
+            m += txt(c["name"]) + bytes([c.get("single", False)]) + struct.pack(">I", len(c["options"]))
+            m += b"".join(txt(o) for o in c["options"])
     assert record_mac("egard/purpose/v1", m) == mac, f"purpose {pid}"
 
 lookups = DB.execute("SELECT field, normalizer, mac FROM lookups").fetchall()
 for field, normalizer, mac in lookups:
     assert record_mac("egard/lookup/v1", txt(field) + txt(normalizer)) == mac, f"lookup {field}"
 
+def open_choices(customer, consent, sealed):
+    """Sealed choices: a field envelope whose AAD names "egard/choices" and the consent id."""
+    assert sealed[0:2] == b"\x02\x01", "choices envelope header"
+    dek_version = struct.unpack(">I", sealed[2:6])[0]
+    aad = sealed[:6] + lp32(NS) + lp32(customer) + lp32(b"egard/choices") + lp32(consent)
+    return AESGCM(keys[(customer, dek_version)]).decrypt(sealed[6:18], sealed[18:], aad)
+
+
 consent_macs, objection_macs = {}, {}
-for cid, customer, purpose, basis, nv, given, expires, withdrawn, superseded, evidence, mac in DB.execute(
-    "SELECT id, customer, purpose, basis, notice_version, given_at, expires_at, withdrawn_at, superseded_by, evidence, mac FROM consents"
+choices_opened = 0
+for cid, customer, purpose, basis, nv, given, expires, withdrawn, superseded, evidence, mac, sealed in DB.execute(
+    "SELECT id, customer, purpose, basis, notice_version, given_at, expires_at, withdrawn_at, superseded_by, evidence, mac, "
+    "choices FROM consents"
 ):
     ev = json.loads(evidence)
     m = customer + cid + txt(purpose) + txt(basis) + struct.pack(">I", nv) + t(given) + opt(expires, t) + opt(withdrawn, t)
     m += opt(superseded, lambda b: b) + txt(ev["method"]) + opt(ev["source"], txt) + opt(ev["notice_sha256"], txt)
     m += bytes([ev["explicit"]])
+    # Appended only when the evidence carries the GPC mark or the record holds choices.
+    if ev.get("gpc", False) or sealed is not None:
+        m += bytes([ev.get("gpc", False)]) + opt(sealed, lp32)
     assert record_mac("egard/consent/v1", m) == mac, f"consent {cid.hex()}"
+    if sealed is not None and any(c == customer for (c, _) in keys):
+        # An erased customer's choices no longer open: their keys are gone.
+        chosen = json.loads(open_choices(customer, cid, sealed))
+        assert isinstance(chosen, dict) and all(isinstance(v, list) for v in chosen.values()), "choices"
+        choices_opened += 1
     consent_macs.setdefault(customer, []).append((cid, mac))
 for customer, purpose, at, mac in DB.execute("SELECT customer, purpose, at, mac FROM objections"):
     assert record_mac("egard/objection/v1", customer + txt(purpose) + t(at)) == mac, "objection"
@@ -176,5 +202,5 @@ for field, normalizer, _ in lookups:
 
 print(
     f"verified: 2 vault secrets, {len(keys)} data keys, {fields} fields, {count} audit events, "
-    f"{customers} customers, {tokens} lookup tokens"
+    f"{customers} customers, {tokens} lookup tokens, {choices_opened} sealed choices"
 )

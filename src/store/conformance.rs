@@ -1613,7 +1613,9 @@ pub fn records_round_trip_exactly<S: Store>(store: &S) {
             .notice_text("the notice")
             .explicit()
             .gpc(),
-        sealed_choices: Some(crate::choices::SealedChoices::from_bytes((0..300u32).map(|i| (i % 256) as u8).collect())),
+        sealed_choices: Some(crate::choices::SealedChoices::from_bytes(
+            (0..300u32).map(|i| (i % 256) as u8).collect(),
+        )),
     };
     let c_bare = Consent {
         basis: LawfulBasis::PublicTask,

@@ -6,9 +6,9 @@ use std::sync::{Arc, MutexGuard};
 use chrono::{DateTime, Utc};
 
 use super::cache::CustomerState;
+use super::choices::{check_evidence, given_detail};
 use super::records::{Draft, Finished};
 use super::{STALE_RETRIES, Vault, note_state};
-use super::choices::{check_evidence, given_detail};
 use crate::audit::{AuditKind, Entry};
 use crate::choices::SealedChoices;
 use crate::consent::{Consent, Evidence};

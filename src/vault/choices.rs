@@ -23,7 +23,9 @@ pub(super) fn check_evidence(def: &PurposeDef, evidence: &Evidence) -> Result<()
         return Err(Error::Invalid("special-category purposes need explicit consent"));
     }
     if def.purpose.is_covered_by_gpc() && evidence.has_gpc() && !evidence.is_explicit() {
-        return Err(Error::GpcConflict { purpose: def.id.clone() });
+        return Err(Error::GpcConflict {
+            purpose: def.id.clone(),
+        });
     }
     Ok(())
 }

@@ -114,7 +114,9 @@ impl Vault {
                 resealed.push((name, envelope, at));
             }
             let choices = self.reseal_choices(customer, &old, &new_key, draft)?;
-            let total = u64::try_from(resealed.len()).unwrap_or(u64::MAX).saturating_add(choices);
+            let total = u64::try_from(resealed.len())
+                .unwrap_or(u64::MAX)
+                .saturating_add(choices);
             if total >= self.encryption_budget {
                 return Err(Error::Config(
                     "the encryption budget is smaller than this customer's fields and choices: raise it",
