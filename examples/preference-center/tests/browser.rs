@@ -214,14 +214,28 @@ async fn run(app: &TestApp, client: &Client, downloads: &Path) -> Result<(), Str
     // Keyboard only: Tab reaches the skip link first, with a visible focus ring, then the
     // email field; Enter sends the form.
     let tab = "\u{e004}";
-    client.find(Locator::Css("body")).await.unwrap().send_keys(tab).await.unwrap();
+    client
+        .find(Locator::Css("body"))
+        .await
+        .unwrap()
+        .send_keys(tab)
+        .await
+        .unwrap();
     let focused = client.active_element().await.unwrap();
     assert_eq!(focused.attr("class").await.unwrap().as_deref(), Some("skip"));
-    assert_eq!(focused.css_value("outline-style").await.unwrap(), "solid", "a visible focus");
+    assert_eq!(
+        focused.css_value("outline-style").await.unwrap(),
+        "solid",
+        "a visible focus"
+    );
     focused.send_keys(tab).await.unwrap();
     let field = client.active_element().await.unwrap();
     assert_eq!(field.attr("id").await.unwrap().as_deref(), Some("email"));
-    assert_eq!(field.css_value("outline-style").await.unwrap(), "solid", "a visible focus");
+    assert_eq!(
+        field.css_value("outline-style").await.unwrap(),
+        "solid",
+        "a visible focus"
+    );
     field.send_keys("  Alice@Example.COM").await.unwrap();
     field.send_keys("\u{e007}").await.unwrap(); // Enter
     wait_for(client, app, "//h1[text()='Check your email']").await?;
