@@ -895,7 +895,10 @@ async fn consent_action(
     .await;
     match result {
         Ok(Acted::Done(message)) => {
-            state.sessions.set_flash(&customer.sid, message);
+            // What the GPC signal changed on this request, then what the form did.
+            let mut notices = customer.notices.clone();
+            notices.push(message);
+            state.sessions.set_flash(&customer.sid, notices.join(" "));
             see_other("/consents")
         }
         Ok(Acted::ConfirmDespiteGpc(purpose)) => confirm_despite_gpc(&customer, &purpose, &body),
