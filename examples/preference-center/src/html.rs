@@ -143,7 +143,9 @@ nav a[aria-current="page"] { color: var(--ink); font-weight: 700; border-bottom:
 main { max-width: 52rem; margin: 0 auto; padding: 1.5rem; }
 main:focus { outline: none; }
 h1 { font-size: 1.9rem; margin: .5rem 0 1rem; }
-h2 { font-size: 1.3rem; margin: 0 0 .25rem; }
+h2 { font-size: 1.3rem; margin: 1.75rem 0 .5rem; }
+.card h2 { margin: 0 0 .25rem; }
+dt { font-weight: 600; } dd { margin: 0 0 .6rem 1.5rem; }
 h3 { font-size: 1.05rem; margin: 1rem 0 .25rem; }
 a { color: var(--accent); }
 :focus-visible { outline: 3px solid #e8a400; outline-offset: 2px; }
@@ -165,7 +167,8 @@ legend { font-weight: 600; padding: 0 .3rem; }
 fieldset label { margin-right: 1.25rem; white-space: nowrap; }
 .notices .notice { background: #fff7d6; border: 1px solid #e8c95a; border-radius: 8px; padding: .6rem .9rem; }
 .error { background: #fdecec; border: 1px solid #e0a0a0; border-radius: 8px; padding: .6rem .9rem; }
-table { border-collapse: collapse; width: 100%; background: #fff; }
+table { border-collapse: collapse; width: 100%; background: #fff; margin: 0 0 1rem; }
+caption { text-align: left; }
 th, td { text-align: left; border-bottom: 1px solid var(--line); padding: .5rem .6rem; vertical-align: top; }
 th { background: #f0f1f6; }
 ol.log { padding-left: 1.25rem; } ol.log li { margin: 0 0 .6rem; }

@@ -1014,7 +1014,7 @@ async fn data_page(State(state): State<Shared>, headers: HeaderMap) -> Response 
     let mut body = Html::new();
     body.raw("<p>This is everything we hold about you, decrypted for you alone. ")
         .raw("Showing it to you is recorded, like every use of your data.</p>\n")
-        .raw("<table>\n<caption class=\"meta\">Your data</caption>\n<thead><tr><th scope=\"col\">What</th>")
+        .raw("<table>\n<caption class=\"meta\">The values we hold, and what each is used for</caption>\n<thead><tr><th scope=\"col\">What</th>")
         .raw("<th scope=\"col\">Value</th><th scope=\"col\">Used for</th></tr></thead>\n<tbody>\n");
     for (name, value, purposes) in &rows {
         body.raw("<tr><th scope=\"row\">")
