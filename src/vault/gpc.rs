@@ -72,7 +72,7 @@ impl Vault {
     ///
     /// let signal = Evidence::new("sec-gpc-header").gpc();
     /// let outcome = vault.honor_gpc(alice, signal.clone())?;
-    /// assert_eq!(outcome.withdrawn, ["ads"]);
+    /// assert_eq!(outcome.withdrawn[0].as_str(), "ads");
     /// assert!(!vault.honor_gpc(alice, signal.clone())?.changed());
     ///
     /// // Opting in again while the signal is present needs explicit confirmation.
