@@ -54,6 +54,10 @@ impl Vault {
     /// `gpc,method=…` for an objection), so both must be slugs, or the call is refused with
     /// [`Error::Invalid`] and nothing is recorded.
     ///
+    /// The outcome lists the purposes by id. An unknown customer gives
+    /// [`Error::UnknownCustomer`], an erased one [`Error::Erased`] (nothing of theirs opens any
+    /// more).
+    ///
     /// Applying the signal again when nothing is left to change changes nothing and records
     /// nothing: a host may call it on every request that carries the header. A record the
     /// customer gave with the signal present and their explicit confirmation (see
