@@ -194,7 +194,14 @@ impl Choices {
     {
         let mut options: Vec<String> = options.into_iter().map(|o| o.as_ref().to_owned()).collect();
         options.sort_unstable();
-        options.dedup();
+        // A repeat is dropped, wiped first.
+        options.dedup_by(|later, kept| {
+            let repeat = later == kept;
+            if repeat {
+                later.zeroize();
+            }
+            repeat
+        });
         let selection = Selection {
             name: choice.to_owned(),
             options,

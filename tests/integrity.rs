@@ -300,7 +300,7 @@ const SCENARIOS: &[Scenario] = &[
             } else {
                 format!(
                     "INSERT INTO {t} SELECT randomblob(16), {never}, 'newsletter', 'consent', notice_version,
-                            given_at, NULL, NULL, NULL, evidence, mac
+                            given_at, NULL, NULL, NULL, evidence, mac, choices
                      FROM {t} WHERE customer = {by}",
                     t = db.table(Table::Consents),
                     never = db.id(w.never),

@@ -277,3 +277,48 @@ fn a_vault_secret_is_bound_to_its_namespace_name_and_master_key() {
     let customer_key = master.wrap(NS, c, 1, &secret).unwrap();
     assert!(master.unwrap_secret(NS, "audit", &customer_key).is_err());
 }
+
+// ----- sealed choices -----
+
+#[test]
+fn sealed_choices_are_bound_to_their_consent_and_never_open_as_a_field() {
+    let (key, _, c) = data_key(1);
+    let consent = ConsentId::new();
+    let plaintext = br#"{"topics":["food"]}"#;
+    let sealed = key.seal_choices(NS, c, consent, plaintext).unwrap();
+    assert_eq!(&*key.open_choices(NS, c, consent, &sealed).unwrap(), plaintext);
+    assert!(
+        is_crypto(key.open_choices(NS, c, ConsentId::new(), &sealed)),
+        "another record"
+    );
+    assert!(
+        is_crypto(key.open_choices(NS, customer(), consent, &sealed)),
+        "another customer"
+    );
+    assert!(
+        is_crypto(key.open_choices("shop", c, consent, &sealed)),
+        "another namespace"
+    );
+    for version in [0, 1, 2] {
+        assert!(
+            is_crypto(key.open(NS, c, CHOICES_LABEL, version, &sealed)),
+            "as a field"
+        );
+    }
+    let field = key.seal(NS, c, "choices", 1, plaintext).unwrap();
+    assert!(
+        is_crypto(key.open_choices(NS, c, consent, &field)),
+        "a field as choices"
+    );
+    let (other, _, _) = data_key(2);
+    assert!(
+        is_crypto(other.open_choices(NS, c, consent, &sealed)),
+        "another key version"
+    );
+    for i in 0..sealed.len() {
+        let mut flipped = sealed.clone();
+        flipped[i] ^= 0x01;
+        assert!(is_crypto(key.open_choices(NS, c, consent, &flipped)));
+    }
+    assert!(is_crypto(key.open_choices(NS, c, consent, &sealed[..10])));
+}

@@ -54,6 +54,10 @@ impl Vault {
     /// `gpc,method=…` for an objection), so both must be slugs, or the call is refused with
     /// [`Error::Invalid`] and nothing is recorded.
     ///
+    /// The outcome lists the purposes by id. An unknown customer gives
+    /// [`Error::UnknownCustomer`], an erased one [`Error::Erased`] (nothing of theirs opens any
+    /// more).
+    ///
     /// Applying the signal again when nothing is left to change changes nothing and records
     /// nothing: a host may call it on every request that carries the header. A record the
     /// customer gave with the signal present and their explicit confirmation (see
@@ -72,7 +76,7 @@ impl Vault {
     ///
     /// let signal = Evidence::new("sec-gpc-header").gpc();
     /// let outcome = vault.honor_gpc(alice, signal.clone())?;
-    /// assert_eq!(outcome.withdrawn, ["ads"]);
+    /// assert_eq!(outcome.withdrawn[0].as_str(), "ads");
     /// assert!(!vault.honor_gpc(alice, signal.clone())?.changed());
     ///
     /// // Opting in again while the signal is present needs explicit confirmation.
