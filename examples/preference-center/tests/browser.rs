@@ -354,6 +354,13 @@ async fn run(app: &TestApp, client: &Client, downloads: &Path) -> Result<(), Str
     assert_eq!(choices.1, Some(vec!["weekly".to_owned()]));
     assert!(ticked("c-newsletter-topics-offers").await && !ticked("c-newsletter-topics-food").await);
 
+    // Your data shows them too, while the newsletter is on.
+    client.goto(&format!("{}/data", app.url)).await.unwrap();
+    let text = main_text(client).await;
+    assert!(text.contains("Newsletter: topics") && text.contains("Offers and Rides"), "{text}");
+    assert!(text.contains("Newsletter: frequency") && text.contains("Weekly"), "{text}");
+    screenshot(client, "03-your-data").await;
+
     // An option the purpose does not offer: refused, nothing changed.
     let page = send(
         Method::GET,
@@ -428,8 +435,7 @@ async fn run(app: &TestApp, client: &Client, downloads: &Path) -> Result<(), Str
                 .count()
         })
         .await;
-    assert_eq!(exports, 1, "showing the data is a recorded subject access");
-    screenshot(client, "03-your-data").await;
+    assert_eq!(exports, 2, "each showing of the data is a recorded subject access");
 
     // ----- Download: the export as a JSON attachment. -----
     let csrf = client
