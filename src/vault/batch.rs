@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use super::cache::CustomerState;
 use super::records::{Draft, Finished};
 use super::{STALE_RETRIES, Vault, note_state};
+use crate::actor::Actor;
 use crate::audit::{AuditKind, Entry};
 use crate::consent::{Consent, Evidence};
 use crate::error::{AccessDenied, Error};
@@ -47,6 +48,14 @@ impl Vault {
     where
         I: IntoIterator<Item = (CustomerId, &'p str, Evidence)>,
     {
+        self.give_consents_as(&self.default_actor, items)
+    }
+
+    /// [`give_consents`](Vault::give_consents), recording `actor`.
+    pub(crate) fn give_consents_as<'p, I>(&self, actor: &Actor, items: I) -> Result<Vec<ConsentId>, Error>
+    where
+        I: IntoIterator<Item = (CustomerId, &'p str, Evidence)>,
+    {
         let mut batch = Vec::new();
         for (customer, purpose, evidence) in items {
             let def = self.purpose_def(purpose)?;
@@ -76,7 +85,7 @@ impl Vault {
                 .zip(states.iter_mut())
                 .map(|(entry, state)| Draft::new(key, self.read_for_change(entry, state)?))
                 .collect::<Result<Vec<_>, Error>>()
-                .and_then(|drafts| self.give_consents_locked(&batch, &ids, &mut states, drafts));
+                .and_then(|drafts| self.give_consents_locked(actor, &batch, &ids, &mut states, drafts));
             match result {
                 Err(Error::Storage(StoreError::Stale)) if attempts + 1 < STALE_RETRIES => {
                     attempts += 1;
@@ -95,6 +104,7 @@ impl Vault {
 
     fn give_consents_locked(
         &self,
+        actor: &Actor,
         batch: &[(CustomerId, Arc<PurposeDef>, Evidence)],
         ids: &[CustomerId],
         states: &mut [MutexGuard<'_, CustomerState>],
@@ -121,7 +131,8 @@ impl Vault {
                 i,
                 Entry::new(AuditKind::ConsentGiven, Some(*customer))
                     .purpose(&def.id)
-                    .detail(record.id.to_string()),
+                    .detail(record.id.to_string())
+                    .actor(actor),
             ));
             new_ids.push(record.id);
             latest.insert(key, record);

@@ -178,6 +178,7 @@ impl Journal {
                     field: e.field.clone(),
                     detail: e.detail.clone(),
                     state: e.state,
+                    actor: e.actor.clone(),
                     mac: [0; 32],
                 };
                 event.mac = audit::chain_mac(key, &mac, &event);

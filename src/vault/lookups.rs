@@ -12,6 +12,7 @@ use std::sync::{Arc, PoisonError};
 
 use super::records::Draft;
 use super::{Refresh, Vault, live_key};
+use crate::actor::Actor;
 use crate::audit::{AuditKind, Entry};
 use crate::error::Error;
 use crate::ids::{CustomerId, FieldName};
@@ -166,6 +167,16 @@ impl Vault {
     /// [`Error::Crypto`]. Each lookup is audited as [`AuditKind::LookedUp`] with the field
     /// and the outcome (`found`, naming the customer, or `not_found`), never the value.
     pub fn find_customer(&self, field: &str, value: &str) -> Result<Option<CustomerId>, Error> {
+        self.find_customer_as(&self.default_actor, field, value)
+    }
+
+    /// [`find_customer`](Vault::find_customer), recording `actor`.
+    pub(crate) fn find_customer_as(
+        &self,
+        actor: &Actor,
+        field: &str,
+        value: &str,
+    ) -> Result<Option<CustomerId>, Error> {
         let field = FieldName::new(field)?;
         let def = self.lookup_def(&field)?.ok_or_else(|| Error::NoLookup(field.clone()))?;
         let token = def.token(value)?;
@@ -173,7 +184,8 @@ impl Vault {
         let entry = match found {
             Some(id) => Entry::new(AuditKind::LookedUp, Some(id)).field(&field).detail("found"),
             None => Entry::new(AuditKind::LookedUp, None).field(&field).detail("not_found"),
-        };
+        }
+        .actor(actor);
         self.journal
             .record(self.store.as_ref(), vec![entry], self.recording_now())?;
         Ok(found)

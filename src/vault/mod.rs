@@ -1,5 +1,6 @@
 //! The vault: the one entry point that holds the keys and enforces the gate.
 
+mod actors;
 mod batch;
 pub(crate) mod cache;
 mod claims;
@@ -14,6 +15,7 @@ mod rights;
 mod rotation;
 mod secrets;
 
+pub use actors::{AccessKind, AccessRecord, ActingVault};
 pub use exported::ExportedValue;
 pub use journal::AuditBatching;
 pub use keys::ENCRYPTION_BUDGET;
@@ -29,6 +31,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::actor::Actor;
 use crate::audit::{self, AuditAnchor, AuditBreak, AuditEvent, AuditKind, AuditReport, Entry};
 use crate::clock::{Clock, Monotonic, SystemClock};
 use crate::consent::{Consent, Evidence, decide};
@@ -88,6 +91,7 @@ pub struct VaultBuilder {
     audit_anchor: Option<AuditAnchor>,
     encryption_budget: u64,
     controller: Option<Controller>,
+    default_actor: Actor,
 }
 
 impl std::fmt::Debug for VaultBuilder {
@@ -269,6 +273,13 @@ impl VaultBuilder {
         self
     }
 
+    /// The actor the plain API records in the audit events it writes ([`Actor::default`],
+    /// `app`, unless set here); [`Vault::acting_as`] names another one for a call.
+    pub fn default_actor(mut self, actor: Actor) -> Self {
+        self.default_actor = actor;
+        self
+    }
+
     /// Checks the configuration; reads the audit head, the vault secrets (on a store without
     /// an audit log, the audit key and the record key are made now, wrapped under the current
     /// master key and stored) and the purposes, each checked against its MAC and the log;
@@ -381,6 +392,7 @@ impl VaultBuilder {
             max_value_len: self.max_value_len,
             encryption_budget: self.encryption_budget,
             controller: self.controller,
+            default_actor: self.default_actor,
             _claim: claim,
         };
         if let Some(anchor) = &self.audit_anchor {
@@ -433,6 +445,8 @@ pub struct Vault {
     encryption_budget: u64,
     /// The controller's details, for consent receipts.
     controller: Option<Controller>,
+    /// Who the plain API records as acting.
+    default_actor: Actor,
     /// This vault's use of its store object, released on drop.
     _claim: Claim,
 }
@@ -464,6 +478,7 @@ impl Vault {
             audit_batching: None,
             audit_anchor: None,
             controller: None,
+            default_actor: Actor::default(),
         }
     }
 
@@ -668,12 +683,17 @@ impl Vault {
 
     /// Creates a customer with a fresh data key (stored only wrapped under the master key).
     pub fn create_customer(&self) -> Result<CustomerId, Error> {
-        self.create_customer_with_id(CustomerId::new())
+        self.create_customer_as(&self.default_actor, CustomerId::new())
     }
 
     /// Creates the customer `id` (the fuzz harness needs a known one).
     pub(crate) fn create_customer_with_id(&self, id: CustomerId) -> Result<CustomerId, Error> {
-        let created = self.create_with_key(id);
+        self.create_customer_as(&self.default_actor, id)
+    }
+
+    /// Creates the customer `id`, recording `actor`.
+    pub(crate) fn create_customer_as(&self, actor: &Actor, id: CustomerId) -> Result<CustomerId, Error> {
+        let created = self.create_with_key(actor, id);
         // The data key was made below this frame.
         scrub_stack();
         created
@@ -682,7 +702,7 @@ impl Vault {
     /// Makes the customer's data key, stores the customer and caches it, in a frame of its
     /// own that the scrub after it writes over.
     #[inline(never)]
-    fn create_with_key(&self, id: CustomerId) -> Result<CustomerId, Error> {
+    fn create_with_key(&self, actor: &Actor, id: CustomerId) -> Result<CustomerId, Error> {
         let key = self.record_key()?;
         let now = self.now();
         let (data_key, wrapped) = DataKey::generate(&*self.master, &self.namespace, id, 1)?;
@@ -703,7 +723,11 @@ impl Vault {
         let state = records::new_customer(key, record, wrapped.clone());
         self.commit(
             vec![Write::InsertCustomer(state.record.clone()), Write::PutKey(wrapped)],
-            vec![Entry::new(AuditKind::CustomerCreated, Some(id)).state(state.record.mac)],
+            vec![
+                Entry::new(AuditKind::CustomerCreated, Some(id))
+                    .actor(actor)
+                    .state(state.record.mac),
+            ],
         )?;
         let entry = Arc::new(CustomerEntry::new(
             id,
@@ -730,6 +754,17 @@ impl Vault {
     /// atomic change; a value another live customer holds is refused with
     /// [`Error::Duplicate`] and nothing is written.
     pub fn set_field<T: Serialize + ?Sized>(&self, customer: CustomerId, field: &str, value: &T) -> Result<(), Error> {
+        self.set_field_as(&self.default_actor, customer, field, value)
+    }
+
+    /// [`set_field`](Vault::set_field), recording `actor`.
+    pub(crate) fn set_field_as<T: Serialize + ?Sized>(
+        &self,
+        actor: &Actor,
+        customer: CustomerId,
+        field: &str,
+        value: &T,
+    ) -> Result<(), Error> {
         let name = self.collectable_field(field)?;
         let plaintext = encode(&name, value, self.max_value_len)?;
         let token = self.token_for_write(&name, &plaintext)?;
@@ -744,7 +779,7 @@ impl Vault {
             // A key at its budget is replaced in the same change, before this encryption.
             let rotated = if draft.current().record.key_uses >= self.encryption_budget {
                 let (key, entry) = self.rekey(entry, state, &mut draft, "budget")?;
-                entries.push(entry);
+                entries.push(entry.actor(actor));
                 Some(key)
             } else {
                 None
@@ -762,7 +797,7 @@ impl Vault {
             draft.use_key(1)?;
             draft.put_field(name.clone(), envelope.clone(), self.now());
             self.index_write(&mut draft, &name, token, &plaintext)?;
-            entries.push(Entry::new(kind, Some(customer)).field(&name));
+            entries.push(Entry::new(kind, Some(customer)).field(&name).actor(actor));
             self.commit_customer(state, draft, entries)
                 .map_err(|e| lookups::duplicate_as(e, &name))?;
             if let Some(key) = rotated {
@@ -784,6 +819,18 @@ impl Vault {
     /// key that was rotated since ([`Vault::rotate_customer_key`], or a key at its budget)
     /// no longer opens: seal it again.
     pub fn seal<T: Serialize>(&self, customer: CustomerId, field: &str, value: &T) -> Result<Sealed<T>, Error> {
+        self.seal_as(&self.default_actor, customer, field, value)
+    }
+
+    /// [`seal`](Vault::seal), recording `actor` (on the reservation of key uses, when one is
+    /// made).
+    pub(crate) fn seal_as<T: Serialize>(
+        &self,
+        actor: &Actor,
+        customer: CustomerId,
+        field: &str,
+        value: &T,
+    ) -> Result<Sealed<T>, Error> {
         let name = self.collectable_field(field)?;
         let plaintext = encode(&name, value, self.max_value_len)?;
         for _ in 0..STALE_RETRIES {
@@ -805,7 +852,7 @@ impl Vault {
                     return Ok(Sealed::new(customer, name, envelope));
                 }
             }
-            self.reserve_key_uses(customer)?;
+            self.reserve_key_uses(actor, customer)?;
         }
         Err(StoreError::Stale.into())
     }
@@ -839,6 +886,17 @@ impl Vault {
     /// Special-category purposes need [`Evidence::explicit`]. After an objection to a direct
     /// marketing purpose, no new record is accepted ([`AccessDenied::Objected`]).
     pub fn give_consent(&self, customer: CustomerId, purpose: &str, evidence: Evidence) -> Result<ConsentId, Error> {
+        self.give_consent_as(&self.default_actor, customer, purpose, evidence)
+    }
+
+    /// [`give_consent`](Vault::give_consent), recording `actor`.
+    pub(crate) fn give_consent_as(
+        &self,
+        actor: &Actor,
+        customer: CustomerId,
+        purpose: &str,
+        evidence: Evidence,
+    ) -> Result<ConsentId, Error> {
         let def = self.purpose_def(purpose)?;
         if def.purpose.is_special_category() && !evidence.is_explicit() {
             return Err(Error::Invalid("special-category purposes need explicit consent"));
@@ -860,7 +918,8 @@ impl Vault {
                 vec![
                     Entry::new(AuditKind::ConsentGiven, Some(customer))
                         .purpose(&def.id)
-                        .detail(id.to_string()),
+                        .detail(id.to_string())
+                        .actor(actor),
                 ],
             )?;
             state.current.insert(def.id.clone(), record);
@@ -872,6 +931,11 @@ impl Vault {
     /// When this returns, every pass already issued for this customer and purpose is refused
     /// with [`AccessDenied::Withdrawn`], in every thread. Withdrawing twice is harmless.
     pub fn withdraw_consent(&self, customer: CustomerId, purpose: &str) -> Result<(), Error> {
+        self.withdraw_consent_as(&self.default_actor, customer, purpose)
+    }
+
+    /// [`withdraw_consent`](Vault::withdraw_consent), recording `actor`.
+    pub(crate) fn withdraw_consent_as(&self, actor: &Actor, customer: CustomerId, purpose: &str) -> Result<(), Error> {
         let def = self.purpose_def(purpose)?;
         self.with_customer(customer, |_, state, mut draft| {
             if let Some(current) = state.current.get(&def.id) {
@@ -885,7 +949,8 @@ impl Vault {
                         vec![
                             Entry::new(AuditKind::ConsentWithdrawn, Some(customer))
                                 .purpose(&def.id)
-                                .detail(ended.id.to_string()),
+                                .detail(ended.id.to_string())
+                                .actor(actor),
                         ],
                     )?;
                     state.current.insert(def.id.clone(), ended);
@@ -913,6 +978,11 @@ impl Vault {
     /// [`Error::Erased`], audited as a denial too. If the audit log cannot be written, the
     /// access fails.
     pub fn authorize(&self, customer: CustomerId, purpose: &str) -> Result<AccessPass, Error> {
+        self.authorize_as(&self.default_actor, customer, purpose)
+    }
+
+    /// [`authorize`](Vault::authorize), recording `actor`.
+    pub(crate) fn authorize_as(&self, actor: &Actor, customer: CustomerId, purpose: &str) -> Result<AccessPass, Error> {
         let def = self.purpose_def(purpose)?;
         self.with_cached_customer(customer, |entry, state| {
             let now = self.recording_now();
@@ -922,7 +992,8 @@ impl Vault {
                     vec![
                         Entry::new(AuditKind::AccessDenied, Some(customer))
                             .purpose(&def.id)
-                            .detail("erased"),
+                            .detail("erased")
+                            .actor(actor),
                     ],
                     now,
                 )?;
@@ -939,7 +1010,11 @@ impl Vault {
                     };
                     self.journal.record(
                         self.store.as_ref(),
-                        vec![Entry::new(AuditKind::AccessGranted, Some(customer)).purpose(&def.id)],
+                        vec![
+                            Entry::new(AuditKind::AccessGranted, Some(customer))
+                                .purpose(&def.id)
+                                .actor(actor),
+                        ],
                         now,
                     )?;
                     Ok(AccessPass {
@@ -960,7 +1035,12 @@ impl Vault {
                     };
                     self.journal.record(
                         self.store.as_ref(),
-                        vec![Entry::new(kind, Some(customer)).purpose(&def.id).detail(reason.code())],
+                        vec![
+                            Entry::new(kind, Some(customer))
+                                .purpose(&def.id)
+                                .detail(reason.code())
+                                .actor(actor),
+                        ],
                         now,
                     )?;
                     Err(reason.into())

@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use super::cache::CustomerState;
 use super::records::Anchor;
 use super::{Refresh, Vault};
+use crate::actor::Actor;
 use crate::audit::{self, AuditBreak, AuditEvent, AuditKind, Entry};
 use crate::consent::{self, decide};
 use crate::error::Error;
@@ -162,9 +163,18 @@ impl Vault {
     /// # Ok::<(), egard::Error>(())
     /// ```
     pub fn audience(&self, purpose: &str) -> Result<impl Iterator<Item = Result<CustomerId, Error>> + '_, Error> {
+        self.audience_as(&self.default_actor, purpose)
+    }
+
+    /// [`audience`](Vault::audience), recording `actor`.
+    pub(crate) fn audience_as(
+        &self,
+        actor: &Actor,
+        purpose: &str,
+    ) -> Result<impl Iterator<Item = Result<CustomerId, Error>> + '_, Error> {
         let def = self.purpose_def(purpose)?;
         let required = def.purpose.required_notice_version();
-        self.listing(def, List::Audience, required..=u32::MAX)
+        self.listing(actor, def, List::Audience, required..=u32::MAX)
     }
 
     /// The customers to ask again for `purpose`: those whose latest record for it is
@@ -181,6 +191,15 @@ impl Vault {
         &self,
         purpose: &str,
     ) -> Result<impl Iterator<Item = Result<CustomerId, Error>> + '_, Error> {
+        self.needs_reconsent_as(&self.default_actor, purpose)
+    }
+
+    /// [`needs_reconsent`](Vault::needs_reconsent), recording `actor`.
+    pub(crate) fn needs_reconsent_as(
+        &self,
+        actor: &Actor,
+        purpose: &str,
+    ) -> Result<impl Iterator<Item = Result<CustomerId, Error>> + '_, Error> {
         let def = self.purpose_def(purpose)?;
         let required = def.purpose.required_notice_version();
         // Under a notice version 0 nobody can be behind: an empty range (1..=0) lists nobody.
@@ -188,11 +207,12 @@ impl Vault {
             Some(older) => 0..=older,
             None => std::ops::RangeInclusive::new(1, 0),
         };
-        self.listing(def, List::Reconsent, versions)
+        self.listing(actor, def, List::Reconsent, versions)
     }
 
     fn listing(
         &self,
+        actor: &Actor,
         def: Arc<PurposeDef>,
         list: List,
         notice_versions: std::ops::RangeInclusive<u32>,
@@ -202,7 +222,8 @@ impl Vault {
             vec![
                 Entry::new(AuditKind::AudienceListed, None)
                     .purpose(&def.id)
-                    .detail(list.code()),
+                    .detail(list.code())
+                    .actor(actor),
             ],
             self.recording_now(),
         )?;

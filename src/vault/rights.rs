@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::exported::ExportedValue;
 use super::records::Verified;
 use super::{Vault, live_key};
+use crate::actor::Actor;
 use crate::audit::{AuditEvent, AuditKind, Entry};
 use crate::consent::{Consent, Evidence};
 use crate::error::{AccessDenied, Error};
@@ -144,6 +145,16 @@ impl Vault {
     /// # Ok::<(), egard::Error>(())
     /// ```
     pub fn export_customer(&self, customer: CustomerId, evidence: Evidence) -> Result<SubjectExport, Error> {
+        self.export_customer_as(&self.default_actor, customer, evidence)
+    }
+
+    /// [`export_customer`](Vault::export_customer), recording `actor`.
+    pub(crate) fn export_customer_as(
+        &self,
+        actor: &Actor,
+        customer: CustomerId,
+        evidence: Evidence,
+    ) -> Result<SubjectExport, Error> {
         let detail = export_detail(&evidence)?;
         let entry = self.entry(customer)?;
         {
@@ -152,7 +163,11 @@ impl Vault {
         }
         self.commit(
             Vec::new(),
-            vec![Entry::new(AuditKind::Exported, Some(customer)).detail(detail)],
+            vec![
+                Entry::new(AuditKind::Exported, Some(customer))
+                    .detail(detail)
+                    .actor(actor),
+            ],
         )?;
         let state = entry.lock();
         let key = live_key(&entry, &state)?;
@@ -205,16 +220,17 @@ impl Vault {
     /// Restricts processing (Art. 18): every `authorize`, and every pass already issued, is
     /// refused with [`AccessDenied::Restricted`] until lifted; the data stays stored.
     pub fn restrict(&self, customer: CustomerId) -> Result<(), Error> {
-        self.set_restricted(customer, true)
+        self.set_restricted(&self.default_actor, customer, true)
     }
 
     /// Lifts a restriction. Passes refused during the restriction stay refused: ask for new
     /// ones.
     pub fn lift_restriction(&self, customer: CustomerId) -> Result<(), Error> {
-        self.set_restricted(customer, false)
+        self.set_restricted(&self.default_actor, customer, false)
     }
 
-    fn set_restricted(&self, customer: CustomerId, restricted: bool) -> Result<(), Error> {
+    /// Restricts processing or lifts the restriction, recording `actor`.
+    pub(crate) fn set_restricted(&self, actor: &Actor, customer: CustomerId, restricted: bool) -> Result<(), Error> {
         self.with_customer(customer, |entry, state, mut draft| {
             live_key(entry, state)?;
             if state.restricted != restricted {
@@ -224,7 +240,7 @@ impl Vault {
                     AuditKind::RestrictionLifted
                 };
                 draft.set_restricted(restricted);
-                self.commit_customer(state, draft, vec![Entry::new(kind, Some(customer))])?;
+                self.commit_customer(state, draft, vec![Entry::new(kind, Some(customer)).actor(actor)])?;
                 state.restricted = restricted;
             }
             if restricted {
@@ -241,6 +257,11 @@ impl Vault {
     ///
     /// A purpose based on consent is refused here: withdraw the consent instead.
     pub fn object(&self, customer: CustomerId, purpose: &str) -> Result<(), Error> {
+        self.object_as(&self.default_actor, customer, purpose)
+    }
+
+    /// [`object`](Vault::object), recording `actor`.
+    pub(crate) fn object_as(&self, actor: &Actor, customer: CustomerId, purpose: &str) -> Result<(), Error> {
         let def = self.purpose_def(purpose)?;
         if !def.purpose.basis().allows_objection() {
             return Err(Error::Invalid(
@@ -258,7 +279,11 @@ impl Vault {
             self.commit_customer(
                 state,
                 draft,
-                vec![Entry::new(AuditKind::Objected, Some(customer)).purpose(&def.id)],
+                vec![
+                    Entry::new(AuditKind::Objected, Some(customer))
+                        .purpose(&def.id)
+                        .actor(actor),
+                ],
             )?;
             state.objections.insert(def.id.clone(), at);
             state.revoke(&def.id, AccessDenied::Objected);
@@ -272,18 +297,24 @@ impl Vault {
     /// this customer kept anywhere, backups included, can never be opened again; `authorize`
     /// gives [`Error::Erased`].
     pub fn erase_customer(&self, customer: CustomerId) -> Result<ErasureReceipt, Error> {
-        self.erase(customer, "")
+        self.erase(Some(&self.default_actor), customer, "")
     }
 
-    /// Erases `customer`; `why` prefixes the audit detail.
+    /// Erases `customer`, recording `actor` (`None` for the vault's own administration);
+    /// `why` prefixes the audit detail.
     ///
     /// Crypto-shredding needs no key: a customer this vault cannot load because their data
     /// key does not unwrap (the key provider is down or refuses, the key is under a retired or
     /// unknown master key) is erased all the same, from their checked records.
-    fn erase(&self, customer: CustomerId, why: &str) -> Result<ErasureReceipt, Error> {
-        match self.erase_cached(customer, why) {
+    pub(crate) fn erase(
+        &self,
+        actor: Option<&Actor>,
+        customer: CustomerId,
+        why: &str,
+    ) -> Result<ErasureReceipt, Error> {
+        match self.erase_cached(actor, customer, why) {
             Err(Error::KeyProvider(_) | Error::RetiredKey { .. } | Error::Crypto) if !self.is_cached(customer) => {
-                self.erase_without_key(customer, why)
+                self.erase_without_key(actor, customer, why)
             }
             other => other,
         }
@@ -297,7 +328,12 @@ impl Vault {
     /// checked stored records (records that fail their check fail the erasure, as everywhere),
     /// conditional on the revision read; then a cached entry another thread may have loaded
     /// meanwhile has its passes stopped and its key wiped.
-    fn erase_without_key(&self, customer: CustomerId, why: &str) -> Result<ErasureReceipt, Error> {
+    fn erase_without_key(
+        &self,
+        actor: Option<&Actor>,
+        customer: CustomerId,
+        why: &str,
+    ) -> Result<ErasureReceipt, Error> {
         let record_key = self.record_key()?;
         for _ in 0..super::STALE_RETRIES {
             let verified = self.verified_customer(customer)?;
@@ -314,7 +350,12 @@ impl Vault {
             let mac = finished.state.record.mac;
             let written = self.commit(
                 finished.writes,
-                vec![Entry::new(AuditKind::Erased, Some(customer)).detail(detail).state(mac)],
+                vec![
+                    Entry::new(AuditKind::Erased, Some(customer))
+                        .detail(detail)
+                        .state(mac)
+                        .maybe_actor(actor),
+                ],
             );
             match written {
                 Err(Error::Storage(crate::store::StoreError::Stale)) => continue,
@@ -339,7 +380,7 @@ impl Vault {
     }
 
     /// Erases a customer through their cached entry (loaded, with their key, if need be).
-    fn erase_cached(&self, customer: CustomerId, why: &str) -> Result<ErasureReceipt, Error> {
+    fn erase_cached(&self, actor: Option<&Actor>, customer: CustomerId, why: &str) -> Result<ErasureReceipt, Error> {
         let record_key = self.record_key()?;
         let receipt = self.with_customer(customer, |entry, state, mut draft| {
             live_key(entry, state)?;
@@ -351,7 +392,11 @@ impl Vault {
             self.commit_customer(
                 state,
                 draft,
-                vec![Entry::new(AuditKind::Erased, Some(customer)).detail(detail)],
+                vec![
+                    Entry::new(AuditKind::Erased, Some(customer))
+                        .detail(detail)
+                        .maybe_actor(actor),
+                ],
             )?;
             state.revoke_erased();
             // The passes still alive hold this entry: the key leaves it now, wiped.
@@ -405,7 +450,8 @@ impl Vault {
             if erased.contains(&r.customer) {
                 continue;
             }
-            match self.erase(r.customer, "reapplied,") {
+            // The vault's own administration: no actor.
+            match self.erase(None, r.customer, "reapplied,") {
                 Ok(_) => erased.push(r.customer),
                 Err(Error::Erased(_) | Error::UnknownCustomer(_)) => {}
                 Err(e) => return Err(e),
