@@ -309,6 +309,24 @@ fn canaries_never_leak_outside_revealed_values_and_exports() {
     cap.expect_err(vault.reveal::<String>(&ship, "name"));
     cap.result(&vault.sweep_retention());
 
+    // Actors: personal data offered as an actor is refused without being repeated; the
+    // access log (Debug, JSON) holds ids and names only.
+    cap.expect_err(vault.acting_as(&email));
+    cap.expect_err(egard::Actor::new(&name));
+    let agent = vault.acting_as("support:agent-42").unwrap();
+    cap.debug(&agent);
+    cap.expect_err(agent.authorize(alice, "news"));
+    cap.result(&agent.set_field(alice, "name", &name));
+    let log = vault.access_log(alice).unwrap();
+    assert!(
+        log.iter()
+            .any(|r| r.actor.as_ref().is_some_and(|a| a.as_str() == "support:agent-42"))
+    );
+    for record in &log {
+        cap.debug(record);
+        cap.json(record);
+    }
+
     let export = vault
         .export_customer(alice, Evidence::new("verified-email-link"))
         .unwrap();

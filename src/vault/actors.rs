@@ -72,7 +72,8 @@ pub struct AccessRecord {
     /// its current fields; one no longer known shows none); for a write or a lookup, the
     /// field; empty for an export (every stored field), an erasure and a log read.
     pub fields: Vec<FieldName>,
-    /// What happened.
+    /// What happened (in JSON, flattened into the record: `"kind": "denied", "reason": …`).
+    #[serde(flatten)]
     pub kind: AccessKind,
 }
 
