@@ -110,6 +110,9 @@ fn actors_of(vault: &Vault, customer: CustomerId) -> Vec<(AuditKind, Option<Stri
         .collect()
 }
 
+/// An access record as (kind, actor, purpose, fields).
+type Seen<'a> = (AccessKind, Option<&'a str>, Option<&'a str>, Vec<&'a str>);
+
 // ----- tests -----
 
 fn each_scoped_operation_records_its_actor(store: Arc<dyn Store>) {
@@ -305,7 +308,7 @@ fn the_access_log_shows_who_used_the_data_in_order(store: Arc<dyn Store>) {
     mailer.authorize(alice, "newsletter").unwrap_err();
 
     let log = vault.acting_as("customer:self").unwrap().access_log(alice).unwrap();
-    let seen: Vec<(AccessKind, Option<&str>, Option<&str>, Vec<&str>)> = log
+    let seen: Vec<Seen<'_>> = log
         .iter()
         .map(|r| {
             (
