@@ -386,6 +386,7 @@ fn the_access_log_shows_who_used_the_data_in_order(store: Arc<dyn Store>) {
     let json = serde_json::to_string(&now[3]).unwrap();
     assert!(json.contains(r#""kind":"denied","reason":"no_consent""#), "{json}");
     assert!(!json.contains("alice@example.com"));
+    assert_eq!(serde_json::from_str::<egard::AccessRecord>(&json).unwrap(), now[3]);
     assert!(vault.verify_audit().is_ok());
 }
 
