@@ -1,7 +1,8 @@
 //! The tamper-evident audit log.
 //!
 //! Every decision and every change is appended as an [`AuditEvent`]: a sequence number, a
-//! time, a kind, and the ids it concerns (customer, purpose, field), never a value. Each event
+//! time, a kind, the ids it concerns (customer, purpose, field) and who acted (an [`Actor`]),
+//! never a value. Each event
 //! carries an HMAC-SHA256 over its own content and the previous event's MAC, so an edited,
 //! dropped, inserted or reordered event breaks the chain at that point.
 //!

@@ -679,4 +679,10 @@ mod tests {
         conformance::consent_owner_names_the_customer(&Defaults(MemoryStore::new()));
         conformance::consent_owner_names_the_customer(&std::sync::Arc::new(Defaults(MemoryStore::new())));
     }
+
+    #[test]
+    fn the_default_audit_trail_reads_the_event_before_each() {
+        conformance::audit_trail_serves_a_customers_events(&Defaults(MemoryStore::new()));
+        conformance::audit_trail_serves_a_customers_events(&std::sync::Arc::new(Defaults(MemoryStore::new())));
+    }
 }

@@ -102,6 +102,7 @@ impl std::fmt::Debug for VaultBuilder {
                 &self.master_keys.iter().map(|k| k.key_id()).collect::<Vec<_>>(),
             )
             .field("namespace", &self.namespace)
+            .field("default_actor", &self.default_actor)
             .finish_non_exhaustive()
     }
 }
