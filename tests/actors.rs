@@ -552,7 +552,7 @@ fn postgres_forged_actors_are_caught() {
 }
 
 /// A store written by the release before actors were recorded (schema 5, made by
-/// `cli/examples/demo_store.rs` at that release with master key `07…07`) opens, migrates, and
+/// `cli/examples/demo_store.rs` at commit 7c8e73d with master key `07…07`) opens, migrates, and
 /// verifies: its events have no actor and keep their MACs; new events with actors chain after
 /// them.
 #[cfg(feature = "sqlite")]
