@@ -43,6 +43,10 @@ impl Vault {
     /// vault.authorize(customers[1], "newsletter")?;
     /// # Ok::<(), egard::Error>(())
     /// ```
+    #[cfg_attr(
+        feature = "tracing",
+        tracing::instrument(name = "egard.give_consents", level = "info", skip_all, err(level = "info", Display))
+    )]
     pub fn give_consents<'p, I>(&self, items: I) -> Result<Vec<ConsentId>, Error>
     where
         I: IntoIterator<Item = (CustomerId, &'p str, Evidence)>,

@@ -55,6 +55,7 @@ impl Vault {
     /// assert_eq!(vault.reveal::<String>(&pass, "email")?.expose(), "a@example.com");
     /// # Ok::<(), egard::Error>(())
     /// ```
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.rotate_customer_key", level = "info", skip_all, fields(customer = %customer), err(level = "info", Display)))]
     pub fn rotate_customer_key(&self, customer: CustomerId) -> Result<(), Error> {
         self.with_customer(customer, |entry, state, mut draft| {
             live_key(entry, state)?;

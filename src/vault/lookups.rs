@@ -12,6 +12,8 @@ use std::sync::{Arc, PoisonError};
 
 use super::records::Draft;
 use super::{Refresh, Vault, live_key};
+#[cfg(feature = "tracing")]
+use crate::vault::telemetry;
 use crate::audit::{AuditKind, Entry};
 use crate::error::Error;
 use crate::ids::{CustomerId, FieldName};
@@ -93,6 +95,7 @@ impl Vault {
     /// ));
     /// # Ok::<(), egard::Error>(())
     /// ```
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.define_lookup", level = "info", skip_all, fields(field = telemetry::name(lookup.field())), err(level = "info", Display)))]
     pub fn define_lookup(&self, lookup: Lookup) -> Result<(), Error> {
         match self.define_lookup_once(&lookup) {
             // Another vault defined a lookup on the field since the definitions were read
@@ -165,6 +168,7 @@ impl Vault {
     /// customer's authenticated state: an index entry the state contradicts fails with
     /// [`Error::Crypto`]. Each lookup is audited as [`AuditKind::LookedUp`] with the field
     /// and the outcome (`found`, naming the customer, or `not_found`), never the value.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.find_customer", level = "debug", skip_all, fields(field = telemetry::name(field)), err(level = "info", Display)))]
     pub fn find_customer(&self, field: &str, value: &str) -> Result<Option<CustomerId>, Error> {
         let field = FieldName::new(field)?;
         let def = self.lookup_def(&field)?.ok_or_else(|| Error::NoLookup(field.clone()))?;

@@ -13,6 +13,7 @@ pub(crate) mod records;
 mod rights;
 mod rotation;
 mod secrets;
+mod telemetry;
 
 pub use exported::ExportedValue;
 pub use journal::AuditBatching;
@@ -302,6 +303,7 @@ impl VaultBuilder {
     /// Fails with [`Error::Config`] when this store object already serves another vault
     /// without a time-to-live, or this vault has none and the store serves another vault (see
     /// [`store`](VaultBuilder::store)).
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.build", level = "info", skip_all, fields(namespace = self.namespace.as_str()), err(level = "info", Display)))]
     pub fn build(self) -> Result<Vault, Error> {
         let vault = self.build_vault();
         // The vault secrets were unwrapped and their HMAC keys made below this frame.
@@ -511,6 +513,7 @@ impl Vault {
     /// revision and to the audit log): a purpose whose stored definition fails its check is
     /// refused here and everywhere with [`Error::Crypto`] until the stored row is put right,
     /// so that a tampered definition is never silently overwritten.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.define_purpose", level = "info", skip_all, fields(purpose = telemetry::name(purpose.id())), err(level = "info", Display)))]
     pub fn define_purpose(&self, purpose: Purpose) -> Result<(), Error> {
         let def = purpose.validate()?;
         let key = self.record_key()?;
@@ -667,6 +670,15 @@ impl Vault {
     // ----- customers and fields -----
 
     /// Creates a customer with a fresh data key (stored only wrapped under the master key).
+    #[cfg_attr(
+        feature = "tracing",
+        tracing::instrument(
+            name = "egard.create_customer",
+            level = "info",
+            skip_all,
+            err(level = "info", Display)
+        )
+    )]
     pub fn create_customer(&self) -> Result<CustomerId, Error> {
         self.create_customer_with_id(CustomerId::new())
     }
@@ -729,6 +741,7 @@ impl Vault {
     /// A field with a lookup ([`Vault::define_lookup`]) takes text, and is indexed in the same
     /// atomic change; a value another live customer holds is refused with
     /// [`Error::Duplicate`] and nothing is written.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.set_field", level = "info", skip_all, fields(customer = %customer, field = telemetry::name(field)), err(level = "info", Display)))]
     pub fn set_field<T: Serialize + ?Sized>(&self, customer: CustomerId, field: &str, value: &T) -> Result<(), Error> {
         let name = self.collectable_field(field)?;
         let plaintext = encode(&name, value, self.max_value_len)?;
@@ -783,6 +796,7 @@ impl Vault {
     /// the store in blocks (one audited write per block of 1,024), and a value sealed under a
     /// key that was rotated since ([`Vault::rotate_customer_key`], or a key at its budget)
     /// no longer opens: seal it again.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.seal", level = "debug", skip_all, fields(customer = %customer, field = telemetry::name(field)), err(level = "info", Display)))]
     pub fn seal<T: Serialize>(&self, customer: CustomerId, field: &str, value: &T) -> Result<Sealed<T>, Error> {
         let name = self.collectable_field(field)?;
         let plaintext = encode(&name, value, self.max_value_len)?;
@@ -838,6 +852,7 @@ impl Vault {
     ///
     /// Special-category purposes need [`Evidence::explicit`]. After an objection to a direct
     /// marketing purpose, no new record is accepted ([`AccessDenied::Objected`]).
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.give_consent", level = "info", skip_all, fields(customer = %customer, purpose = telemetry::name(purpose)), err(level = "info", Display)))]
     pub fn give_consent(&self, customer: CustomerId, purpose: &str, evidence: Evidence) -> Result<ConsentId, Error> {
         let def = self.purpose_def(purpose)?;
         if def.purpose.is_special_category() && !evidence.is_explicit() {
@@ -871,6 +886,7 @@ impl Vault {
     /// Withdraws the customer's consent to `purpose` (or ends the record of its other basis).
     /// When this returns, every pass already issued for this customer and purpose is refused
     /// with [`AccessDenied::Withdrawn`], in every thread. Withdrawing twice is harmless.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.withdraw_consent", level = "info", skip_all, fields(customer = %customer, purpose = telemetry::name(purpose)), err(level = "info", Display)))]
     pub fn withdraw_consent(&self, customer: CustomerId, purpose: &str) -> Result<(), Error> {
         let def = self.purpose_def(purpose)?;
         self.with_customer(customer, |_, state, mut draft| {
@@ -898,6 +914,7 @@ impl Vault {
 
     /// Every consent record of a customer, history included, oldest first, each checked
     /// against its MAC and the customer's state.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.consents", level = "debug", skip_all, fields(customer = %customer), err(level = "info", Display)))]
     pub fn consents(&self, customer: CustomerId) -> Result<Vec<Consent>, Error> {
         Ok(self.verified_customer(customer)?.consents_in_order())
     }
@@ -912,6 +929,7 @@ impl Vault {
     /// Denials are `Err(Error::Denied(reason))`, also audited. An erased customer gives
     /// [`Error::Erased`], audited as a denial too. If the audit log cannot be written, the
     /// access fails.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.authorize", level = "debug", skip_all, fields(customer = %customer, purpose = telemetry::name(purpose)), err(level = "info", Display)))]
     pub fn authorize(&self, customer: CustomerId, purpose: &str) -> Result<AccessPass, Error> {
         let def = self.purpose_def(purpose)?;
         self.with_cached_customer(customer, |entry, state| {
@@ -971,6 +989,7 @@ impl Vault {
 
     /// Reads a stored field through a pass: the pass must be live and its purpose must
     /// cover the field.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.reveal", level = "debug", skip_all, fields(customer = %pass.customer(), purpose = pass.purpose().as_str(), field = telemetry::name(field)), err(level = "info", Display)))]
     pub fn reveal<T: DeserializeOwned + 'static>(&self, pass: &AccessPass, field: &str) -> Result<Revealed<T>, Error> {
         if !Arc::ptr_eq(&pass.namespace, &self.namespace) {
             return Err(Error::Invalid("the pass was issued by another vault"));
@@ -1019,7 +1038,7 @@ impl Vault {
         // drops this copy under the same lock (set_field, erasure, the sweep, a refresh from
         // the store).
         if state.fields.is_none() {
-            let stored = self.store.fields(customer)?;
+            let stored = telemetry::store_call("fields", || self.store.fields(customer))?;
             state.fields = Some(stored.into_iter().map(|f| (f.field, f.envelope)).collect());
         }
         let envelope = state
@@ -1036,6 +1055,7 @@ impl Vault {
     // ----- audit -----
 
     /// Every audit event about a customer, oldest first.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.audit_events", level = "debug", skip_all, fields(customer = %customer), err(level = "info", Display)))]
     pub fn audit_events(&self, customer: CustomerId) -> Result<Vec<AuditEvent>, Error> {
         self.flush_audit()?;
         let events = self.store.audit_for(customer)?;
@@ -1047,6 +1067,10 @@ impl Vault {
 
     /// Writes the access events waiting under [`AuditBatching`] now (a no-op without
     /// batching). Reading the log, and dropping the vault, flush too.
+    #[cfg_attr(
+        feature = "tracing",
+        tracing::instrument(name = "egard.flush_audit", level = "debug", skip_all, err(level = "info", Display))
+    )]
     pub fn flush_audit(&self) -> Result<(), Error> {
         self.journal.flush(self.store.as_ref(), self.recording_now())
     }
@@ -1060,6 +1084,10 @@ impl Vault {
     /// verifies here when this vault did not write past the cut: keep
     /// [`audit_anchor`](Vault::audit_anchor)s outside the database and use
     /// [`verify_audit_against`](Vault::verify_audit_against).
+    #[cfg_attr(
+        feature = "tracing",
+        tracing::instrument(name = "egard.verify_audit", level = "info", skip_all, err(level = "info", Display))
+    )]
     pub fn verify_audit(&self) -> Result<AuditReport, Error> {
         self.verify_chain(None)
     }
@@ -1081,6 +1109,7 @@ impl Vault {
     /// assert_eq!(vault.verify_audit_against(&anchor)?.events_verified, 2);
     /// # Ok::<(), egard::Error>(())
     /// ```
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.verify_audit_against", level = "info", skip_all, fields(anchor_seq = anchor.seq), err(level = "info", Display)))]
     pub fn verify_audit_against(&self, anchor: &AuditAnchor) -> Result<AuditReport, Error> {
         self.verify_chain(Some(anchor))
     }
@@ -1094,6 +1123,10 @@ impl Vault {
     /// least as often as you could bear to lose changes without noticing (every minute, or
     /// after each batch of changes), and give the latest to
     /// [`VaultBuilder::audit_anchor`] when a vault starts.
+    #[cfg_attr(
+        feature = "tracing",
+        tracing::instrument(name = "egard.audit_anchor", level = "debug", skip_all, err(level = "info", Display))
+    )]
     pub fn audit_anchor(&self) -> Result<AuditAnchor, Error> {
         self.flush_audit()?;
         let key = self.journal.key().ok_or(Error::Crypto)?;
@@ -1248,7 +1281,8 @@ impl Vault {
     ) -> Result<Arc<CustomerEntry>, Error> {
         // Loaded under the shard lock, so that no change to this customer can slip between
         // the read and the insertion (changes go through the cached entry).
-        let snapshot = self.store.customer(id)?.ok_or(Error::UnknownCustomer(id))?;
+        let snapshot =
+            telemetry::store_call("customer", || self.store.customer(id))?.ok_or(Error::UnknownCustomer(id))?;
         let verified = self.verify_customer(id, snapshot, Anchor::Log)?;
         let key = match verified.record.erased_at {
             Some(_) => None,
@@ -1302,7 +1336,8 @@ impl Vault {
 
     /// Reads the customer's stored state for a change and brings the cached entry up to date.
     fn read_for_change(&self, entry: &CustomerEntry, state: &mut CustomerState) -> Result<Verified, Error> {
-        let snapshot = self.store.customer(entry.id)?.ok_or(Error::UnknownCustomer(entry.id))?;
+        let snapshot = telemetry::store_call("customer", || self.store.customer(entry.id))?
+            .ok_or(Error::UnknownCustomer(entry.id))?;
         let verified = self.verify_customer(entry.id, snapshot, Anchor::Known(state.mac))?;
         if !integrity::macs_equal(&verified.record.mac, &state.mac) {
             self.bring_up_to_date(entry, state, &verified)?;
@@ -1380,7 +1415,8 @@ impl Vault {
         if when == Refresh::IfStale && state.loaded_at.is_some_and(|t| now < t + ttl) {
             return Ok(());
         }
-        let snapshot = self.store.customer(entry.id)?.ok_or(Error::UnknownCustomer(entry.id))?;
+        let snapshot = telemetry::store_call("customer", || self.store.customer(entry.id))?
+            .ok_or(Error::UnknownCustomer(entry.id))?;
         let verified = self.verify_customer(entry.id, snapshot, Anchor::Known(state.mac))?;
         if !integrity::macs_equal(&verified.record.mac, &state.mac) {
             self.bring_up_to_date(entry, state, &verified)?;

@@ -21,6 +21,7 @@ use crate::ids::CustomerId;
 use crate::integrity;
 use crate::purpose::PurposeDef;
 use crate::store::{LatestChange, StoreError};
+use crate::vault::telemetry;
 
 /// How many candidates [`Vault::audience`] and [`Vault::needs_reconsent`] read from the store
 /// at a time: what a listing holds in memory, whatever the number of customers.
@@ -161,6 +162,7 @@ impl Vault {
     /// assert_eq!(reachable, vec![alice]);
     /// # Ok::<(), egard::Error>(())
     /// ```
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.audience", level = "info", skip_all, fields(purpose = telemetry::name(purpose)), err(level = "info", Display)))]
     pub fn audience(&self, purpose: &str) -> Result<impl Iterator<Item = Result<CustomerId, Error>> + '_, Error> {
         let def = self.purpose_def(purpose)?;
         let required = def.purpose.required_notice_version();
@@ -177,6 +179,7 @@ impl Vault {
     /// against the store, and audited the same way (one [`AuditKind::AudienceListed`] event,
     /// detail `needs_reconsent`). Fails with [`Error::UnknownPurpose`] for a purpose that is
     /// not defined.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.needs_reconsent", level = "info", skip_all, fields(purpose = telemetry::name(purpose)), err(level = "info", Display)))]
     pub fn needs_reconsent(
         &self,
         purpose: &str,
@@ -244,7 +247,7 @@ impl Vault {
                 }
             }
         }
-        let Some(snapshot) = self.store.customer(id)? else {
+        let Some(snapshot) = telemetry::store_call("customer", || self.store.customer(id))? else {
             return Ok(false);
         };
         let verified = self.verify_customer(id, snapshot, Anchor::Log)?;
@@ -312,6 +315,7 @@ impl Vault {
     /// at that time. A notice change (a `PurposeDefined` event with a higher notice version)
     /// likewise drops everyone whose record is older at once: re-read the audience, and ask
     /// [`needs_reconsent`](Vault::needs_reconsent) whom to ask again.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.changes_since", level = "debug", skip_all, fields(seq = seq, limit = limit), err(level = "info", Display)))]
     pub fn changes_since(&self, seq: u64, limit: usize) -> Result<Vec<AuditEvent>, Error> {
         let limit = limit.min(MAX_CHANGES_PAGE);
         if limit == 0 {

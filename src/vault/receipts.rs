@@ -45,6 +45,7 @@ impl Vault {
     /// receipt.verify(signer.public_key())?;
     /// # Ok::<(), egard::Error>(())
     /// ```
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.consent_receipt", level = "info", skip_all, fields(consent = %consent), err(level = "info", Display)))]
     pub fn consent_receipt(&self, consent: ConsentId, signer: &ReceiptSigner) -> Result<ConsentReceipt, Error> {
         let controller = self.controller.as_ref().ok_or(Error::Config(
             "consent receipts need the controller's details (VaultBuilder::controller)",

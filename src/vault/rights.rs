@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 use super::exported::ExportedValue;
 use super::records::Verified;
 use super::{Vault, live_key};
+#[cfg(feature = "tracing")]
+use crate::vault::telemetry;
 use crate::audit::{AuditEvent, AuditKind, Entry};
 use crate::consent::{Consent, Evidence};
 use crate::error::{AccessDenied, Error};
@@ -143,6 +145,7 @@ impl Vault {
     /// assert!(vault.export_customer(alice, Evidence::new("called by Alice Martin")).is_err());
     /// # Ok::<(), egard::Error>(())
     /// ```
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.export_customer", level = "info", skip_all, fields(customer = %customer), err(level = "info", Display)))]
     pub fn export_customer(&self, customer: CustomerId, evidence: Evidence) -> Result<SubjectExport, Error> {
         let detail = export_detail(&evidence)?;
         let entry = self.entry(customer)?;
@@ -204,12 +207,14 @@ impl Vault {
 
     /// Restricts processing (Art. 18): every `authorize`, and every pass already issued, is
     /// refused with [`AccessDenied::Restricted`] until lifted; the data stays stored.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.restrict", level = "info", skip_all, fields(customer = %customer), err(level = "info", Display)))]
     pub fn restrict(&self, customer: CustomerId) -> Result<(), Error> {
         self.set_restricted(customer, true)
     }
 
     /// Lifts a restriction. Passes refused during the restriction stay refused: ask for new
     /// ones.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.lift_restriction", level = "info", skip_all, fields(customer = %customer), err(level = "info", Display)))]
     pub fn lift_restriction(&self, customer: CustomerId) -> Result<(), Error> {
         self.set_restricted(customer, false)
     }
@@ -240,6 +245,7 @@ impl Vault {
     /// later (documenting compelling legitimate grounds) opens the purpose again.
     ///
     /// A purpose based on consent is refused here: withdraw the consent instead.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.object", level = "info", skip_all, fields(customer = %customer, purpose = telemetry::name(purpose)), err(level = "info", Display)))]
     pub fn object(&self, customer: CustomerId, purpose: &str) -> Result<(), Error> {
         let def = self.purpose_def(purpose)?;
         if !def.purpose.basis().allows_objection() {
@@ -271,6 +277,7 @@ impl Vault {
     /// and stops every pass and cached key at once. Every [`Sealed`](crate::Sealed) value of
     /// this customer kept anywhere, backups included, can never be opened again; `authorize`
     /// gives [`Error::Erased`].
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.erase_customer", level = "info", skip_all, fields(customer = %customer), err(level = "info", Display)))]
     pub fn erase_customer(&self, customer: CustomerId) -> Result<ErasureReceipt, Error> {
         self.erase(customer, "")
     }
@@ -392,6 +399,7 @@ impl Vault {
     /// assert!(again.is_empty(), "nothing was restored here: the customer is still erased");
     /// # Ok::<(), egard::Error>(())
     /// ```
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.reapply_erasures", level = "info", skip_all, fields(receipts = receipts.len()), err(level = "info", Display)))]
     pub fn reapply_erasures(&self, receipts: &[ErasureReceipt]) -> Result<Vec<CustomerId>, Error> {
         let key = self.record_key()?;
         for r in receipts {
@@ -423,6 +431,15 @@ impl Vault {
     /// A customer whose stored records fail their check, or whose data key is under a retired
     /// master key ([`Error::RetiredKey`]), is left alone and the sweep goes on; the first such
     /// failure is returned at the end, after every other customer was swept.
+    #[cfg_attr(
+        feature = "tracing",
+        tracing::instrument(
+            name = "egard.sweep_retention",
+            level = "info",
+            skip_all,
+            err(level = "info", Display)
+        )
+    )]
     pub fn sweep_retention(&self) -> Result<SweepReport, Error> {
         let now = self.now();
         let purposes = self.purposes();
