@@ -33,7 +33,9 @@ fn populated() -> (Vault, Vec<CustomerId>) {
     let customers: Vec<CustomerId> = (0..CUSTOMERS)
         .map(|i| {
             let c = vault.create_customer().unwrap();
-            vault.set_field(c, "email", &format!("c{i:07}@example-customers.com")).unwrap();
+            vault
+                .set_field(c, "email", &format!("c{i:07}@example-customers.com"))
+                .unwrap();
             vault.give_consent(c, "newsletter", Evidence::new("web-form")).unwrap();
             c
         })

@@ -14,8 +14,7 @@ fn main() -> Result<(), Error> {
     // Every operation's span closes with its duration (`time.busy`); every audit entry is an
     // INFO event of target `egard::audit`; every store round trip on the hot paths a DEBUG
     // event of target `egard::store` with `micros`.
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("egard=debug"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("egard=debug"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_span_events(FmtSpan::CLOSE)

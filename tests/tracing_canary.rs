@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{Duration, TimeZone, Utc};
 use egard::{
-    Controller, Error, Evidence, LawfulBasis, Lookup, ManualClock, MasterKey, Normalizer, Purpose, ReceiptSigner, SqliteStore,
-    Vault,
+    Controller, Error, Evidence, LawfulBasis, Lookup, ManualClock, MasterKey, Normalizer, Purpose, ReceiptSigner,
+    SqliteStore, Vault,
 };
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::fmt::format::FmtSpan;
@@ -82,7 +82,11 @@ fn a_subscriber_receives_ids_codes_and_durations_never_personal_data() {
             .master_key(MasterKey::from_bytes(key))
             .store(SqliteStore::open(&path).unwrap())
             .clock(clock.clone())
-            .controller(Controller::new("Example Shop SAS").jurisdiction("FR").policy_url("https://shop.example/privacy"))
+            .controller(
+                Controller::new("Example Shop SAS")
+                    .jurisdiction("FR")
+                    .policy_url("https://shop.example/privacy"),
+            )
             .build()
             .unwrap();
         vault
@@ -110,7 +114,9 @@ fn a_subscriber_receives_ids_codes_and_durations_never_personal_data() {
 
         // Denied, granted, revealed, sealed.
         assert!(matches!(vault.authorize(alice, "newsletter"), Err(Error::Denied(_))));
-        let consent = vault.give_consent(alice, "newsletter", Evidence::new("web-form")).unwrap();
+        let consent = vault
+            .give_consent(alice, "newsletter", Evidence::new("web-form"))
+            .unwrap();
         let pass = vault.authorize(alice, "newsletter").unwrap();
         assert_eq!(vault.reveal::<String>(&pass, "email").unwrap().expose(), &email);
         let _sealed = vault.seal(alice, "name", &name).unwrap();
@@ -152,9 +158,15 @@ fn a_subscriber_receives_ids_codes_and_durations_never_personal_data() {
     });
 
     for planted in [&email, &name, &phone, &stranger, &lower_email, &key_hex] {
-        assert!(!output.contains(planted.as_str()), "a subscriber received a planted value");
+        assert!(
+            !output.contains(planted.as_str()),
+            "a subscriber received a planted value"
+        );
     }
-    assert!(!output.to_lowercase().contains("canary"), "a subscriber received a canary");
+    assert!(
+        !output.to_lowercase().contains("canary"),
+        "a subscriber received a canary"
+    );
 
     // And it is worth subscribing to: operations, decisions with reasons, store latency.
     for expected in [
@@ -178,7 +190,10 @@ fn a_subscriber_receives_ids_codes_and_durations_never_personal_data() {
         assert!(output.contains(expected), "missing from the trace: {expected}");
     }
     // A denial's span ends with its reason.
-    assert!(output.contains("error=access denied"), "a denial is not visible as an error event");
+    assert!(
+        output.contains("error=access denied"),
+        "a denial is not visible as an error event"
+    );
 }
 
 #[test]

@@ -12,14 +12,14 @@ use std::sync::{Arc, PoisonError};
 
 use super::records::Draft;
 use super::{Refresh, Vault, live_key};
-#[cfg(feature = "tracing")]
-use crate::vault::telemetry;
 use crate::audit::{AuditKind, Entry};
 use crate::error::Error;
 use crate::ids::{CustomerId, FieldName};
 use crate::integrity::{self, LookupKey, RecordKey};
 use crate::lookup::{Lookup, Normalizer};
 use crate::store::{LookupToken, StoreError, StoredLookup, Write};
+#[cfg(feature = "tracing")]
+use crate::vault::telemetry;
 
 /// A lookup the vault knows: its normaliser and its key.
 pub(crate) struct LookupDef {

@@ -9,8 +9,6 @@ use serde::{Deserialize, Serialize};
 use super::exported::ExportedValue;
 use super::records::Verified;
 use super::{Vault, live_key};
-#[cfg(feature = "tracing")]
-use crate::vault::telemetry;
 use crate::audit::{AuditEvent, AuditKind, Entry};
 use crate::consent::{Consent, Evidence};
 use crate::error::{AccessDenied, Error};
@@ -18,6 +16,8 @@ use crate::ids::{CustomerId, FieldName, is_slug};
 use crate::integrity;
 use crate::purpose::Purpose;
 use crate::store::Objection;
+#[cfg(feature = "tracing")]
+use crate::vault::telemetry;
 
 /// Everything egard holds about one customer, in clear, for the customer (Art. 15) or for
 /// another controller (Art. 20): serialize it to JSON with [`to_json`](SubjectExport::to_json)
