@@ -220,6 +220,7 @@ impl AuditKind {
 /// The codes of the kinds that are changes, as an SQL list: the built-in stores' change-feed
 /// queries use it, and their schema's partial index on the change events holds the same list
 /// (a test checks that it matches [`AuditKind::is_change`]: a change there needs a migration).
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 pub(crate) const CHANGE_KINDS_SQL: &str = "('purpose_defined', 'customer_created', 'consent_given', \
      'consent_withdrawn', 'field_written', 'field_rectified', 'field_deleted', 'restricted', \
      'restriction_lifted', 'objected', 'erased', 'key_rotated')";

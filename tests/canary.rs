@@ -4,8 +4,8 @@
 //! The canaries must appear nowhere but in a `Revealed` (read through `expose`) and in the
 //! serialized `SubjectExport` (which is the customer's data, by design).
 //!
-//! egard writes nothing through `log` or `tracing` (it depends on neither), so there is no
-//! log output to capture.
+//! egard writes no log of its own; what it reports to a `tracing` subscriber is checked by
+//! `tests/tracing_canary.rs`.
 
 use std::collections::HashMap;
 use std::fmt::{Debug, Display};

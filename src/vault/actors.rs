@@ -160,6 +160,7 @@ impl Vault {
     }
 
     /// [`access_log`](Vault::access_log), recording `actor`.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.access_log", level = "info", skip_all, fields(actor = %actor, customer = %customer), err(level = "info", Display)))]
     pub(crate) fn access_log_as(&self, actor: &Actor, customer: CustomerId) -> Result<Vec<AccessRecord>, Error> {
         let key = self.journal.key().ok_or(Error::Crypto)?;
         if self.store.customer(customer)?.is_none() {
@@ -299,11 +300,13 @@ impl ActingVault<'_> {
     }
 
     /// [`Vault::restrict`], in this actor's name.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.restrict", level = "info", skip_all, fields(actor = %self.actor, customer = %customer), err(level = "info", Display)))]
     pub fn restrict(&self, customer: CustomerId) -> Result<(), Error> {
         self.vault.set_restricted(&self.actor, customer, true)
     }
 
     /// [`Vault::lift_restriction`], in this actor's name.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.lift_restriction", level = "info", skip_all, fields(actor = %self.actor, customer = %customer), err(level = "info", Display)))]
     pub fn lift_restriction(&self, customer: CustomerId) -> Result<(), Error> {
         self.vault.set_restricted(&self.actor, customer, false)
     }
@@ -314,6 +317,7 @@ impl ActingVault<'_> {
     }
 
     /// [`Vault::erase_customer`], in this actor's name.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.erase_customer", level = "info", skip_all, fields(actor = %self.actor, customer = %customer), err(level = "info", Display)))]
     pub fn erase_customer(&self, customer: CustomerId) -> Result<ErasureReceipt, Error> {
         self.vault.erase(Some(&self.actor), customer, "")
     }

@@ -52,6 +52,7 @@ impl Vault {
     }
 
     /// [`give_consents`](Vault::give_consents), recording `actor`.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.give_consents", level = "info", skip_all, fields(actor = %actor), err(level = "info", Display)))]
     pub(crate) fn give_consents_as<'p, I>(&self, actor: &Actor, items: I) -> Result<Vec<ConsentId>, Error>
     where
         I: IntoIterator<Item = (CustomerId, &'p str, Evidence)>,

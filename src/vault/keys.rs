@@ -61,6 +61,7 @@ impl Vault {
     }
 
     /// [`rotate_customer_key`](Vault::rotate_customer_key), recording `actor`.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.rotate_customer_key", level = "info", skip_all, fields(actor = %actor, customer = %customer), err(level = "info", Display)))]
     pub(crate) fn rotate_customer_key_as(&self, actor: &Actor, customer: CustomerId) -> Result<(), Error> {
         self.with_customer(customer, |entry, state, mut draft| {
             live_key(entry, state)?;

@@ -19,6 +19,8 @@ use crate::ids::{CustomerId, FieldName};
 use crate::integrity::{self, LookupKey, RecordKey};
 use crate::lookup::{Lookup, Normalizer};
 use crate::store::{LookupToken, StoreError, StoredLookup, Write};
+#[cfg(feature = "tracing")]
+use crate::vault::telemetry;
 
 /// A lookup the vault knows: its normaliser and its key.
 pub(crate) struct LookupDef {
@@ -94,6 +96,7 @@ impl Vault {
     /// ));
     /// # Ok::<(), egard::Error>(())
     /// ```
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.define_lookup", level = "info", skip_all, fields(field = telemetry::name(lookup.field())), err(level = "info", Display)))]
     pub fn define_lookup(&self, lookup: Lookup) -> Result<(), Error> {
         match self.define_lookup_once(&lookup) {
             // Another vault defined a lookup on the field since the definitions were read
@@ -171,6 +174,7 @@ impl Vault {
     }
 
     /// [`find_customer`](Vault::find_customer), recording `actor`.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.find_customer", level = "debug", skip_all, fields(actor = %actor, field = telemetry::name(field)), err(level = "info", Display)))]
     pub(crate) fn find_customer_as(
         &self,
         actor: &Actor,

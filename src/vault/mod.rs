@@ -14,6 +14,7 @@ pub(crate) mod records;
 mod rights;
 mod rotation;
 mod secrets;
+mod telemetry;
 
 pub use actors::{AccessKind, AccessRecord, ActingVault};
 pub use exported::ExportedValue;
@@ -314,6 +315,7 @@ impl VaultBuilder {
     /// Fails with [`Error::Config`] when this store object already serves another vault
     /// without a time-to-live, or this vault has none and the store serves another vault (see
     /// [`store`](VaultBuilder::store)).
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.build", level = "info", skip_all, fields(namespace = self.namespace.as_str()), err(level = "info", Display)))]
     pub fn build(self) -> Result<Vault, Error> {
         let vault = self.build_vault();
         // The vault secrets were unwrapped and their HMAC keys made below this frame.
@@ -527,6 +529,7 @@ impl Vault {
     /// revision and to the audit log): a purpose whose stored definition fails its check is
     /// refused here and everywhere with [`Error::Crypto`] until the stored row is put right,
     /// so that a tampered definition is never silently overwritten.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.define_purpose", level = "info", skip_all, fields(purpose = telemetry::name(purpose.id())), err(level = "info", Display)))]
     pub fn define_purpose(&self, purpose: Purpose) -> Result<(), Error> {
         let def = purpose.validate()?;
         let key = self.record_key()?;
@@ -693,6 +696,7 @@ impl Vault {
     }
 
     /// Creates the customer `id`, recording `actor`.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.create_customer", level = "info", skip_all, fields(actor = %actor), err(level = "info", Display)))]
     pub(crate) fn create_customer_as(&self, actor: &Actor, id: CustomerId) -> Result<CustomerId, Error> {
         let created = self.create_with_key(actor, id);
         // The data key was made below this frame.
@@ -759,6 +763,7 @@ impl Vault {
     }
 
     /// [`set_field`](Vault::set_field), recording `actor`.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.set_field", level = "info", skip_all, fields(actor = %actor, customer = %customer, field = telemetry::name(field)), err(level = "info", Display)))]
     pub(crate) fn set_field_as<T: Serialize + ?Sized>(
         &self,
         actor: &Actor,
@@ -825,6 +830,7 @@ impl Vault {
 
     /// [`seal`](Vault::seal), recording `actor` (on the reservation of key uses, when one is
     /// made).
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.seal", level = "debug", skip_all, fields(actor = %actor, customer = %customer, field = telemetry::name(field)), err(level = "info", Display)))]
     pub(crate) fn seal_as<T: Serialize>(
         &self,
         actor: &Actor,
@@ -891,6 +897,7 @@ impl Vault {
     }
 
     /// [`give_consent`](Vault::give_consent), recording `actor`.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.give_consent", level = "info", skip_all, fields(actor = %actor, customer = %customer, purpose = telemetry::name(purpose)), err(level = "info", Display)))]
     pub(crate) fn give_consent_as(
         &self,
         actor: &Actor,
@@ -936,6 +943,7 @@ impl Vault {
     }
 
     /// [`withdraw_consent`](Vault::withdraw_consent), recording `actor`.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.withdraw_consent", level = "info", skip_all, fields(actor = %actor, customer = %customer, purpose = telemetry::name(purpose)), err(level = "info", Display)))]
     pub(crate) fn withdraw_consent_as(&self, actor: &Actor, customer: CustomerId, purpose: &str) -> Result<(), Error> {
         let def = self.purpose_def(purpose)?;
         self.with_customer(customer, |_, state, mut draft| {
@@ -964,6 +972,7 @@ impl Vault {
 
     /// Every consent record of a customer, history included, oldest first, each checked
     /// against its MAC and the customer's state.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.consents", level = "debug", skip_all, fields(customer = %customer), err(level = "info", Display)))]
     pub fn consents(&self, customer: CustomerId) -> Result<Vec<Consent>, Error> {
         Ok(self.verified_customer(customer)?.consents_in_order())
     }
@@ -983,6 +992,7 @@ impl Vault {
     }
 
     /// [`authorize`](Vault::authorize), recording `actor`.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.authorize", level = "debug", skip_all, fields(actor = %actor, customer = %customer, purpose = telemetry::name(purpose)), err(level = "info", Display)))]
     pub(crate) fn authorize_as(&self, actor: &Actor, customer: CustomerId, purpose: &str) -> Result<AccessPass, Error> {
         let def = self.purpose_def(purpose)?;
         self.with_cached_customer(customer, |entry, state| {
@@ -1052,6 +1062,7 @@ impl Vault {
 
     /// Reads a stored field through a pass: the pass must be live and its purpose must
     /// cover the field.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.reveal", level = "debug", skip_all, fields(customer = %pass.customer(), purpose = pass.purpose().as_str(), field = telemetry::name(field)), err(level = "info", Display)))]
     pub fn reveal<T: DeserializeOwned + 'static>(&self, pass: &AccessPass, field: &str) -> Result<Revealed<T>, Error> {
         if !Arc::ptr_eq(&pass.namespace, &self.namespace) {
             return Err(Error::Invalid("the pass was issued by another vault"));
@@ -1100,7 +1111,7 @@ impl Vault {
         // drops this copy under the same lock (set_field, erasure, the sweep, a refresh from
         // the store).
         if state.fields.is_none() {
-            let stored = self.store.fields(customer)?;
+            let stored = telemetry::store_call("fields", || self.store.fields(customer))?;
             state.fields = Some(stored.into_iter().map(|f| (f.field, f.envelope)).collect());
         }
         let envelope = state
@@ -1117,6 +1128,7 @@ impl Vault {
     // ----- audit -----
 
     /// Every audit event about a customer, oldest first.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.audit_events", level = "debug", skip_all, fields(customer = %customer), err(level = "info", Display)))]
     pub fn audit_events(&self, customer: CustomerId) -> Result<Vec<AuditEvent>, Error> {
         self.flush_audit()?;
         let events = self.store.audit_for(customer)?;
@@ -1128,6 +1140,10 @@ impl Vault {
 
     /// Writes the access events waiting under [`AuditBatching`] now (a no-op without
     /// batching). Reading the log, and dropping the vault, flush too.
+    #[cfg_attr(
+        feature = "tracing",
+        tracing::instrument(name = "egard.flush_audit", level = "debug", skip_all, err(level = "info", Display))
+    )]
     pub fn flush_audit(&self) -> Result<(), Error> {
         self.journal.flush(self.store.as_ref(), self.recording_now())
     }
@@ -1141,6 +1157,10 @@ impl Vault {
     /// verifies here when this vault did not write past the cut: keep
     /// [`audit_anchor`](Vault::audit_anchor)s outside the database and use
     /// [`verify_audit_against`](Vault::verify_audit_against).
+    #[cfg_attr(
+        feature = "tracing",
+        tracing::instrument(name = "egard.verify_audit", level = "info", skip_all, err(level = "info", Display))
+    )]
     pub fn verify_audit(&self) -> Result<AuditReport, Error> {
         self.verify_chain(None)
     }
@@ -1162,6 +1182,7 @@ impl Vault {
     /// assert_eq!(vault.verify_audit_against(&anchor)?.events_verified, 2);
     /// # Ok::<(), egard::Error>(())
     /// ```
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.verify_audit_against", level = "info", skip_all, fields(anchor_seq = anchor.seq), err(level = "info", Display)))]
     pub fn verify_audit_against(&self, anchor: &AuditAnchor) -> Result<AuditReport, Error> {
         self.verify_chain(Some(anchor))
     }
@@ -1175,6 +1196,10 @@ impl Vault {
     /// least as often as you could bear to lose changes without noticing (every minute, or
     /// after each batch of changes), and give the latest to
     /// [`VaultBuilder::audit_anchor`] when a vault starts.
+    #[cfg_attr(
+        feature = "tracing",
+        tracing::instrument(name = "egard.audit_anchor", level = "debug", skip_all, err(level = "info", Display))
+    )]
     pub fn audit_anchor(&self) -> Result<AuditAnchor, Error> {
         self.flush_audit()?;
         let key = self.journal.key().ok_or(Error::Crypto)?;
@@ -1329,7 +1354,8 @@ impl Vault {
     ) -> Result<Arc<CustomerEntry>, Error> {
         // Loaded under the shard lock, so that no change to this customer can slip between
         // the read and the insertion (changes go through the cached entry).
-        let snapshot = self.store.customer(id)?.ok_or(Error::UnknownCustomer(id))?;
+        let snapshot =
+            telemetry::store_call("customer", || self.store.customer(id))?.ok_or(Error::UnknownCustomer(id))?;
         let verified = self.verify_customer(id, snapshot, Anchor::Log)?;
         let key = match verified.record.erased_at {
             Some(_) => None,
@@ -1383,7 +1409,8 @@ impl Vault {
 
     /// Reads the customer's stored state for a change and brings the cached entry up to date.
     fn read_for_change(&self, entry: &CustomerEntry, state: &mut CustomerState) -> Result<Verified, Error> {
-        let snapshot = self.store.customer(entry.id)?.ok_or(Error::UnknownCustomer(entry.id))?;
+        let snapshot = telemetry::store_call("customer", || self.store.customer(entry.id))?
+            .ok_or(Error::UnknownCustomer(entry.id))?;
         let verified = self.verify_customer(entry.id, snapshot, Anchor::Known(state.mac))?;
         if !integrity::macs_equal(&verified.record.mac, &state.mac) {
             self.bring_up_to_date(entry, state, &verified)?;
@@ -1461,7 +1488,8 @@ impl Vault {
         if when == Refresh::IfStale && state.loaded_at.is_some_and(|t| now < t + ttl) {
             return Ok(());
         }
-        let snapshot = self.store.customer(entry.id)?.ok_or(Error::UnknownCustomer(entry.id))?;
+        let snapshot = telemetry::store_call("customer", || self.store.customer(entry.id))?
+            .ok_or(Error::UnknownCustomer(entry.id))?;
         let verified = self.verify_customer(entry.id, snapshot, Anchor::Known(state.mac))?;
         if !integrity::macs_equal(&verified.record.mac, &state.mac) {
             self.bring_up_to_date(entry, state, &verified)?;

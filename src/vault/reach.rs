@@ -22,6 +22,7 @@ use crate::ids::CustomerId;
 use crate::integrity;
 use crate::purpose::PurposeDef;
 use crate::store::{LatestChange, StoreError};
+use crate::vault::telemetry;
 
 /// How many candidates [`Vault::audience`] and [`Vault::needs_reconsent`] read from the store
 /// at a time: what a listing holds in memory, whatever the number of customers.
@@ -167,6 +168,7 @@ impl Vault {
     }
 
     /// [`audience`](Vault::audience), recording `actor`.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.audience", level = "info", skip_all, fields(actor = %actor, purpose = telemetry::name(purpose)), err(level = "info", Display)))]
     pub(crate) fn audience_as(
         &self,
         actor: &Actor,
@@ -195,6 +197,7 @@ impl Vault {
     }
 
     /// [`needs_reconsent`](Vault::needs_reconsent), recording `actor`.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.needs_reconsent", level = "info", skip_all, fields(actor = %actor, purpose = telemetry::name(purpose)), err(level = "info", Display)))]
     pub(crate) fn needs_reconsent_as(
         &self,
         actor: &Actor,
@@ -265,7 +268,7 @@ impl Vault {
                 }
             }
         }
-        let Some(snapshot) = self.store.customer(id)? else {
+        let Some(snapshot) = telemetry::store_call("customer", || self.store.customer(id))? else {
             return Ok(false);
         };
         let verified = self.verify_customer(id, snapshot, Anchor::Log)?;
@@ -333,6 +336,7 @@ impl Vault {
     /// at that time. A notice change (a `PurposeDefined` event with a higher notice version)
     /// likewise drops everyone whose record is older at once: re-read the audience, and ask
     /// [`needs_reconsent`](Vault::needs_reconsent) whom to ask again.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.changes_since", level = "debug", skip_all, fields(seq = seq, limit = limit), err(level = "info", Display)))]
     pub fn changes_since(&self, seq: u64, limit: usize) -> Result<Vec<AuditEvent>, Error> {
         let limit = limit.min(MAX_CHANGES_PAGE);
         if limit == 0 {

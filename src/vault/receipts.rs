@@ -51,6 +51,7 @@ impl Vault {
     }
 
     /// [`consent_receipt`](Vault::consent_receipt), recording `actor`.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.consent_receipt", level = "info", skip_all, fields(actor = %actor, consent = %consent), err(level = "info", Display)))]
     pub(crate) fn consent_receipt_as(
         &self,
         actor: &Actor,

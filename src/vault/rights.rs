@@ -17,6 +17,8 @@ use crate::ids::{CustomerId, FieldName, is_slug};
 use crate::integrity;
 use crate::purpose::Purpose;
 use crate::store::Objection;
+#[cfg(feature = "tracing")]
+use crate::vault::telemetry;
 
 /// Everything egard holds about one customer, in clear, for the customer (Art. 15) or for
 /// another controller (Art. 20): serialize it to JSON with [`to_json`](SubjectExport::to_json)
@@ -149,6 +151,7 @@ impl Vault {
     }
 
     /// [`export_customer`](Vault::export_customer), recording `actor`.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.export_customer", level = "info", skip_all, fields(actor = %actor, customer = %customer), err(level = "info", Display)))]
     pub(crate) fn export_customer_as(
         &self,
         actor: &Actor,
@@ -219,12 +222,14 @@ impl Vault {
 
     /// Restricts processing (Art. 18): every `authorize`, and every pass already issued, is
     /// refused with [`AccessDenied::Restricted`] until lifted; the data stays stored.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.restrict", level = "info", skip_all, fields(actor = %self.default_actor(), customer = %customer), err(level = "info", Display)))]
     pub fn restrict(&self, customer: CustomerId) -> Result<(), Error> {
         self.set_restricted(&self.default_actor, customer, true)
     }
 
     /// Lifts a restriction. Passes refused during the restriction stay refused: ask for new
     /// ones.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.lift_restriction", level = "info", skip_all, fields(actor = %self.default_actor(), customer = %customer), err(level = "info", Display)))]
     pub fn lift_restriction(&self, customer: CustomerId) -> Result<(), Error> {
         self.set_restricted(&self.default_actor, customer, false)
     }
@@ -261,6 +266,7 @@ impl Vault {
     }
 
     /// [`object`](Vault::object), recording `actor`.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.object", level = "info", skip_all, fields(actor = %actor, customer = %customer, purpose = telemetry::name(purpose)), err(level = "info", Display)))]
     pub(crate) fn object_as(&self, actor: &Actor, customer: CustomerId, purpose: &str) -> Result<(), Error> {
         let def = self.purpose_def(purpose)?;
         if !def.purpose.basis().allows_objection() {
@@ -296,6 +302,7 @@ impl Vault {
     /// and stops every pass and cached key at once. Every [`Sealed`](crate::Sealed) value of
     /// this customer kept anywhere, backups included, can never be opened again; `authorize`
     /// gives [`Error::Erased`].
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.erase_customer", level = "info", skip_all, fields(actor = %self.default_actor(), customer = %customer), err(level = "info", Display)))]
     pub fn erase_customer(&self, customer: CustomerId) -> Result<ErasureReceipt, Error> {
         self.erase(Some(&self.default_actor), customer, "")
     }
@@ -437,6 +444,7 @@ impl Vault {
     /// assert!(again.is_empty(), "nothing was restored here: the customer is still erased");
     /// # Ok::<(), egard::Error>(())
     /// ```
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.reapply_erasures", level = "info", skip_all, fields(receipts = receipts.len()), err(level = "info", Display)))]
     pub fn reapply_erasures(&self, receipts: &[ErasureReceipt]) -> Result<Vec<CustomerId>, Error> {
         let key = self.record_key()?;
         for r in receipts {
@@ -469,6 +477,15 @@ impl Vault {
     /// A customer whose stored records fail their check, or whose data key is under a retired
     /// master key ([`Error::RetiredKey`]), is left alone and the sweep goes on; the first such
     /// failure is returned at the end, after every other customer was swept.
+    #[cfg_attr(
+        feature = "tracing",
+        tracing::instrument(
+            name = "egard.sweep_retention",
+            level = "info",
+            skip_all,
+            err(level = "info", Display)
+        )
+    )]
     pub fn sweep_retention(&self) -> Result<SweepReport, Error> {
         let now = self.now();
         let purposes = self.purposes();
