@@ -41,6 +41,6 @@ pub use store::{MemoryStore, Store, StoreError};
 pub use store::{PostgresOptions, PostgresStore};
 pub use vault::{
     AUDIENCE_PAGE, AccessKind, AccessRecord, ActingVault, AuditBatching, DEFAULT_CACHE_CAPACITY, DEFAULT_MAX_VALUE_LEN,
-    DEFAULT_PASS_LIFETIME, DEFAULT_ROTATION_BATCH, ENCRYPTION_BUDGET, ErasureReceipt, ExportedValue, GpcOutcome, KeyBelow,
-    MAX_CHANGES_PAGE, RotationProgress, SubjectExport, SweepReport, Vault, VaultBuilder,
+    DEFAULT_PASS_LIFETIME, DEFAULT_ROTATION_BATCH, ENCRYPTION_BUDGET, ErasureReceipt, ExportedValue, GpcOutcome,
+    KeyBelow, MAX_CHANGES_PAGE, RotationProgress, SubjectExport, SweepReport, Vault, VaultBuilder,
 };

@@ -122,7 +122,10 @@ fn a_subscriber_receives_ids_codes_and_durations_never_personal_data() {
         let _sealed = vault.seal(alice, "name", &name).unwrap();
         let mailer = vault.acting_as("service:mailer").unwrap();
         let pass_of_mailer = mailer.authorize(alice, "newsletter").unwrap();
-        assert_eq!(mailer.reveal::<String>(&pass_of_mailer, "email").unwrap().expose(), &email);
+        assert_eq!(
+            mailer.reveal::<String>(&pass_of_mailer, "email").unwrap().expose(),
+            &email
+        );
         assert!(vault.acting_as(&format!("{email}@example.com")).is_err());
         vault.access_log(alice).unwrap();
         vault.consents(alice).unwrap();

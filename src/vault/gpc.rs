@@ -93,7 +93,12 @@ impl Vault {
 
     /// [`honor_gpc`](Vault::honor_gpc), recording `actor`.
     #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.honor_gpc", level = "info", skip_all, fields(actor = %actor, customer = %customer), err(level = "info", Display)))]
-    pub(crate) fn honor_gpc_as(&self, actor: &Actor, customer: CustomerId, evidence: Evidence) -> Result<GpcOutcome, Error> {
+    pub(crate) fn honor_gpc_as(
+        &self,
+        actor: &Actor,
+        customer: CustomerId,
+        evidence: Evidence,
+    ) -> Result<GpcOutcome, Error> {
         let detail = signal_detail(&evidence)?;
         self.refresh_purposes(super::Refresh::IfStale)?;
         let mut covered: Vec<Arc<PurposeDef>> = {
