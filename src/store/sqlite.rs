@@ -1537,7 +1537,7 @@ mod tests {
         let v: i64 = raw
             .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(v, 6);
+        assert_eq!(v, 7);
         assert_eq!(SQLITE_SCHEMA_VERSION, 7);
     }
 
