@@ -1,7 +1,8 @@
 //! The tamper-evident audit log.
 //!
 //! Every decision and every change is appended as an [`AuditEvent`]: a sequence number, a
-//! time, a kind, and the ids it concerns (customer, purpose, field), never a value. Each event
+//! time, a kind, the ids it concerns (customer, purpose, field) and who acted (an [`Actor`]),
+//! never a value. Each event
 //! carries an HMAC-SHA256 over its own content and the previous event's MAC, so an edited,
 //! dropped, inserted or reordered event breaks the chain at that point.
 //!
@@ -18,7 +19,10 @@
 //! bytes before the first event), the sequence number (u64 big-endian), the time in
 //! microseconds since the Unix epoch (i64 big-endian), then the kind's code, the customer id's
 //! 16 bytes, the purpose, the field, the detail and the state MAC (32 bytes), each prefixed by
-//! its length (u16 big-endian; absent parts are empty).
+//! its length (u16 big-endian; absent parts are empty); then, only for an event that names an
+//! [`Actor`], the actor's id, prefixed by its length the same way. An event without an actor
+//! (every event written before actors were recorded) has no such tail, so its MAC is what it
+//! always was.
 //!
 //! An [`AuditAnchor`] (a sequence number and the MAC of the event there) kept outside the
 //! database lets [`Vault::verify_audit_against`](crate::Vault::verify_audit_against) and
@@ -29,6 +33,7 @@ use chrono::{DateTime, Utc};
 use ring::hmac;
 use serde::{Deserialize, Serialize};
 
+use crate::actor::Actor;
 use crate::ids::{CustomerId, FieldName, PurposeId};
 
 /// What an audit event records.
@@ -89,11 +94,14 @@ pub enum AuditKind {
     /// [`Vault::needs_reconsent`](crate::Vault::needs_reconsent)); the detail says which.
     /// Names the purpose, never a customer.
     AudienceListed,
+    /// A customer's access log was read ([`Vault::access_log`](crate::Vault::access_log)):
+    /// reading who used a customer's data is itself an access, recorded with its actor.
+    AccessLogRead,
 }
 
 impl AuditKind {
     /// Every kind, in declaration order.
-    pub const ALL: [AuditKind; 22] = [
+    pub const ALL: [AuditKind; 23] = [
         AuditKind::PurposeDefined,
         AuditKind::CustomerCreated,
         AuditKind::ConsentGiven,
@@ -116,6 +124,7 @@ impl AuditKind {
         AuditKind::FieldIndexed,
         AuditKind::LookedUp,
         AuditKind::AudienceListed,
+        AuditKind::AccessLogRead,
     ];
 
     /// A stable code for storage.
@@ -143,6 +152,7 @@ impl AuditKind {
             Self::FieldIndexed => "field_indexed",
             Self::LookedUp => "looked_up",
             Self::AudienceListed => "audience_listed",
+            Self::AccessLogRead => "access_log_read",
         }
     }
 
@@ -156,7 +166,8 @@ impl AuditKind {
     /// a key rotation. Not changes: access granted or denied, a consent found expired (an
     /// expiry is not an event: see the change feed's documentation), an export, encryptions
     /// reserved for sealed values (bookkeeping of the key's budget, nothing a downstream
-    /// system sees), an audience listed, a lookup made, a receipt issued; and the lookups'
+    /// system sees), an audience listed, a lookup made, a receipt issued, an access log read;
+    /// and the lookups'
     /// own bookkeeping (a lookup defined, an existing value indexed), which changes no
     /// customer's data or choices.
     ///
@@ -190,7 +201,8 @@ impl AuditKind {
             | Self::LookupDefined
             | Self::FieldIndexed
             | Self::LookedUp
-            | Self::AudienceListed => false,
+            | Self::AudienceListed
+            | Self::AccessLogRead => false,
         }
     }
 
@@ -208,6 +220,7 @@ impl AuditKind {
 /// The codes of the kinds that are changes, as an SQL list: the built-in stores' change-feed
 /// queries use it, and their schema's partial index on the change events holds the same list
 /// (a test checks that it matches [`AuditKind::is_change`]: a change there needs a migration).
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 pub(crate) const CHANGE_KINDS_SQL: &str = "('purpose_defined', 'customer_created', 'consent_given', \
      'consent_withdrawn', 'field_written', 'field_rectified', 'field_deleted', 'restricted', \
      'restriction_lifted', 'objected', 'erased', 'key_rotated')";
@@ -236,6 +249,14 @@ pub struct AuditEvent {
     /// older rows written back into the store are caught while the log is whole.
     #[serde(with = "opt_mac_hex", default)]
     pub state: Option<[u8; 32]>,
+    /// Who acted: the [`Actor`] of the call that wrote the event (the vault's default actor,
+    /// `app` unless configured, for the plain API; the one named with
+    /// [`Vault::acting_as`](crate::Vault::acting_as) otherwise). `None` for events written
+    /// before actors were recorded, and for the vault's own administration (purpose and
+    /// lookup definitions, master-key rotation, the retention sweep, the indexing of values
+    /// stored before a lookup, erasures re-applied after a restore). Covered by the MAC.
+    #[serde(default)]
+    pub actor: Option<Actor>,
     /// HMAC-SHA256 over the previous event's MAC and this event's content.
     #[serde(with = "mac_hex")]
     pub mac: [u8; 32],
@@ -250,6 +271,7 @@ pub(crate) struct Entry {
     pub(crate) field: Option<FieldName>,
     pub(crate) detail: String,
     pub(crate) state: Option<[u8; 32]>,
+    pub(crate) actor: Option<Actor>,
 }
 
 impl Entry {
@@ -261,7 +283,20 @@ impl Entry {
             field: None,
             detail: String::new(),
             state: None,
+            actor: None,
         }
+    }
+
+    /// Who acted (a reference count, no copy of the id).
+    pub(crate) fn actor(mut self, actor: &Actor) -> Self {
+        self.actor = Some(actor.clone());
+        self
+    }
+
+    /// Who acted, if anyone (`None`: the vault's own administration).
+    pub(crate) fn maybe_actor(mut self, actor: Option<&Actor>) -> Self {
+        self.actor = actor.cloned();
+        self
     }
 
     pub(crate) fn purpose(mut self, purpose: &PurposeId) -> Self {
@@ -310,6 +345,15 @@ pub(crate) fn chain_mac(key: &hmac::Key, prev: &[u8; 32], event: &AuditEvent) ->
     ] {
         // Two-byte length prefixes keep a typical event within two SHA-256 blocks; every part
         // but the detail is an id, a name of at most 64 bytes, or a 32-byte MAC.
+        let len = u16::try_from(part.len()).unwrap_or(u16::MAX);
+        ctx.update(&len.to_be_bytes());
+        ctx.update(part);
+    }
+    // The actor's tail, only when there is one: an event without an actor (all those written
+    // before actors were recorded) keeps the MAC it was written with. An actor id is never
+    // empty, so an absent actor and a present one never give the same input.
+    if let Some(actor) = &event.actor {
+        let part = actor.as_str().as_bytes();
         let len = u16::try_from(part.len()).unwrap_or(u16::MAX);
         ctx.update(&len.to_be_bytes());
         ctx.update(part);

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod actor;
 mod audit;
 mod choices;
 mod clock;
@@ -21,6 +22,7 @@ mod receipt;
 pub mod store;
 mod vault;
 
+pub use actor::{Actor, DEFAULT_ACTOR, MAX_ACTOR_LEN};
 pub use audit::{AuditAnchor, AuditBreak, AuditEvent, AuditKind, AuditReport};
 pub use choices::{ChoiceProblem, ChoiceSpec, Choices, SealedChoices};
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -38,7 +40,7 @@ pub use store::{MemoryStore, Store, StoreError};
 #[cfg(feature = "postgres")]
 pub use store::{PostgresOptions, PostgresStore};
 pub use vault::{
-    AUDIENCE_PAGE, AuditBatching, DEFAULT_CACHE_CAPACITY, DEFAULT_MAX_VALUE_LEN, DEFAULT_PASS_LIFETIME,
-    DEFAULT_ROTATION_BATCH, ENCRYPTION_BUDGET, ErasureReceipt, ExportedValue, GpcOutcome, KeyBelow, MAX_CHANGES_PAGE,
-    RotationProgress, SubjectExport, SweepReport, Vault, VaultBuilder,
+    AUDIENCE_PAGE, AccessKind, AccessRecord, ActingVault, AuditBatching, DEFAULT_CACHE_CAPACITY, DEFAULT_MAX_VALUE_LEN,
+    DEFAULT_PASS_LIFETIME, DEFAULT_ROTATION_BATCH, ENCRYPTION_BUDGET, ErasureReceipt, ExportedValue, GpcOutcome,
+    KeyBelow, MAX_CHANGES_PAGE, RotationProgress, SubjectExport, SweepReport, Vault, VaultBuilder,
 };

@@ -4,8 +4,8 @@
 //! The canaries must appear nowhere but in a `Revealed` (read through `expose`) and in the
 //! serialized `SubjectExport` (which is the customer's data, by design).
 //!
-//! egard writes nothing through `log` or `tracing` (it depends on neither), so there is no
-//! log output to capture.
+//! egard writes no log of its own; what it reports to a `tracing` subscriber is checked by
+//! `tests/tracing_canary.rs`.
 
 use std::collections::HashMap;
 use std::fmt::{Debug, Display};
@@ -308,6 +308,25 @@ fn canaries_never_leak_outside_revealed_values_and_exports() {
     clock.advance(Duration::days(40));
     cap.expect_err(vault.reveal::<String>(&ship, "name"));
     cap.result(&vault.sweep_retention());
+
+    // Actors: personal data offered as an actor is refused without being repeated; the
+    // access log (Debug, JSON) holds ids and names only.
+    // (The canaries are letters and digits: as an address or a full name they are refused.)
+    cap.expect_err(vault.acting_as(&format!("{email}@example.com")));
+    cap.expect_err(egard::Actor::new(&format!("{name} Martin")));
+    let agent = vault.acting_as("support:agent-42").unwrap();
+    cap.debug(&agent);
+    cap.expect_err(agent.authorize(alice, "news"));
+    cap.result(&agent.set_field(alice, "name", &name));
+    let log = vault.access_log(alice).unwrap();
+    assert!(
+        log.iter()
+            .any(|r| r.actor.as_ref().is_some_and(|a| a.as_str() == "support:agent-42"))
+    );
+    for record in &log {
+        cap.debug(record);
+        cap.json(record);
+    }
 
     let export = vault
         .export_customer(alice, Evidence::new("verified-email-link"))

@@ -55,6 +55,7 @@ fn event(seq: u64, customer: Option<CustomerId>) -> AuditEvent {
         field: None,
         detail: String::new(),
         state: None,
+        actor: None,
         mac: [seq as u8; 32],
     }
 }

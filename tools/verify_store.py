@@ -4,7 +4,7 @@
 Opens an egard SQLite store with the master key and checks, without egard's code:
 the vault secrets and every data key unwrap; every sealed field, and the declared
 choices sealed with each consent record, opens and is JSON;
-the whole audit chain verifies; every purpose, lookup, consent, objection and
+the whole audit chain verifies (with the actor tail of schema 6); every purpose, lookup, consent, objection and
 customer state MAC is what FORMAT.md says; every customer's state is the one the
 latest audit event recorded; every lookup token is the HMAC of the normalised value.
 
@@ -82,16 +82,26 @@ for customer, field, envelope, version in DB.execute("SELECT customer, field, en
     json.loads(open_field(customer, field, envelope, version))
     fields += 1
 
-# The audit chain.
-prev, count = b"\0" * 32, 0
-for seq, at, kind, customer, purpose, field, detail, mac, state in DB.execute(
-    "SELECT seq, at, kind, customer, purpose, field, detail, mac, state FROM audit ORDER BY seq"
+# The audit chain. Schema 6 adds the actor: when an event names one, its id is a last part
+# (the actor tail); events without one (all those written before schema 6) have no tail.
+prev, count, actors = b"\0" * 32, 0, 0
+HAS_ACTOR = "actor" in [row[1] for row in DB.execute("PRAGMA table_info(audit)")]
+ACTOR_CHARS = set(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:/-")
+for seq, at, kind, customer, purpose, field, detail, mac, state, actor in DB.execute(
+    "SELECT seq, at, kind, customer, purpose, field, detail, mac, state, "
+    + ("actor" if HAS_ACTOR else "NULL")
+    + " FROM audit ORDER BY seq"
 ):
     count += 1
     assert seq == count, f"audit gap at {seq}"
     m = prev + struct.pack(">Q", seq) + struct.pack(">q", at)
     for part in [kind.encode(), customer or b"", (purpose or "").encode(), (field or "").encode(), detail.encode(), state or b""]:
         m += lp16(part)
+    if actor is not None:
+        a = actor.encode()
+        assert 1 <= len(a) <= 64 and set(a) <= ACTOR_CHARS, f"audit event {seq}: not an actor id"
+        m += lp16(a)
+        actors += 1
     assert hmac.new(secrets["audit"], m, hashlib.sha256).digest() == mac, f"audit event {seq}"
     prev = mac
 
@@ -201,6 +211,7 @@ for field, normalizer, _ in lookups:
         tokens += 1
 
 print(
-    f"verified: 2 vault secrets, {len(keys)} data keys, {fields} fields, {count} audit events, "
+    f"verified: 2 vault secrets, {len(keys)} data keys, {fields} fields, {count} audit events "
+    f"({actors} naming an actor), "
     f"{customers} customers, {tokens} lookup tokens, {choices_opened} sealed choices"
 )

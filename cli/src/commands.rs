@@ -162,6 +162,9 @@ fn event_json(e: &AuditEvent) -> Value {
 
 fn event_line(e: &AuditEvent) -> String {
     let mut line = format!("#{:<6} {}  {}", e.seq, e.at.format("%Y-%m-%dT%H:%M:%SZ"), e.kind.code());
+    if let Some(a) = &e.actor {
+        line.push_str(&format!("  actor={a}"));
+    }
     if let Some(c) = e.customer {
         line.push_str(&format!("  customer={c}"));
     }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use egard::store::Store;
-use egard::{Error, MasterKey, PostgresOptions, PostgresStore, SqliteStore, Vault};
+use egard::{Actor, Error, MasterKey, PostgresOptions, PostgresStore, SqliteStore, Vault};
 
 use crate::cli::Connection;
 use crate::output::Failure;
@@ -95,17 +95,23 @@ pub fn open(conn: &Connection) -> Result<Opened, Failure> {
     };
     // The command line is one more process on a store that applications use at the same
     // time: it caches nothing (a zero time-to-live), so it acts on what the store holds now.
+    // What it does is recorded as done by the operator at the command line.
+    let actor = Actor::new(CLI_ACTOR).map_err(Failure::from)?;
     let mut builder = Vault::builder()
         .master_key(master)
         .store(store.clone())
         .namespace(&conn.namespace)
-        .cache_ttl(chrono::Duration::zero());
+        .cache_ttl(chrono::Duration::zero())
+        .default_actor(actor);
     if let Some(previous) = previous {
         builder = builder.previous_master_key(previous);
     }
     let vault = builder.build().map_err(build_failure)?;
     Ok(Opened { vault, store, backend })
 }
+
+/// The actor the command line's audit events name (exports, erasures, listings, lookups).
+pub const CLI_ACTOR: &str = "operator:cli";
 
 /// The master key: `--key-file`, else `EGARD_MASTER_KEY`.
 fn master_key(conn: &Connection) -> Result<MasterKey, Failure> {

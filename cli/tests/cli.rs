@@ -65,7 +65,11 @@ impl Fixture {
             .give_consent(carol, "newsletter", Evidence::new("web-form"))
             .unwrap();
         vault.withdraw_consent(carol, "newsletter").unwrap();
-        let pass = vault.authorize(alice, "newsletter").unwrap();
+        let pass = vault
+            .acting_as("service:mailer")
+            .unwrap()
+            .authorize(alice, "newsletter")
+            .unwrap();
         assert_eq!(vault.reveal::<String>(&pass, "email").unwrap().expose(), EMAIL);
         Fixture {
             _dir: dir,
@@ -298,6 +302,25 @@ fn customer_shows_consents_and_access_history() {
         .collect();
     assert!(kinds.contains(&"access_granted"), "{kinds:?}");
     assert!(kinds.contains(&"field_written"), "{kinds:?}");
+    // Who acted: the actor named for the grant, the default one for the plain API.
+    let actor_of = |kind: &str| {
+        doc["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["kind"] == kind)
+            .map(|e| e["actor"].clone())
+            .unwrap()
+    };
+    assert_eq!(actor_of("access_granted"), "service:mailer");
+    assert_eq!(actor_of("field_written"), "app");
+    let (stdout, _) = run(&mut f.egard(&["customer", &alice]), 0);
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("access_granted") && l.contains("actor=service:mailer")),
+        "{stdout}"
+    );
     let (stdout, _) = run(&mut f.egard(&["customer", &f.carol.to_string()]), 0);
     assert!(
         stdout.contains("newsletter") && stdout.contains("withdrawn"),
@@ -347,8 +370,17 @@ fn export_answers_the_subject_and_is_audited() {
             .arg(&out),
         1,
     );
-    // Both exports are in the log, with their evidence.
+    // Both exports are in the log, with their evidence, done by the operator at the command
+    // line.
     let history = json(&mut f.egard(&["customer", &alice, "--json"]));
+    assert!(
+        history["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == "exported")
+            .all(|e| e["actor"] == "operator:cli")
+    );
     let exports: Vec<&str> = history["history"]
         .as_array()
         .unwrap()

@@ -75,6 +75,7 @@ use super::{
     Authenticated, CustomerRecord, CustomerSnapshot, FieldVersion, LatestChange, Objection, RecordMac, Store,
     StoreError, StoredField, StoredLookup, StoredPurpose, VaultSecret, WrappedKey, Write,
 };
+use crate::actor::Actor;
 use crate::audit::{AuditEvent, AuditKind};
 use crate::consent::{Consent, Evidence};
 use crate::ids::{ConsentId, CustomerId, FieldName, PurposeId};
@@ -128,6 +129,10 @@ pub fn run_all<S: Store>(make: impl Fn() -> S) {
         ("customer_ids_lists_everyone", customer_ids_lists_everyone::<S>),
         ("audit_log_reads", audit_log_reads::<S>),
         ("audit_events_round_trip", audit_events_round_trip::<S>),
+        (
+            "audit_trail_serves_a_customers_events",
+            audit_trail_serves_a_customers_events::<S>,
+        ),
         ("records_round_trip_exactly", records_round_trip_exactly::<S>),
         (
             "concurrent_audit_appends_conflict",
@@ -262,6 +267,10 @@ fn purpose_id(s: &str) -> PurposeId {
     PurposeId::new(s).unwrap_or_else(|_| panic!("fixture purpose id `{s}` is invalid"))
 }
 
+fn actor(s: &str) -> Actor {
+    Actor::new(s).unwrap_or_else(|_| panic!("{s:?} is an actor"))
+}
+
 fn field_name(s: &str) -> FieldName {
     FieldName::new(s).unwrap_or_else(|_| panic!("fixture field name `{s}` is invalid"))
 }
@@ -318,6 +327,7 @@ fn event(seq: u64, customer: Option<CustomerId>) -> AuditEvent {
         field: None,
         detail: String::new(),
         state: None,
+        actor: None,
         mac,
     }
 }
@@ -1131,6 +1141,8 @@ pub fn latest_changes_come_with_the_state<S: Store>(store: &S) {
         e.kind = AuditKind::ConsentGiven;
         e.purpose = purpose.map(purpose_id);
         e.state = Some([fill; 32]);
+        // Some with an actor, some without (events written before actors were recorded).
+        e.actor = (fill % 2 == 1).then(|| actor("support:agent-42"));
         e
     };
     let events = [
@@ -1560,6 +1572,11 @@ pub fn audit_events_round_trip<S: Store>(store: &S) {
                     _ => "ünïcødé detail with 'quotes' and \"double\" \n newline".to_owned(),
                 },
                 state: (i % 2 == 1).then_some([seq as u8 ^ 0x5a; 32]),
+                actor: match i % 3 {
+                    0 => None,
+                    1 => Some(actor("service:mailer")),
+                    _ => Some(actor(&format!("Svc/batch_{i}.v2:{}", "x".repeat(40)))),
+                },
                 mac,
             }
         })
@@ -1576,6 +1593,46 @@ pub fn audit_events_round_trip<S: Store>(store: &S) {
     );
     let mine: Vec<AuditEvent> = events.iter().filter(|e| e.customer.is_some()).cloned().collect();
     assert_eq!(get(store.audit_for(who), "audit_for"), mine, "audit_for round trip");
+}
+
+/// A customer's audit trail: exactly their events, ascending, each with the MAC of the event
+/// before it (none for the first event, or after a gap), actors as written.
+pub fn audit_trail_serves_a_customers_events<S: Store>(store: &S) {
+    let who = CustomerId::new();
+    let other = CustomerId::new();
+    let events: Vec<AuditEvent> = (1..=12u64)
+        .map(|seq| AuditEvent {
+            actor: (seq % 3 != 0).then(|| actor(&format!("support:agent-{seq}"))),
+            ..event(seq, [Some(who), Some(other), None][(seq % 3) as usize])
+        })
+        .chain(std::iter::once(AuditEvent {
+            actor: Some(actor("service:mailer")),
+            ..event(20, Some(who))
+        }))
+        .collect();
+    ok(
+        store,
+        &events.iter().cloned().map(Write::AppendAudit).collect::<Vec<_>>(),
+        "append the events",
+    );
+    let trail = get(store.audit_trail(who), "audit_trail");
+    let mine: Vec<&AuditEvent> = events.iter().filter(|e| e.customer == Some(who)).collect();
+    assert_eq!(
+        trail.iter().map(|c| &c.event).collect::<Vec<_>>(),
+        mine,
+        "exactly the customer's events, ascending, actors included"
+    );
+    for c in &trail {
+        let expected = match c.event.seq {
+            20 => None,
+            seq => seq.checked_sub(2).map(|i| events[i as usize].mac),
+        };
+        assert_eq!(c.prev_mac, expected, "the MAC of the event before");
+    }
+    assert!(
+        get(store.audit_trail(CustomerId::new()), "audit_trail").is_empty(),
+        "nobody's trail"
+    );
 }
 
 /// Every field of customers, keys, fields, consents and objections round-trips exactly.

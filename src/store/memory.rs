@@ -459,6 +459,16 @@ impl Store for MemoryStore {
             .collect())
     }
 
+    fn audit_trail(&self, customer: CustomerId) -> Result<Vec<LatestChange>, StoreError> {
+        let inner = self.read();
+        Ok(inner
+            .audit
+            .values()
+            .filter(|e| e.customer == Some(customer))
+            .filter_map(|e| inner.latest_change(Some(e.seq)))
+            .collect())
+    }
+
     fn consent_candidates(
         &self,
         purpose: &PurposeId,
@@ -538,6 +548,7 @@ mod tests {
             field: None,
             detail: String::new(),
             state: None,
+            actor: None,
             mac: [0; 32],
         })
     }

@@ -409,7 +409,10 @@ pub struct CustomerSnapshot {
 ///   more (the vault confirms every candidate), never fewer.
 /// - [`audit_changes`](Store::audit_changes) returns exactly the events whose kind
 ///   [is a change](crate::AuditKind::is_change), after the given sequence number, ascending,
-///   each with the MAC of the event before it.
+///   each with the MAC of the event before it; [`audit_trail`](Store::audit_trail) returns
+///   exactly the events of [`audit_for`](Store::audit_for), each with the MAC of the event
+///   before it (`None` for the first event of the log).
+/// - An audit event's `actor` reads back as written (`None` as `None`).
 pub trait Store: Send + Sync + 'static {
     /// Applies a batch of writes atomically.
     fn apply(&self, batch: &[Write]) -> Result<(), StoreError>;
@@ -501,6 +504,33 @@ pub trait Store: Send + Sync + 'static {
         Ok(out)
     }
 
+    /// Every audit event about one customer, ascending, each with the MAC of the event just
+    /// before it (for the vault to check each event's own MAC, as the customer's
+    /// [access log](crate::Vault::access_log) does): what [`audit_for`](Store::audit_for)
+    /// returns, with the previous MACs.
+    ///
+    /// The default reads [`audit_for`](Store::audit_for) and then the event before each one
+    /// (one [`audit_range`](Store::audit_range) read per event); a backend should answer in
+    /// one query, as the built-in ones do, and a wrapper around another store should forward
+    /// it.
+    fn audit_trail(&self, customer: CustomerId) -> Result<Vec<LatestChange>, StoreError> {
+        let events = self.audit_for(customer)?;
+        let mut out = Vec::with_capacity(events.len());
+        for event in events {
+            let prev_mac = match event.seq.checked_sub(1).filter(|&s| s > 0) {
+                Some(prev) => self
+                    .audit_range(prev, 1)?
+                    .into_iter()
+                    .next()
+                    .filter(|e| e.seq == prev)
+                    .map(|e| e.mac),
+                None => None,
+            };
+            out.push(LatestChange { event, prev_mac });
+        }
+        Ok(out)
+    }
+
     /// The customer holding the consent record `consent` (history included), `None` if no
     /// stored record has this id. The vault uses it only to know whose records to read: it
     /// then finds the record among that customer's checked records, so a wrong answer can
@@ -580,6 +610,9 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     fn audit_changes(&self, after_seq: u64, limit: usize) -> Result<Vec<LatestChange>, StoreError> {
         (**self).audit_changes(after_seq, limit)
     }
+    fn audit_trail(&self, customer: CustomerId) -> Result<Vec<LatestChange>, StoreError> {
+        (**self).audit_trail(customer)
+    }
     fn consent_owner(&self, consent: ConsentId) -> Result<Option<CustomerId>, StoreError> {
         (**self).consent_owner(consent)
     }
@@ -645,5 +678,11 @@ mod tests {
     fn the_default_consent_owner_scans_every_customer() {
         conformance::consent_owner_names_the_customer(&Defaults(MemoryStore::new()));
         conformance::consent_owner_names_the_customer(&std::sync::Arc::new(Defaults(MemoryStore::new())));
+    }
+
+    #[test]
+    fn the_default_audit_trail_reads_the_event_before_each() {
+        conformance::audit_trail_serves_a_customers_events(&Defaults(MemoryStore::new()));
+        conformance::audit_trail_serves_a_customers_events(&std::sync::Arc::new(Defaults(MemoryStore::new())));
     }
 }

@@ -35,13 +35,14 @@ use super::{
     PurposeSnapshot, RecordMac, Store, StoreError, StoredField, StoredLookup, StoredPurpose, VaultSecret, WrappedKey,
     Write,
 };
+use crate::actor::Actor;
 use crate::audit::{AuditEvent, AuditKind, CHANGE_KINDS_SQL};
 use crate::consent::Consent;
 use crate::error::Error;
 use crate::ids::{ConsentId, CustomerId, FieldName, PurposeId};
 
 /// The newest schema version this release writes and understands.
-pub const POSTGRES_SCHEMA_VERSION: u32 = 5;
+pub const POSTGRES_SCHEMA_VERSION: u32 = 6;
 
 /// How to connect: the schema to work in, the pool size and timeouts.
 ///
@@ -385,6 +386,7 @@ enum Q {
     Secret,
     ConsentCandidates,
     AuditChanges,
+    AuditTrail,
     ConsentOwner,
     IndexField,
     PutLookup,
@@ -393,7 +395,7 @@ enum Q {
 }
 
 impl Q {
-    const ALL: [Q; 33] = [
+    const ALL: [Q; 34] = [
         Q::LockCustomer,
         Q::InsertCustomer,
         Q::UpdateCustomer,
@@ -422,6 +424,7 @@ impl Q {
         Q::Secret,
         Q::ConsentCandidates,
         Q::AuditChanges,
+        Q::AuditTrail,
         Q::ConsentOwner,
         Q::IndexField,
         Q::PutLookup,
@@ -438,11 +441,11 @@ struct Sql {
     prefix: String,
 }
 
-const AUDIT_COLUMNS: &str = "seq, at, kind, customer, purpose, field, detail, mac, state";
+const AUDIT_COLUMNS: &str = "seq, at, kind, customer, purpose, field, detail, mac, state, actor";
 
 /// The forward migrations, in order; `{p}` stands for the table prefix. Version `i + 1` is
 /// `MIGRATIONS[i]`. Never edit a released one: add the next.
-const MIGRATIONS: [&str; 5] = [
+const MIGRATIONS: [&str; 6] = [
     r#"
 CREATE TABLE {p}purposes (
     id          text PRIMARY KEY,
@@ -541,6 +544,12 @@ CREATE INDEX IF NOT EXISTS egard_consents_current
 CREATE INDEX IF NOT EXISTS egard_audit_change_feed ON {p}audit (seq)
     WHERE kind IN ('purpose_defined', 'customer_created', 'consent_given', 'consent_withdrawn', 'field_written', 'field_rectified', 'field_deleted', 'restricted', 'restriction_lifted', 'objected', 'erased', 'key_rotated');
 "#,
+    // Version 6: who acted. The actor the host named for the call that wrote each audit
+    // event (an id such as `service:mailer`, never personal data); NULL on events written
+    // before, and on the vault's own administration.
+    r#"
+ALTER TABLE {p}audit ADD COLUMN IF NOT EXISTS actor text;
+"#,
 ];
 
 impl Sql {
@@ -596,14 +605,14 @@ impl Sql {
                 Q::EraseKeys => format!("DELETE FROM {p}keys WHERE customer = $1"),
                 Q::EraseFields => format!("DELETE FROM {p}fields WHERE customer = $1"),
                 Q::AppendAudit => format!(
-                    "INSERT INTO {p}audit ({AUDIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                    "INSERT INTO {p}audit ({AUDIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
                      ON CONFLICT (seq) DO NOTHING"
                 ),
                 // One statement, one consistent snapshot: every purpose with its latest change
                 // and the MAC of the event before that change.
                 Q::Purposes => format!(
                     "SELECT p.definition, p.rev, p.mac, a.seq, a.at, a.kind, a.customer, a.purpose, a.field, \
-                     a.detail, a.mac, a.state, (SELECT b.mac FROM {p}audit b WHERE b.seq = a.seq - 1) \
+                     a.detail, a.mac, a.state, a.actor, (SELECT b.mac FROM {p}audit b WHERE b.seq = a.seq - 1) \
                      FROM {p}purposes p LEFT JOIN LATERAL (SELECT * FROM {p}audit x \
                      WHERE x.purpose = p.id AND x.customer IS NULL AND x.state IS NOT NULL \
                      ORDER BY x.seq DESC LIMIT 1) a ON true ORDER BY p.id"
@@ -623,7 +632,7 @@ impl Sql {
                      ARRAY(SELECT f.field FROM {p}fields f WHERE f.customer = c.id ORDER BY f.field), \
                      ARRAY(SELECT f.version FROM {p}fields f WHERE f.customer = c.id ORDER BY f.field), \
                      ARRAY(SELECT f.written_at FROM {p}fields f WHERE f.customer = c.id ORDER BY f.field), \
-                     a.seq, a.at, a.kind, a.customer, a.purpose, a.field, a.detail, a.mac, a.state, \
+                     a.seq, a.at, a.kind, a.customer, a.purpose, a.field, a.detail, a.mac, a.state, a.actor, \
                      (SELECT b.mac FROM {p}audit b WHERE b.seq = a.seq - 1), c.key_uses, \
                      ARRAY(SELECT COALESCE(f.lookup_token, '') FROM {p}fields f WHERE f.customer = c.id \
                            ORDER BY f.field) \
@@ -660,9 +669,14 @@ impl Sql {
                      ORDER BY c.customer LIMIT $5"
                 ),
                 Q::AuditChanges => format!(
-                    "SELECT a.seq, a.at, a.kind, a.customer, a.purpose, a.field, a.detail, a.mac, a.state, p.mac \
+                    "SELECT a.seq, a.at, a.kind, a.customer, a.purpose, a.field, a.detail, a.mac, a.state, a.actor, p.mac \
                      FROM {p}audit a LEFT JOIN {p}audit p ON p.seq = a.seq - 1 \
                      WHERE a.kind IN {CHANGE_KINDS_SQL} AND a.seq > $1 ORDER BY a.seq LIMIT $2"
+                ),
+                Q::AuditTrail => format!(
+                    "SELECT a.seq, a.at, a.kind, a.customer, a.purpose, a.field, a.detail, a.mac, a.state, a.actor, p.mac \
+                     FROM {p}audit a LEFT JOIN {p}audit p ON p.seq = a.seq - 1 \
+                     WHERE a.customer = $1 ORDER BY a.seq"
                 ),
                 // `consents.id` is the primary key: one index lookup.
                 Q::ConsentOwner => format!("SELECT customer FROM {p}consents WHERE id = $1"),
@@ -804,7 +818,7 @@ fn decode_audit(row: &Row) -> Result<AuditEvent, StoreError> {
     decode_audit_at(row, 0)
 }
 
-/// An audit event from the nine columns of [`AUDIT_COLUMNS`] starting at column `o`.
+/// An audit event from the ten columns of [`AUDIT_COLUMNS`] starting at column `o`.
 fn decode_audit_at(row: &Row, o: usize) -> Result<AuditEvent, StoreError> {
     const W: &str = "audit event";
     let seq: i64 = get(row, o, W)?;
@@ -814,6 +828,7 @@ fn decode_audit_at(row: &Row, o: usize) -> Result<AuditEvent, StoreError> {
     let field: Option<&str> = get(row, o + 5, W)?;
     let mac: &[u8] = get(row, o + 7, W)?;
     let state: Option<&[u8]> = get(row, o + 8, W)?;
+    let actor: Option<&str> = get(row, o + 9, W)?;
     Ok(AuditEvent {
         seq: u64::try_from(seq).map_err(|_| corrupt(W))?,
         at: get(row, o + 1, W)?,
@@ -824,6 +839,7 @@ fn decode_audit_at(row: &Row, o: usize) -> Result<AuditEvent, StoreError> {
         detail: get(row, o + 6, W)?,
         mac: mac.try_into().map_err(|_| corrupt(W))?,
         state: state.map(RecordMac::try_from).transpose().map_err(|_| corrupt(W))?,
+        actor: actor.map(Actor::new).transpose().map_err(|_| corrupt(W))?,
     })
 }
 
@@ -834,7 +850,7 @@ fn decode_latest(row: &Row, o: usize) -> Result<Option<LatestChange>, StoreError
     if seq.is_none() {
         return Ok(None);
     }
-    let prev: Option<&[u8]> = get(row, o + 9, "audit event")?;
+    let prev: Option<&[u8]> = get(row, o + 10, "audit event")?;
     Ok(Some(LatestChange {
         event: decode_audit_at(row, o)?,
         prev_mac: prev
@@ -949,7 +965,7 @@ fn decode_snapshot(id: CustomerId, row: &Row) -> Result<CustomerSnapshot, StoreE
     let field_versions: Vec<i64> = get(row, 13, W)?;
     let written: Vec<DateTime<Utc>> = get(row, 14, W)?;
     // An empty token stands for none (arrays of bytea cannot hold NULL through the client).
-    let tokens: Vec<Vec<u8>> = get(row, 26, W)?;
+    let tokens: Vec<Vec<u8>> = get(row, 27, W)?;
     if names.len() != field_versions.len() || names.len() != written.len() || names.len() != tokens.len() {
         return Err(corrupt(W));
     }
@@ -978,7 +994,7 @@ fn decode_snapshot(id: CustomerId, row: &Row) -> Result<CustomerSnapshot, StoreE
             erased_at: get(row, 2, W)?,
             rev: rev_of(get(row, 3, W)?, W)?,
             mac: mac_of(get(row, 4, W)?, W)?,
-            key_uses: rev_of(get(row, 25, W)?, W)?,
+            key_uses: rev_of(get(row, 26, W)?, W)?,
         },
         keys,
         consents,
@@ -1023,6 +1039,7 @@ impl AuditParams<'_> {
                     &self.event.detail,
                     &self.mac,
                     &self.event.state.as_ref().map(|s| s.as_slice()),
+                    &self.event.actor.as_ref().map(Actor::as_str),
                 ],
             )
             .map_err(|e| pg_error("append audit event", e))?;
@@ -1372,6 +1389,13 @@ impl Store for PostgresStore {
         };
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = self.query("read change feed", Q::AuditChanges, &[&after, &limit])?;
+        rows.iter()
+            .map(|row| decode_latest(row, 0)?.ok_or_else(|| corrupt("audit event")))
+            .collect()
+    }
+
+    fn audit_trail(&self, customer: CustomerId) -> Result<Vec<LatestChange>, StoreError> {
+        let rows = self.query("read audit trail", Q::AuditTrail, &[customer.as_uuid()])?;
         rows.iter()
             .map(|row| decode_latest(row, 0)?.ok_or_else(|| corrupt("audit event")))
             .collect()

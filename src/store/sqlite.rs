@@ -17,6 +17,7 @@ use super::{
     PurposeSnapshot, RecordMac, Store, StoreError, StoredField, StoredLookup, StoredPurpose, VaultSecret, WrappedKey,
     Write,
 };
+use crate::actor::Actor;
 use crate::audit::{AuditEvent, AuditKind, CHANGE_KINDS_SQL};
 use crate::choices::SealedChoices;
 use crate::consent::{Consent, Evidence};
@@ -123,7 +124,11 @@ const MIGRATIONS: &[&str] = &[
         WHERE kind IN ('purpose_defined', 'customer_created', 'consent_given', \
      'consent_withdrawn', 'field_written', 'field_rectified', 'field_deleted', 'restricted', \
      'restriction_lifted', 'objected', 'erased', 'key_rotated');",
-    // Version 6: declared choices. The customer's choices given with a consent record, sealed
+    // Version 6: who acted. The actor the host named for the call that wrote each audit
+    // event (an id such as `service:mailer`, never personal data); NULL on events written
+    // before, and on the vault's own administration.
+    "ALTER TABLE audit ADD COLUMN actor TEXT;",
+    // Version 7: declared choices. The customer's choices given with a consent record, sealed
     // under their data key (a field envelope; NULL when none were given).
     "ALTER TABLE consents ADD COLUMN choices BLOB;",
 ];
@@ -734,7 +739,7 @@ const CANDIDATES_SQL: &str = "SELECT DISTINCT c.customer FROM consents c JOIN cu
        AND c.notice_version >= ?3 AND c.notice_version <= ?4 AND u.erased_at IS NULL
      ORDER BY c.customer LIMIT ?5";
 
-const AUDIT_COLUMNS: &str = "seq, at, kind, customer, purpose, field, detail, mac, state";
+const AUDIT_COLUMNS: &str = "seq, at, kind, customer, purpose, field, detail, mac, state, actor";
 
 fn decode_audit(c: &Col<'_, '_>) -> Result<AuditEvent, StoreError> {
     let seq = u64::try_from(c.int(0, "audit.seq")?).map_err(|_| corrupt("audit.seq is negative"))?;
@@ -749,6 +754,10 @@ fn decode_audit(c: &Col<'_, '_>) -> Result<AuditEvent, StoreError> {
         detail: c.text(6, "audit.detail")?,
         mac: c.mac(7, "audit.mac")?,
         state: c.opt_mac(8, "audit.state")?,
+        actor: c
+            .opt_text(9, "audit.actor")?
+            .map(|a| Actor::new(&a).map_err(|_| corrupt("audit.actor is not an actor id")))
+            .transpose()?,
     })
 }
 
@@ -992,8 +1001,8 @@ fn apply_one(tx: &Connection, w: &Write) -> Result<bool, StoreError> {
         Write::AppendAudit(e) => {
             let inserted = exec(
                 tx,
-                "INSERT INTO audit (seq, at, kind, customer, purpose, field, detail, mac, state)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (seq) DO NOTHING",
+                "INSERT INTO audit (seq, at, kind, customer, purpose, field, detail, mac, state, actor)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (seq) DO NOTHING",
                 params![
                     seq_to_sql(e.seq)?,
                     micros(&e.at),
@@ -1004,6 +1013,7 @@ fn apply_one(tx: &Connection, w: &Write) -> Result<bool, StoreError> {
                     e.detail,
                     e.mac.as_slice(),
                     e.state.as_ref().map(|s| s.as_slice()),
+                    e.actor.as_ref().map(Actor::as_str),
                 ],
             )?;
             if inserted == 0 {
@@ -1305,6 +1315,24 @@ impl Store for SqliteStore {
         })
     }
 
+    fn audit_trail(&self, customer: CustomerId) -> Result<Vec<LatestChange>, StoreError> {
+        self.read(false, |conn| {
+            query_all(
+                conn,
+                "SELECT a.seq, a.at, a.kind, a.customer, a.purpose, a.field, a.detail, a.mac, a.state, a.actor, p.mac
+                 FROM audit a LEFT JOIN audit p ON p.seq = a.seq - 1
+                 WHERE a.customer = ?1 ORDER BY a.seq",
+                [customer.as_bytes().as_slice()],
+                |c| {
+                    Ok(LatestChange {
+                        event: decode_audit(c)?,
+                        prev_mac: c.opt_mac(10, "audit.mac")?,
+                    })
+                },
+            )
+        })
+    }
+
     fn audit_changes(&self, after_seq: u64, limit: usize) -> Result<Vec<LatestChange>, StoreError> {
         let Ok(after) = i64::try_from(after_seq) else {
             return Ok(Vec::new());
@@ -1312,14 +1340,14 @@ impl Store for SqliteStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.read(false, |conn| {
             let sql = format!(
-                "SELECT a.seq, a.at, a.kind, a.customer, a.purpose, a.field, a.detail, a.mac, a.state, p.mac
+                "SELECT a.seq, a.at, a.kind, a.customer, a.purpose, a.field, a.detail, a.mac, a.state, a.actor, p.mac
                  FROM audit a LEFT JOIN audit p ON p.seq = a.seq - 1
                  WHERE a.kind IN {CHANGE_KINDS_SQL} AND a.seq > ?1 ORDER BY a.seq LIMIT ?2"
             );
             query_all(conn, &sql, params![after, limit], |c| {
                 Ok(LatestChange {
                     event: decode_audit(c)?,
-                    prev_mac: c.opt_mac(9, "audit.mac")?,
+                    prev_mac: c.opt_mac(10, "audit.mac")?,
                 })
             })
         })
@@ -1509,8 +1537,8 @@ mod tests {
         let v: i64 = raw
             .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(v, 6);
-        assert_eq!(SQLITE_SCHEMA_VERSION, 6);
+        assert_eq!(v, 7);
+        assert_eq!(SQLITE_SCHEMA_VERSION, 7);
     }
 
     #[test]
@@ -1584,7 +1612,7 @@ mod tests {
             .unwrap();
         assert!(matches!(store.customer(id), Err(StoreError::Corrupt(_))));
         raw.execute(
-            "INSERT INTO audit VALUES (1, 0, 'access_granted', NULL, NULL, NULL, '', x'00', NULL)",
+            "INSERT INTO audit VALUES (1, 0, 'access_granted', NULL, NULL, NULL, '', x'00', NULL, NULL)",
             [],
         )
         .unwrap();
@@ -1617,6 +1645,7 @@ mod tests {
             field: None,
             detail: String::new(),
             state: None,
+            actor: None,
             mac: [0; 32],
         };
         // 2 is FULL, 1 is NORMAL.
@@ -1717,6 +1746,7 @@ mod tests {
             "audit.detail",
             "audit.mac",
             "audit.state",
+            "audit.actor", // a host-supplied id such as `service:mailer`, never personal data
             "lookups.field",
             "lookups.normalizer",
             "lookups.mac",

@@ -9,6 +9,7 @@ use super::cache::CustomerState;
 use super::choices::{check_evidence, given_detail};
 use super::records::{Draft, Finished};
 use super::{STALE_RETRIES, Vault, note_state};
+use crate::actor::Actor;
 use crate::audit::{AuditKind, Entry};
 use crate::choices::SealedChoices;
 use crate::consent::{Consent, Evidence};
@@ -50,6 +51,15 @@ impl Vault {
     where
         I: IntoIterator<Item = (CustomerId, &'p str, Evidence)>,
     {
+        self.give_consents_as(&self.default_actor, items)
+    }
+
+    /// [`give_consents`](Vault::give_consents), recording `actor`.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.give_consents", level = "info", skip_all, fields(actor = %actor), err(level = "info", Display)))]
+    pub(crate) fn give_consents_as<'p, I>(&self, actor: &Actor, items: I) -> Result<Vec<ConsentId>, Error>
+    where
+        I: IntoIterator<Item = (CustomerId, &'p str, Evidence)>,
+    {
         let mut batch = Vec::new();
         for (customer, purpose, evidence) in items {
             let def = self.purpose_def(purpose)?;
@@ -77,7 +87,7 @@ impl Vault {
                 .zip(states.iter_mut())
                 .map(|(entry, state)| Draft::new(key, self.read_for_change(entry, state)?))
                 .collect::<Result<Vec<_>, Error>>()
-                .and_then(|drafts| self.give_consents_locked(&batch, &ids, &mut states, drafts));
+                .and_then(|drafts| self.give_consents_locked(actor, &batch, &ids, &mut states, drafts));
             match result {
                 Err(Error::Storage(StoreError::Stale)) if attempts + 1 < STALE_RETRIES => {
                     attempts += 1;
@@ -96,6 +106,7 @@ impl Vault {
 
     fn give_consents_locked(
         &self,
+        actor: &Actor,
         batch: &[(CustomerId, Arc<PurposeDef>, Evidence)],
         ids: &[CustomerId],
         states: &mut [MutexGuard<'_, CustomerState>],
@@ -122,7 +133,8 @@ impl Vault {
                 i,
                 Entry::new(AuditKind::ConsentGiven, Some(*customer))
                     .purpose(&def.id)
-                    .detail(given_detail(record.id, evidence, false)),
+                    .detail(given_detail(record.id, evidence, false))
+                    .actor(actor),
             ));
             new_ids.push(record.id);
             latest.insert(key, record);

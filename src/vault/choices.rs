@@ -6,6 +6,7 @@ use std::sync::Arc;
 use super::cache::{CustomerState, KeyRef};
 use super::records::Draft;
 use super::{Refresh, Vault, batch, live_key};
+use crate::actor::Actor;
 use crate::audit::{AuditKind, Entry};
 use crate::choices::{Choices, SealedChoices};
 use crate::consent::{Evidence, decide};
@@ -91,6 +92,7 @@ impl Vault {
     /// ));
     /// # Ok::<(), egard::Error>(())
     /// ```
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.give_consent_with", level = "info", skip_all, fields(customer = %customer, purpose = super::telemetry::name(purpose)), err(level = "info", Display)))]
     pub fn give_consent_with(
         &self,
         customer: CustomerId,
@@ -98,7 +100,7 @@ impl Vault {
         evidence: Evidence,
         choices: &Choices,
     ) -> Result<ConsentId, Error> {
-        self.record_consent(customer, purpose, evidence, Some(choices), false)
+        self.record_consent(&self.default_actor, customer, purpose, evidence, Some(choices), false)
     }
 
     /// Changes the choices the customer made for `purpose`: a new consent record, carrying
@@ -114,6 +116,7 @@ impl Vault {
     /// needs [`Evidence::explicit`] for a purpose the signal covers).
     ///
     /// [`AccessDenied::NoConsent`]: crate::AccessDenied::NoConsent
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.change_choices", level = "info", skip_all, fields(customer = %customer, purpose = super::telemetry::name(purpose)), err(level = "info", Display)))]
     pub fn change_choices(
         &self,
         customer: CustomerId,
@@ -121,7 +124,7 @@ impl Vault {
         choices: &Choices,
         evidence: Evidence,
     ) -> Result<ConsentId, Error> {
-        self.record_consent(customer, purpose, evidence, Some(choices), true)
+        self.record_consent(&self.default_actor, customer, purpose, evidence, Some(choices), true)
     }
 
     /// The customer's declared choices for the purpose of `pass`, as given with the consent
@@ -130,6 +133,7 @@ impl Vault {
     /// [`Vault::reveal`] refuses it.
     ///
     /// The choices are decrypted here, on each call, not when the pass is issued.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.choices", level = "debug", skip_all, fields(customer = %pass.customer(), purpose = pass.purpose().as_str()), err(level = "info", Display)))]
     pub fn choices(&self, pass: &AccessPass) -> Result<Revealed<Choices>, Error> {
         if !Arc::ptr_eq(&pass.namespace, &self.namespace) {
             return Err(Error::Invalid("the pass was issued by another vault"));
@@ -184,8 +188,9 @@ impl Vault {
     /// Gives (or, with `change`, changes the choices of) a consent: see
     /// [`give_consent_with`](Vault::give_consent_with) and
     /// [`change_choices`](Vault::change_choices).
-    pub(super) fn record_consent(
+    pub(crate) fn record_consent(
         &self,
+        actor: &Actor,
         customer: CustomerId,
         purpose: &str,
         evidence: Evidence,
@@ -246,7 +251,8 @@ impl Vault {
             entries.push(
                 Entry::new(AuditKind::ConsentGiven, Some(customer))
                     .purpose(&def.id)
-                    .detail(given_detail(id, &evidence, change)),
+                    .detail(given_detail(id, &evidence, change))
+                    .actor(actor),
             );
             self.commit_customer(state, draft, entries)?;
             if let Some(key) = rotated {

@@ -3,6 +3,7 @@
 use std::sync::{Arc, PoisonError};
 
 use super::{Vault, live_key};
+use crate::actor::Actor;
 use crate::audit::{AuditKind, Entry};
 use crate::consent::Evidence;
 use crate::error::{AccessDenied, Error};
@@ -87,6 +88,17 @@ impl Vault {
     ///
     /// [`Purpose::is_covered_by_gpc`]: crate::Purpose::is_covered_by_gpc
     pub fn honor_gpc(&self, customer: CustomerId, evidence: Evidence) -> Result<GpcOutcome, Error> {
+        self.honor_gpc_as(&self.default_actor, customer, evidence)
+    }
+
+    /// [`honor_gpc`](Vault::honor_gpc), recording `actor`.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.honor_gpc", level = "info", skip_all, fields(actor = %actor, customer = %customer), err(level = "info", Display)))]
+    pub(crate) fn honor_gpc_as(
+        &self,
+        actor: &Actor,
+        customer: CustomerId,
+        evidence: Evidence,
+    ) -> Result<GpcOutcome, Error> {
         let detail = signal_detail(&evidence)?;
         self.refresh_purposes(super::Refresh::IfStale)?;
         let mut covered: Vec<Arc<PurposeDef>> = {
@@ -134,7 +146,8 @@ impl Vault {
                         entries.push(
                             Entry::new(AuditKind::ConsentWithdrawn, Some(customer))
                                 .purpose(&def.id)
-                                .detail(format!("{} {detail}", record.id)),
+                                .detail(format!("{} {detail}", record.id))
+                                .actor(actor),
                         );
                         outcome.withdrawn.push(def.id.clone());
                         ended.push(record);
@@ -156,7 +169,8 @@ impl Vault {
                         entries.push(
                             Entry::new(AuditKind::Objected, Some(customer))
                                 .purpose(&def.id)
-                                .detail(detail.clone()),
+                                .detail(detail.clone())
+                                .actor(actor),
                         );
                         outcome.objected.push(def.id.clone());
                     }

@@ -17,6 +17,7 @@ use crate::audit::{self, AuditEvent, Entry};
 use crate::crypto::MacKey;
 use crate::error::Error;
 use crate::store::{Store, StoreError, Write};
+use crate::vault::telemetry;
 
 /// How many times a batch is retried when another writer appended to the audit log first.
 /// Several processes on one database (PostgreSQL) share one chain: a process whose head is
@@ -105,6 +106,7 @@ impl Journal {
             let old = state.since.is_some_and(|t| t.elapsed() >= batching.max_delay);
             if !(full || old) {
                 state.since.get_or_insert_with(Instant::now);
+                telemetry::audit_entries(&entries);
                 state.pending.extend(entries.into_iter().map(|e| (e, at)));
                 return Ok(());
             }
@@ -138,6 +140,8 @@ impl Journal {
         match self.write(state, store, writes, &batch) {
             Ok(()) => {
                 state.since = None;
+                // The queued events were reported when they were queued.
+                telemetry::audit_entries(batch[pending..].iter().map(|(e, _)| e));
                 Ok(())
             }
             Err(e) => {
@@ -178,13 +182,14 @@ impl Journal {
                     field: e.field.clone(),
                     detail: e.detail.clone(),
                     state: e.state,
+                    actor: e.actor.clone(),
                     mac: [0; 32],
                 };
                 event.mac = audit::chain_mac(key, &mac, &event);
                 mac = event.mac;
                 writes.push(Write::AppendAudit(event));
             }
-            match store.apply(&writes) {
+            match telemetry::store_call("apply", || store.apply(&writes)) {
                 Ok(()) => {
                     state.head = (seq, mac);
                     return Ok(());

@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use super::cache::{CustomerEntry, CustomerState};
 use super::records::Draft;
 use super::{Vault, live_key};
+use crate::actor::Actor;
 use crate::audit::{AuditKind, Entry};
 use crate::crypto::DataKey;
 use crate::error::Error;
@@ -57,10 +58,16 @@ impl Vault {
     /// # Ok::<(), egard::Error>(())
     /// ```
     pub fn rotate_customer_key(&self, customer: CustomerId) -> Result<(), Error> {
+        self.rotate_customer_key_as(&self.default_actor, customer)
+    }
+
+    /// [`rotate_customer_key`](Vault::rotate_customer_key), recording `actor`.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.rotate_customer_key", level = "info", skip_all, fields(actor = %actor, customer = %customer), err(level = "info", Display)))]
+    pub(crate) fn rotate_customer_key_as(&self, actor: &Actor, customer: CustomerId) -> Result<(), Error> {
         self.with_customer(customer, |entry, state, mut draft| {
             live_key(entry, state)?;
             let (key, event) = self.rekey(entry, state, &mut draft, "requested")?;
-            self.commit_customer(state, draft, vec![event])?;
+            self.commit_customer(state, draft, vec![event.actor(actor)])?;
             self.install_key(entry, state, key);
             Ok(())
         })
@@ -148,13 +155,13 @@ impl Vault {
 
     /// Reserves encryptions of the customer's data key for values sealed for the host, in
     /// one audited change (rotating the key first if it is at its budget).
-    pub(super) fn reserve_key_uses(&self, customer: CustomerId) -> Result<(), Error> {
+    pub(super) fn reserve_key_uses(&self, actor: &Actor, customer: CustomerId) -> Result<(), Error> {
         self.with_customer(customer, |entry, state, mut draft| {
             live_key(entry, state)?;
             let mut entries = Vec::new();
             let rotated = if draft.current().record.key_uses >= self.encryption_budget {
                 let (key, event) = self.rekey(entry, state, &mut draft, "budget")?;
-                entries.push(event);
+                entries.push(event.actor(actor));
                 Some(key)
             } else {
                 None
@@ -164,7 +171,11 @@ impl Vault {
             let block = RESERVATION.min((self.encryption_budget / 4).max(1));
             let n = block.min(self.encryption_budget.saturating_sub(start));
             draft.use_key(n)?;
-            entries.push(Entry::new(AuditKind::KeyUsesReserved, Some(customer)).detail(format!("uses={n}")));
+            entries.push(
+                Entry::new(AuditKind::KeyUsesReserved, Some(customer))
+                    .detail(format!("uses={n}"))
+                    .actor(actor),
+            );
             self.commit_customer(state, draft, entries)?;
             if let Some(key) = rotated {
                 self.install_key(entry, state, key);

@@ -12,12 +12,15 @@ use std::sync::{Arc, PoisonError};
 
 use super::records::Draft;
 use super::{Refresh, Vault, live_key};
+use crate::actor::Actor;
 use crate::audit::{AuditKind, Entry};
 use crate::error::Error;
 use crate::ids::{CustomerId, FieldName};
 use crate::integrity::{self, LookupKey, RecordKey};
 use crate::lookup::{Lookup, Normalizer};
 use crate::store::{LookupToken, StoreError, StoredLookup, Write};
+#[cfg(feature = "tracing")]
+use crate::vault::telemetry;
 
 /// A lookup the vault knows: its normaliser and its key.
 pub(crate) struct LookupDef {
@@ -93,6 +96,7 @@ impl Vault {
     /// ));
     /// # Ok::<(), egard::Error>(())
     /// ```
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.define_lookup", level = "info", skip_all, fields(field = telemetry::name(lookup.field())), err(level = "info", Display)))]
     pub fn define_lookup(&self, lookup: Lookup) -> Result<(), Error> {
         match self.define_lookup_once(&lookup) {
             // Another vault defined a lookup on the field since the definitions were read
@@ -166,6 +170,17 @@ impl Vault {
     /// [`Error::Crypto`]. Each lookup is audited as [`AuditKind::LookedUp`] with the field
     /// and the outcome (`found`, naming the customer, or `not_found`), never the value.
     pub fn find_customer(&self, field: &str, value: &str) -> Result<Option<CustomerId>, Error> {
+        self.find_customer_as(&self.default_actor, field, value)
+    }
+
+    /// [`find_customer`](Vault::find_customer), recording `actor`.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.find_customer", level = "debug", skip_all, fields(actor = %actor, field = telemetry::name(field)), err(level = "info", Display)))]
+    pub(crate) fn find_customer_as(
+        &self,
+        actor: &Actor,
+        field: &str,
+        value: &str,
+    ) -> Result<Option<CustomerId>, Error> {
         let field = FieldName::new(field)?;
         let def = self.lookup_def(&field)?.ok_or_else(|| Error::NoLookup(field.clone()))?;
         let token = def.token(value)?;
@@ -173,7 +188,8 @@ impl Vault {
         let entry = match found {
             Some(id) => Entry::new(AuditKind::LookedUp, Some(id)).field(&field).detail("found"),
             None => Entry::new(AuditKind::LookedUp, None).field(&field).detail("not_found"),
-        };
+        }
+        .actor(actor);
         self.journal
             .record(self.store.as_ref(), vec![entry], self.recording_now())?;
         Ok(found)

@@ -1,5 +1,6 @@
 //! The vault: the one entry point that holds the keys and enforces the gate.
 
+mod actors;
 mod batch;
 pub(crate) mod cache;
 mod choices;
@@ -15,7 +16,9 @@ pub(crate) mod records;
 mod rights;
 mod rotation;
 mod secrets;
+mod telemetry;
 
+pub use actors::{AccessKind, AccessRecord, ActingVault};
 pub use exported::ExportedValue;
 pub use gpc::GpcOutcome;
 pub use journal::AuditBatching;
@@ -32,6 +35,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::actor::Actor;
 use crate::audit::{self, AuditAnchor, AuditBreak, AuditEvent, AuditKind, AuditReport, Entry};
 use crate::clock::{Clock, Monotonic, SystemClock};
 use crate::consent::{Consent, Evidence, decide};
@@ -91,6 +95,7 @@ pub struct VaultBuilder {
     audit_anchor: Option<AuditAnchor>,
     encryption_budget: u64,
     controller: Option<Controller>,
+    default_actor: Actor,
 }
 
 impl std::fmt::Debug for VaultBuilder {
@@ -101,6 +106,7 @@ impl std::fmt::Debug for VaultBuilder {
                 &self.master_keys.iter().map(|k| k.key_id()).collect::<Vec<_>>(),
             )
             .field("namespace", &self.namespace)
+            .field("default_actor", &self.default_actor)
             .finish_non_exhaustive()
     }
 }
@@ -272,6 +278,13 @@ impl VaultBuilder {
         self
     }
 
+    /// The actor the plain API records in the audit events it writes ([`Actor::default`],
+    /// `app`, unless set here); [`Vault::acting_as`] names another one for a call.
+    pub fn default_actor(mut self, actor: Actor) -> Self {
+        self.default_actor = actor;
+        self
+    }
+
     /// Checks the configuration; reads the audit head, the vault secrets (on a store without
     /// an audit log, the audit key and the record key are made now, wrapped under the current
     /// master key and stored) and the purposes, each checked against its MAC and the log;
@@ -305,6 +318,7 @@ impl VaultBuilder {
     /// Fails with [`Error::Config`] when this store object already serves another vault
     /// without a time-to-live, or this vault has none and the store serves another vault (see
     /// [`store`](VaultBuilder::store)).
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.build", level = "info", skip_all, fields(namespace = self.namespace.as_str()), err(level = "info", Display)))]
     pub fn build(self) -> Result<Vault, Error> {
         let vault = self.build_vault();
         // The vault secrets were unwrapped and their HMAC keys made below this frame.
@@ -384,6 +398,7 @@ impl VaultBuilder {
             max_value_len: self.max_value_len,
             encryption_budget: self.encryption_budget,
             controller: self.controller,
+            default_actor: self.default_actor,
             _claim: claim,
         };
         if let Some(anchor) = &self.audit_anchor {
@@ -436,6 +451,8 @@ pub struct Vault {
     encryption_budget: u64,
     /// The controller's details, for consent receipts.
     controller: Option<Controller>,
+    /// Who the plain API records as acting.
+    default_actor: Actor,
     /// This vault's use of its store object, released on drop.
     _claim: Claim,
 }
@@ -467,6 +484,7 @@ impl Vault {
             audit_batching: None,
             audit_anchor: None,
             controller: None,
+            default_actor: Actor::default(),
         }
     }
 
@@ -514,6 +532,7 @@ impl Vault {
     /// revision and to the audit log): a purpose whose stored definition fails its check is
     /// refused here and everywhere with [`Error::Crypto`] until the stored row is put right,
     /// so that a tampered definition is never silently overwritten.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.define_purpose", level = "info", skip_all, fields(purpose = telemetry::name(purpose.id())), err(level = "info", Display)))]
     pub fn define_purpose(&self, purpose: Purpose) -> Result<(), Error> {
         let def = purpose.validate()?;
         let key = self.record_key()?;
@@ -676,7 +695,13 @@ impl Vault {
 
     /// Creates the customer `id` (the fuzz harness needs a known one).
     pub(crate) fn create_customer_with_id(&self, id: CustomerId) -> Result<CustomerId, Error> {
-        let created = self.create_with_key(id);
+        self.create_customer_as(&self.default_actor, id)
+    }
+
+    /// Creates the customer `id`, recording `actor`.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.create_customer", level = "info", skip_all, fields(actor = %actor), err(level = "info", Display)))]
+    pub(crate) fn create_customer_as(&self, actor: &Actor, id: CustomerId) -> Result<CustomerId, Error> {
+        let created = self.create_with_key(actor, id);
         // The data key was made below this frame.
         scrub_stack();
         created
@@ -685,7 +710,7 @@ impl Vault {
     /// Makes the customer's data key, stores the customer and caches it, in a frame of its
     /// own that the scrub after it writes over.
     #[inline(never)]
-    fn create_with_key(&self, id: CustomerId) -> Result<CustomerId, Error> {
+    fn create_with_key(&self, actor: &Actor, id: CustomerId) -> Result<CustomerId, Error> {
         let key = self.record_key()?;
         let now = self.now();
         let (data_key, wrapped) = DataKey::generate(&*self.master, &self.namespace, id, 1)?;
@@ -706,7 +731,11 @@ impl Vault {
         let state = records::new_customer(key, record, wrapped.clone());
         self.commit(
             vec![Write::InsertCustomer(state.record.clone()), Write::PutKey(wrapped)],
-            vec![Entry::new(AuditKind::CustomerCreated, Some(id)).state(state.record.mac)],
+            vec![
+                Entry::new(AuditKind::CustomerCreated, Some(id))
+                    .actor(actor)
+                    .state(state.record.mac),
+            ],
         )?;
         let entry = Arc::new(CustomerEntry::new(
             id,
@@ -733,6 +762,18 @@ impl Vault {
     /// atomic change; a value another live customer holds is refused with
     /// [`Error::Duplicate`] and nothing is written.
     pub fn set_field<T: Serialize + ?Sized>(&self, customer: CustomerId, field: &str, value: &T) -> Result<(), Error> {
+        self.set_field_as(&self.default_actor, customer, field, value)
+    }
+
+    /// [`set_field`](Vault::set_field), recording `actor`.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.set_field", level = "info", skip_all, fields(actor = %actor, customer = %customer, field = telemetry::name(field)), err(level = "info", Display)))]
+    pub(crate) fn set_field_as<T: Serialize + ?Sized>(
+        &self,
+        actor: &Actor,
+        customer: CustomerId,
+        field: &str,
+        value: &T,
+    ) -> Result<(), Error> {
         let name = self.collectable_field(field)?;
         let plaintext = encode(&name, value, self.max_value_len)?;
         let token = self.token_for_write(&name, &plaintext)?;
@@ -747,7 +788,7 @@ impl Vault {
             // A key at its budget is replaced in the same change, before this encryption.
             let rotated = if draft.current().record.key_uses >= self.encryption_budget {
                 let (key, entry) = self.rekey(entry, state, &mut draft, "budget")?;
-                entries.push(entry);
+                entries.push(entry.actor(actor));
                 Some(key)
             } else {
                 None
@@ -765,7 +806,7 @@ impl Vault {
             draft.use_key(1)?;
             draft.put_field(name.clone(), envelope.clone(), self.now());
             self.index_write(&mut draft, &name, token, &plaintext)?;
-            entries.push(Entry::new(kind, Some(customer)).field(&name));
+            entries.push(Entry::new(kind, Some(customer)).field(&name).actor(actor));
             self.commit_customer(state, draft, entries)
                 .map_err(|e| lookups::duplicate_as(e, &name))?;
             if let Some(key) = rotated {
@@ -787,6 +828,19 @@ impl Vault {
     /// key that was rotated since ([`Vault::rotate_customer_key`], or a key at its budget)
     /// no longer opens: seal it again.
     pub fn seal<T: Serialize>(&self, customer: CustomerId, field: &str, value: &T) -> Result<Sealed<T>, Error> {
+        self.seal_as(&self.default_actor, customer, field, value)
+    }
+
+    /// [`seal`](Vault::seal), recording `actor` (on the reservation of key uses, when one is
+    /// made).
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.seal", level = "debug", skip_all, fields(actor = %actor, customer = %customer, field = telemetry::name(field)), err(level = "info", Display)))]
+    pub(crate) fn seal_as<T: Serialize>(
+        &self,
+        actor: &Actor,
+        customer: CustomerId,
+        field: &str,
+        value: &T,
+    ) -> Result<Sealed<T>, Error> {
         let name = self.collectable_field(field)?;
         let plaintext = encode(&name, value, self.max_value_len)?;
         for _ in 0..STALE_RETRIES {
@@ -808,7 +862,7 @@ impl Vault {
                     return Ok(Sealed::new(customer, name, envelope));
                 }
             }
-            self.reserve_key_uses(customer)?;
+            self.reserve_key_uses(actor, customer)?;
         }
         Err(StoreError::Stale.into())
     }
@@ -850,13 +904,31 @@ impl Vault {
     /// and nothing is written. To record the customer's choices too, see
     /// [`give_consent_with`](Vault::give_consent_with).
     pub fn give_consent(&self, customer: CustomerId, purpose: &str, evidence: Evidence) -> Result<ConsentId, Error> {
-        self.record_consent(customer, purpose, evidence, None, false)
+        self.give_consent_as(&self.default_actor, customer, purpose, evidence)
+    }
+
+    /// [`give_consent`](Vault::give_consent), recording `actor`.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.give_consent", level = "info", skip_all, fields(actor = %actor, customer = %customer, purpose = telemetry::name(purpose)), err(level = "info", Display)))]
+    pub(crate) fn give_consent_as(
+        &self,
+        actor: &Actor,
+        customer: CustomerId,
+        purpose: &str,
+        evidence: Evidence,
+    ) -> Result<ConsentId, Error> {
+        self.record_consent(actor, customer, purpose, evidence, None, false)
     }
 
     /// Withdraws the customer's consent to `purpose` (or ends the record of its other basis).
     /// When this returns, every pass already issued for this customer and purpose is refused
     /// with [`AccessDenied::Withdrawn`], in every thread. Withdrawing twice is harmless.
     pub fn withdraw_consent(&self, customer: CustomerId, purpose: &str) -> Result<(), Error> {
+        self.withdraw_consent_as(&self.default_actor, customer, purpose)
+    }
+
+    /// [`withdraw_consent`](Vault::withdraw_consent), recording `actor`.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.withdraw_consent", level = "info", skip_all, fields(actor = %actor, customer = %customer, purpose = telemetry::name(purpose)), err(level = "info", Display)))]
+    pub(crate) fn withdraw_consent_as(&self, actor: &Actor, customer: CustomerId, purpose: &str) -> Result<(), Error> {
         let def = self.purpose_def(purpose)?;
         self.with_customer(customer, |_, state, mut draft| {
             if let Some(current) = state.current.get(&def.id) {
@@ -870,7 +942,8 @@ impl Vault {
                         vec![
                             Entry::new(AuditKind::ConsentWithdrawn, Some(customer))
                                 .purpose(&def.id)
-                                .detail(ended.id.to_string()),
+                                .detail(ended.id.to_string())
+                                .actor(actor),
                         ],
                     )?;
                     state.current.insert(def.id.clone(), ended);
@@ -883,6 +956,7 @@ impl Vault {
 
     /// Every consent record of a customer, history included, oldest first, each checked
     /// against its MAC and the customer's state.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.consents", level = "debug", skip_all, fields(customer = %customer), err(level = "info", Display)))]
     pub fn consents(&self, customer: CustomerId) -> Result<Vec<Consent>, Error> {
         Ok(self.verified_customer(customer)?.consents_in_order())
     }
@@ -898,6 +972,12 @@ impl Vault {
     /// [`Error::Erased`], audited as a denial too. If the audit log cannot be written, the
     /// access fails.
     pub fn authorize(&self, customer: CustomerId, purpose: &str) -> Result<AccessPass, Error> {
+        self.authorize_as(&self.default_actor, customer, purpose)
+    }
+
+    /// [`authorize`](Vault::authorize), recording `actor`.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.authorize", level = "debug", skip_all, fields(actor = %actor, customer = %customer, purpose = telemetry::name(purpose)), err(level = "info", Display)))]
+    pub(crate) fn authorize_as(&self, actor: &Actor, customer: CustomerId, purpose: &str) -> Result<AccessPass, Error> {
         let def = self.purpose_def(purpose)?;
         self.with_cached_customer(customer, |entry, state| {
             let now = self.recording_now();
@@ -907,7 +987,8 @@ impl Vault {
                     vec![
                         Entry::new(AuditKind::AccessDenied, Some(customer))
                             .purpose(&def.id)
-                            .detail("erased"),
+                            .detail("erased")
+                            .actor(actor),
                     ],
                     now,
                 )?;
@@ -924,7 +1005,11 @@ impl Vault {
                     };
                     self.journal.record(
                         self.store.as_ref(),
-                        vec![Entry::new(AuditKind::AccessGranted, Some(customer)).purpose(&def.id)],
+                        vec![
+                            Entry::new(AuditKind::AccessGranted, Some(customer))
+                                .purpose(&def.id)
+                                .actor(actor),
+                        ],
                         now,
                     )?;
                     Ok(AccessPass {
@@ -945,7 +1030,12 @@ impl Vault {
                     };
                     self.journal.record(
                         self.store.as_ref(),
-                        vec![Entry::new(kind, Some(customer)).purpose(&def.id).detail(reason.code())],
+                        vec![
+                            Entry::new(kind, Some(customer))
+                                .purpose(&def.id)
+                                .detail(reason.code())
+                                .actor(actor),
+                        ],
                         now,
                     )?;
                     Err(reason.into())
@@ -956,6 +1046,7 @@ impl Vault {
 
     /// Reads a stored field through a pass: the pass must be live and its purpose must
     /// cover the field.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.reveal", level = "debug", skip_all, fields(customer = %pass.customer(), purpose = pass.purpose().as_str(), field = telemetry::name(field)), err(level = "info", Display)))]
     pub fn reveal<T: DeserializeOwned + 'static>(&self, pass: &AccessPass, field: &str) -> Result<Revealed<T>, Error> {
         if !Arc::ptr_eq(&pass.namespace, &self.namespace) {
             return Err(Error::Invalid("the pass was issued by another vault"));
@@ -1004,7 +1095,7 @@ impl Vault {
         // drops this copy under the same lock (set_field, erasure, the sweep, a refresh from
         // the store).
         if state.fields.is_none() {
-            let stored = self.store.fields(customer)?;
+            let stored = telemetry::store_call("fields", || self.store.fields(customer))?;
             state.fields = Some(stored.into_iter().map(|f| (f.field, f.envelope)).collect());
         }
         let envelope = state
@@ -1021,6 +1112,7 @@ impl Vault {
     // ----- audit -----
 
     /// Every audit event about a customer, oldest first.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.audit_events", level = "debug", skip_all, fields(customer = %customer), err(level = "info", Display)))]
     pub fn audit_events(&self, customer: CustomerId) -> Result<Vec<AuditEvent>, Error> {
         self.flush_audit()?;
         let events = self.store.audit_for(customer)?;
@@ -1032,6 +1124,10 @@ impl Vault {
 
     /// Writes the access events waiting under [`AuditBatching`] now (a no-op without
     /// batching). Reading the log, and dropping the vault, flush too.
+    #[cfg_attr(
+        feature = "tracing",
+        tracing::instrument(name = "egard.flush_audit", level = "debug", skip_all, err(level = "info", Display))
+    )]
     pub fn flush_audit(&self) -> Result<(), Error> {
         self.journal.flush(self.store.as_ref(), self.recording_now())
     }
@@ -1045,6 +1141,10 @@ impl Vault {
     /// verifies here when this vault did not write past the cut: keep
     /// [`audit_anchor`](Vault::audit_anchor)s outside the database and use
     /// [`verify_audit_against`](Vault::verify_audit_against).
+    #[cfg_attr(
+        feature = "tracing",
+        tracing::instrument(name = "egard.verify_audit", level = "info", skip_all, err(level = "info", Display))
+    )]
     pub fn verify_audit(&self) -> Result<AuditReport, Error> {
         self.verify_chain(None)
     }
@@ -1066,6 +1166,7 @@ impl Vault {
     /// assert_eq!(vault.verify_audit_against(&anchor)?.events_verified, 2);
     /// # Ok::<(), egard::Error>(())
     /// ```
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.verify_audit_against", level = "info", skip_all, fields(anchor_seq = anchor.seq), err(level = "info", Display)))]
     pub fn verify_audit_against(&self, anchor: &AuditAnchor) -> Result<AuditReport, Error> {
         self.verify_chain(Some(anchor))
     }
@@ -1079,6 +1180,10 @@ impl Vault {
     /// least as often as you could bear to lose changes without noticing (every minute, or
     /// after each batch of changes), and give the latest to
     /// [`VaultBuilder::audit_anchor`] when a vault starts.
+    #[cfg_attr(
+        feature = "tracing",
+        tracing::instrument(name = "egard.audit_anchor", level = "debug", skip_all, err(level = "info", Display))
+    )]
     pub fn audit_anchor(&self) -> Result<AuditAnchor, Error> {
         self.flush_audit()?;
         let key = self.journal.key().ok_or(Error::Crypto)?;
@@ -1233,7 +1338,8 @@ impl Vault {
     ) -> Result<Arc<CustomerEntry>, Error> {
         // Loaded under the shard lock, so that no change to this customer can slip between
         // the read and the insertion (changes go through the cached entry).
-        let snapshot = self.store.customer(id)?.ok_or(Error::UnknownCustomer(id))?;
+        let snapshot =
+            telemetry::store_call("customer", || self.store.customer(id))?.ok_or(Error::UnknownCustomer(id))?;
         let verified = self.verify_customer(id, snapshot, Anchor::Log)?;
         let key = match verified.record.erased_at {
             Some(_) => None,
@@ -1287,7 +1393,8 @@ impl Vault {
 
     /// Reads the customer's stored state for a change and brings the cached entry up to date.
     fn read_for_change(&self, entry: &CustomerEntry, state: &mut CustomerState) -> Result<Verified, Error> {
-        let snapshot = self.store.customer(entry.id)?.ok_or(Error::UnknownCustomer(entry.id))?;
+        let snapshot = telemetry::store_call("customer", || self.store.customer(entry.id))?
+            .ok_or(Error::UnknownCustomer(entry.id))?;
         let verified = self.verify_customer(entry.id, snapshot, Anchor::Known(state.mac))?;
         if !integrity::macs_equal(&verified.record.mac, &state.mac) {
             self.bring_up_to_date(entry, state, &verified)?;
@@ -1365,7 +1472,8 @@ impl Vault {
         if when == Refresh::IfStale && state.loaded_at.is_some_and(|t| now < t + ttl) {
             return Ok(());
         }
-        let snapshot = self.store.customer(entry.id)?.ok_or(Error::UnknownCustomer(entry.id))?;
+        let snapshot = telemetry::store_call("customer", || self.store.customer(entry.id))?
+            .ok_or(Error::UnknownCustomer(entry.id))?;
         let verified = self.verify_customer(entry.id, snapshot, Anchor::Known(state.mac))?;
         if !integrity::macs_equal(&verified.record.mac, &state.mac) {
             self.bring_up_to_date(entry, state, &verified)?;

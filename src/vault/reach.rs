@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use super::cache::CustomerState;
 use super::records::Anchor;
 use super::{Refresh, Vault};
+use crate::actor::Actor;
 use crate::audit::{self, AuditBreak, AuditEvent, AuditKind, Entry};
 use crate::consent::{self, decide};
 use crate::error::Error;
@@ -21,6 +22,7 @@ use crate::ids::CustomerId;
 use crate::integrity;
 use crate::purpose::PurposeDef;
 use crate::store::{LatestChange, StoreError};
+use crate::vault::telemetry;
 
 /// How many candidates [`Vault::audience`] and [`Vault::needs_reconsent`] read from the store
 /// at a time: what a listing holds in memory, whatever the number of customers.
@@ -162,9 +164,19 @@ impl Vault {
     /// # Ok::<(), egard::Error>(())
     /// ```
     pub fn audience(&self, purpose: &str) -> Result<impl Iterator<Item = Result<CustomerId, Error>> + '_, Error> {
+        self.audience_as(&self.default_actor, purpose)
+    }
+
+    /// [`audience`](Vault::audience), recording `actor`.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.audience", level = "info", skip_all, fields(actor = %actor, purpose = telemetry::name(purpose)), err(level = "info", Display)))]
+    pub(crate) fn audience_as(
+        &self,
+        actor: &Actor,
+        purpose: &str,
+    ) -> Result<impl Iterator<Item = Result<CustomerId, Error>> + '_, Error> {
         let def = self.purpose_def(purpose)?;
         let required = def.purpose.required_notice_version();
-        self.listing(def, List::Audience, required..=u32::MAX)
+        self.listing(actor, def, List::Audience, required..=u32::MAX)
     }
 
     /// The customers to ask again for `purpose`: those whose latest record for it is
@@ -181,6 +193,16 @@ impl Vault {
         &self,
         purpose: &str,
     ) -> Result<impl Iterator<Item = Result<CustomerId, Error>> + '_, Error> {
+        self.needs_reconsent_as(&self.default_actor, purpose)
+    }
+
+    /// [`needs_reconsent`](Vault::needs_reconsent), recording `actor`.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.needs_reconsent", level = "info", skip_all, fields(actor = %actor, purpose = telemetry::name(purpose)), err(level = "info", Display)))]
+    pub(crate) fn needs_reconsent_as(
+        &self,
+        actor: &Actor,
+        purpose: &str,
+    ) -> Result<impl Iterator<Item = Result<CustomerId, Error>> + '_, Error> {
         let def = self.purpose_def(purpose)?;
         let required = def.purpose.required_notice_version();
         // Under a notice version 0 nobody can be behind: an empty range (1..=0) lists nobody.
@@ -188,11 +210,12 @@ impl Vault {
             Some(older) => 0..=older,
             None => std::ops::RangeInclusive::new(1, 0),
         };
-        self.listing(def, List::Reconsent, versions)
+        self.listing(actor, def, List::Reconsent, versions)
     }
 
     fn listing(
         &self,
+        actor: &Actor,
         def: Arc<PurposeDef>,
         list: List,
         notice_versions: std::ops::RangeInclusive<u32>,
@@ -202,7 +225,8 @@ impl Vault {
             vec![
                 Entry::new(AuditKind::AudienceListed, None)
                     .purpose(&def.id)
-                    .detail(list.code()),
+                    .detail(list.code())
+                    .actor(actor),
             ],
             self.recording_now(),
         )?;
@@ -244,7 +268,7 @@ impl Vault {
                 }
             }
         }
-        let Some(snapshot) = self.store.customer(id)? else {
+        let Some(snapshot) = telemetry::store_call("customer", || self.store.customer(id))? else {
             return Ok(false);
         };
         let verified = self.verify_customer(id, snapshot, Anchor::Log)?;
@@ -312,6 +336,7 @@ impl Vault {
     /// at that time. A notice change (a `PurposeDefined` event with a higher notice version)
     /// likewise drops everyone whose record is older at once: re-read the audience, and ask
     /// [`needs_reconsent`](Vault::needs_reconsent) whom to ask again.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.changes_since", level = "debug", skip_all, fields(seq = seq, limit = limit), err(level = "info", Display)))]
     pub fn changes_since(&self, seq: u64, limit: usize) -> Result<Vec<AuditEvent>, Error> {
         let limit = limit.min(MAX_CHANGES_PAGE);
         if limit == 0 {

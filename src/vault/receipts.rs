@@ -1,6 +1,7 @@
 //! Signed consent receipts, issued from the customer's checked records.
 
 use super::Vault;
+use crate::actor::Actor;
 use crate::audit::{AuditKind, Entry};
 use crate::consent::{ConsentState, expiry};
 use crate::error::Error;
@@ -46,6 +47,17 @@ impl Vault {
     /// # Ok::<(), egard::Error>(())
     /// ```
     pub fn consent_receipt(&self, consent: ConsentId, signer: &ReceiptSigner) -> Result<ConsentReceipt, Error> {
+        self.consent_receipt_as(&self.default_actor, consent, signer)
+    }
+
+    /// [`consent_receipt`](Vault::consent_receipt), recording `actor`.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.consent_receipt", level = "info", skip_all, fields(actor = %actor, consent = %consent), err(level = "info", Display)))]
+    pub(crate) fn consent_receipt_as(
+        &self,
+        actor: &Actor,
+        consent: ConsentId,
+        signer: &ReceiptSigner,
+    ) -> Result<ConsentReceipt, Error> {
         let controller = self.controller.as_ref().ok_or(Error::Config(
             "consent receipts need the controller's details (VaultBuilder::controller)",
         ))?;
@@ -100,7 +112,8 @@ impl Vault {
             vec![
                 Entry::new(AuditKind::ReceiptIssued, Some(customer))
                     .purpose(&record.purpose)
-                    .detail(format!("consent={consent} receipt={}", receipt.receipt_id())),
+                    .detail(format!("consent={consent} receipt={}", receipt.receipt_id()))
+                    .actor(actor),
             ],
         )?;
         Ok(receipt)

@@ -21,6 +21,7 @@ use crate::store::{
     Authenticated, CustomerRecord, CustomerSnapshot, LatestChange, LookupToken, Objection, RecordMac, StoreError,
     WrappedKey, Write,
 };
+use crate::vault::telemetry;
 
 /// A customer's stored state, checked against its MACs (and, unless it is the state the vault
 /// already knew, against the audit log).
@@ -184,7 +185,8 @@ impl Vault {
     /// Reads and fully checks a customer's stored state (for the reads that do not go through
     /// the cache: the consent history, exports, the retention sweep).
     pub(crate) fn verified_customer(&self, id: CustomerId) -> Result<Verified, Error> {
-        let snapshot = self.store.customer(id)?.ok_or(Error::UnknownCustomer(id))?;
+        let snapshot =
+            telemetry::store_call("customer", || self.store.customer(id))?.ok_or(Error::UnknownCustomer(id))?;
         self.verify_customer(id, snapshot, Anchor::Log)
     }
 

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::exported::ExportedValue;
 use super::records::Verified;
 use super::{Vault, live_key};
+use crate::actor::Actor;
 use crate::audit::{AuditEvent, AuditKind, Entry};
 use crate::choices::Choices;
 use crate::consent::{Consent, Evidence};
@@ -17,6 +18,8 @@ use crate::ids::{ConsentId, CustomerId, FieldName, is_slug};
 use crate::integrity;
 use crate::purpose::Purpose;
 use crate::store::Objection;
+#[cfg(feature = "tracing")]
+use crate::vault::telemetry;
 
 /// Everything egard holds about one customer, in clear, for the customer (Art. 15) or for
 /// another controller (Art. 20): serialize it to JSON with [`to_json`](SubjectExport::to_json)
@@ -150,6 +153,17 @@ impl Vault {
     /// # Ok::<(), egard::Error>(())
     /// ```
     pub fn export_customer(&self, customer: CustomerId, evidence: Evidence) -> Result<SubjectExport, Error> {
+        self.export_customer_as(&self.default_actor, customer, evidence)
+    }
+
+    /// [`export_customer`](Vault::export_customer), recording `actor`.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.export_customer", level = "info", skip_all, fields(actor = %actor, customer = %customer), err(level = "info", Display)))]
+    pub(crate) fn export_customer_as(
+        &self,
+        actor: &Actor,
+        customer: CustomerId,
+        evidence: Evidence,
+    ) -> Result<SubjectExport, Error> {
         let detail = export_detail(&evidence)?;
         let entry = self.entry(customer)?;
         {
@@ -158,7 +172,11 @@ impl Vault {
         }
         self.commit(
             Vec::new(),
-            vec![Entry::new(AuditKind::Exported, Some(customer)).detail(detail)],
+            vec![
+                Entry::new(AuditKind::Exported, Some(customer))
+                    .detail(detail)
+                    .actor(actor),
+            ],
         )?;
         let state = entry.lock();
         let key = live_key(&entry, &state)?;
@@ -213,17 +231,20 @@ impl Vault {
 
     /// Restricts processing (Art. 18): every `authorize`, and every pass already issued, is
     /// refused with [`AccessDenied::Restricted`] until lifted; the data stays stored.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.restrict", level = "info", skip_all, fields(actor = %self.default_actor(), customer = %customer), err(level = "info", Display)))]
     pub fn restrict(&self, customer: CustomerId) -> Result<(), Error> {
-        self.set_restricted(customer, true)
+        self.set_restricted(&self.default_actor, customer, true)
     }
 
     /// Lifts a restriction. Passes refused during the restriction stay refused: ask for new
     /// ones.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.lift_restriction", level = "info", skip_all, fields(actor = %self.default_actor(), customer = %customer), err(level = "info", Display)))]
     pub fn lift_restriction(&self, customer: CustomerId) -> Result<(), Error> {
-        self.set_restricted(customer, false)
+        self.set_restricted(&self.default_actor, customer, false)
     }
 
-    fn set_restricted(&self, customer: CustomerId, restricted: bool) -> Result<(), Error> {
+    /// Restricts processing or lifts the restriction, recording `actor`.
+    pub(crate) fn set_restricted(&self, actor: &Actor, customer: CustomerId, restricted: bool) -> Result<(), Error> {
         self.with_customer(customer, |entry, state, mut draft| {
             live_key(entry, state)?;
             if state.restricted != restricted {
@@ -233,7 +254,7 @@ impl Vault {
                     AuditKind::RestrictionLifted
                 };
                 draft.set_restricted(restricted);
-                self.commit_customer(state, draft, vec![Entry::new(kind, Some(customer))])?;
+                self.commit_customer(state, draft, vec![Entry::new(kind, Some(customer)).actor(actor)])?;
                 state.restricted = restricted;
             }
             if restricted {
@@ -250,6 +271,12 @@ impl Vault {
     ///
     /// A purpose based on consent is refused here: withdraw the consent instead.
     pub fn object(&self, customer: CustomerId, purpose: &str) -> Result<(), Error> {
+        self.object_as(&self.default_actor, customer, purpose)
+    }
+
+    /// [`object`](Vault::object), recording `actor`.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.object", level = "info", skip_all, fields(actor = %actor, customer = %customer, purpose = telemetry::name(purpose)), err(level = "info", Display)))]
+    pub(crate) fn object_as(&self, actor: &Actor, customer: CustomerId, purpose: &str) -> Result<(), Error> {
         let def = self.purpose_def(purpose)?;
         if !def.purpose.basis().allows_objection() {
             return Err(Error::Invalid(
@@ -267,7 +294,11 @@ impl Vault {
             self.commit_customer(
                 state,
                 draft,
-                vec![Entry::new(AuditKind::Objected, Some(customer)).purpose(&def.id)],
+                vec![
+                    Entry::new(AuditKind::Objected, Some(customer))
+                        .purpose(&def.id)
+                        .actor(actor),
+                ],
             )?;
             state.objections.insert(def.id.clone(), at);
             state.revoke(&def.id, AccessDenied::Objected);
@@ -280,19 +311,26 @@ impl Vault {
     /// and stops every pass and cached key at once. Every [`Sealed`](crate::Sealed) value of
     /// this customer kept anywhere, backups included, can never be opened again; `authorize`
     /// gives [`Error::Erased`].
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.erase_customer", level = "info", skip_all, fields(actor = %self.default_actor(), customer = %customer), err(level = "info", Display)))]
     pub fn erase_customer(&self, customer: CustomerId) -> Result<ErasureReceipt, Error> {
-        self.erase(customer, "")
+        self.erase(Some(&self.default_actor), customer, "")
     }
 
-    /// Erases `customer`; `why` prefixes the audit detail.
+    /// Erases `customer`, recording `actor` (`None` for the vault's own administration);
+    /// `why` prefixes the audit detail.
     ///
     /// Crypto-shredding needs no key: a customer this vault cannot load because their data
     /// key does not unwrap (the key provider is down or refuses, the key is under a retired or
     /// unknown master key) is erased all the same, from their checked records.
-    fn erase(&self, customer: CustomerId, why: &str) -> Result<ErasureReceipt, Error> {
-        match self.erase_cached(customer, why) {
+    pub(crate) fn erase(
+        &self,
+        actor: Option<&Actor>,
+        customer: CustomerId,
+        why: &str,
+    ) -> Result<ErasureReceipt, Error> {
+        match self.erase_cached(actor, customer, why) {
             Err(Error::KeyProvider(_) | Error::RetiredKey { .. } | Error::Crypto) if !self.is_cached(customer) => {
-                self.erase_without_key(customer, why)
+                self.erase_without_key(actor, customer, why)
             }
             other => other,
         }
@@ -306,7 +344,12 @@ impl Vault {
     /// checked stored records (records that fail their check fail the erasure, as everywhere),
     /// conditional on the revision read; then a cached entry another thread may have loaded
     /// meanwhile has its passes stopped and its key wiped.
-    fn erase_without_key(&self, customer: CustomerId, why: &str) -> Result<ErasureReceipt, Error> {
+    fn erase_without_key(
+        &self,
+        actor: Option<&Actor>,
+        customer: CustomerId,
+        why: &str,
+    ) -> Result<ErasureReceipt, Error> {
         let record_key = self.record_key()?;
         for _ in 0..super::STALE_RETRIES {
             let verified = self.verified_customer(customer)?;
@@ -323,7 +366,12 @@ impl Vault {
             let mac = finished.state.record.mac;
             let written = self.commit(
                 finished.writes,
-                vec![Entry::new(AuditKind::Erased, Some(customer)).detail(detail).state(mac)],
+                vec![
+                    Entry::new(AuditKind::Erased, Some(customer))
+                        .detail(detail)
+                        .state(mac)
+                        .maybe_actor(actor),
+                ],
             );
             match written {
                 Err(Error::Storage(crate::store::StoreError::Stale)) => continue,
@@ -348,7 +396,7 @@ impl Vault {
     }
 
     /// Erases a customer through their cached entry (loaded, with their key, if need be).
-    fn erase_cached(&self, customer: CustomerId, why: &str) -> Result<ErasureReceipt, Error> {
+    fn erase_cached(&self, actor: Option<&Actor>, customer: CustomerId, why: &str) -> Result<ErasureReceipt, Error> {
         let record_key = self.record_key()?;
         let receipt = self.with_customer(customer, |entry, state, mut draft| {
             live_key(entry, state)?;
@@ -360,7 +408,11 @@ impl Vault {
             self.commit_customer(
                 state,
                 draft,
-                vec![Entry::new(AuditKind::Erased, Some(customer)).detail(detail)],
+                vec![
+                    Entry::new(AuditKind::Erased, Some(customer))
+                        .detail(detail)
+                        .maybe_actor(actor),
+                ],
             )?;
             state.revoke_erased();
             // The passes still alive hold this entry: the key leaves it now, wiped.
@@ -401,6 +453,7 @@ impl Vault {
     /// assert!(again.is_empty(), "nothing was restored here: the customer is still erased");
     /// # Ok::<(), egard::Error>(())
     /// ```
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.reapply_erasures", level = "info", skip_all, fields(receipts = receipts.len()), err(level = "info", Display)))]
     pub fn reapply_erasures(&self, receipts: &[ErasureReceipt]) -> Result<Vec<CustomerId>, Error> {
         let key = self.record_key()?;
         for r in receipts {
@@ -414,7 +467,8 @@ impl Vault {
             if erased.contains(&r.customer) {
                 continue;
             }
-            match self.erase(r.customer, "reapplied,") {
+            // The vault's own administration: no actor.
+            match self.erase(None, r.customer, "reapplied,") {
                 Ok(_) => erased.push(r.customer),
                 Err(Error::Erased(_) | Error::UnknownCustomer(_)) => {}
                 Err(e) => return Err(e),
@@ -432,6 +486,15 @@ impl Vault {
     /// A customer whose stored records fail their check, or whose data key is under a retired
     /// master key ([`Error::RetiredKey`]), is left alone and the sweep goes on; the first such
     /// failure is returned at the end, after every other customer was swept.
+    #[cfg_attr(
+        feature = "tracing",
+        tracing::instrument(
+            name = "egard.sweep_retention",
+            level = "info",
+            skip_all,
+            err(level = "info", Display)
+        )
+    )]
     pub fn sweep_retention(&self) -> Result<SweepReport, Error> {
         let now = self.now();
         let purposes = self.purposes();

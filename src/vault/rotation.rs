@@ -90,6 +90,15 @@ impl Vault {
     /// Works in batches of [`DEFAULT_ROTATION_BATCH`] customers; see
     /// [`rotate_master_key_with`](Vault::rotate_master_key_with) for progress and for what
     /// happens when it is interrupted.
+    #[cfg_attr(
+        feature = "tracing",
+        tracing::instrument(
+            name = "egard.rotate_master_key",
+            level = "info",
+            skip_all,
+            err(level = "info", Display)
+        )
+    )]
     pub fn rotate_master_key(&self) -> Result<usize, Error> {
         Ok(self
             .rotate_master_key_with(DEFAULT_ROTATION_BATCH, |_| {})?
@@ -128,6 +137,7 @@ impl Vault {
     /// assert!(vault.keys_below(2)?.is_empty());
     /// # Ok::<(), egard::Error>(())
     /// ```
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.rotate_master_key_with", level = "info", skip_all, fields(batch_size = batch_size), err(level = "info", Display)))]
     pub fn rotate_master_key_with(
         &self,
         batch_size: usize,
@@ -260,6 +270,7 @@ impl Vault {
     /// provider is called. Erased customers hold no keys.
     ///
     /// One store read per customer; the result holds one entry per key found.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.keys_below", level = "info", skip_all, fields(min_master_key_id = min_master_key_id), err(level = "info", Display)))]
     pub fn keys_below(&self, min_master_key_id: u32) -> Result<Vec<KeyBelow>, Error> {
         let below = |wrapped: &[u8]| match WrappedKeyEnvelope::parse(wrapped) {
             Ok(p) if p.kek_id >= min_master_key_id => None,
