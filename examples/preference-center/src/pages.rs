@@ -14,10 +14,15 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use egard::{
-    AuditKind, Choices, ConsentState, CustomerId, Error, Evidence, LawfulBasis, Purpose, SubjectExport, Vault,
+    AccessKind, Actor, Choices, ConsentState, CustomerId, DEFAULT_ACTOR, Error, Evidence, LawfulBasis, Purpose,
+    SubjectExport, Vault,
 };
 
 use crate::Config;
+
+/// Who the preference center acts as in the audit log: every call it makes on a customer's
+/// behalf is recorded in this name.
+pub const ACTOR: &str = "service:preference-center";
 use crate::html::{Html, Nav, STYLE, and_list, basis_words, field_words, page, title_of, when};
 use crate::session::{Session, Sessions, csrf_matches};
 
@@ -366,7 +371,7 @@ fn has_gpc(headers: &HeaderMap) -> bool {
 /// What honouring the GPC signal changed, in words, if anything.
 async fn gpc_notice(state: &Shared, customer: CustomerId) -> Result<Option<String>, AppError> {
     let outcome = blocking(state, move |vault| {
-        vault.honor_gpc(
+        vault.acting_as(ACTOR)?.honor_gpc(
             customer,
             Evidence::new("sec-gpc-header").source("preference-center").gpc(),
         )
@@ -476,7 +481,11 @@ async fn signin_submit(State(state): State<Shared>, headers: HeaderMap, body: By
             Some("Enter your email address, like name@example.com."),
         );
     }
-    let found = match blocking(&state, move |vault| vault.find_customer("email", &email)).await {
+    let found = match blocking(&state, move |vault| {
+        vault.acting_as(ACTOR)?.find_customer("email", &email)
+    })
+    .await
+    {
         Ok(found) => found,
         Err(AppError::Vault(Error::Invalid(_))) => {
             return signin_form(
@@ -776,7 +785,9 @@ async fn consents_page(State(state): State<Shared>, headers: HeaderMap) -> Respo
     };
     let id = customer.id;
     let loaded = blocking(&state, move |vault| {
-        let export = vault.export_customer(id, Evidence::new("preference-center").source("consents-page"))?;
+        let export = vault
+            .acting_as(ACTOR)?
+            .export_customer(id, Evidence::new("preference-center").source("consents-page"))?;
         Ok(purpose_views(&export))
     })
     .await;
@@ -864,7 +875,10 @@ async fn consent_action(
                 if confirmed {
                     evidence = evidence.explicit();
                 }
-                match vault.give_consent_with(id, def.id(), evidence, &form_choices(&def, &form)) {
+                match vault
+                    .acting_as(ACTOR)?
+                    .give_consent_with(id, def.id(), evidence, &form_choices(&def, &form))
+                {
                     Ok(_) => Ok(Acted::Done(format!("Thank you: {title} is on."))),
                     Err(Error::GpcConflict { .. }) => Ok(Acted::ConfirmDespiteGpc(def)),
                     Err(e) => Err(e),
@@ -876,17 +890,19 @@ async fn consent_action(
                 if gpc {
                     evidence = evidence.explicit();
                 }
-                vault.change_choices(id, def.id(), &form_choices(&def, &form), evidence)?;
+                vault
+                    .acting_as(ACTOR)?
+                    .change_choices(id, def.id(), &form_choices(&def, &form), evidence)?;
                 Ok(Acted::Done(format!("Your choices for {title} are saved.")))
             }
             ("withdraw", LawfulBasis::Consent) => {
-                vault.withdraw_consent(id, def.id())?;
+                vault.acting_as(ACTOR)?.withdraw_consent(id, def.id())?;
                 Ok(Acted::Done(format!(
                     "{title} is off: we no longer use your data for it."
                 )))
             }
             ("object", basis) if basis.allows_objection() => {
-                vault.object(id, def.id())?;
+                vault.acting_as(ACTOR)?.object(id, def.id())?;
                 Ok(Acted::Done(format!("Your objection is recorded: {title} is off.")))
             }
             _ => Ok(Acted::NotPossible),
@@ -960,7 +976,9 @@ async fn data_page(State(state): State<Shared>, headers: HeaderMap) -> Response 
     let id = customer.id;
     // The customer sees their data through the subject-access path: an audited export.
     let shown = blocking(&state, move |vault| {
-        let export = vault.export_customer(id, Evidence::new("preference-center").source("your-data-page"))?;
+        let export = vault
+            .acting_as(ACTOR)?
+            .export_customer(id, Evidence::new("preference-center").source("your-data-page"))?;
         let mut uses: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for purpose in &export.purposes {
             for field in purpose.field_names() {
@@ -1071,7 +1089,9 @@ async fn data_export(State(state): State<Shared>, headers: HeaderMap, body: Byte
     };
     let id = customer.id;
     let json = blocking(&state, move |vault| {
-        let export = vault.export_customer(id, Evidence::new("preference-center").source("download"))?;
+        let export = vault
+            .acting_as(ACTOR)?
+            .export_customer(id, Evidence::new("preference-center").source("download"))?;
         Ok(export.to_json()?.to_vec())
     })
     .await;
@@ -1090,44 +1110,80 @@ async fn data_export(State(state): State<Shared>, headers: HeaderMap, body: Byte
 
 // ----- who used your data -----
 
+/// Who acted, in words for the customer.
+fn actor_words(actor: Option<&Actor>) -> String {
+    match actor.map(Actor::as_str) {
+        None => "one of our systems (before we recorded which)".to_owned(),
+        Some(ACTOR) => "this preference center".to_owned(),
+        Some(DEFAULT_ACTOR) => "our app".to_owned(),
+        Some(other) => other.to_owned(),
+    }
+}
+
+/// Why an access was refused, in words for the customer.
+fn denial_words(reason: &str) -> &'static str {
+    match reason {
+        "withdrawn" => "you had withdrawn your consent",
+        "no_consent" => "you had not agreed",
+        "expired" => "your agreement had expired",
+        "objected" => "you had objected",
+        "restricted" => "the use of your data is restricted",
+        "notice_outdated" => "you had not agreed to the new notice",
+        _ => "it was not allowed",
+    }
+}
+
 async fn activity_page(State(state): State<Shared>, headers: HeaderMap) -> Response {
     let customer = match signed_in(&state, &headers).await {
         Ok(c) => c,
         Err(r) => return r,
     };
     let id = customer.id;
-    let loaded = blocking(&state, move |vault| {
-        let purposes: BTreeMap<String, Purpose> =
-            vault.purposes().into_iter().map(|p| (p.id().to_owned(), p)).collect();
-        Ok((purposes, vault.audit_events(id)?))
-    })
-    .await;
-    let (purposes, events) = match loaded {
-        Ok(l) => l,
+    // Reading the log is itself recorded, in the preference center's name.
+    let records = match blocking(&state, move |vault| vault.acting_as(ACTOR)?.access_log(id)).await {
+        Ok(records) => records,
         Err(e) => return e.into_response(),
     };
     let mut lines = Vec::new();
-    for event in events.iter().rev() {
-        let purpose = event.purpose.as_ref().map(|p| p.as_str().to_owned());
-        let fields = purpose
+    for record in records.iter().rev() {
+        let at = when(record.at);
+        let who = actor_words(record.actor.as_ref());
+        let fields = and_list(
+            &record
+                .fields
+                .iter()
+                .map(|f| field_words(f.as_str()))
+                .collect::<Vec<_>>(),
+        );
+        let title = record
+            .purpose
             .as_ref()
-            .and_then(|p| purposes.get(p))
-            .map(|p| and_list(&p.field_names().map(field_words).collect::<Vec<_>>()))
+            .map(|p| title_of(p.as_str()))
             .unwrap_or_default();
-        let title = purpose.as_deref().map(title_of).unwrap_or_default();
-        let line = match event.kind {
-            AuditKind::AccessGranted => format!("On {}, your {fields} were opened for {title}.", when(event.at)),
-            AuditKind::AccessDenied => format!(
-                "On {}, a request to use your data for {title} was refused.",
-                when(event.at)
+        let ours = record.actor.as_ref().is_some_and(|a| a.as_str() == ACTOR);
+        let line = match &record.kind {
+            AccessKind::Granted => format!("On {at}, {who} used your {fields} for {title}."),
+            AccessKind::Denied { reason } => format!(
+                "On {at}, {who} asked to use your {fields} for {title} and was refused: {}.",
+                denial_words(reason)
             ),
-            AuditKind::Exported => format!("On {}, a copy of all your data was made for you.", when(event.at)),
+            AccessKind::Exported if ours => {
+                format!("On {at}, you looked at your data here (a full copy, for you alone).")
+            }
+            AccessKind::Exported => format!("On {at}, {who} made a full copy of your data for you."),
+            AccessKind::LookedUp if ours => {
+                format!("On {at}, you asked for a sign-in link: we found your account by your {fields}.")
+            }
+            AccessKind::LookedUp => format!("On {at}, {who} found your account by your {fields}."),
+            AccessKind::Written => format!("On {at}, {who} recorded your {fields}."),
+            // Reads of this page, and the rest, are not uses of your data.
             _ => continue,
         };
         lines.push(line);
     }
     let mut body = Html::new();
-    body.raw("<p>Every time your data is opened, egard records it first. Newest first.</p>\n");
+    body.raw("<p>Every time someone opens your data, egard records it first, with who it was and why. ")
+        .raw("Newest first.</p>\n");
     if lines.is_empty() {
         body.raw("<p>No one has used your data yet.</p>\n");
     } else {
@@ -1210,7 +1266,7 @@ async fn delete_submit(State(state): State<Shared>, headers: HeaderMap, body: By
         );
     }
     let id = customer.id;
-    let receipt = match blocking(&state, move |vault| vault.erase_customer(id)).await {
+    let receipt = match blocking(&state, move |vault| vault.acting_as(ACTOR)?.erase_customer(id)).await {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };

@@ -2,7 +2,7 @@
 //! already sent Alice a newsletter.
 
 use chrono::Duration;
-use egard::{Choices, CustomerId, Error, Evidence, LawfulBasis, Lookup, Normalizer, Purpose, Vault};
+use egard::{ActingVault, Choices, CustomerId, Error, Evidence, LawfulBasis, Lookup, Normalizer, Purpose, Vault};
 
 /// The demo customers: email and first name. Sign in with one of these addresses.
 pub const DEMO_CUSTOMERS: [(&str, &str); 2] = [("alice@example.com", "Alice"), ("bob@example.com", "Bob")];
@@ -60,20 +60,24 @@ pub fn seed_demo(vault: &Vault) -> Result<bool, Error> {
     }
     vault.define_lookup(Lookup::new("email", Normalizer::Email))?;
 
+    // The shop (its sign-up and checkout) records the customers; the mailer sends Alice a
+    // newsletter. Each is named in the audit log, so the customer sees who did what.
+    let shop = vault.acting_as("service:shop")?;
     let [(alice_email, alice_name), (bob_email, bob_name)] = DEMO_CUSTOMERS;
-    let alice = vault.create_customer()?;
-    vault.set_field(alice, "email", alice_email)?;
-    vault.set_field(alice, "first_name", alice_name)?;
-    vault.set_field(alice, "postal_address", "12 Rue des Lilas, 75011 Paris")?;
-    vault.set_field(alice, "pages_viewed", &42u32)?;
+    let alice = shop.create_customer()?;
+    shop.set_field(alice, "email", alice_email)?;
+    shop.set_field(alice, "first_name", alice_name)?;
+    shop.set_field(alice, "postal_address", "12 Rue des Lilas, 75011 Paris")?;
+    shop.set_field(alice, "pages_viewed", &42u32)?;
     give(
         vault,
+        &shop,
         alice,
         "order_history",
         Evidence::new("checkout").source("order-1042"),
     )?;
     let newsletter = vault.purpose("newsletter")?;
-    vault.give_consent_with(
+    shop.give_consent_with(
         alice,
         "newsletter",
         Evidence::new("signup-form")
@@ -85,30 +89,34 @@ pub fn seed_demo(vault: &Vault) -> Result<bool, Error> {
     )?;
     give(
         vault,
+        &shop,
         alice,
         "partner_offers",
         Evidence::new("signup-form").source("signup-v3"),
     )?;
     give(
         vault,
+        &shop,
         alice,
         "analytics",
         Evidence::new("app-install").source("balancing-test-7"),
     )?;
     simulate_mailer(vault, alice)?;
 
-    let bob = vault.create_customer()?;
-    vault.set_field(bob, "email", bob_email)?;
-    vault.set_field(bob, "first_name", bob_name)?;
-    vault.set_field(bob, "postal_address", "3 Baker Street, London")?;
+    let bob = shop.create_customer()?;
+    shop.set_field(bob, "email", bob_email)?;
+    shop.set_field(bob, "first_name", bob_name)?;
+    shop.set_field(bob, "postal_address", "3 Baker Street, London")?;
     give(
         vault,
+        &shop,
         bob,
         "order_history",
         Evidence::new("checkout").source("order-1043"),
     )?;
     give(
         vault,
+        &shop,
         bob,
         "newsletter",
         Evidence::new("signup-form").source("signup-v3"),
@@ -117,18 +125,25 @@ pub fn seed_demo(vault: &Vault) -> Result<bool, Error> {
 }
 
 /// Gives a record of `purpose` with the purpose's notice text as evidence.
-fn give(vault: &Vault, customer: CustomerId, purpose: &str, evidence: Evidence) -> Result<(), Error> {
+fn give(
+    vault: &Vault,
+    shop: &ActingVault<'_>,
+    customer: CustomerId,
+    purpose: &str,
+    evidence: Evidence,
+) -> Result<(), Error> {
     let notice = vault.purpose(purpose)?;
-    vault.give_consent(customer, purpose, evidence.notice_text(notice.description_text()))?;
+    shop.give_consent(customer, purpose, evidence.notice_text(notice.description_text()))?;
     Ok(())
 }
 
-/// The mailer sending `customer` the newsletter: it opens their email and first name through
-/// the gate (one audited access), and nothing else.
+/// `service:mailer` sending `customer` the newsletter: it opens their email and first name
+/// through the gate (one audited access, in its name), and nothing else.
 pub fn simulate_mailer(vault: &Vault, customer: CustomerId) -> Result<(), Error> {
-    let pass = vault.authorize(customer, "newsletter")?;
-    let email = vault.reveal::<String>(&pass, "email")?;
-    let first_name = vault.reveal::<String>(&pass, "first_name")?;
+    let mailer = vault.acting_as("service:mailer")?;
+    let pass = mailer.authorize(customer, "newsletter")?;
+    let email = mailer.reveal::<String>(&pass, "email")?;
+    let first_name = mailer.reveal::<String>(&pass, "first_name")?;
     // A real mailer would send here; the demo only proves it could.
     let _ = (email.expose().len(), first_name.expose().len());
     Ok(())

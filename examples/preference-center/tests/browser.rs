@@ -341,8 +341,9 @@ async fn run(app: &TestApp, client: &Client, downloads: &Path) -> Result<(), Str
     .await?;
     let choices = app
         .with_vault(move |v| {
-            let pass = v.authorize(alice, "newsletter").unwrap();
-            let choices = v.choices(&pass).unwrap();
+            let mailer = v.acting_as("service:mailer").unwrap();
+            let pass = mailer.authorize(alice, "newsletter").unwrap();
+            let choices = mailer.choices(&pass).unwrap();
             let c = choices.expose();
             (
                 c.get("topics").map(<[String]>::to_vec),
@@ -357,8 +358,14 @@ async fn run(app: &TestApp, client: &Client, downloads: &Path) -> Result<(), Str
     // Your data shows them too, while the newsletter is on.
     client.goto(&format!("{}/data", app.url)).await.unwrap();
     let text = main_text(client).await;
-    assert!(text.contains("Newsletter: topics") && text.contains("Offers and Rides"), "{text}");
-    assert!(text.contains("Newsletter: frequency") && text.contains("Weekly"), "{text}");
+    assert!(
+        text.contains("Newsletter: topics") && text.contains("Offers and Rides"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Newsletter: frequency") && text.contains("Weekly"),
+        "{text}"
+    );
     screenshot(client, "03-your-data").await;
 
     // An option the purpose does not offer: refused, nothing changed.
@@ -487,8 +494,35 @@ async fn run(app: &TestApp, client: &Client, downloads: &Path) -> Result<(), Str
     assert_eq!(h1(client).await, "Who used your data");
     let text = main_text(client).await;
     assert!(
-        text.contains("email and first name") && text.contains("Newsletter"),
+        text.contains("service:mailer used your email and first name for Newsletter."),
         "the mailer's access is shown: {text}"
+    );
+    assert!(
+        text.contains(
+            "asked to use your email and first name for Newsletter and was refused: you had withdrawn your consent."
+        ),
+        "{text}"
+    );
+    assert!(text.contains("you looked at your data here"), "{text}");
+    assert!(text.contains("service:shop recorded your postal address"), "{text}");
+    assert!(text.contains("you asked for a sign-in link"), "{text}");
+    let log_reads = app
+        .with_vault(move |v| {
+            v.access_log(alice)
+                .unwrap()
+                .into_iter()
+                .filter(|r| {
+                    r.kind == egard::AccessKind::LogRead
+                        && r.actor
+                            .as_ref()
+                            .is_some_and(|a| a.as_str() == "service:preference-center")
+                })
+                .count()
+        })
+        .await;
+    assert_eq!(
+        log_reads, 1,
+        "reading the page is recorded in the preference center's name"
     );
     screenshot(client, "04-who-used-your-data").await;
 
@@ -514,6 +548,19 @@ async fn run(app: &TestApp, client: &Client, downloads: &Path) -> Result<(), Str
         matches!(partner, Err(Error::Denied(AccessDenied::Withdrawn))),
         "{partner:?}"
     );
+    let signals = app
+        .with_vault(move |v| {
+            v.audit_events(alice)
+                .unwrap()
+                .into_iter()
+                .filter(|e| {
+                    e.kind == egard::AuditKind::ConsentWithdrawn
+                        && e.detail.contains("gpc,method=sec-gpc-header,source=preference-center")
+                })
+                .count()
+        })
+        .await;
+    assert_eq!(signals, 1, "the withdrawal records the signal as its evidence");
     // Legitimate interests that are not marketing, and the contract, are left alone.
     app.with_vault(move |v| v.authorize(alice, "analytics").map(drop))
         .await
