@@ -269,3 +269,48 @@ fn the_gpc_mark_is_authenticated() {
     let v = vault(&open);
     common::assert_crypto(v.consents(alice));
 }
+
+/// A store that hides a purpose the signal covers (its row deleted while the signal is
+/// honoured, put back after) must not make the signal skip it: either honouring fails, or the
+/// consent it would have withdrawn never opens again.
+#[cfg(feature = "sqlite")]
+#[test]
+fn a_hidden_purpose_is_not_skipped_by_the_signal() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gpc.db");
+    let open = || Arc::new(egard::SqliteStore::open(&path).unwrap()) as Arc<dyn Store>;
+    let alice = {
+        let v = vault(&open);
+        let alice = v.create_customer().unwrap();
+        v.give_consent(alice, "partners", Evidence::new("web-form")).unwrap();
+        alice
+    };
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    raw.execute_batch(
+        "CREATE TABLE saved_purposes AS SELECT * FROM purposes WHERE id = 'partners';
+         DELETE FROM purposes WHERE id = 'partners';",
+    )
+    .unwrap();
+    let honoured = Vault::builder()
+        .master_key(MasterKey::from_bytes(common::KEY))
+        .store(open())
+        .clock(ManualClock::new(common::t0()))
+        .build()
+        .and_then(|v| v.honor_gpc(alice, signal()));
+    assert!(matches!(honoured, Err(Error::Crypto)), "{honoured:?}");
+    let honoured = honoured.is_ok();
+    raw.execute_batch("INSERT INTO purposes SELECT * FROM saved_purposes;")
+        .unwrap();
+    let v = Vault::builder()
+        .master_key(MasterKey::from_bytes(common::KEY))
+        .store(open())
+        .clock(ManualClock::new(common::t0()))
+        .build()
+        .unwrap();
+    if honoured {
+        assert!(
+            v.authorize(alice, "partners").is_err(),
+            "the signal was honoured while the purpose was hidden, and its consent still opens"
+        );
+    }
+}

@@ -1,5 +1,6 @@
 //! Privacy signals: the Global Privacy Control (`Sec-GPC: 1`) applied to a customer.
 
+use std::collections::HashSet;
 use std::sync::{Arc, PoisonError};
 
 use super::{Vault, live_key};
@@ -42,6 +43,23 @@ fn signal_detail(evidence: &Evidence) -> Result<String, Error> {
 }
 
 impl Vault {
+    /// The purposes the signal covers (by id), and the ids of every purpose known. A purpose
+    /// whose definition failed its check may be one the signal covers: `Error::Crypto`.
+    fn gpc_purposes(&self) -> Result<(Vec<Arc<PurposeDef>>, HashSet<PurposeId>), Error> {
+        let purposes = self.purposes.read().unwrap_or_else(PoisonError::into_inner);
+        if !purposes.tampered.is_empty() {
+            return Err(Error::Crypto);
+        }
+        let mut covered: Vec<Arc<PurposeDef>> = purposes
+            .defs
+            .values()
+            .filter(|d| d.purpose.is_covered_by_gpc())
+            .cloned()
+            .collect();
+        covered.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok((covered, purposes.defs.keys().cloned().collect()))
+    }
+
     /// Applies the Global Privacy Control signal (a request with the `Sec-GPC: 1` header) for
     /// `customer`: for every purpose the signal covers ([`Purpose::is_covered_by_gpc`]: direct
     /// marketing, or selling or sharing data), the customer's current consent is withdrawn
@@ -54,6 +72,10 @@ impl Vault {
     /// events, after `gpc` (detail `<consent id> gpc,method=…` for a withdrawal,
     /// `gpc,method=…` for an objection), so both must be slugs, or the call is refused with
     /// [`Error::Invalid`] and nothing is recorded.
+    ///
+    /// A purpose whose definition fails its check, or that the customer holds a live record
+    /// for but the store no longer lists (purposes are never deleted: it was hidden), fails
+    /// the call with the opaque [`Error::Crypto`] and nothing is recorded.
     ///
     /// The outcome lists the purposes by id. An unknown customer gives
     /// [`Error::UnknownCustomer`], an erased one [`Error::Erased`] (nothing of theirs opens any
@@ -101,22 +123,28 @@ impl Vault {
     ) -> Result<GpcOutcome, Error> {
         let detail = signal_detail(&evidence)?;
         self.refresh_purposes(super::Refresh::IfStale)?;
-        let mut covered: Vec<Arc<PurposeDef>> = {
-            let purposes = self.purposes.read().unwrap_or_else(PoisonError::into_inner);
-            if !purposes.tampered.is_empty() {
-                // A purpose whose definition failed its check may be one the signal covers.
-                return Err(Error::Crypto);
-            }
-            purposes
-                .defs
-                .values()
-                .filter(|d| d.purpose.is_covered_by_gpc())
-                .cloned()
-                .collect()
-        };
-        covered.sort_by(|a, b| a.id.cmp(&b.id));
+        let (covered, known) = self.gpc_purposes()?;
         self.with_customer(customer, |entry, state, mut draft| {
             live_key(entry, state)?;
+            // A purpose is never deleted: one the customer holds a live record for but that
+            // the store does not list was hidden (it may be one the signal covers, put back
+            // once the signal has passed it by). Read the definitions again once (another
+            // process may have defined it since), then refuse.
+            let hidden = |known: &HashSet<PurposeId>| {
+                state
+                    .current
+                    .iter()
+                    .any(|(id, r)| r.withdrawn_at.is_none() && r.superseded_by.is_none() && !known.contains(id))
+            };
+            let mut covered = covered.clone();
+            if hidden(&known) {
+                self.refresh_purposes(super::Refresh::Always)?;
+                let (again, known) = self.gpc_purposes()?;
+                if hidden(&known) {
+                    return Err(Error::Crypto);
+                }
+                covered = again;
+            }
             let now = self.now();
             let mut outcome = GpcOutcome::default();
             let mut entries = Vec::new();
