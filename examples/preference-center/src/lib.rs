@@ -26,7 +26,7 @@
 //!
 //! - Sign-in by a one-time link (256 random bits, kept hashed, valid for 10 minutes, once),
 //!   handed to the [`Config::mail`] console instead of an email; the page after asking for one
-//!   is the same whether the address is known or not.
+//!   is the same whether the address is known or not, and does not wait for the mail to be sent.
 //! - A session cookie that is `HttpOnly`, `SameSite=Lax`, and `Secure` (under the `__Host-`
 //!   prefix) with [`Config::secure_cookies`]; sessions and links live server-side, hashed.
 //! - A CSRF token on every form, checked in constant time on every POST (a POST without it is

@@ -501,12 +501,16 @@ async fn signin_submit(State(state): State<Shared>, headers: HeaderMap, body: By
         let Some(token) = state.sessions.issue_link(customer) else {
             return AppError::Internal.into_response();
         };
-        state.config.mail.line(&format!(
+        let line = format!(
             "[demo mail] A sign-in link for the address just entered (works once, for {} minutes): {}/signin/link?token={}",
             state.config.link_lifetime.as_secs() / 60,
             state.config.public_url,
             token.as_str()
-        ));
+        );
+        // Sent on its own thread, not awaited: a response that waited for the mail provider
+        // would take longer for a known address than for an unknown one (an account oracle).
+        let mail = state.config.mail.clone();
+        drop(tokio::task::spawn_blocking(move || mail.line(&line)));
     }
     // The same page whether or not the address is known: the form is no account oracle.
     let mut body = Html::new();

@@ -247,7 +247,7 @@ async fn run(app: &TestApp, client: &Client, downloads: &Path) -> Result<(), Str
     field.send_keys("nobody@example.com\u{e007}").await.unwrap();
     wait_for(client, app, "//h1[text()='Check your email']").await?;
     assert_eq!(main_text(client).await, known, "no account oracle");
-    let links = app.links();
+    let links = app.wait_links(1).await;
     assert_eq!(links.len(), 1, "one link, for the known address only");
     let link = links[0].clone();
     let token = link.rsplit("token=").next().unwrap().to_owned();

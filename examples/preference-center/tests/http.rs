@@ -27,7 +27,9 @@ async fn the_sign_in_form_is_no_account_oracle() {
         }
     };
     let known = ask("alice%40example.com").await;
+    app.wait_links(1).await;
     let unknown = ask("nobody%40example.com").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(known.status, StatusCode::OK);
     assert_eq!(unknown.status, StatusCode::OK);
     assert_eq!(
@@ -88,7 +90,7 @@ async fn an_expired_link_signs_no_one_in() {
         Some(&format!("csrf={}&email=alice%40example.com", page.csrf())),
     )
     .await;
-    let link = app.links().pop().unwrap();
+    let link = app.wait_links(1).await.pop().unwrap();
     let opened = send(Method::GET, &link, &[], None).await;
     assert_eq!(opened.status, StatusCode::BAD_REQUEST);
     assert!(opened.session_cookie().is_none());
@@ -232,4 +234,56 @@ async fn signed_out_visitors_are_sent_to_sign_in() {
     )
     .await;
     assert_eq!(after.status, StatusCode::SEE_OTHER, "the old cookie signs no one in");
+}
+
+/// A mail provider that takes its time (as a real one does): the sign-in response must not
+/// wait for it, or its duration tells whether the address belongs to an account.
+#[derive(Clone)]
+struct SlowMail(egard_preference_center::Captured);
+
+impl egard_preference_center::Console for SlowMail {
+    fn line(&self, line: &str) {
+        std::thread::sleep(Duration::from_millis(600));
+        egard_preference_center::Console::line(&self.0, line);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sign_in_response_does_not_wait_for_the_mail() {
+    let slow = egard_preference_center::Captured::new();
+    let app = start({
+        let slow = slow.clone();
+        move |c| c.mail(SlowMail(slow))
+    })
+    .await;
+    let page = send(Method::GET, &format!("{}/signin", app.url), &[], None).await;
+    let cookie = page.session_cookie().unwrap();
+    let timed = |email: &'static str| {
+        let (url, cookie, csrf) = (app.url.clone(), cookie.clone(), page.csrf());
+        async move {
+            let started = std::time::Instant::now();
+            let reply = send(
+                Method::POST,
+                &format!("{url}/signin"),
+                &[("cookie", &cookie)],
+                Some(&format!("csrf={csrf}&email={email}")),
+            )
+            .await;
+            assert_eq!(reply.status, StatusCode::OK);
+            started.elapsed()
+        }
+    };
+    let unknown = timed("nobody%40example.com").await;
+    let known = timed("alice%40example.com").await;
+    assert!(
+        known < Duration::from_millis(400),
+        "the known address's response took {known:?} (the unknown one {unknown:?}): an account oracle"
+    );
+    // The link is sent all the same.
+    let mut waited = 0;
+    while slow.lines().is_empty() && waited < 50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += 1;
+    }
+    assert_eq!(slow.lines().len(), 1);
 }

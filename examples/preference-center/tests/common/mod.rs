@@ -78,6 +78,19 @@ impl TestApp {
         tokio::task::spawn_blocking(move || f(&vault)).await.unwrap()
     }
 
+    /// The sign-in links "emailed" so far, once at least `n` were (the mail is sent after the
+    /// response; waits up to 5 s).
+    pub async fn wait_links(&self, n: usize) -> Vec<String> {
+        for _ in 0..100 {
+            let links = self.links();
+            if links.len() >= n {
+                return links;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        self.links()
+    }
+
     /// The sign-in links "emailed" so far.
     pub fn links(&self) -> Vec<String> {
         self.mail
@@ -150,6 +163,7 @@ pub async fn send(method: Method, url: &str, headers: &[(&str, &str)], form: Opt
 
 /// Signs `email` in with plain HTTP: returns the session cookie (`name=value`).
 pub async fn sign_in(app: &TestApp, email: &str) -> String {
+    let before = app.links().len();
     let page = send(Method::GET, &format!("{}/signin", app.url), &[], None).await;
     let cookie = page.session_cookie().unwrap();
     let form = format!("csrf={}&email={}", page.csrf(), email.replace('@', "%40"));
@@ -161,7 +175,7 @@ pub async fn sign_in(app: &TestApp, email: &str) -> String {
     )
     .await;
     assert_eq!(sent.status, StatusCode::OK);
-    let link = app.links().pop().expect("a sign-in link");
+    let link = app.wait_links(before + 1).await.pop().expect("a sign-in link");
     let opened = send(Method::GET, &link, &[], None).await;
     assert_eq!(opened.status, StatusCode::SEE_OTHER);
     opened.session_cookie().unwrap()
