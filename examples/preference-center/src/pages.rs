@@ -564,6 +564,16 @@ async fn signout(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -
     if !csrf_matches(&session, form.get("csrf").unwrap_or("")) {
         return AppError::Forbidden.into_response();
     }
+    // The signal applies to this request too (it may be the only one that carries it).
+    if let Some(customer) = session.customer {
+        if has_gpc(&headers) {
+            if let Err(e) = gpc_notice(&state, customer).await {
+                if !matches!(e, AppError::Vault(Error::Erased(_) | Error::UnknownCustomer(_))) {
+                    return e.into_response();
+                }
+            }
+        }
+    }
     state.sessions.end(&sid);
     let mut response = see_other("/signin");
     if let Ok(cookie) = HeaderValue::from_str(&state.clear_cookie()) {

@@ -287,3 +287,37 @@ async fn the_sign_in_response_does_not_wait_for_the_mail() {
     }
     assert_eq!(slow.lines().len(), 1);
 }
+
+/// Every request of a signed-in customer that carries `Sec-GPC: 1` applies the signal, the
+/// sign-out included (it may be the only request they send with it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sign_out_honours_the_gpc_signal() {
+    let app = start(|c| c).await;
+    let alice = app.customer("alice@example.com").await.unwrap();
+    let cookie = sign_in(&app, "alice@example.com").await;
+    let page = send(
+        Method::GET,
+        &format!("{}/consents", app.url),
+        &[("cookie", &cookie)],
+        None,
+    )
+    .await;
+    app.with_vault(move |v| v.authorize(alice, "partner_offers").map(drop))
+        .await
+        .unwrap();
+    let signout = send(
+        Method::POST,
+        &format!("{}/signout", app.url),
+        &[("cookie", &cookie), ("sec-gpc", "1")],
+        Some(&format!("csrf={}", page.csrf())),
+    )
+    .await;
+    assert_eq!(signout.status, StatusCode::SEE_OTHER);
+    let denied = app
+        .with_vault(move |v| v.authorize(alice, "partner_offers").map(drop))
+        .await;
+    assert!(
+        matches!(denied, Err(Error::Denied(AccessDenied::Withdrawn))),
+        "{denied:?}"
+    );
+}
