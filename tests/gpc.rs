@@ -314,3 +314,48 @@ fn a_hidden_purpose_is_not_skipped_by_the_signal() {
         );
     }
 }
+
+/// The same for a purpose on legitimate interests (the signal objects to it): processing it
+/// needs a record of the customer's, which shows the purpose exists.
+#[cfg(feature = "sqlite")]
+#[test]
+fn a_hidden_legitimate_interests_purpose_is_not_skipped_by_the_signal() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gpc.db");
+    let open = || Arc::new(egard::SqliteStore::open(&path).unwrap()) as Arc<dyn Store>;
+    let alice = {
+        let v = vault(&open);
+        let alice = v.create_customer().unwrap();
+        v.give_consent(alice, "mailing", Evidence::new("checkout")).unwrap();
+        v.authorize(alice, "mailing").unwrap();
+        alice
+    };
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    raw.execute_batch(
+        "CREATE TABLE saved_purposes AS SELECT * FROM purposes WHERE id = 'mailing';
+         DELETE FROM purposes WHERE id = 'mailing';",
+    )
+    .unwrap();
+    let honoured = Vault::builder()
+        .master_key(MasterKey::from_bytes(common::KEY))
+        .store(open())
+        .clock(ManualClock::new(common::t0()))
+        .build()
+        .and_then(|v| v.honor_gpc(alice, signal()));
+    assert!(matches!(honoured, Err(Error::Crypto)), "{honoured:?}");
+    let honoured = honoured.is_ok();
+    raw.execute_batch("INSERT INTO purposes SELECT * FROM saved_purposes;")
+        .unwrap();
+    let v = Vault::builder()
+        .master_key(MasterKey::from_bytes(common::KEY))
+        .store(open())
+        .clock(ManualClock::new(common::t0()))
+        .build()
+        .unwrap();
+    if honoured {
+        assert!(
+            v.authorize(alice, "mailing").is_err(),
+            "the signal was honoured while the purpose was hidden, and the purpose still opens"
+        );
+    }
+}
