@@ -886,7 +886,9 @@ async fn consent_action(
         }
         match (action.as_str(), def.basis()) {
             ("give", LawfulBasis::Consent) => {
-                if confirmed {
+                // The confirmation is asked only when the signal speaks against this opt-in;
+                // the form field alone, on any other request, confirms nothing.
+                if confirmed && gpc && def.is_covered_by_gpc() {
                     evidence = evidence.explicit();
                 }
                 match vault
@@ -901,7 +903,7 @@ async fn consent_action(
             ("choices", LawfulBasis::Consent) => {
                 // A record that stands while the signal is present was confirmed by the
                 // customer despite it; saving its choices is their explicit act again.
-                if gpc {
+                if gpc && def.is_covered_by_gpc() {
                     evidence = evidence.explicit();
                 }
                 vault

@@ -321,3 +321,37 @@ async fn the_sign_out_honours_the_gpc_signal() {
         "{denied:?}"
     );
 }
+
+/// The confirmation asked when the GPC signal speaks against an opt-in is what makes the
+/// record explicit; the form field alone, on a request without the signal, claims nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confirmation_without_the_signal_records_no_explicit_consent() {
+    let app = start(|c| c).await;
+    let bob = app.customer("bob@example.com").await.unwrap();
+    let cookie = sign_in(&app, "bob@example.com").await;
+    let page = send(
+        Method::GET,
+        &format!("{}/consents", app.url),
+        &[("cookie", &cookie)],
+        None,
+    )
+    .await;
+    let given = send(
+        Method::POST,
+        &format!("{}/consents/partner_offers/give", app.url),
+        &[("cookie", &cookie)],
+        Some(&format!("csrf={}&confirm_gpc=yes", page.csrf())),
+    )
+    .await;
+    assert_eq!(given.status, StatusCode::SEE_OTHER);
+    let records = app.with_vault(move |v| v.consents(bob).unwrap()).await;
+    let record = records
+        .iter()
+        .rev()
+        .find(|c| c.purpose.as_str() == "partner_offers")
+        .unwrap();
+    assert!(
+        !record.evidence.is_explicit(),
+        "explicit without the signal's confirmation"
+    );
+}
