@@ -70,12 +70,24 @@ struct LoggedError(&'static str);
 /// method, route template, status and duration (nothing of the request's content).
 async fn guard(State(state): State<Shared>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().clone();
+    // A standard method by name; an extension method is text the client chose: not logged.
+    let method = match *request.method() {
+        Method::GET
+        | Method::POST
+        | Method::HEAD
+        | Method::PUT
+        | Method::DELETE
+        | Method::PATCH
+        | Method::OPTIONS
+        | Method::CONNECT
+        | Method::TRACE => request.method().as_str().to_owned(),
+        _ => "(other)".to_owned(),
+    };
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "(unmatched)".to_owned(), |p| p.as_str().to_owned());
-    let mut response = if method == Method::POST && !same_origin(request.headers()) {
+    let mut response = if request.method() == Method::POST && !same_origin(request.headers()) {
         AppError::Forbidden.into_response()
     } else {
         next.run(request).await

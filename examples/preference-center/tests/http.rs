@@ -355,3 +355,17 @@ async fn a_confirmation_without_the_signal_records_no_explicit_consent() {
         "explicit without the signal's confirmation"
     );
 }
+
+/// The request log names the method only if it is a standard one: an extension method is
+/// free text the client chose (a name, a token), and the log holds no client's text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_request_log_repeats_no_method_the_client_made_up() {
+    let app = start(|c| c).await;
+    let method = Method::from_bytes(b"JANE.DOE-CANARY").unwrap();
+    for path in ["/signin", "/no-such-page"] {
+        send(method.clone(), &format!("{}{path}", app.url), &[], None).await;
+    }
+    let log = app.log.lines();
+    assert_eq!(log.len(), 2, "{log:?}");
+    assert!(!log.iter().any(|l| l.contains("CANARY")), "{log:?}");
+}
