@@ -604,3 +604,44 @@ fn a_store_written_before_actors_verifies() {
         whole_log(&*store).len() as u64
     );
 }
+
+/// A key rotation made inside a call (the data key at its budget when choices are sealed)
+/// names the call's actor, as every other event of that call does.
+#[test]
+fn a_rotation_at_the_budget_while_giving_choices_names_the_actor() {
+    let vault = Vault::builder()
+        .master_key(MasterKey::from_bytes(KEY))
+        .store(egard::MemoryStore::new())
+        .encryption_budget(4)
+        .build()
+        .unwrap();
+    vault
+        .define_purpose(
+            Purpose::new("newsletter", LawfulBasis::Consent)
+                .fields(["email"])
+                .choice("topics", ["rides", "food"]),
+        )
+        .unwrap();
+    let alice = vault.create_customer().unwrap();
+    for _ in 0..3 {
+        vault.set_field(alice, "email", "x@example.org").unwrap();
+    }
+    let shop = vault.acting_as("service:shop").unwrap();
+    for _ in 0..2 {
+        shop.give_consent_with(
+            alice,
+            "newsletter",
+            Evidence::new("web-form"),
+            &egard::Choices::new().select("topics", ["food"]),
+        )
+        .unwrap();
+    }
+    let rotations: Vec<_> = actors_of(&vault, alice)
+        .into_iter()
+        .filter(|(kind, _)| *kind == AuditKind::KeyRotated)
+        .collect();
+    assert!(!rotations.is_empty(), "the budget made the key rotate");
+    for (_, actor) in rotations {
+        assert_eq!(actor.as_deref(), Some("service:shop"));
+    }
+}

@@ -226,7 +226,7 @@ impl Vault {
                     // encryption.
                     if draft.current().record.key_uses >= self.encryption_budget {
                         let (key, event) = self.rekey(entry, state, &mut draft, "budget")?;
-                        entries.push(event);
+                        entries.push(event.actor(actor));
                         rotated = Some(key);
                     }
                     let bytes = match &rotated {
