@@ -841,23 +841,21 @@ async fn consents_page(State(state): State<Shared>, headers: HeaderMap) -> Respo
 /// single choice only when one option was picked. A name the purpose does not declare is
 /// passed on, for the vault to refuse.
 fn form_choices(purpose: &Purpose, form: &Form) -> Choices {
-    let mut names: Vec<&str> = form.0.iter().filter_map(|(k, _)| k.strip_prefix("choice.")).collect();
+    // One pass over the form (a name repeated in many fields, or many names, costs no more
+    // than the form's length), by name in order.
+    let mut by_name: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for spec in purpose.choices() {
         if !spec.is_single() {
-            names.push(spec.name());
+            by_name.entry(spec.name()).or_default();
         }
     }
-    names.sort_unstable();
-    names.dedup();
+    for (k, v) in &form.0 {
+        if let Some(name) = k.strip_prefix("choice.") {
+            by_name.entry(name).or_default().push(v.as_str());
+        }
+    }
     let mut choices = Choices::new();
-    for name in names {
-        let key = format!("choice.{name}");
-        let options: Vec<&str> = form
-            .0
-            .iter()
-            .filter(|(k, _)| *k == key)
-            .map(|(_, v)| v.as_str())
-            .collect();
+    for (name, options) in by_name {
         choices = choices.select(name, options);
     }
     choices

@@ -369,3 +369,33 @@ async fn the_request_log_repeats_no_method_the_client_made_up() {
     assert_eq!(log.len(), 2, "{log:?}");
     assert!(!log.iter().any(|l| l.contains("CANARY")), "{log:?}");
 }
+
+/// A form with a great many fields is answered at once: reading its choices does not grow
+/// with the square of its size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_form_is_refused_quickly() {
+    let app = start(|c| c).await;
+    let cookie = sign_in(&app, "alice@example.com").await;
+    let page = send(
+        Method::GET,
+        &format!("{}/consents", app.url),
+        &[("cookie", &cookie)],
+        None,
+    )
+    .await;
+    let mut form = format!("csrf={}", page.csrf());
+    for i in 0..100_000 {
+        form.push_str(&format!("&choice.c{i}=x"));
+    }
+    let started = std::time::Instant::now();
+    let reply = send(
+        Method::POST,
+        &format!("{}/consents/newsletter/choices", app.url),
+        &[("cookie", &cookie)],
+        Some(&form),
+    )
+    .await;
+    let took = started.elapsed();
+    assert!(reply.status.is_client_error(), "{}", reply.status);
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+}
