@@ -193,15 +193,7 @@ impl Choices {
         S: AsRef<str>,
     {
         let mut options: Vec<String> = options.into_iter().map(|o| o.as_ref().to_owned()).collect();
-        options.sort_unstable();
-        // A repeat is dropped, wiped first.
-        options.dedup_by(|later, kept| {
-            let repeat = later == kept;
-            if repeat {
-                later.zeroize();
-            }
-            repeat
-        });
+        as_set(&mut options);
         let selection = Selection {
             name: choice.to_owned(),
             options,
@@ -279,6 +271,18 @@ impl Choices {
     }
 }
 
+/// Sorts `options` and drops the repeats, each wiped first.
+fn as_set(options: &mut Vec<String>) {
+    options.sort_unstable();
+    options.dedup_by(|later, kept| {
+        let repeat = later == kept;
+        if repeat {
+            later.zeroize();
+        }
+        repeat
+    });
+}
+
 impl fmt::Debug for Choices {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         struct Redacted;
@@ -317,13 +321,26 @@ impl<'de> Deserialize<'de> for Choices {
                 f.write_str("a map from choice name to selected options")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Choices, A::Error> {
+                // Read whole, then sorted once (inserting each in place would take time
+                // quadratic in the map's size); held in a `Choices` so that an error midway
+                // still wipes what was read.
+                let mut read = Choices::new();
+                while let Some((name, mut options)) = map.next_entry::<String, Vec<String>>()? {
+                    as_set(&mut options);
+                    read.selected.push(Selection { name, options });
+                }
+                // Stable: of a name given twice, the later selection replaces the earlier, as
+                // `select` does.
+                read.selected.sort_by(|a, b| a.name.cmp(&b.name));
                 let mut choices = Choices::new();
-                while let Some((name, options)) = map.next_entry::<String, Vec<String>>()? {
-                    let mut name = name;
-                    let mut options = options;
-                    choices = choices.select(&name, &options);
-                    name.zeroize();
-                    options.zeroize();
+                for selection in read.selected.drain(..) {
+                    match choices.selected.last_mut() {
+                        Some(last) if last.name == selection.name => {
+                            last.zeroize();
+                            *last = selection;
+                        }
+                        _ => choices.selected.push(selection),
+                    }
                 }
                 Ok(choices)
             }
@@ -449,6 +466,29 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn many_choices_deserialize_in_time() {
+        // A host may read choices from a request's JSON: a map of 100 000 names in reverse
+        // order must not take time quadratic in its size.
+        let mut json = String::from("{");
+        for i in (0..100_000).rev() {
+            if i != 99_999 {
+                json.push(',');
+            }
+            json.push_str(&format!("\"c{i:06}\":[\"x\"]"));
+        }
+        json.push('}');
+        let started = std::time::Instant::now();
+        let choices: Choices = serde_json::from_str(&json).unwrap();
+        let took = started.elapsed();
+        assert_eq!(choices.names().count(), 100_000);
+        assert!(choices.names().zip(choices.names().skip(1)).all(|(a, b)| a < b));
+        assert!(took < std::time::Duration::from_secs(2), "took {took:?}");
+        // A name given twice: the later selection counts, as with `select`.
+        let twice: Choices = serde_json::from_str(r#"{"b":["y"],"a":["x","x"],"b":["z"]}"#).unwrap();
+        assert_eq!(twice, Choices::new().select("a", ["x"]).select("b", ["z"]));
     }
 
     #[test]
