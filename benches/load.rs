@@ -14,7 +14,8 @@
 //! - `authorize` p50 / p99 / max: the latency of every `authorize` call, grants and denials,
 //!   from a log-linear histogram (about 3 % resolution, fixed memory);
 //! - writes/s: writer calls that succeeded, per second;
-//! - errors reaching the caller, by kind (`Conflict` is `Error::Storage(StoreError::Conflict)`);
+//! - errors reaching the caller, by call and kind (`Conflict` is
+//!   `Error::Storage(StoreError::Conflict)`);
 //! - CPU: this process's user + system time over wall time (`/proc/self/stat`, in cores); a
 //!   PostgreSQL server's own CPU is not in it;
 //! - audit: after the row, every vault flushes and verifies the whole chain
@@ -32,6 +33,14 @@
 //! PostgreSQL rows work in a schema of their own, dropped at the end; the population is built
 //! there once with `synchronous_commit=off` for that session only, and the measured vaults
 //! connect with the server's defaults.
+//!
+//! `EGARD_LOAD_STORE_CALLS=1` (with the default `tracing` feature) also installs a small
+//! `tracing` layer that counts the vault's store round trips (`egard::store` events: the call,
+//! whether it failed, its duration) and prints, per row, how many there were, how many failed
+//! (a failed `apply` that the vault retried is an internal `Conflict` or `Stale`) and the store
+//! time per second of wall time: a sum near 1.0 per vault for `apply` means that the journal's
+//! lock, held across `apply`, is never free. It costs a little on every call: the main table is
+//! measured without it.
 //!
 //! Under `cargo test --benches` (no `--bench`) it runs each row for 1 s on 500 customers.
 
@@ -144,8 +153,8 @@ impl Tally {
         }
     }
 
-    fn error(&mut self, e: &Error) {
-        *self.errors.entry(kind(e)).or_default() += 1;
+    fn error(&mut self, role: &str, e: &Error) {
+        *self.errors.entry(format!("{role} {}", kind(e))).or_default() += 1;
     }
 
     fn merge(&mut self, other: Tally) {
@@ -185,6 +194,114 @@ fn cpu_time() -> Option<StdDuration> {
     Some(StdDuration::from_millis(ticks * 10))
 }
 
+/// Counting the vault's store round trips (see the module docs).
+#[cfg(feature = "tracing")]
+mod store_calls {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    use tracing::field::{Field, Visit};
+    use tracing::subscriber::Interest;
+    use tracing::{Event, Metadata, Subscriber};
+    use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+    use tracing_subscriber::util::SubscriberInitExt;
+
+    /// By (call, ok): count and total microseconds.
+    static CALLS: Mutex<BTreeMap<(String, bool), (u64, u64)>> = Mutex::new(BTreeMap::new());
+
+    struct Counting;
+
+    #[derive(Default)]
+    struct Fields {
+        op: String,
+        ok: bool,
+        micros: u64,
+    }
+
+    impl Visit for Fields {
+        fn record_str(&mut self, field: &Field, value: &str) {
+            if field.name() == "op" {
+                self.op = value.to_string();
+            }
+        }
+        fn record_bool(&mut self, field: &Field, value: bool) {
+            if field.name() == "ok" {
+                self.ok = value;
+            }
+        }
+        fn record_u64(&mut self, field: &Field, value: u64) {
+            if field.name() == "micros" {
+                self.micros = value;
+            }
+        }
+        fn record_debug(&mut self, _: &Field, _: &dyn std::fmt::Debug) {}
+    }
+
+    impl<S: Subscriber> Layer<S> for Counting {
+        fn register_callsite(&self, meta: &'static Metadata<'static>) -> Interest {
+            if meta.target() == "egard::store" {
+                Interest::always()
+            } else {
+                Interest::never()
+            }
+        }
+        fn enabled(&self, meta: &Metadata<'_>, _: Context<'_, S>) -> bool {
+            meta.target() == "egard::store"
+        }
+        fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
+            let mut f = Fields::default();
+            event.record(&mut f);
+            let mut calls = CALLS.lock().unwrap();
+            let e = calls.entry((f.op, f.ok)).or_default();
+            e.0 += 1;
+            e.1 += f.micros;
+        }
+    }
+
+    pub fn install() -> bool {
+        if std::env::var("EGARD_LOAD_STORE_CALLS").is_ok_and(|v| v == "1") {
+            tracing_subscriber::registry().with(Counting).init();
+            true
+        } else {
+            false
+        }
+    }
+
+    pub fn reset() {
+        CALLS.lock().unwrap().clear();
+    }
+
+    pub fn summary(name: &str, wall: std::time::Duration) -> String {
+        let calls = CALLS.lock().unwrap();
+        let parts: Vec<String> = calls
+            .iter()
+            .map(|((op, ok), (n, us))| {
+                format!(
+                    "{op}{} {n} (mean {:.0} µs, {:.2} s/s)",
+                    if *ok { "" } else { " FAILED" },
+                    *us as f64 / (*n).max(1) as f64,
+                    *us as f64 / 1e6 / wall.as_secs_f64()
+                )
+            })
+            .collect();
+        format!("store calls, {name}: {}", parts.join("; "))
+    }
+}
+
+#[cfg(not(feature = "tracing"))]
+mod store_calls {
+    pub fn install() -> bool {
+        if std::env::var("EGARD_LOAD_STORE_CALLS").is_ok() {
+            println!("EGARD_LOAD_STORE_CALLS needs the `tracing` feature");
+        }
+        false
+    }
+    pub fn reset() {}
+    pub fn summary(_: &str, _: std::time::Duration) -> String {
+        String::new()
+    }
+}
+
 // ----- the workload -----
 
 fn reader(vault: &Vault, customers: &[CustomerId], seed: u64, stop: &AtomicBool) -> Tally {
@@ -203,10 +320,10 @@ fn reader(vault: &Vault, customers: &[CustomerId], seed: u64, stop: &AtomicBool)
                 }
                 // Withdrawn by the writer between the two calls.
                 Err(Error::Denied(_)) => t.denials += 1,
-                Err(e) => t.error(&e),
+                Err(e) => t.error("reveal", &e),
             },
             Err(Error::Denied(_)) => t.denials += 1,
-            Err(e) => t.error(&e),
+            Err(e) => t.error("authorize", &e),
         }
     }
     t
@@ -220,16 +337,19 @@ fn writer(vault: &Vault, customers: &[CustomerId], seed: u64, stop: &AtomicBool)
         let c = customers[rng.below(customers.len())];
         n += 1;
         let results = [
-            vault.withdraw_consent(c, "newsletter"),
-            vault
-                .give_consent(c, "newsletter", Evidence::new("load-test"))
-                .map(drop),
-            vault.set_field(c, "email", &value_of_len(32, n)),
+            ("withdraw", vault.withdraw_consent(c, "newsletter")),
+            (
+                "give",
+                vault
+                    .give_consent(c, "newsletter", Evidence::new("load-test"))
+                    .map(drop),
+            ),
+            ("set_field", vault.set_field(c, "email", &value_of_len(32, n))),
         ];
-        for r in results {
+        for (role, r) in results {
             match r {
                 Ok(()) => t.writes += 1,
-                Err(e) => t.error(&e),
+                Err(e) => t.error(role, &e),
             }
         }
     }
@@ -243,12 +363,15 @@ struct Measured {
     cpu: Option<f64>,
     events_added: u64,
     verified: Result<u64, String>,
+    /// With `EGARD_LOAD_STORE_CALLS=1`: the store round trips of the row.
+    calls: Option<String>,
 }
 
 /// Runs the workload on `vaults` (each with its readers and writer) for `duration`.
 fn run(name: &str, vaults: &[Vault], customers: &[CustomerId], duration: StdDuration) -> Measured {
     let head_before = vaults[0].audit_anchor().unwrap().seq;
     let stop = AtomicBool::new(false);
+    store_calls::reset();
     let cpu_before = cpu_time();
     let start = Instant::now();
     let tallies: Vec<Tally> = std::thread::scope(|s| {
@@ -268,6 +391,7 @@ fn run(name: &str, vaults: &[Vault], customers: &[CustomerId], duration: StdDura
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let wall = start.elapsed();
+    let calls = counting().then(|| store_calls::summary(name, wall));
     let cpu = cpu_before
         .zip(cpu_time())
         .map(|(a, b)| (b - a).as_secs_f64() / wall.as_secs_f64());
@@ -292,7 +416,14 @@ fn run(name: &str, vaults: &[Vault], customers: &[CustomerId], duration: StdDura
         cpu,
         events_added: head_after - head_before,
         verified,
+        calls,
     }
+}
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+
+fn counting() -> bool {
+    COUNTING.load(Ordering::Relaxed)
 }
 
 fn fmt_ns(ns: u64) -> String {
@@ -403,8 +534,24 @@ impl Config {
     }
 }
 
+const SQLITE_ROWS: [(&str, bool); 2] = [
+    ("SQLite file, default", false),
+    ("SQLite file, `audit_batching(1024, 100 ms)`", true),
+];
+
+/// Name, vaults, batching.
+#[cfg(feature = "postgres")]
+const POSTGRES_ROWS: [(&str, usize, bool); 6] = [
+    ("PostgreSQL, one vault", 1, false),
+    ("PostgreSQL, one vault, batching", 1, true),
+    ("PostgreSQL, two vaults", 2, false),
+    ("PostgreSQL, two vaults, batching", 2, true),
+    ("PostgreSQL, four vaults", 4, false),
+    ("PostgreSQL, four vaults, batching", 4, true),
+];
+
 fn sqlite_rows(config: &Config, out: &mut Vec<Measured>) {
-    if !config.wants("SQLite") {
+    if !SQLITE_ROWS.iter().any(|(name, _)| config.wants(name)) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -415,10 +562,7 @@ fn sqlite_rows(config: &Config, out: &mut Vec<Measured>) {
         populate(&builder(store, false, false), config.customers)
     };
     let open = |p: &Path| SqliteStore::open(p).unwrap();
-    for (name, batched) in [
-        ("SQLite file, default", false),
-        ("SQLite file, `audit_batching(1024, 100 ms)`", true),
-    ] {
+    for (name, batched) in SQLITE_ROWS {
         if config.wants(name) {
             let vault = builder(open(&path), batched, false);
             let m = run(name, &[vault], &customers, config.duration);
@@ -432,7 +576,7 @@ fn sqlite_rows(config: &Config, out: &mut Vec<Measured>) {
 fn postgres_rows(config: &Config, out: &mut Vec<Measured>) {
     use egard::{PostgresOptions, PostgresStore};
 
-    if !config.wants("PostgreSQL") {
+    if !POSTGRES_ROWS.iter().any(|(name, _, _)| config.wants(name)) {
         return;
     }
     let Ok(url) = std::env::var("EGARD_POSTGRES_URL") else {
@@ -463,14 +607,7 @@ fn postgres_rows(config: &Config, out: &mut Vec<Measured>) {
         populate(&builder(store, false, false), config.customers)
     };
     let connect = || PostgresStore::connect_with(&url, options.clone()).unwrap();
-    for (name, vaults, batched) in [
-        ("PostgreSQL, one vault", 1, false),
-        ("PostgreSQL, one vault, batching", 1, true),
-        ("PostgreSQL, two vaults", 2, false),
-        ("PostgreSQL, two vaults, batching", 2, true),
-        ("PostgreSQL, four vaults", 4, false),
-        ("PostgreSQL, four vaults, batching", 4, true),
-    ] {
+    for (name, vaults, batched) in POSTGRES_ROWS {
         if config.wants(name) {
             let shared = vaults > 1;
             let vs: Vec<Vault> = (0..vaults).map(|_| builder(connect(), batched, shared)).collect();
@@ -507,10 +644,15 @@ fn main() {
         config.duration,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
     );
+    COUNTING.store(store_calls::install(), Ordering::Relaxed);
     let mut out = Vec::new();
     header();
     sqlite_rows(&config, &mut out);
     postgres_rows(&config, &mut out);
+    println!();
+    for line in out.iter().filter_map(|m| m.calls.as_ref()) {
+        println!("- {line}");
+    }
     let failed = out
         .iter()
         .any(|m| m.verified.is_err() || m.events_added < m.tally.reads + m.tally.denials + m.tally.writes);
