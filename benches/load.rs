@@ -212,7 +212,8 @@ mod store_calls {
     use tracing_subscriber::util::SubscriberInitExt;
 
     /// By (thread role, call, ok): count and total microseconds.
-    static CALLS: Mutex<BTreeMap<(&'static str, String, bool), (u64, u64)>> = Mutex::new(BTreeMap::new());
+    type Counts = BTreeMap<(&'static str, String, bool), (u64, u64)>;
+    static CALLS: Mutex<Counts> = Mutex::new(BTreeMap::new());
 
     thread_local! {
         static ROLE: std::cell::Cell<&'static str> = const { std::cell::Cell::new("setup") };
