@@ -120,3 +120,23 @@ fn the_sweep_keeps_a_field_whose_stored_time_is_at_the_end_of_the_calendar() {
         "a window ending past the calendar is still open"
     );
 }
+
+#[test]
+fn a_field_rectified_by_another_process_reveals_through_a_pass_issued_before() {
+    // Found by benches/load.rs: a pass issued by P2, then the field rewritten by P1, then P2's
+    // first reveal (within P2's time-to-live, its envelopes not yet read) must not look like
+    // tampering (`Error::Crypto`).
+    let store = Arc::new(MemoryStore::new());
+    let clock = ManualClock::new(Utc::now());
+    let p1 = vault(store.clone(), clock.clone());
+    p1.define_purpose(Purpose::new("p", LawfulBasis::Consent).fields(["email"]))
+        .unwrap();
+    let p2 = vault(store.clone(), clock.clone());
+    let c = p1.create_customer().unwrap();
+    p1.set_field(c, "email", "old@example.com").unwrap();
+    p1.give_consent(c, "p", Evidence::new("t")).unwrap();
+    let pass = p2.authorize(c, "p").unwrap();
+    p1.set_field(c, "email", "new@example.com").unwrap();
+    let revealed = p2.reveal::<String>(&pass, "email").unwrap();
+    assert_eq!(revealed.expose(), "new@example.com");
+}

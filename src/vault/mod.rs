@@ -1073,7 +1073,32 @@ impl Vault {
             self.cache.remove_entry(&pass.entry);
         }
         let (name, key, version, envelope) = parts?;
-        let plaintext = key.open_owned(&self.namespace, customer, name.as_str(), version, envelope)?;
+        let plaintext = match key.open_owned(&self.namespace, customer, name.as_str(), version, envelope) {
+            Err(Error::Crypto) if self.cache_ttl.is_some() && !stale => {
+                // Another process may have rewritten the field since this vault checked the
+                // customer's state (within the time-to-live): its envelope is then bound to a
+                // newer write version than the cached one. Check the stored state again and
+                // open once more; a tampered envelope fails this time too.
+                let mut state = pass.entry.lock();
+                let mut rotated = false;
+                if !state.erased && !state.evicted {
+                    match self.refresh(&pass.entry, &mut state, Refresh::Always) {
+                        // A new data key made elsewhere: the pass is revoked (checked below).
+                        Err(Error::Storage(StoreError::Stale)) => rotated = true,
+                        other => other?,
+                    }
+                }
+                state.fields = None;
+                let parts = self.envelope_for(pass, &mut state, field);
+                drop(state);
+                if rotated {
+                    self.cache.remove_entry(&pass.entry);
+                }
+                let (name, key, version, envelope) = parts?;
+                key.open_owned(&self.namespace, customer, name.as_str(), version, envelope)?
+            }
+            other => other?,
+        };
         decode(name, &plaintext)
     }
 
