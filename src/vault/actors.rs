@@ -281,6 +281,7 @@ impl ActingVault<'_> {
     }
 
     /// [`Vault::give_consent_with`], recording this actor.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.give_consent_with", level = "info", skip_all, fields(actor = %self.actor, customer = %customer, purpose = super::telemetry::name(purpose)), err(level = "info", Display)))]
     pub fn give_consent_with(
         &self,
         customer: CustomerId,
@@ -293,6 +294,7 @@ impl ActingVault<'_> {
     }
 
     /// [`Vault::change_choices`], recording this actor.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.change_choices", level = "info", skip_all, fields(actor = %self.actor, customer = %customer, purpose = super::telemetry::name(purpose)), err(level = "info", Display)))]
     pub fn change_choices(
         &self,
         customer: CustomerId,
