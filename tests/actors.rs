@@ -480,12 +480,18 @@ fn forged_actors_are_caught(store: Arc<dyn Store>, edit: EditActor<'_>) {
         vault.access_log(c),
         Err(Error::AuditBroken { seq, problem: AuditBreak::MacMismatch }) if seq == granted
     ));
+    // The customer's raw trail is checked too: the forged row is never handed out.
+    assert!(matches!(
+        vault.audit_events(c),
+        Err(Error::AuditBroken { seq, problem: AuditBreak::MacMismatch }) if seq == granted
+    ));
     // The actor removed, as if written before actors were recorded.
     edit(granted, None);
     broken(granted);
     assert!(matches!(vault.access_log(c), Err(Error::AuditBroken { .. })));
     edit(granted, Some("service:mailer"));
     assert!(vault.verify_audit().is_ok(), "put back, the chain verifies");
+    assert!(vault.audit_events(c).is_ok());
     // An actor added to an event written without one.
     edit(defined, Some("app"));
     broken(defined);

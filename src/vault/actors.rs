@@ -19,7 +19,7 @@ use super::Vault;
 use super::gpc::GpcOutcome;
 use super::rights::{ErasureReceipt, SubjectExport};
 use crate::actor::Actor;
-use crate::audit::{self, AuditBreak, AuditKind, Entry};
+use crate::audit::{self, AuditBreak, AuditEvent, AuditKind, Entry};
 use crate::choices::Choices;
 use crate::consent::Evidence;
 use crate::error::Error;
@@ -161,30 +161,13 @@ impl Vault {
         self.access_log_as(&self.default_actor, customer)
     }
 
-    /// [`access_log`](Vault::access_log), recording `actor`.
-    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.access_log", level = "info", skip_all, fields(actor = %actor, customer = %customer), err(level = "info", Display)))]
-    pub(crate) fn access_log_as(&self, actor: &Actor, customer: CustomerId) -> Result<Vec<AccessRecord>, Error> {
-        let key = self.journal.key().ok_or(Error::Crypto)?;
-        if self.store.customer(customer)?.is_none() {
-            return Err(Error::UnknownCustomer(customer));
-        }
-        self.journal.record(
-            self.store.as_ref(),
-            vec![Entry::new(AuditKind::AccessLogRead, Some(customer)).actor(actor)],
-            self.recording_now(),
-        )?;
-        self.flush_audit()?;
+    /// Every audit event about `customer`, oldest first, each checked against its chained MAC
+    /// (with the MAC of the event before it, which the store gives alongside): a forged,
+    /// edited or foreign row is [`Error::AuditBroken`] or a corrupt store, never returned.
+    pub(crate) fn checked_trail(&self, key: &ring::hmac::Key, customer: CustomerId) -> Result<Vec<AuditEvent>, Error> {
         let trail = self.store.audit_trail(customer)?;
-        let covered: HashMap<PurposeId, Vec<FieldName>> = {
-            let purposes = self.purposes.read().unwrap_or_else(PoisonError::into_inner);
-            purposes
-                .defs
-                .iter()
-                .map(|(id, def)| (id.clone(), def.fields.to_vec()))
-                .collect()
-        };
         let mut last = 0u64;
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(trail.len());
         for LatestChange { event, prev_mac } in trail {
             if event.customer != Some(customer) {
                 return Err(StoreError::Corrupt("the store returned another customer's audit events".into()).into());
@@ -209,6 +192,35 @@ impl Vault {
                 });
             }
             last = event.seq;
+            out.push(event);
+        }
+        Ok(out)
+    }
+
+    /// [`access_log`](Vault::access_log), recording `actor`.
+    #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.access_log", level = "info", skip_all, fields(actor = %actor, customer = %customer), err(level = "info", Display)))]
+    pub(crate) fn access_log_as(&self, actor: &Actor, customer: CustomerId) -> Result<Vec<AccessRecord>, Error> {
+        let key = self.journal.key().ok_or(Error::Crypto)?;
+        if self.store.customer(customer)?.is_none() {
+            return Err(Error::UnknownCustomer(customer));
+        }
+        self.journal.record(
+            self.store.as_ref(),
+            vec![Entry::new(AuditKind::AccessLogRead, Some(customer)).actor(actor)],
+            self.recording_now(),
+        )?;
+        self.flush_audit()?;
+        let trail = self.checked_trail(key, customer)?;
+        let covered: HashMap<PurposeId, Vec<FieldName>> = {
+            let purposes = self.purposes.read().unwrap_or_else(PoisonError::into_inner);
+            purposes
+                .defs
+                .iter()
+                .map(|(id, def)| (id.clone(), def.fields.to_vec()))
+                .collect()
+        };
+        let mut out = Vec::new();
+        for event in trail {
             let purpose_fields = || {
                 event
                     .purpose

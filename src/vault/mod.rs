@@ -1136,15 +1136,15 @@ impl Vault {
 
     // ----- audit -----
 
-    /// Every audit event about a customer, oldest first.
+    /// Every audit event about a customer, oldest first, each checked against its chained MAC
+    /// first: an edited, forged or foreign row fails the call with [`Error::AuditBroken`] (or a
+    /// corrupt-store error) rather than being returned. A row deleted from the store is not
+    /// seen here; [`verify_audit`](Vault::verify_audit) catches that.
     #[cfg_attr(feature = "tracing", tracing::instrument(name = "egard.audit_events", level = "debug", skip_all, fields(customer = %customer), err(level = "info", Display)))]
     pub fn audit_events(&self, customer: CustomerId) -> Result<Vec<AuditEvent>, Error> {
         self.flush_audit()?;
-        let events = self.store.audit_for(customer)?;
-        if events.iter().any(|e| e.customer != Some(customer)) {
-            return Err(StoreError::Corrupt("the store returned another customer's audit events".into()).into());
-        }
-        Ok(events)
+        let key = self.journal.key().ok_or(Error::Crypto)?;
+        self.checked_trail(key, customer)
     }
 
     /// Writes the access events waiting under [`AuditBatching`] now (a no-op without
