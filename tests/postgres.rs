@@ -151,6 +151,9 @@ fn a_version_1_schema_is_migrated_forward_with_its_data() {
     let alice = CustomerId::new();
     store.apply(&[Write::InsertCustomer(record(alice))]).unwrap();
     drop(store);
+    // The pool may still be opening (and preparing statements on) a connection in the
+    // background: end them all, or the DDL below can deadlock with it.
+    db.terminate_backends();
     // Back to version 1: no secrets table, none of the MACs, revisions and versions of
     // version 3, nor the lookups of version 4 and the indexes of version 5; versions 2 to 5
     // not recorded.
