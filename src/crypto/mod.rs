@@ -248,20 +248,9 @@ impl DataKey {
         version: u64,
         plaintext: &[u8],
     ) -> Result<Vec<u8>, Error> {
-        let nonce = fresh_nonce()?;
-        let header = envelope::field_header(self.version);
-        let aad = field_aad(&header, namespace, customer, field, version);
-        let mut out = Vec::with_capacity(ENVELOPE_OVERHEAD + plaintext.len());
-        out.extend_from_slice(&header);
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(plaintext);
-        let body_start = envelope::HEADER_LEN + NONCE_LEN;
-        let tag = self
-            .key
-            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), aad.aad(), &mut out[body_start..])
-            .map_err(|_| Error::Crypto)?;
-        out.extend_from_slice(tag.as_ref());
-        Ok(out)
+        self.seal_envelope(plaintext, |header| {
+            field_aad(header, namespace, customer, field, version)
+        })
     }
 
     /// Opens a field envelope written at `version`; the plaintext is wiped when dropped.
@@ -287,13 +276,40 @@ impl DataKey {
         version: u64,
         envelope: Vec<u8>,
     ) -> Result<Zeroizing<Vec<u8>>, Error> {
+        self.open_envelope(envelope, |header| {
+            field_aad(header, namespace, customer, field, version)
+        })
+    }
+
+    /// Seals `plaintext` in the field envelope layout (header, nonce, ciphertext, tag) under
+    /// the associated data `aad` builds from the header.
+    fn seal_envelope(&self, plaintext: &[u8], aad: impl FnOnce(&[u8]) -> AadBuf) -> Result<Vec<u8>, Error> {
+        let nonce = fresh_nonce()?;
+        let header = envelope::field_header(self.version);
+        let aad = aad(&header);
+        let mut out = Vec::with_capacity(ENVELOPE_OVERHEAD + plaintext.len());
+        out.extend_from_slice(&header);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(plaintext);
+        let body_start = envelope::HEADER_LEN + NONCE_LEN;
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), aad.aad(), &mut out[body_start..])
+            .map_err(|_| Error::Crypto)?;
+        out.extend_from_slice(tag.as_ref());
+        Ok(out)
+    }
+
+    /// Opens an envelope in the field layout in place, under the associated data `aad` builds
+    /// from its header; the whole buffer is wiped when dropped.
+    fn open_envelope(&self, envelope: Vec<u8>, aad: impl FnOnce(&[u8]) -> AadBuf) -> Result<Zeroizing<Vec<u8>>, Error> {
         let mut buf = Zeroizing::new(envelope);
         let parsed = FieldEnvelope::parse(&buf)?;
         if parsed.dek_version != self.version {
             return Err(Error::Crypto);
         }
         let nonce = parsed.nonce;
-        let aad = field_aad(parsed.header, namespace, customer, field, version);
+        let aad = aad(parsed.header);
         // The ciphertext and tag are the envelope's tail.
         let start = buf.len() - parsed.sealed.len();
         let len = self
@@ -322,20 +338,7 @@ impl DataKey {
         consent: ConsentId,
         plaintext: &[u8],
     ) -> Result<Vec<u8>, Error> {
-        let nonce = fresh_nonce()?;
-        let header = envelope::field_header(self.version);
-        let aad = choices_aad(&header, namespace, customer, consent);
-        let mut out = Vec::with_capacity(ENVELOPE_OVERHEAD + plaintext.len());
-        out.extend_from_slice(&header);
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(plaintext);
-        let body_start = envelope::HEADER_LEN + NONCE_LEN;
-        let tag = self
-            .key
-            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), aad.aad(), &mut out[body_start..])
-            .map_err(|_| Error::Crypto)?;
-        out.extend_from_slice(tag.as_ref());
-        Ok(out)
+        self.seal_envelope(plaintext, |header| choices_aad(header, namespace, customer, consent))
     }
 
     /// Opens sealed choices of `consent`; the plaintext is wiped when dropped.
@@ -346,22 +349,9 @@ impl DataKey {
         consent: ConsentId,
         sealed: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, Error> {
-        let mut buf = Zeroizing::new(sealed.to_vec());
-        let parsed = FieldEnvelope::parse(&buf)?;
-        if parsed.dek_version != self.version {
-            return Err(Error::Crypto);
-        }
-        let nonce = parsed.nonce;
-        let aad = choices_aad(parsed.header, namespace, customer, consent);
-        let start = buf.len() - parsed.sealed.len();
-        let len = self
-            .key
-            .open_in_place(Nonce::assume_unique_for_key(nonce), aad.aad(), &mut buf[start..])
-            .map_err(|_| Error::Crypto)?
-            .len();
-        buf.copy_within(start..start + len, 0);
-        buf.truncate(len);
-        Ok(buf)
+        self.open_envelope(sealed.to_vec(), |header| {
+            choices_aad(header, namespace, customer, consent)
+        })
     }
 }
 
