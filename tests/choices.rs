@@ -10,7 +10,7 @@ use std::sync::Arc;
 use chrono::Duration;
 use egard::{
     AccessDenied, AuditKind, ChoiceProblem, Choices, ConsentState, Controller, CustomerId, Error, Evidence,
-    LawfulBasis, ManualClock, MasterKey, MemoryStore, Purpose, ReceiptSigner, Store, Vault,
+    LawfulBasis, ManualClock, MasterKey, Purpose, ReceiptSigner, Store, Vault,
 };
 
 /// Opens the backend under test: each call a new handle on the same database.
@@ -280,47 +280,7 @@ fn erasure_shreds_the_choices(open: Open<'_>) {
     ));
 }
 
-macro_rules! on_every_backend {
-    ($($test:ident),* $(,)?) => {
-        mod memory {
-            use super::*;
-            $(
-                #[test]
-                fn $test() {
-                    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-                    super::$test(&|| store.clone());
-                }
-            )*
-        }
-
-        #[cfg(feature = "sqlite")]
-        mod sqlite_file {
-            use super::*;
-            $(
-                #[test]
-                fn $test() {
-                    let dir = tempfile::tempdir().unwrap();
-                    let path = dir.path().join("egard.db");
-                    super::$test(&|| Arc::new(egard::SqliteStore::open(&path).unwrap()) as Arc<dyn Store>);
-                }
-            )*
-        }
-
-        #[cfg(feature = "postgres")]
-        mod postgres {
-            use super::*;
-            $(
-                #[test]
-                fn $test() {
-                    let Some(db) = common::pg::TestDb::new() else { return };
-                    super::$test(&|| Arc::new(db.store()) as Arc<dyn Store>);
-                }
-            )*
-        }
-    };
-}
-
-on_every_backend!(
+on_every_backend_reopening!(
     validation_errors_write_nothing,
     changing_choices_adds_a_record_to_the_history,
     choices_open_only_through_a_valid_pass,

@@ -8,8 +8,8 @@ mod common;
 use std::sync::Arc;
 
 use egard::{
-    AccessDenied, AuditKind, Choices, Error, Evidence, GpcOutcome, LawfulBasis, ManualClock, MasterKey, MemoryStore,
-    Purpose, PurposeId, Store, Vault,
+    AccessDenied, AuditKind, Choices, Error, Evidence, GpcOutcome, LawfulBasis, ManualClock, MasterKey, Purpose,
+    PurposeId, Store, Vault,
 };
 
 type Open<'a> = &'a dyn Fn() -> Arc<dyn Store>;
@@ -196,47 +196,7 @@ fn evidence_with_personal_data_is_refused(open: Open<'_>) {
     v.authorize(alice, "partners").unwrap();
 }
 
-macro_rules! on_every_backend {
-    ($($test:ident),* $(,)?) => {
-        mod memory {
-            use super::*;
-            $(
-                #[test]
-                fn $test() {
-                    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-                    super::$test(&|| store.clone());
-                }
-            )*
-        }
-
-        #[cfg(feature = "sqlite")]
-        mod sqlite_file {
-            use super::*;
-            $(
-                #[test]
-                fn $test() {
-                    let dir = tempfile::tempdir().unwrap();
-                    let path = dir.path().join("egard.db");
-                    super::$test(&|| Arc::new(egard::SqliteStore::open(&path).unwrap()) as Arc<dyn Store>);
-                }
-            )*
-        }
-
-        #[cfg(feature = "postgres")]
-        mod postgres {
-            use super::*;
-            $(
-                #[test]
-                fn $test() {
-                    let Some(db) = common::pg::TestDb::new() else { return };
-                    super::$test(&|| Arc::new(db.store()) as Arc<dyn Store>);
-                }
-            )*
-        }
-    };
-}
-
-on_every_backend!(
+on_every_backend_reopening!(
     honouring_the_signal_withdraws_and_objects_once,
     an_opt_in_despite_the_signal_needs_explicit_confirmation,
     evidence_with_personal_data_is_refused,

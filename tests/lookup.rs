@@ -393,47 +393,7 @@ fn an_altered_index_never_names_the_wrong_customer(open: Open<'_>) {
     v.set_field(bob, "email", "bob@example.org").unwrap();
 }
 
-macro_rules! on_every_backend {
-    ($($test:ident),* $(,)?) => {
-        mod memory {
-            use super::*;
-            $(
-                #[test]
-                fn $test() {
-                    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-                    super::$test(&|| store.clone());
-                }
-            )*
-        }
-
-        #[cfg(feature = "sqlite")]
-        mod sqlite_file {
-            use super::*;
-            $(
-                #[test]
-                fn $test() {
-                    let dir = tempfile::tempdir().unwrap();
-                    let path = dir.path().join("egard.db");
-                    super::$test(&|| Arc::new(egard::SqliteStore::open(&path).unwrap()) as Arc<dyn Store>);
-                }
-            )*
-        }
-
-        #[cfg(feature = "postgres")]
-        mod postgres {
-            use super::*;
-            $(
-                #[test]
-                fn $test() {
-                    let Some(db) = common::pg::TestDb::new() else { return };
-                    super::$test(&|| Arc::new(db.store()) as Arc<dyn Store>);
-                }
-            )*
-        }
-    };
-}
-
-on_every_backend!(
+on_every_backend_reopening!(
     normalisers_find_what_they_indexed,
     a_value_belongs_to_one_live_customer,
     rectification_moves_the_entry_and_erasure_frees_it,

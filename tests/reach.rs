@@ -16,43 +16,6 @@ use common::{KEY, TamperStore, t0, vault_on, whole_log};
 
 // ----- backends -----
 
-/// Runs `test` on a fresh store of every backend: memory, a SQLite file, PostgreSQL (skipped
-/// without a server, unless required).
-macro_rules! on_every_backend {
-    ($($test:ident),* $(,)?) => {
-        mod memory {
-            $(
-                #[test]
-                fn $test() {
-                    super::$test(std::sync::Arc::new(egard::MemoryStore::new()));
-                }
-            )*
-        }
-        #[cfg(feature = "sqlite")]
-        mod sqlite_file {
-            $(
-                #[test]
-                fn $test() {
-                    let dir = tempfile::tempdir().unwrap();
-                    let store = egard::SqliteStore::open(dir.path().join("egard.db")).unwrap();
-                    super::$test(std::sync::Arc::new(store));
-                }
-            )*
-        }
-        #[cfg(feature = "postgres")]
-        mod postgres {
-            $(
-                #[test]
-                fn $test() {
-                    let db = $crate::db_or_skip!();
-                    super::$test(std::sync::Arc::new(db.store()));
-                    drop(db);
-                }
-            )*
-        }
-    };
-}
-
 on_every_backend!(
     audience_is_exactly_who_authorize_lets_through,
     a_cold_vault_lists_the_same_audience_from_the_store,

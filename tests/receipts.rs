@@ -443,34 +443,6 @@ fn unknown_consent_and_no_controller(store: Arc<dyn Store>) {
     assert!(matches!(bare.consent_receipt(consent, &signer), Err(Error::Config(_))));
 }
 
-macro_rules! on_every_backend {
-    ($($check:ident),* $(,)?) => {
-        mod memory {
-            $( #[test] fn $check() { super::$check(std::sync::Arc::new(egard::MemoryStore::new())); } )*
-        }
-        mod sqlite_file {
-            $(
-                #[test]
-                fn $check() {
-                    let dir = tempfile::tempdir().unwrap();
-                    let store = egard::SqliteStore::open(dir.path().join("egard.db")).unwrap();
-                    super::$check(std::sync::Arc::new(store));
-                }
-            )*
-        }
-        #[cfg(feature = "postgres")]
-        mod postgres {
-            $(
-                #[test]
-                fn $check() {
-                    let db = $crate::db_or_skip!();
-                    super::$check(std::sync::Arc::new(db.store()));
-                }
-            )*
-        }
-    };
-}
-
 on_every_backend!(
     round_trip,
     withdrawn_renewed_expired_and_sensitive,

@@ -71,6 +71,86 @@ macro_rules! backend_tests {
     };
 }
 
+/// Runs each named test function `fn(Arc<dyn Store>)` on a fresh store of every backend, as
+/// `memory::name`, `sqlite_file::name` (a real file) and `postgres::name` (skipped without a
+/// server, unless `EGARD_REQUIRE_POSTGRES` is set).
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($test:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[test]
+                fn $test() {
+                    super::$test(std::sync::Arc::new(egard::MemoryStore::new()));
+                }
+            )*
+        }
+        #[cfg(feature = "sqlite")]
+        mod sqlite_file {
+            $(
+                #[test]
+                fn $test() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let store = egard::SqliteStore::open(dir.path().join("egard.db")).unwrap();
+                    super::$test(std::sync::Arc::new(store));
+                }
+            )*
+        }
+        #[cfg(feature = "postgres")]
+        mod postgres {
+            $(
+                #[test]
+                fn $test() {
+                    let db = $crate::db_or_skip!();
+                    super::$test(std::sync::Arc::new(db.store()));
+                    drop(db);
+                }
+            )*
+        }
+    };
+}
+
+/// As [`on_every_backend!`], for test functions `fn(&dyn Fn() -> Arc<dyn Store>)` that open the
+/// same backing store more than once (a restart, a second process): memory hands out the same
+/// store, a SQLite file and a PostgreSQL schema are opened again.
+#[macro_export]
+macro_rules! on_every_backend_reopening {
+    ($($test:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[test]
+                fn $test() {
+                    let store: std::sync::Arc<dyn egard::Store> = std::sync::Arc::new(egard::MemoryStore::new());
+                    super::$test(&|| store.clone());
+                }
+            )*
+        }
+        #[cfg(feature = "sqlite")]
+        mod sqlite_file {
+            $(
+                #[test]
+                fn $test() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let path = dir.path().join("egard.db");
+                    super::$test(&|| {
+                        std::sync::Arc::new(egard::SqliteStore::open(&path).unwrap()) as std::sync::Arc<dyn egard::Store>
+                    });
+                }
+            )*
+        }
+        #[cfg(feature = "postgres")]
+        mod postgres {
+            $(
+                #[test]
+                fn $test() {
+                    let db = $crate::db_or_skip!();
+                    super::$test(&|| std::sync::Arc::new(db.store()) as std::sync::Arc<dyn egard::Store>);
+                }
+            )*
+        }
+    };
+}
+
 /// A vault over `store` with the standard key and a manual clock.
 pub fn vault_on(store: Arc<dyn Store>, clock: &ManualClock) -> Vault {
     Vault::builder()
