@@ -1261,7 +1261,9 @@ impl Vault {
         const PAGE: usize = 1024;
         self.flush_audit()?;
         let key = self.journal.key().ok_or(Error::Crypto)?;
-        let known_seq = self.journal.written_seq().max(anchor.map_or(0, |a| a.seq));
+        // The last event this vault wrote is an anchor too: the log must still hold it.
+        let written = self.journal.written_head();
+        let known_seq = written.seq.max(anchor.map_or(0, |a| a.seq));
         let mut prev = [0u8; 32];
         let mut verified = 0u64;
         'pages: while let Some(from) = verified.checked_add(1) {
@@ -1281,7 +1283,8 @@ impl Vault {
                         problem: AuditBreak::MacMismatch,
                     });
                 }
-                if anchor.is_some_and(|a| a.seq == event.seq && !integrity::macs_equal(&a.mac, &event.mac)) {
+                let replaced = |a: &AuditAnchor| a.seq == event.seq && !integrity::macs_equal(&a.mac, &event.mac);
+                if anchor.is_some_and(replaced) || replaced(&written) {
                     // A valid chain with another event where the anchor stands: the log was
                     // cut back behind it and written again.
                     return Err(Error::AuditBroken {
