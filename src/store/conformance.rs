@@ -1889,7 +1889,20 @@ pub fn apply_chained_links_onto_the_head<S: Store>(store: &S) {
     );
     let none = get(store.apply_chained(&[], &mut |_| Ok(Vec::new())), "no events");
     assert_eq!(none, next, "without events the head stays");
-    assert_one_chain(store, 4, "after chained appends");
+    let big = get(
+        store.apply_chained(&[], &mut |h| Ok(chained_events(h, 70, "group"))),
+        "a group commit's batch",
+    );
+    assert_eq!(big.seq, 74, "seventy more events");
+    assert_one_chain(store, 74, "after chained appends");
+    let mut tail = get(store.audit_range(5, 100), "range");
+    assert_eq!(tail.len(), 70);
+    let last = tail.pop().map(|e| (e.seq, e.detail, e.kind, e.customer));
+    assert_eq!(
+        last,
+        Some((74, "group".to_owned(), AuditKind::AccessGranted, None)),
+        "read back as written"
+    );
 }
 
 /// `apply_chained` is atomic: a write that fails, or a link that fails, leaves nothing.

@@ -1072,6 +1072,57 @@ fn append_audit(tx: &Connection, e: &AuditEvent) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// How many audit events one multi-row `INSERT` takes (10 parameters each, well below
+/// SQLite's limit of 32,766).
+const AUDIT_ROWS_PER_INSERT: usize = 32;
+
+/// Inserts audit events, [`AUDIT_ROWS_PER_INSERT`] rows per statement (a group commit's batch
+/// spends most of its time in per-statement work otherwise), the rest one by one.
+fn append_audits(tx: &Connection, events: &[AuditEvent]) -> Result<(), StoreError> {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let sql = SQL.get_or_init(|| {
+        let rows: Vec<String> = (0..AUDIT_ROWS_PER_INSERT)
+            .map(|r| {
+                let p: Vec<String> = (1..=10).map(|c| format!("?{}", r * 10 + c)).collect();
+                format!("({})", p.join(", "))
+            })
+            .collect();
+        format!(
+            "INSERT INTO audit (seq, at, kind, customer, purpose, field, detail, mac, state, actor) VALUES {} \
+             ON CONFLICT (seq) DO NOTHING",
+            rows.join(", ")
+        )
+    });
+    let mut chunks = events.chunks_exact(AUDIT_ROWS_PER_INSERT);
+    for chunk in &mut chunks {
+        let mut stmt = tx.prepare_cached(sql).map_err(map_err)?;
+        for (r, e) in chunk.iter().enumerate() {
+            let b = r * 10;
+            let bind = |stmt: &mut rusqlite::CachedStatement<'_>, i: usize, v: &dyn rusqlite::ToSql| {
+                stmt.raw_bind_parameter(b + i, v).map_err(map_err)
+            };
+            bind(&mut stmt, 1, &seq_to_sql(e.seq)?)?;
+            bind(&mut stmt, 2, &micros(&e.at))?;
+            bind(&mut stmt, 3, &e.kind.code())?;
+            bind(&mut stmt, 4, &e.customer.as_ref().map(|c| c.as_bytes().as_slice()))?;
+            bind(&mut stmt, 5, &e.purpose.as_ref().map(PurposeId::as_str))?;
+            bind(&mut stmt, 6, &e.field.as_ref().map(FieldName::as_str))?;
+            bind(&mut stmt, 7, &e.detail)?;
+            bind(&mut stmt, 8, &e.mac.as_slice())?;
+            bind(&mut stmt, 9, &e.state.as_ref().map(|s| s.as_slice()))?;
+            bind(&mut stmt, 10, &e.actor.as_ref().map(Actor::as_str))?;
+        }
+        if stmt.raw_execute().map_err(map_err)? != AUDIT_ROWS_PER_INSERT {
+            // Another writer holds one of these sequence numbers.
+            return Err(StoreError::Conflict);
+        }
+    }
+    for e in chunks.remainder() {
+        append_audit(tx, e)?;
+    }
+    Ok(())
+}
+
 /// The head of the log as the transaction sees it.
 fn audit_head_in(tx: &Connection) -> Result<AuditAnchor, StoreError> {
     let head = query_all(tx, "SELECT seq, mac FROM audit ORDER BY seq DESC LIMIT 1", [], |c| {
@@ -1134,9 +1185,7 @@ impl Store for SqliteStore {
         }
         let head = audit_head_in(&tx)?;
         let events = link(head)?;
-        for e in &events {
-            append_audit(&tx, e)?;
-        }
+        append_audits(&tx, &events)?;
         tx.commit().map_err(map_err)?;
         if (shreds || writer.purge_pending) && self.path.is_some() {
             // As in `apply`: the batch is committed whatever happens here.

@@ -41,6 +41,10 @@ use crate::vault::telemetry;
 /// retry is one head read.
 const RETRIES: usize = 128;
 
+/// How many batches of access events may wait (under [`AuditBatching`]) while one is being
+/// written.
+const BACKLOG: usize = 4;
+
 /// Group commit of access events; see [`VaultBuilder::audit_batching`].
 ///
 /// [`VaultBuilder::audit_batching`]: crate::VaultBuilder::audit_batching
@@ -181,9 +185,14 @@ impl Journal {
                 return Err(Error::Crypto);
             }
             let mut queue = self.lock();
-            let full = queue.pending.len() + entries.len() >= batching.max_events;
+            let waiting = queue.pending.len() + entries.len();
+            let full = waiting >= batching.max_events;
             let old = queue.since.is_some_and(|t| t.elapsed() >= batching.max_delay);
-            if !(full || old) {
+            // While another thread writes, the queue takes up to `BACKLOG` batches more
+            // instead of making every reader wait for that write: the next call after it
+            // writes them. Beyond that, readers wait (the memory held stays bounded).
+            let writing = queue.committing && waiting < batching.max_events.saturating_mul(BACKLOG);
+            if !(full || old) || writing {
                 queue.since.get_or_insert_with(Instant::now);
                 telemetry::audit_entries(&entries);
                 queue.pending.extend(entries.into_iter().map(|e| (e, at)));
