@@ -466,6 +466,17 @@ pub trait Store: Send + Sync + 'static {
     /// Every sealed field of a customer, any order.
     fn fields(&self, customer: CustomerId) -> Result<Vec<StoredField>, StoreError>;
 
+    /// The revision and state MAC of a customer's stored record, without the rest of the
+    /// snapshot: a vault with a cache time-to-live asks this when its copy is old, and reads
+    /// the whole snapshot only when it changed. Every change writes the customer's record at
+    /// a new revision with a new MAC, so an unchanged pair means an unchanged state (a store
+    /// that answers wrongly can only keep the vault on the state it checked last, as one that
+    /// writes the old rows back could). The default reads the whole snapshot; a backend
+    /// should answer from the customer's row alone.
+    fn customer_revision(&self, id: CustomerId) -> Result<Option<(u64, RecordMac)>, StoreError> {
+        Ok(self.customer(id)?.map(|s| (s.record.rev, s.record.mac)))
+    }
+
     /// The ids of every customer (erased ones included), any order.
     fn customer_ids(&self) -> Result<Vec<CustomerId>, StoreError>;
 
@@ -625,6 +636,9 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     }
     fn customer_ids(&self) -> Result<Vec<CustomerId>, StoreError> {
         (**self).customer_ids()
+    }
+    fn customer_revision(&self, id: CustomerId) -> Result<Option<(u64, RecordMac)>, StoreError> {
+        (**self).customer_revision(id)
     }
     fn audit_head(&self) -> Result<Option<AuditEvent>, StoreError> {
         (**self).audit_head()

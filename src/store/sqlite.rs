@@ -1218,6 +1218,16 @@ impl Store for SqliteStore {
         })
     }
 
+    fn customer_revision(&self, id: CustomerId) -> Result<Option<(u64, RecordMac)>, StoreError> {
+        let key = id.as_bytes().as_slice();
+        self.read(false, |conn| {
+            let found = query_all(conn, "SELECT rev, mac FROM customers WHERE id = ?1", [key], |c| {
+                Ok((c.u64(0, "customers.rev")?, c.mac(1, "customers.mac")?))
+            })?;
+            Ok(found.into_iter().next())
+        })
+    }
+
     fn customer(&self, id: CustomerId) -> Result<Option<CustomerSnapshot>, StoreError> {
         let key = id.as_bytes().as_slice();
         self.read(true, |conn| {
