@@ -335,7 +335,11 @@ fn an_unchanged_customer_is_checked_by_its_revision() {
     let before = store.snapshots.load(Ordering::SeqCst);
     clock.advance(Duration::seconds(11));
     a.authorize(c, "newsletter").unwrap();
-    assert_eq!(store.snapshots.load(Ordering::SeqCst), before, "no snapshot read for an unchanged customer");
+    assert_eq!(
+        store.snapshots.load(Ordering::SeqCst),
+        before,
+        "no snapshot read for an unchanged customer"
+    );
     b.withdraw_consent(c, "newsletter").unwrap();
     let before = store.snapshots.load(Ordering::SeqCst);
     clock.advance(Duration::seconds(11));
@@ -343,5 +347,8 @@ fn an_unchanged_customer_is_checked_by_its_revision() {
         a.authorize(c, "newsletter"),
         Err(Error::Denied(egard::AccessDenied::Withdrawn))
     ));
-    assert!(store.snapshots.load(Ordering::SeqCst) > before, "a changed customer is read again");
+    assert!(
+        store.snapshots.load(Ordering::SeqCst) > before,
+        "a changed customer is read again"
+    );
 }

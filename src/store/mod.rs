@@ -454,6 +454,17 @@ pub trait Store: Send + Sync + 'static {
         Ok(new_head)
     }
 
+    /// Makes every batch written so far with [`apply_chained`](Store::apply_chained) durable
+    /// to the level the backend promises for changes. A backend may commit a chained batch
+    /// without waiting for the disk (so that the next batch need not wait for that wait) and
+    /// sync here instead: the vault calls `sync` after a change's batch is written and before
+    /// it acknowledges the change, without holding up other calls. The default does nothing
+    /// (a backend whose `apply_chained` is durable when it returns). SQLite with
+    /// [`Durability::Changes`](crate::Durability::Changes) syncs its write-ahead log here.
+    fn sync(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Every purpose definition, each with its latest change.
     fn purposes(&self) -> Result<Vec<PurposeSnapshot>, StoreError>;
 
@@ -621,6 +632,9 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     }
     fn apply_chained(&self, batch: &[Write], link: &mut ChainLink<'_>) -> Result<AuditAnchor, StoreError> {
         (**self).apply_chained(batch, link)
+    }
+    fn sync(&self) -> Result<(), StoreError> {
+        (**self).sync()
     }
     fn purposes(&self) -> Result<Vec<PurposeSnapshot>, StoreError> {
         (**self).purposes()
