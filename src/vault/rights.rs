@@ -49,8 +49,16 @@ pub struct SubjectExport {
     pub objections: Vec<Objection>,
     /// The purposes defined, with their lawful basis, fields and retention.
     pub purposes: Vec<Purpose>,
-    /// The audit events about this customer, this export included.
+    /// The audit events about this customer, this export included: the ones the store
+    /// holds (after an archival, the events after [`audit_archived_through`] and the few kept
+    /// below it).
+    ///
+    /// [`audit_archived_through`]: SubjectExport::audit_archived_through
     pub audit_events: Vec<AuditEvent>,
+    /// Where older history lives: the audit log was archived up to this event (sequence
+    /// number and time), and the customer's events up to it are in the controller's
+    /// archive segments, not in `audit_events`. `None` if the log was never archived.
+    pub audit_archived_through: Option<super::ArchivedThrough>,
 }
 
 impl std::fmt::Debug for SubjectExport {
@@ -115,6 +123,10 @@ pub struct SweepReport {
     pub customers_examined: usize,
     /// The fields deleted, by customer.
     pub deleted: Vec<(CustomerId, FieldName)>,
+    /// The audit events archived into a new segment by the retention rule
+    /// ([`VaultBuilder::audit_retention`](crate::VaultBuilder::audit_retention)): the range,
+    /// the count and the file. `None` without a rule, or when no event was old enough.
+    pub archived: Option<super::ArchiveReport>,
 }
 
 impl Vault {
@@ -205,6 +217,7 @@ impl Vault {
             objections,
             purposes: self.purposes(),
             audit_events: self.audit_events(customer)?,
+            audit_archived_through: self.audit_archived_through()?,
         })
     }
 
@@ -550,10 +563,17 @@ impl Vault {
         if let Some(e) = first_failure {
             return Err(e);
         }
+        // The audit log's retention rule, after the fields: their deletions are then in the
+        // log, not yet old enough to be archived.
+        let archived = match &self.audit_retention {
+            Some((keep, dir)) => self.archive_audit_to_dir(self.archive_cutoff(*keep), dir)?,
+            None => None,
+        };
         Ok(SweepReport {
             swept_at: now,
             customers_examined: ids.len(),
             deleted,
+            archived,
         })
     }
 }
