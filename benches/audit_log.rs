@@ -1,0 +1,155 @@
+//! The audit log over years (issue 15): what a long log costs on disk, how fast it verifies,
+//! and how fast it is archived and pruned. Not a criterion benchmark: one pass over a log of
+//! `EGARD_AUDIT_EVENTS` events (default 200,000), printing a table.
+//!
+//! On a SQLite file: 1,000 customers with a consent, then `authorize` round-robin over them
+//! (each call appends one `access_granted` event; the vault batches access events 10,000 at a
+//! time, as a busy server would with `audit_batching`) until the log holds the number of
+//! events asked for. Then, printed:
+//!
+//! - bytes per event on disk: the database file plus its write-ahead log after a checkpoint
+//!   (`SqliteStore::purge`), divided by the events;
+//! - `verify_audit` throughput (events per second, the whole chain);
+//! - archival of every event into one segment (`archive_audit_to_dir`): events per second of
+//!   writing the segment (read, verified, written, synced), the segment's bytes per event,
+//!   and the prune (one store batch: delete every archived row but the kept ones, the base
+//!   record, the archival's event);
+//! - `verify_audit_segment` throughput, and `verify_audit` after the prune.
+//!
+//! ```text
+//! cargo bench --bench audit_log
+//! EGARD_AUDIT_EVENTS=10000000 cargo bench --bench audit_log
+//! ```
+
+use std::time::{Duration as StdDuration, Instant};
+
+use chrono::{Duration, Utc};
+use egard::{AuditStage, Evidence, LawfulBasis, MasterKey, Purpose, SqliteStore, Vault};
+
+fn main() {
+    let events: u64 = std::env::var("EGARD_AUDIT_EVENTS")
+        .ok()
+        .and_then(|v| v.replace('_', "").parse().ok())
+        .unwrap_or(200_000);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let db = dir.path().join("audit.db");
+    let segments = dir.path().join("segments");
+    let store = std::sync::Arc::new(SqliteStore::open(&db).expect("a SQLite file"));
+    let vault = Vault::builder()
+        .master_key(MasterKey::from_bytes([7; 32]))
+        .store(store.clone())
+        .audit_batching(10_000, StdDuration::from_secs(3600))
+        .build()
+        .expect("a vault");
+    vault
+        .define_purpose(Purpose::new("news", LawfulBasis::Consent).fields(["email"]))
+        .expect("a purpose");
+    let customers: Vec<_> = (0..1000)
+        .map(|_| {
+            let c = vault.create_customer().expect("a customer");
+            vault.give_consent(c, "news", Evidence::new("bench")).expect("a consent");
+            c
+        })
+        .collect();
+
+    let started = Instant::now();
+    let mut head = vault.audit_anchor().expect("an anchor").seq;
+    let mut i = 0usize;
+    while head < events {
+        for _ in 0..(events - head).min(100_000) {
+            let c = customers[i % customers.len()];
+            i += 1;
+            drop(vault.authorize(c, "news").expect("a grant"));
+        }
+        head = vault.audit_anchor().expect("an anchor").seq;
+        eprint!("\rfilling: {head} events");
+    }
+    eprintln!();
+    let fill = started.elapsed();
+    store.purge().expect("a checkpoint");
+    let on_disk = file_size(&db) + file_size(&dir.path().join("audit.db-wal"));
+
+    let started = Instant::now();
+    let verified = vault.verify_audit().expect("an intact log");
+    let verify = started.elapsed();
+
+    let mut pruning: Option<Instant> = None;
+    let started = Instant::now();
+    let report = vault
+        .archive_audit_to_dir_with_progress(Utc::now() + Duration::seconds(1), &segments, &mut |p| {
+            if p.stage == AuditStage::Pruning && pruning.is_none() {
+                pruning = Some(Instant::now());
+            }
+        })
+        .expect("an archival")
+        .expect("events to archive");
+    let total = started.elapsed();
+    let prune = pruning.map_or(StdDuration::ZERO, |t| t.elapsed());
+    let write = total.saturating_sub(prune);
+
+    let path = report.path.clone().expect("a segment file");
+    let started = Instant::now();
+    let seg = vault
+        .verify_audit_segment(std::io::BufReader::new(std::fs::File::open(&path).expect("the segment")))
+        .expect("an intact segment");
+    let verify_segment = started.elapsed();
+    let started = Instant::now();
+    let after = vault.verify_audit().expect("an intact log after the prune");
+    let verify_after = started.elapsed();
+    store.purge().expect("a checkpoint");
+    let on_disk_after = file_size(&db) + file_size(&dir.path().join("audit.db-wal"));
+
+    let per_s = |n: u64, d: StdDuration| n as f64 / d.as_secs_f64().max(1e-9);
+    println!("events in the log: {}", verified.events_verified);
+    println!("| measure | value |");
+    println!("|---|---|");
+    println!(
+        "| fill (authorize, batched 10,000) | {:.0} events/s ({:.1} s) |",
+        per_s(head, fill),
+        fill.as_secs_f64()
+    );
+    println!(
+        "| SQLite file + WAL after checkpoint | {:.1} MB, {:.0} bytes/event |",
+        on_disk as f64 / 1e6,
+        on_disk as f64 / head as f64
+    );
+    println!(
+        "| verify_audit, whole chain | {:.0} events/s ({:.2} s) |",
+        per_s(verified.events_verified, verify),
+        verify.as_secs_f64()
+    );
+    println!(
+        "| archive: read, verify, write and sync the segment | {:.0} events/s ({:.2} s) |",
+        per_s(report.events, write),
+        write.as_secs_f64()
+    );
+    println!(
+        "| segment size | {:.1} MB, {:.0} bytes/event |",
+        report.segment_bytes as f64 / 1e6,
+        report.segment_bytes as f64 / report.events as f64
+    );
+    println!(
+        "| prune: one batch deleting {} rows (kept {}) | {:.2} s |",
+        report.events - report.kept,
+        report.kept,
+        prune.as_secs_f64()
+    );
+    println!(
+        "| verify_audit_segment | {:.0} events/s ({:.2} s) |",
+        per_s(seg.events, verify_segment),
+        verify_segment.as_secs_f64()
+    );
+    println!(
+        "| verify_audit after the prune ({} rows) | {:.3} s |",
+        after.events_verified,
+        verify_after.as_secs_f64()
+    );
+    println!(
+        "| SQLite file after the prune (free pages kept for reuse, no VACUUM) | {:.1} MB |",
+        on_disk_after as f64 / 1e6
+    );
+}
+
+fn file_size(path: &std::path::Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
