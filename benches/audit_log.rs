@@ -47,7 +47,9 @@ fn main() {
     let customers: Vec<_> = (0..1000)
         .map(|_| {
             let c = vault.create_customer().expect("a customer");
-            vault.give_consent(c, "news", Evidence::new("bench")).expect("a consent");
+            vault
+                .give_consent(c, "news", Evidence::new("bench"))
+                .expect("a consent");
             c
         })
         .collect();
@@ -90,7 +92,9 @@ fn main() {
     let path = report.path.clone().expect("a segment file");
     let started = Instant::now();
     let seg = vault
-        .verify_audit_segment(std::io::BufReader::new(std::fs::File::open(&path).expect("the segment")))
+        .verify_audit_segment(std::io::BufReader::new(
+            std::fs::File::open(&path).expect("the segment"),
+        ))
         .expect("an intact segment");
     let verify_segment = started.elapsed();
     let started = Instant::now();

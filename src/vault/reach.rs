@@ -329,6 +329,14 @@ impl Vault {
     /// provider's list should be keyed by it (or the host maps it, through a pass, to the
     /// address it once sent).
     ///
+    /// **After an archival** ([`archive_audit`](Vault::archive_audit)), the events up to
+    /// [`audit_archived_through`](Vault::audit_archived_through) are in the host's segment
+    /// files, not in the store: a cursor below it is served what the store keeps (the few
+    /// rows kept below the archived point whose MAC the store can show, then every change
+    /// after it). A consumer whose cursor is below the archived point has missed changes:
+    /// compare it with `audit_archived_through()` and resynchronise from the current state
+    /// (the [`audience`](Vault::audience)) instead of replaying.
+    ///
     /// **Expiries are not events**: a consent stops opening data when its time comes, and
     /// nothing is written then. A consumer that mirrors the audience must either re-read
     /// [`audience`](Vault::audience) before each send (the simple and exact way), or
