@@ -451,7 +451,100 @@ fn retention_archives_through_the_sweep(store: Arc<dyn Store>) {
     ));
 }
 
+fn restored_rows_or_an_older_base_are_caught(store: Arc<dyn Store>) {
+    let clock = ManualClock::new(t0());
+    let vault = vault_on(store.clone(), &clock);
+    let (old, _, _, _) = history(&vault, &clock);
+    let full = whole_log(&*store);
+    vault.archive_audit(cutoff(&clock), &mut Vec::new()).unwrap().unwrap();
+    let first_base = store.secret("audit_base").unwrap().unwrap();
+    // An archived row written back (a partial restore): verify sees a row the base did not keep.
+    let stored = seqs(&*store);
+    let archived = full.iter().find(|e| !stored.contains(&e.seq)).unwrap().clone();
+    store.apply(&[Write::AppendAudit(archived.clone())]).unwrap();
+    assert_broken(vault.verify_audit(), AuditBreak::SequenceGap);
+    store
+        .apply(&[Write::PruneAudit {
+            through: archived.seq,
+            keep: stored.iter().copied().filter(|s| *s < archived.seq).collect(),
+        }])
+        .unwrap();
+    vault.verify_audit().unwrap();
+    // A kept row edited in place (its MAC kept): the digest covers its content.
+    let kept = whole_log(&*store)[0].clone();
+    let mut edited = kept.clone();
+    edited.detail.push('x');
+    let others: Vec<u64> = seqs(&*store).into_iter().filter(|s| *s != kept.seq).collect();
+    store
+        .apply(&[
+            Write::PruneAudit {
+                through: kept.seq,
+                keep: others,
+            },
+            Write::AppendAudit(edited),
+        ])
+        .unwrap();
+    assert_broken(vault.verify_audit(), AuditBreak::MacMismatch);
+    let others: Vec<u64> = seqs(&*store).into_iter().filter(|s| *s != kept.seq).collect();
+    store
+        .apply(&[
+            Write::PruneAudit {
+                through: kept.seq,
+                keep: others,
+            },
+            Write::AppendAudit(kept),
+        ])
+        .unwrap();
+    vault.verify_audit().unwrap();
+    // A second archival, then the first base written back over the second.
+    clock.advance(Duration::days(60));
+    assert_eq!(denied(vault.authorize(old, "newsletter")), egard::AccessDenied::Expired);
+    vault.archive_audit(cutoff(&clock), &mut Vec::new()).unwrap().unwrap();
+    vault.verify_audit().unwrap();
+    store.apply(&[Write::ReplaceSecret(first_base)]).unwrap();
+    assert!(matches!(vault.verify_audit(), Err(Error::AuditBroken { .. })));
+    // A forged base (a MAC the key did not make).
+    let mut forged: serde_json::Value =
+        serde_json::from_slice(&store.secret("audit_base").unwrap().unwrap().wrapped).unwrap();
+    forged["kept"] = serde_json::json!(0);
+    store
+        .apply(&[Write::ReplaceSecret(egard::store::VaultSecret {
+            name: "audit_base".into(),
+            wrapped: serde_json::to_vec(&forged).unwrap(),
+        })])
+        .unwrap();
+    assert_broken(vault.verify_audit(), AuditBreak::MacMismatch);
+}
+
+fn the_audit_base_survives_a_master_key_rotation(store: Arc<dyn Store>) {
+    let clock = ManualClock::new(t0());
+    let vault = vault_on(store.clone(), &clock);
+    history(&vault, &clock);
+    let mut segment = Vec::new();
+    vault.archive_audit(cutoff(&clock), &mut segment).unwrap().unwrap();
+    drop(vault);
+    let new_key = || MasterKey::from_bytes([9; 32]).with_id(2);
+    let rotating = Vault::builder()
+        .key_provider(new_key())
+        .previous_master_key(MasterKey::from_bytes(KEY))
+        .store(store.clone())
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    rotating.rotate_master_key().unwrap();
+    drop(rotating);
+    let rotated = Vault::builder()
+        .master_key(new_key())
+        .store(store)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    rotated.verify_audit_with_segments([segment.as_slice()]).unwrap();
+}
+
 on_every_backend!(
+    restored_rows_or_an_older_base_are_caught,
+    the_audit_base_survives_a_master_key_rotation,
     the_rest_serves_what_is_kept,
     deleting_a_kept_or_unarchived_row_is_caught,
     tampered_segments_are_detected,
@@ -465,4 +558,107 @@ mod reopening {
         archival_verifies_before_and_after_and_across_reopening,
         a_replayed_customer_row_is_still_caught,
     );
+}
+
+/// A store that runs a hook once, just before the first batch that prunes the audit log: the
+/// moment another process's archival can slip in.
+struct RaceStore {
+    inner: Arc<dyn Store>,
+    hook: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl Store for RaceStore {
+    fn apply(&self, batch: &[Write]) -> Result<(), egard::StoreError> {
+        if batch.iter().any(|w| matches!(w, Write::PruneAudit { .. })) {
+            let hook = self.hook.lock().unwrap().take();
+            if let Some(hook) = hook {
+                hook();
+            }
+        }
+        self.inner.apply(batch)
+    }
+    fn purposes(&self) -> Result<Vec<egard::store::PurposeSnapshot>, egard::StoreError> {
+        self.inner.purposes()
+    }
+    fn customer(&self, id: egard::CustomerId) -> Result<Option<egard::store::CustomerSnapshot>, egard::StoreError> {
+        self.inner.customer(id)
+    }
+    fn field(
+        &self,
+        customer: egard::CustomerId,
+        field: &egard::FieldName,
+    ) -> Result<Option<egard::store::StoredField>, egard::StoreError> {
+        self.inner.field(customer, field)
+    }
+    fn fields(&self, customer: egard::CustomerId) -> Result<Vec<egard::store::StoredField>, egard::StoreError> {
+        self.inner.fields(customer)
+    }
+    fn customer_ids(&self) -> Result<Vec<egard::CustomerId>, egard::StoreError> {
+        self.inner.customer_ids()
+    }
+    fn audit_head(&self) -> Result<Option<egard::AuditEvent>, egard::StoreError> {
+        self.inner.audit_head()
+    }
+    fn audit_range(&self, from_seq: u64, limit: usize) -> Result<Vec<egard::AuditEvent>, egard::StoreError> {
+        self.inner.audit_range(from_seq, limit)
+    }
+    fn audit_for(&self, customer: egard::CustomerId) -> Result<Vec<egard::AuditEvent>, egard::StoreError> {
+        self.inner.audit_for(customer)
+    }
+    fn audit_trail(&self, customer: egard::CustomerId) -> Result<Vec<egard::store::LatestChange>, egard::StoreError> {
+        self.inner.audit_trail(customer)
+    }
+    fn audit_changes(&self, after: u64, limit: usize) -> Result<Vec<egard::store::LatestChange>, egard::StoreError> {
+        self.inner.audit_changes(after, limit)
+    }
+    fn secret(&self, name: &str) -> Result<Option<egard::store::VaultSecret>, egard::StoreError> {
+        self.inner.secret(name)
+    }
+    fn lookups(&self) -> Result<Vec<egard::store::StoredLookup>, egard::StoreError> {
+        self.inner.lookups()
+    }
+    fn find_indexed(
+        &self,
+        field: &egard::FieldName,
+        token: &egard::store::LookupToken,
+    ) -> Result<Option<egard::CustomerId>, egard::StoreError> {
+        self.inner.find_indexed(field, token)
+    }
+    fn instance_id(&self) -> usize {
+        self.inner.instance_id()
+    }
+}
+
+/// Two processes archive from the same base at once: one prunes, the other's batch conflicts
+/// and deletes nothing; the log verifies with the winner's segment.
+fn two_archivals_from_one_base_cannot_both_prune(store: Arc<dyn Store>) {
+    let clock = ManualClock::new(t0());
+    let first = Arc::new(process_on(store.clone(), &clock));
+    history(&first, &clock);
+    let winner_segment = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let race = Arc::new(RaceStore {
+        inner: store.clone(),
+        hook: std::sync::Mutex::new(None),
+    });
+    let second = process_on(race.clone(), &clock);
+    let (winner, segment, at) = (first.clone(), winner_segment.clone(), cutoff(&clock));
+    *race.hook.lock().unwrap() = Some(Box::new(move || {
+        winner
+            .archive_audit(at, &mut *segment.lock().unwrap())
+            .unwrap()
+            .unwrap();
+    }));
+    let lost = second.archive_audit(cutoff(&clock), &mut Vec::new());
+    assert!(
+        matches!(lost, Err(Error::Storage(egard::StoreError::Conflict))),
+        "{lost:?}"
+    );
+    let segment = winner_segment.lock().unwrap().clone();
+    first.verify_audit_with_segments([segment.as_slice()]).unwrap();
+    second.verify_audit_with_segments([segment.as_slice()]).unwrap();
+}
+
+mod racing {
+    use super::*;
+    on_every_backend!(two_archivals_from_one_base_cannot_both_prune);
 }

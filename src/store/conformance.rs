@@ -2449,6 +2449,34 @@ pub fn prune_audit_is_atomic_with_the_batch<S: Store>(store: &S) {
     let seqs: Vec<u64> = get(store.audit_range(0, 100), "range").iter().map(|e| e.seq).collect();
     assert_eq!(seqs, [2, 4, 5]);
     assert_eq!(get(store.secret("audit_base"), "secret"), Some(secret("audit_base", 1)));
+    // Writes apply in order: an event pruned earlier in the batch can be appended again
+    // (a row put back), one kept cannot.
+    let mut again = event(4, None);
+    again.detail = "again".into();
+    ok(
+        store,
+        &[
+            Write::PruneAudit {
+                through: 4,
+                keep: vec![2],
+            },
+            Write::AppendAudit(again.clone()),
+        ],
+        "a prune and an append of the pruned sequence number",
+    );
+    assert_eq!(get(store.audit_range(4, 1), "range"), [again]);
+    refused(
+        store,
+        &[
+            Write::PruneAudit {
+                through: 4,
+                keep: vec![2],
+            },
+            Write::AppendAudit(event(2, None)),
+        ],
+        StoreError::Conflict,
+        "an append of a kept sequence number",
+    );
 }
 
 #[cfg(test)]

@@ -102,6 +102,8 @@ impl Inner {
         // path, once one does not.
         let mut last_seq: Option<u64> = None;
         let mut seqs: Option<HashSet<u64>> = None;
+        // Audit events deleted by a `PruneAudit` earlier in the batch: (through, kept).
+        let mut pruned: Vec<(u64, HashSet<u64>)> = Vec::new();
         // The index as earlier writes of the batch leave it: entries taken, and (customer,
         // field) pairs whose stored entry no longer counts.
         let mut taken: HashMap<(&FieldName, &LookupToken), CustomerId> = HashMap::new();
@@ -137,7 +139,15 @@ impl Inner {
                         (None, _) => false,
                     };
                     last_seq = Some(e.seq);
-                    self.audit.contains_key(&e.seq) || repeated
+                    let stored = self.audit.contains_key(&e.seq)
+                        && !pruned
+                            .iter()
+                            .any(|(through, keep)| e.seq <= *through && !keep.contains(&e.seq));
+                    stored || repeated
+                }
+                Write::PruneAudit { through, keep } => {
+                    pruned.push((*through, keep.iter().copied().collect()));
+                    false
                 }
                 Write::PutPurpose { stored, expected_rev } => {
                     let id = stored.purpose.id();
