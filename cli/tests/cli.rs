@@ -766,6 +766,30 @@ fn audit_archive_writes_a_segment_that_verifies_and_joins_the_store() {
     .unwrap();
     let doc = json_failure(f.egard(&["audit", "verify-segment"]).arg(&header), 3);
     assert_eq!(doc["error"], "segment_invalid");
+    // A second archival (the first one's own event): segments join in order only, and the
+    // last one must reach the store's base.
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let before = (chrono::Utc::now() + chrono::Duration::seconds(1)).to_rfc3339();
+    let doc = json(
+        f.egard(&["audit", "archive", "--json", "--before", &before, "--dir"])
+            .arg(&dir),
+    );
+    let second = PathBuf::from(doc["archived"]["path"].as_str().unwrap());
+    assert_eq!(doc["archived"]["from_seq"], through + 1);
+    run(
+        f.egard(&["audit", "verify-segment", "--join"])
+            .arg(&segment)
+            .arg(&second),
+        0,
+    );
+    let doc = json_failure(
+        f.egard(&["audit", "verify-segment", "--join"])
+            .arg(&second)
+            .arg(&segment),
+        3,
+    );
+    assert_eq!(doc["error"], "segment_invalid");
+    json_failure(f.egard(&["audit", "verify-segment", "--join"]).arg(&segment), 3);
     // A bad time is a usage error, and nothing is archived.
     run(
         f.egard(&["audit", "archive", "--before", "yesterday", "--dir"])

@@ -499,6 +499,13 @@ impl Vault {
     /// A customer whose stored records fail their check, or whose data key is under a retired
     /// master key ([`Error::RetiredKey`]), is left alone and the sweep goes on; the first such
     /// failure is returned at the end, after every other customer was swept.
+    ///
+    /// With an audit retention rule ([`VaultBuilder::audit_retention`](crate::VaultBuilder::audit_retention)),
+    /// the sweep then archives every audit event older than the rule into a new segment file
+    /// ([`Vault::archive_audit_to_dir`]) and reports it in [`SweepReport::archived`]. If that
+    /// archival fails (a full disk, an unwritable directory: [`Error::Io`]), the sweep returns
+    /// its error; the fields already deleted stay deleted, and no audit event is lost (see
+    /// [`Vault::archive_audit`]).
     #[cfg_attr(
         feature = "tracing",
         tracing::instrument(
