@@ -20,6 +20,9 @@
 //! cargo bench --bench audit_log
 //! EGARD_AUDIT_EVENTS=10000000 cargo bench --bench audit_log
 //! ```
+//!
+//! Under `cargo test --benches` (no `--bench` flag) it runs once on 5,000 events, as a smoke
+//! test.
 
 use std::time::{Duration as StdDuration, Instant};
 
@@ -27,10 +30,16 @@ use chrono::{Duration, Utc};
 use egard::{AuditStage, Evidence, LawfulBasis, MasterKey, Purpose, SqliteStore, Vault};
 
 fn main() {
+    // Under `cargo test --benches` (no `--bench` flag): a smoke test on a small log.
+    let default = if std::env::args().any(|a| a == "--bench") {
+        200_000
+    } else {
+        5_000
+    };
     let events: u64 = std::env::var("EGARD_AUDIT_EVENTS")
         .ok()
         .and_then(|v| v.replace('_', "").parse().ok())
-        .unwrap_or(200_000);
+        .unwrap_or(default);
     let dir = tempfile::tempdir().expect("a temporary directory");
     let db = dir.path().join("audit.db");
     let segments = dir.path().join("segments");
