@@ -411,13 +411,14 @@ fn retention_archives_through_the_sweep(store: Arc<dyn Store>) {
         .store(store.clone())
         .clock(clock.clone())
         .audit_retention(Duration::days(30), dir.path())
+        .audit_segment_events(4)
         .build()
         .unwrap();
     define_standard_purposes(&vault);
     let c = customer_with_data(&vault);
     consent(&vault, c, "newsletter");
     let first = vault.sweep_retention().unwrap();
-    assert_eq!(first.archived, None, "nothing 30 days old yet");
+    assert!(first.archived.is_empty(), "nothing 30 days old yet");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     clock.advance(Duration::days(31));
     drop(vault.authorize(c, "newsletter"));
@@ -428,16 +429,26 @@ fn retention_archives_through_the_sweep(store: Arc<dyn Store>) {
         .max()
         .unwrap();
     let swept = vault.sweep_retention().unwrap();
-    let archived = swept.archived.expect("the old events were archived");
-    assert_eq!(archived.through_seq, last_old);
-    let path = archived.path.unwrap();
-    assert!(path.starts_with(dir.path()));
-    vault
-        .verify_audit_with_segments([std::fs::File::open(&path).unwrap()])
-        .unwrap();
-    assert_eq!(
-        vault.sweep_retention().unwrap().archived,
-        None,
+    // In steps of at most 4 events, each its own segment and store batch, in log order.
+    let archived = swept.archived;
+    assert_eq!(archived.len() as u64, last_old.div_ceil(4), "{archived:?}");
+    assert!(archived.iter().all(|r| r.events <= 4));
+    assert!(archived.windows(2).all(|w| w[0].end == w[1].start));
+    assert_eq!(archived.last().unwrap().through_seq, last_old);
+    let mut paths: Vec<_> = archived.iter().map(|r| r.path.clone().unwrap()).collect();
+    assert!(paths.iter().all(|p| p.starts_with(dir.path())));
+    let mut listed: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    listed.sort();
+    paths.sort();
+    assert_eq!(listed, paths, "the file names sort in log order");
+    let files: Vec<_> = paths.iter().map(|p| std::fs::File::open(p).unwrap()).collect();
+    let joined = vault.verify_audit_with_segments(files).unwrap();
+    assert_eq!(joined.archived_events, last_old);
+    assert!(
+        vault.sweep_retention().unwrap().archived.is_empty(),
         "nothing new is old enough"
     );
     // A retention rule must be a positive period.

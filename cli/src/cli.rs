@@ -213,9 +213,10 @@ pub enum Command {
 pub enum Audit {
     /// Move the audit events before a time into a new segment file, then prune them.
     ///
-    /// The segment (`audit-<from>-<through>.jsonl` in DIR) is written, synced and renamed
-    /// before anything is deleted from the store; the store keeps the few events its records
-    /// are bound to. Keep DIR: it is the history. Prints what was archived.
+    /// Each segment (`audit-<from>-<through>.jsonl` in DIR, at most 250,000 events: one
+    /// store batch each) is written, synced and renamed before anything is deleted from the
+    /// store; the store keeps the few events its records are bound to. Keep DIR: it is the
+    /// history. Prints what was archived, and each segment on stderr as it is made.
     Archive {
         /// Archive the events that happened before this time (RFC 3339, e.g.
         /// `2025-01-01T00:00:00Z`).

@@ -157,16 +157,28 @@ fn archive(vault: &Vault, before: &str, dir: &Path, json: bool) -> Result<(), Fa
         .with_timezone(&Utc);
     let bar = progress(None, json, "archiving the audit log");
     bar.enable_steady_tick(Duration::from_millis(120));
-    let result = vault.archive_audit_to_dir_with_progress(before, dir, &mut |p| {
-        bar.set_message(format!("{:?}", p.stage).to_lowercase());
-        bar.set_position(p.events);
+    // One segment (and one bounded store batch) per step, until nothing is old enough.
+    let result = vault.archive_audit_to_dir_all(before, dir, &mut |p| {
+        bar.set_message(format!("archiving the audit log: {:?}", p.stage).to_lowercase());
+        bar.set_position(p.seq);
     });
+    let reports = match result {
+        Ok(reports) => reports,
+        Err(e) => {
+            bar.finish_and_clear();
+            return Err(e.into());
+        }
+    };
     bar.finish_and_clear();
-    let report = result?;
-    match (json, report) {
-        (true, report) => print_json(&json!({"ok": true, "archived": report})),
-        (false, None) => println!("nothing to archive: no event before {before} after the last archival"),
-        (false, Some(r)) => {
+    if json {
+        print_json(&json!({"ok": true, "archived": reports}));
+    } else if reports.is_empty() {
+        println!("nothing to archive: no event before {before} after the last archival");
+    } else {
+        let events: u64 = reports.iter().map(|r| r.events).sum();
+        let bytes: u64 = reports.iter().map(|r| r.segment_bytes).sum();
+        let kept: u64 = reports.last().map_or(0, |r| r.kept);
+        for r in &reports {
             println!(
                 "archived events {}-{} ({} events, {} bytes) into {}",
                 r.from_seq,
@@ -175,11 +187,11 @@ fn archive(vault: &Vault, before: &str, dir: &Path, json: bool) -> Result<(), Fa
                 r.segment_bytes,
                 r.path.as_deref().map(|p| p.display().to_string()).unwrap_or_default()
             );
-            println!(
-                "the store keeps {} of them (the events its records are bound to)",
-                r.kept
-            );
         }
+        println!(
+            "{events} events in {} segment(s), {bytes} bytes; the store keeps {kept} below the archived point (the events its records are bound to)",
+            reports.len()
+        );
     }
     Ok(())
 }

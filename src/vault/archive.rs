@@ -60,6 +60,12 @@ const KEPT_DOMAIN: &[u8] = b"egard/audit-kept/v1\0";
 /// How many events are read from the store at once.
 const PAGE: usize = 1024;
 
+/// How many events one segment holds at most by default (see
+/// [`VaultBuilder::audit_segment_events`](crate::VaultBuilder::audit_segment_events)): the
+/// store batch that prunes them holds the write lock for a few seconds at most (about 3 s on
+/// SQLite for 250,000 rows on the machine of BENCHMARKS.md).
+pub const DEFAULT_SEGMENT_EVENTS: u64 = 250_000;
+
 /// The point up to which the audit log was archived out of the store: the events up to
 /// `seq` (included) are in the host's segment files, but for the few the store keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -422,8 +428,10 @@ impl Vault {
         Ok(rows)
     }
 
-    /// Moves every audit event that happened before `before` (and after the last archival)
-    /// out of the store into a segment written to `out`, then deletes them from the store
+    /// Moves the audit events that happened before `before` (and after the last archival),
+    /// at most [`audit_segment_events`](crate::VaultBuilder::audit_segment_events) of them
+    /// ([`DEFAULT_SEGMENT_EVENTS`] by default: call again while it returns `Some` to archive
+    /// more), out of the store into a segment written to `out`, then deletes them from the store
     /// but for the rows that stored state is bound to (see the module docs), in one atomic
     /// batch with the new audit base and an [`AuditKind::AuditArchived`] event. `Ok(None)`
     /// when there is nothing to archive: nothing is written to `out` nor to the store.
@@ -476,13 +484,15 @@ impl Vault {
             .archive_lock
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let Some(prepared) = self.write_segment(before, out, progress)? else {
+        let Some(prepared) = self.write_segment(before, u64::MAX, out, progress)? else {
             return Ok(None);
         };
         self.prune(prepared, None, progress).map(Some)
     }
 
-    /// [`archive_audit`](Vault::archive_audit) into a new file of `dir`, named
+    /// [`archive_audit`](Vault::archive_audit) (one segment, at most
+    /// [`audit_segment_events`](crate::VaultBuilder::audit_segment_events) events) into a new
+    /// file of `dir`, named
     /// `audit-<from>-<through>.jsonl` with sequence numbers zero-padded to 20 digits (so the
     /// names sort in log order): written to a temporary file, synced, renamed, and the
     /// directory synced, before anything is deleted from the store. `Ok(None)` when there is
@@ -498,6 +508,44 @@ impl Vault {
         dir: &Path,
         progress: &mut dyn FnMut(AuditProgress),
     ) -> Result<Option<ArchiveReport>, Error> {
+        self.archive_step_to_dir(before, u64::MAX, dir, progress)
+    }
+
+    /// Archives every event before `before` into as many segments of `dir` as needed (see
+    /// [`audit_segment_events`](crate::VaultBuilder::audit_segment_events)), one store batch
+    /// each, in log order: what the retention rule of
+    /// [`sweep_retention`](Vault::sweep_retention) and `egard audit archive` run. It stops at
+    /// the log's head as it was when it started, so that the archival events it writes itself
+    /// (and anything written meanwhile) wait for the next run. An empty list when there is
+    /// nothing to archive. On an error, the segments already made are archived and pruned,
+    /// and the error is returned.
+    pub fn archive_audit_to_dir_all(
+        &self,
+        before: DateTime<Utc>,
+        dir: &Path,
+        progress: &mut dyn FnMut(AuditProgress),
+    ) -> Result<Vec<ArchiveReport>, Error> {
+        self.flush_audit()?;
+        let head = self.store.audit_head()?.map_or(0, |e| e.seq);
+        let mut reports = Vec::new();
+        while let Some(report) = self.archive_step_to_dir(before, head, dir, progress)? {
+            let done = report.through_seq >= head;
+            reports.push(report);
+            if done {
+                break;
+            }
+        }
+        Ok(reports)
+    }
+
+    /// One segment into `dir`, of events up to `through_max` at most.
+    fn archive_step_to_dir(
+        &self,
+        before: DateTime<Utc>,
+        through_max: u64,
+        dir: &Path,
+        progress: &mut dyn FnMut(AuditProgress),
+    ) -> Result<Option<ArchiveReport>, Error> {
         let _one = self
             .archive_lock
             .lock()
@@ -507,7 +555,7 @@ impl Vault {
         let written = (|| {
             let file = std::fs::File::create(&tmp).map_err(io("create a segment file"))?;
             let mut w = std::io::BufWriter::new(file);
-            let prepared = self.write_segment(before, &mut w, progress)?;
+            let prepared = self.write_segment(before, through_max, &mut w, progress)?;
             let file = w.into_inner().map_err(|e| io("write a segment file")(e.into_error()))?;
             if prepared.is_some() {
                 file.sync_all().map_err(io("sync a segment file"))?;
@@ -544,6 +592,7 @@ impl Vault {
     fn write_segment(
         &self,
         before: DateTime<Utc>,
+        through_max: u64,
         out: &mut dyn std::io::Write,
         progress: &mut dyn FnMut(AuditProgress),
     ) -> Result<Option<Prepared>, Error> {
@@ -584,7 +633,7 @@ impl Vault {
             let page = self.store.audit_range(from, PAGE)?;
             let full = page.len() == PAGE;
             for e in page {
-                if e.at >= before {
+                if e.at >= before || events >= self.audit_segment_events || e.seq > through_max {
                     break 'pages;
                 }
                 let expected = prev.seq.saturating_add(1);

@@ -123,10 +123,11 @@ pub struct SweepReport {
     pub customers_examined: usize,
     /// The fields deleted, by customer.
     pub deleted: Vec<(CustomerId, FieldName)>,
-    /// The audit events archived into a new segment by the retention rule
-    /// ([`VaultBuilder::audit_retention`](crate::VaultBuilder::audit_retention)): the range,
-    /// the count and the file. `None` without a rule, or when no event was old enough.
-    pub archived: Option<super::ArchiveReport>,
+    /// The audit events archived by the retention rule
+    /// ([`VaultBuilder::audit_retention`](crate::VaultBuilder::audit_retention)): one report
+    /// per new segment file (the range, the count, the file), in log order. Empty without a
+    /// rule, or when no event was old enough.
+    pub archived: Vec<super::ArchiveReport>,
 }
 
 impl Vault {
@@ -502,7 +503,8 @@ impl Vault {
     ///
     /// With an audit retention rule ([`VaultBuilder::audit_retention`](crate::VaultBuilder::audit_retention)),
     /// the sweep then archives every audit event older than the rule into a new segment file
-    /// ([`Vault::archive_audit_to_dir`]) and reports it in [`SweepReport::archived`]. If that
+    /// ([`Vault::archive_audit_to_dir_all`], as many segments as needed) and reports them in
+    /// [`SweepReport::archived`]. If that
     /// archival fails (a full disk, an unwritable directory: [`Error::Io`]), the sweep returns
     /// its error; the fields already deleted stay deleted, and no audit event is lost (see
     /// [`Vault::archive_audit`]).
@@ -573,8 +575,8 @@ impl Vault {
         // The audit log's retention rule, after the fields: their deletions are then in the
         // log, not yet old enough to be archived.
         let archived = match &self.audit_retention {
-            Some((keep, dir)) => self.archive_audit_to_dir(self.archive_cutoff(*keep), dir)?,
-            None => None,
+            Some((keep, dir)) => self.archive_audit_to_dir_all(self.archive_cutoff(*keep), dir, &mut |_| {})?,
+            None => Vec::new(),
         };
         Ok(SweepReport {
             swept_at: now,
