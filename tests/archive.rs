@@ -673,3 +673,50 @@ mod racing {
     use super::*;
     on_every_backend!(two_archivals_from_one_base_cannot_both_prune);
 }
+
+mod any_input {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A vault and a segment of its log, made once.
+    fn fixture() -> &'static (Vault, Vec<u8>, egard::SegmentReport) {
+        static FIXTURE: std::sync::OnceLock<(Vault, Vec<u8>, egard::SegmentReport)> = std::sync::OnceLock::new();
+        FIXTURE.get_or_init(|| {
+            let clock = ManualClock::new(t0());
+            let vault = vault_on(memory(), &clock);
+            history(&vault, &clock);
+            let mut segment = Vec::new();
+            vault.archive_audit(cutoff(&clock), &mut segment).unwrap().unwrap();
+            let report = vault.verify_audit_segment(segment.as_slice()).unwrap();
+            (vault, segment, report)
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// Any byte changed, any cut, anything inserted: an error (never a panic), or, when the
+        /// change means the same (a hex digit's case), the same segment.
+        #[test]
+        fn a_changed_segment_never_verifies_as_another(
+            at in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+            cut in any::<prop::sample::Index>(),
+            action in 0u8..3,
+        ) {
+            let (vault, segment, report) = fixture();
+            let mut bytes = segment.clone();
+            match action {
+                0 => {
+                    let i = at.index(bytes.len());
+                    bytes[i] = byte;
+                }
+                1 => bytes.truncate(cut.index(bytes.len())),
+                _ => bytes.insert(at.index(bytes.len()), byte),
+            }
+            if let Ok(got) = vault.verify_audit_segment(bytes.as_slice()) {
+                prop_assert_eq!(&got, report);
+            }
+        }
+    }
+}
