@@ -436,6 +436,17 @@ impl Vault {
     /// batch with the new audit base and an [`AuditKind::AuditArchived`] event. `Ok(None)`
     /// when there is nothing to archive: nothing is written to `out` nor to the store.
     ///
+    /// **What the store keeps.** Loading a customer (or a purpose) checks its stored state
+    /// against its latest state-bearing audit event and the MAC of the event before it, so the
+    /// store keeps, at or below the archived point, each customer's and purpose's latest such
+    /// event, the event just before each, and the last archived event (the *base*, which the
+    /// next event chains from). The base record, MAC'd under the audit key, holds a digest of
+    /// exactly those rows: [`verify_audit`](Vault::verify_audit) then shows any of them
+    /// deleted, edited or joined by a row written back from a backup. A customer untouched for
+    /// years still loads and authorizes after the archival; its older history is in the
+    /// segments. The store's log is thereby bounded by two rows per customer and purpose plus
+    /// the events since the archived point (the in-memory store frees the rest).
+    ///
     /// The events are verified (their chain from the current base) while they are written;
     /// the kept rows below the current base are checked against its digest first. Nothing
     /// is deleted unless `out` took every byte and flushed: if writing fails, the store is
