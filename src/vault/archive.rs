@@ -430,7 +430,7 @@ impl Vault {
 
     /// Moves the audit events that happened before `before` (and after the last archival),
     /// at most [`audit_segment_events`](crate::VaultBuilder::audit_segment_events) of them
-    /// ([`DEFAULT_SEGMENT_EVENTS`] by default: call again while it returns `Some` to archive
+    /// ([`DEFAULT_SEGMENT_EVENTS`](crate::DEFAULT_SEGMENT_EVENTS) by default: call again while it returns `Some` to archive
     /// more), out of the store into a segment written to `out`, then deletes them from the store
     /// but for the rows that stored state is bound to (see the module docs), in one atomic
     /// batch with the new audit base and an [`AuditKind::AuditArchived`] event. `Ok(None)`

@@ -289,7 +289,7 @@ impl VaultBuilder {
         self
     }
 
-    /// How many events one audit segment holds at most ([`DEFAULT_SEGMENT_EVENTS`],
+    /// How many events one audit segment holds at most ([`DEFAULT_SEGMENT_EVENTS`](crate::DEFAULT_SEGMENT_EVENTS),
     /// 250,000, by default; at least 1): each archival step writes one segment and prunes
     /// its events in one store batch, which holds the store's write lock while it deletes, so
     /// this bounds that time (about 11 µs per row on SQLite in BENCHMARKS.md).
