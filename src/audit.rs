@@ -419,6 +419,12 @@ pub struct AuditAnchor {
     pub mac: [u8; 32],
 }
 
+impl AuditAnchor {
+    /// The anchor of an empty log: sequence number 0 and 32 zero bytes, the "previous MAC"
+    /// of the first event.
+    pub const EMPTY: AuditAnchor = AuditAnchor { seq: 0, mac: [0; 32] };
+}
+
 pub(crate) mod opt_mac_hex {
     use serde::{Deserialize, Deserializer, Serializer};
 

@@ -1071,7 +1071,8 @@ fn receipt_keys_of_any_shape() {
 /// The limit the design states: rows replayed together with the log cut back to match (a
 /// whole-database restore, or a writer deleting the tail of the log) pass a cold vault's
 /// checks, so the customer is back in the audience; an anchor kept outside the database
-/// catches it (`verify_audit_against`), and the vault that wrote past the cut still refuses.
+/// catches it (`verify_audit_against`), and the vault that wrote past the cut still refuses:
+/// it will not append after a head behind its own last event.
 #[test]
 fn a_replay_with_the_log_cut_back_is_caught_by_an_anchor() {
     let dir = tempfile::tempdir().unwrap();
@@ -1106,9 +1107,18 @@ fn a_replay_with_the_log_cut_back_is_caught_by_an_anchor() {
             ..
         })
     ));
-    assert!(
-        !audience(&warm, "newsletter").contains(&alice),
-        "the warm vault knows better"
-    );
+    // The warm vault knows better: the log ends before the last event it wrote, so it
+    // refuses to append (which would cover the cut) and to verify.
+    assert!(matches!(
+        warm.audience("newsletter").map(|_| ()),
+        Err(Error::AuditBroken {
+            problem: egard::AuditBreak::Truncated,
+            ..
+        })
+    ));
+    assert!(matches!(
+        warm.authorize(alice, "newsletter").map(|_| ()),
+        Err(Error::AuditBroken { .. }) | Err(Error::Denied(_))
+    ));
     assert!(warm.verify_audit().is_err());
 }

@@ -112,6 +112,56 @@ fn passes_the_store_conformance_suite() {
     });
 }
 
+/// Two stores (two "servers") on one schema append to one chain without ever racing for a
+/// sequence number: the advisory lock queues them.
+#[cfg(feature = "conformance")]
+#[test]
+fn chained_appends_from_two_servers_never_conflict() {
+    let db = db_or_skip!();
+    let stores = [db.store(), db.store()];
+    let turn = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for i in 0..6usize {
+            let (stores, turn) = (&stores, &turn);
+            s.spawn(move || {
+                for n in 0..15usize {
+                    let store = &stores[turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 2];
+                    let size = 1 + (i + n) % 3;
+                    let result = store.apply_chained(&[], &mut |head| {
+                        Ok((1..=size as u64)
+                            .map(|k| {
+                                let mut e = egard::AuditEvent {
+                                    seq: head.seq + k,
+                                    at: chrono::Utc::now(),
+                                    kind: egard::AuditKind::AccessGranted,
+                                    customer: None,
+                                    purpose: None,
+                                    field: None,
+                                    detail: format!("writer-{i}"),
+                                    state: None,
+                                    actor: None,
+                                    mac: head.mac,
+                                };
+                                e.mac[0] = e.mac[0].wrapping_add(k as u8);
+                                e
+                            })
+                            .collect())
+                    });
+                    assert!(result.is_ok(), "writer {i}: {result:?}");
+                }
+            });
+        }
+    });
+    let events = stores[0].audit_range(1, usize::MAX).unwrap();
+    let expected: usize = (0..6usize)
+        .flat_map(|i| (0..15usize).map(move |n| 1 + (i + n) % 3))
+        .sum();
+    assert_eq!(events.len(), expected);
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e.seq, i as u64 + 1, "no gaps");
+    }
+}
+
 // ----- the store itself -----
 
 #[test]

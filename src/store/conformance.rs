@@ -76,7 +76,7 @@ use super::{
     StoreError, StoredField, StoredLookup, StoredPurpose, VaultSecret, WrappedKey, Write,
 };
 use crate::actor::Actor;
-use crate::audit::{AuditEvent, AuditKind};
+use crate::audit::{AuditAnchor, AuditEvent, AuditKind};
 use crate::consent::{Consent, Evidence};
 use crate::ids::{ConsentId, CustomerId, FieldName, PurposeId};
 use crate::purpose::{LawfulBasis, Purpose};
@@ -137,6 +137,15 @@ pub fn run_all<S: Store>(make: impl Fn() -> S) {
         (
             "concurrent_audit_appends_conflict",
             concurrent_audit_appends_conflict::<S>,
+        ),
+        (
+            "apply_chained_links_onto_the_head",
+            apply_chained_links_onto_the_head::<S>,
+        ),
+        ("apply_chained_is_atomic", apply_chained_is_atomic::<S>),
+        (
+            "concurrent_chained_appends_keep_one_chain",
+            concurrent_chained_appends_keep_one_chain::<S>,
         ),
         ("vault_secrets", vault_secrets::<S>),
         (
@@ -1797,6 +1806,182 @@ pub fn concurrent_audit_appends_conflict<S: Store>(store: &S) {
         .collect();
     assert_eq!(get(store.audit_range(1, 10), "range").len(), 5, "five events");
     assert!(details.iter().all(|d| d.starts_with("writer-")), "details");
+}
+
+/// A stand-in for the chain MAC: the next MAC from the previous one and the sequence number.
+fn next_mac(prev: &[u8; 32], seq: u64) -> [u8; 32] {
+    let mut mac = [0u8; 32];
+    for (i, b) in mac.iter_mut().enumerate() {
+        *b = prev[(i + 1) % 32]
+            .wrapping_mul(31)
+            .wrapping_add(seq.to_be_bytes()[i % 8])
+            .wrapping_add(i as u8);
+    }
+    mac
+}
+
+/// `n` events chained onto `head` with [`next_mac`], each naming `detail`.
+fn chained_events(head: AuditAnchor, n: usize, detail: &str) -> Vec<AuditEvent> {
+    let mut out = Vec::with_capacity(n);
+    let (mut seq, mut mac) = (head.seq, head.mac);
+    for _ in 0..n {
+        seq += 1;
+        mac = next_mac(&mac, seq);
+        let mut e = event(seq, None);
+        e.mac = mac;
+        e.detail = detail.to_owned();
+        out.push(e);
+    }
+    out
+}
+
+/// Checks that the log is one unbroken chain of [`next_mac`] links from sequence number 1.
+fn assert_one_chain(store: &impl Store, expected: u64, what: &str) {
+    let events = get(store.audit_range(1, usize::MAX), "range");
+    assert_eq!(events.len() as u64, expected, "{what}: event count");
+    let mut prev = [0u8; 32];
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e.seq, i as u64 + 1, "{what}: sequence numbers without gaps");
+        assert_eq!(
+            e.mac,
+            next_mac(&prev, e.seq),
+            "{what}: event {} links onto the one before",
+            e.seq
+        );
+        prev = e.mac;
+    }
+}
+
+/// `apply_chained` hands the link the log's head and returns the new one.
+pub fn apply_chained_links_onto_the_head<S: Store>(store: &S) {
+    let mut seen = Vec::new();
+    let head = get(
+        store.apply_chained(&[], &mut |head| {
+            seen.push(head);
+            Ok(chained_events(head, 3, "first"))
+        }),
+        "chained append on an empty log",
+    );
+    assert_eq!(
+        seen.last(),
+        Some(&AuditAnchor::EMPTY),
+        "an empty log's head is seq 0 and zero MAC"
+    );
+    assert_eq!(head.seq, 3, "the new head is the last event");
+    let stored = get(store.audit_head(), "head").map(|e| AuditAnchor { seq: e.seq, mac: e.mac });
+    assert_eq!(stored, Some(head), "the returned head is the stored one");
+    let id = CustomerId::new();
+    let mut seen = Vec::new();
+    let next = get(
+        store.apply_chained(
+            &[
+                Write::InsertCustomer(customer_record(id)),
+                Write::PutKey(key(id, 1, 0xA1)),
+            ],
+            &mut |h| {
+                seen.push(h);
+                Ok(chained_events(h, 1, "second"))
+            },
+        ),
+        "chained append with writes",
+    );
+    assert_eq!(
+        seen.last(),
+        Some(&head),
+        "the link gets the head left by the last write"
+    );
+    assert_eq!(next.seq, 4, "one more event");
+    assert!(
+        get(store.customer(id), "customer").is_some(),
+        "the writes are applied with the events"
+    );
+    let none = get(store.apply_chained(&[], &mut |_| Ok(Vec::new())), "no events");
+    assert_eq!(none, next, "without events the head stays");
+    let big = get(
+        store.apply_chained(&[], &mut |h| Ok(chained_events(h, 70, "group"))),
+        "a group commit's batch",
+    );
+    assert_eq!(big.seq, 74, "seventy more events");
+    assert_one_chain(store, 74, "after chained appends");
+    let mut tail = get(store.audit_range(5, 100), "range");
+    assert_eq!(tail.len(), 70);
+    let last = tail.pop().map(|e| (e.seq, e.detail, e.kind, e.customer));
+    assert_eq!(
+        last,
+        Some((74, "group".to_owned(), AuditKind::AccessGranted, None)),
+        "read back as written"
+    );
+}
+
+/// `apply_chained` is atomic: a write that fails, or a link that fails, leaves nothing.
+pub fn apply_chained_is_atomic<S: Store>(store: &S) {
+    get(
+        store.apply_chained(&[], &mut |h| Ok(chained_events(h, 2, "kept"))),
+        "first append",
+    );
+    let missing = CustomerId::new();
+    let refused = store.apply_chained(&[Write::PutKey(key(missing, 1, 0xA1))], &mut |h| {
+        Ok(chained_events(h, 2, "lost"))
+    });
+    assert_eq!(
+        refused,
+        Err(StoreError::MissingCustomer),
+        "a write to a missing customer fails the batch"
+    );
+    let failed = store.apply_chained(&[], &mut |_| Err(StoreError::Corrupt("the link failed".into())));
+    assert!(failed.is_err(), "a failing link fails the batch");
+    assert_one_chain(store, 2, "nothing of the failed batches");
+}
+
+/// Threads appending with `apply_chained` at once end with one unbroken chain holding every
+/// event. A backend that keeps the trait's default may answer [`StoreError::Conflict`]; the
+/// thread then tries again, as the vault does.
+pub fn concurrent_chained_appends_keep_one_chain<S: Store>(store: &S) {
+    chained_appends_from_threads(store, true);
+}
+
+/// As [`concurrent_chained_appends_keep_one_chain`], and no append ever fails with
+/// [`StoreError::Conflict`]: the backend reads the head under a lock held until its commit,
+/// as the built-in stores do. Not part of [`run_all`] (the trait's default races).
+pub fn chained_appends_never_conflict<S: Store>(store: &S) {
+    chained_appends_from_threads(store, false);
+}
+
+fn chained_appends_from_threads<S: Store>(store: &S, may_conflict: bool) {
+    const THREADS: usize = 6;
+    const APPENDS: usize = 15;
+    let conflicts: usize = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|i| {
+                s.spawn(move || {
+                    let detail = format!("writer-{i}");
+                    let mut conflicts = 0;
+                    for n in 0..APPENDS {
+                        let size = 1 + (i + n) % 3;
+                        loop {
+                            match store.apply_chained(&[], &mut |h| Ok(chained_events(h, size, &detail))) {
+                                Ok(_) => break,
+                                Err(StoreError::Conflict) if conflicts < 10_000 => conflicts += 1,
+                                Err(e) => panic!("writer {i}: chained append failed with {e:?}"),
+                            }
+                        }
+                    }
+                    conflicts
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| panic!("a writer thread panicked")))
+            .sum()
+    });
+    if !may_conflict {
+        assert_eq!(conflicts, 0, "chained appends must queue for the head, never conflict");
+    }
+    let expected: usize = (0..THREADS)
+        .flat_map(|i| (0..APPENDS).map(move |n| 1 + (i + n) % 3))
+        .sum();
+    assert_one_chain(store, expected as u64, "after concurrent chained appends");
 }
 
 /// Secrets: insert, read back, conflict on a second insert, replace.

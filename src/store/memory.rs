@@ -4,10 +4,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::{
-    Authenticated, CustomerRecord, CustomerSnapshot, FieldVersion, LatestChange, LookupToken, Objection,
+    Authenticated, ChainLink, CustomerRecord, CustomerSnapshot, FieldVersion, LatestChange, LookupToken, Objection,
     PurposeSnapshot, Store, StoreError, StoredField, StoredLookup, StoredPurpose, VaultSecret, WrappedKey, Write,
 };
-use crate::audit::AuditEvent;
+use crate::audit::{AuditAnchor, AuditEvent};
 use crate::consent::Consent;
 use crate::ids::{ConsentId, CustomerId, FieldName, PurposeId};
 
@@ -328,19 +328,7 @@ impl Inner {
                     self.index.remove(&(field, token));
                 }
             }
-            Write::AppendAudit(e) => {
-                if e.state.is_some() {
-                    let latest = match (&e.customer, &e.purpose) {
-                        (Some(c), _) => Some(self.customer_changes.entry(*c).or_insert(e.seq)),
-                        (None, Some(p)) => Some(self.purpose_changes.entry(p.clone()).or_insert(e.seq)),
-                        (None, None) => None,
-                    };
-                    if let Some(latest) = latest {
-                        *latest = (*latest).max(e.seq);
-                    }
-                }
-                self.audit.insert(e.seq, e.clone());
-            }
+            Write::AppendAudit(e) => self.append(e.clone()),
             Write::InsertSecret(v) | Write::ReplaceSecret(v) => {
                 self.secrets.insert(v.name.clone(), v.clone());
             }
@@ -398,6 +386,22 @@ impl Inner {
         }
     }
 
+    /// Appends an audit event, noting it as its customer's or purpose's latest change if it
+    /// carries a state.
+    fn append(&mut self, e: AuditEvent) {
+        if e.state.is_some() {
+            let latest = match (&e.customer, &e.purpose) {
+                (Some(c), _) => Some(self.customer_changes.entry(*c).or_insert(e.seq)),
+                (None, Some(p)) => Some(self.purpose_changes.entry(p.clone()).or_insert(e.seq)),
+                (None, None) => None,
+            };
+            if let Some(latest) = latest {
+                *latest = (*latest).max(e.seq);
+            }
+        }
+        self.audit.insert(e.seq, e);
+    }
+
     /// Sets or clears the token of one customer's field, in both directions of the index.
     fn set_token(&mut self, customer: CustomerId, field: &FieldName, token: Option<LookupToken>) {
         let list = self.tokens.entry(customer).or_default();
@@ -438,6 +442,33 @@ impl Store for MemoryStore {
             inner.apply(w);
         }
         Ok(())
+    }
+
+    fn apply_chained(&self, batch: &[Write], link: &mut ChainLink<'_>) -> Result<AuditAnchor, StoreError> {
+        // The head is read and the events appended under one write lock: no other writer
+        // can take the next sequence number in between.
+        let mut inner = self.write();
+        inner.check(batch)?;
+        let head = inner
+            .audit
+            .last_key_value()
+            .map_or(AuditAnchor::EMPTY, |(&seq, e)| AuditAnchor { seq, mac: e.mac });
+        let events = link(head)?;
+        let mut expected = head.seq;
+        for e in &events {
+            if Some(e.seq) != expected.checked_add(1) {
+                return Err(StoreError::Conflict);
+            }
+            expected = e.seq;
+        }
+        let new_head = events.last().map_or(head, |e| AuditAnchor { seq: e.seq, mac: e.mac });
+        for w in batch {
+            inner.apply(w);
+        }
+        for e in events {
+            inner.append(e);
+        }
+        Ok(new_head)
     }
 
     fn purposes(&self) -> Result<Vec<PurposeSnapshot>, StoreError> {

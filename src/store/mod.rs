@@ -29,7 +29,7 @@ pub use sqlite::{Durability, SQLITE_SCHEMA_VERSION, SqliteOptions, SqliteStore};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::audit::AuditEvent;
+use crate::audit::{AuditAnchor, AuditEvent};
 use crate::consent::Consent;
 use crate::ids::{ConsentId, CustomerId, FieldName, PurposeId};
 use crate::purpose::Purpose;
@@ -70,6 +70,10 @@ pub enum StoreError {
     #[error("the value is already indexed for another customer")]
     Duplicate,
 }
+
+/// What [`Store::apply_chained`] calls with the head of the audit log (its last event's
+/// sequence number and MAC) to get the events to append after it.
+pub type ChainLink<'a> = dyn FnMut(AuditAnchor) -> Result<Vec<AuditEvent>, StoreError> + 'a;
 
 /// The blind-index token of a looked-up field: HMAC-SHA256 of the normalised value under the
 /// lookup's key, which the store never sees. Never the value, never a reversible form.
@@ -433,9 +437,42 @@ pub struct CustomerSnapshot {
 ///   exactly the events of [`audit_for`](Store::audit_for), each with the MAC of the event
 ///   before it (`None` for the first event of the log).
 /// - An audit event's `actor` reads back as written (`None` as `None`).
+/// - [`apply_chained`](Store::apply_chained) is atomic like `apply`, hands `link` the head of
+///   the log as it stands inside the write, and returns the new head.
 pub trait Store: Send + Sync + 'static {
     /// Applies a batch of writes atomically.
     fn apply(&self, batch: &[Write]) -> Result<(), StoreError>;
+
+    /// Applies `batch` together with the audit events that `link` chains onto the log's head,
+    /// atomically, and returns the new head.
+    ///
+    /// `link` gets the head (the sequence number and MAC of the last event; sequence number 0
+    /// and 32 zero bytes for an empty log) and returns the events to append after it, numbered
+    /// on from the head, in order. It may be called more than once (a backend that retries
+    /// the write calls it again; only the last call's events are written) and its error
+    /// aborts the write.
+    ///
+    /// This is how the vault appends to the log. A backend shared by several vaults or
+    /// processes should read the head under a lock that it holds until the batch commits:
+    /// concurrent writers then queue for the next sequence number instead of racing for it,
+    /// and none ever fails with [`StoreError::Conflict`] for it. The built-in stores do (the
+    /// PostgreSQL store with a transaction-scoped advisory lock, SQLite with its write lock,
+    /// the memory store under its own). The default reads the head with
+    /// [`audit_head`](Store::audit_head), then calls [`apply`](Store::apply) with the batch and
+    /// the events: when another writer appended in between, `apply` fails with `Conflict`
+    /// (duplicate sequence number) and the vault calls this again.
+    fn apply_chained(&self, batch: &[Write], link: &mut ChainLink<'_>) -> Result<AuditAnchor, StoreError> {
+        let head = self
+            .audit_head()?
+            .map_or(AuditAnchor::EMPTY, |e| AuditAnchor { seq: e.seq, mac: e.mac });
+        let events = link(head)?;
+        let new_head = events.last().map_or(head, |e| AuditAnchor { seq: e.seq, mac: e.mac });
+        let mut all = Vec::with_capacity(batch.len() + events.len());
+        all.extend_from_slice(batch);
+        all.extend(events.into_iter().map(Write::AppendAudit));
+        self.apply(&all)?;
+        Ok(new_head)
+    }
 
     /// Every purpose definition, each with its latest change.
     fn purposes(&self) -> Result<Vec<PurposeSnapshot>, StoreError>;
@@ -590,6 +627,9 @@ pub trait Store: Send + Sync + 'static {
 impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     fn apply(&self, batch: &[Write]) -> Result<(), StoreError> {
         (**self).apply(batch)
+    }
+    fn apply_chained(&self, batch: &[Write], link: &mut ChainLink<'_>) -> Result<AuditAnchor, StoreError> {
+        (**self).apply_chained(batch, link)
     }
     fn purposes(&self) -> Result<Vec<PurposeSnapshot>, StoreError> {
         (**self).purposes()

@@ -31,12 +31,12 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{
-    Authenticated, CustomerRecord, CustomerSnapshot, FieldVersion, LatestChange, LookupToken, Objection,
+    Authenticated, ChainLink, CustomerRecord, CustomerSnapshot, FieldVersion, LatestChange, LookupToken, Objection,
     PurposeSnapshot, RecordMac, Store, StoreError, StoredField, StoredLookup, StoredPurpose, VaultSecret, WrappedKey,
     Write,
 };
 use crate::actor::Actor;
-use crate::audit::{AuditEvent, AuditKind, CHANGE_KINDS_SQL};
+use crate::audit::{AuditAnchor, AuditEvent, AuditKind, CHANGE_KINDS_SQL};
 use crate::consent::Consent;
 use crate::error::Error;
 use crate::ids::{ConsentId, CustomerId, FieldName, PurposeId};
@@ -373,6 +373,9 @@ enum Q {
     EraseKeys,
     EraseFields,
     AppendAudit,
+    AppendAudits,
+    AuditLock,
+    AuditHeadInTx,
     Purposes,
     Customer,
     Field,
@@ -396,7 +399,7 @@ enum Q {
 }
 
 impl Q {
-    const ALL: [Q; 35] = [
+    const ALL: [Q; 38] = [
         Q::LockCustomer,
         Q::InsertCustomer,
         Q::UpdateCustomer,
@@ -412,6 +415,9 @@ impl Q {
         Q::EraseKeys,
         Q::EraseFields,
         Q::AppendAudit,
+        Q::AppendAudits,
+        Q::AuditLock,
+        Q::AuditHeadInTx,
         Q::Purposes,
         Q::Customer,
         Q::Field,
@@ -616,6 +622,15 @@ impl Sql {
                     "INSERT INTO {p}audit ({AUDIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
                      ON CONFLICT (seq) DO NOTHING"
                 ),
+                // Several events in one statement (a group commit's batch).
+                Q::AppendAudits => format!(
+                    "INSERT INTO {p}audit ({AUDIT_COLUMNS}) SELECT * FROM unnest($1::bigint[], \
+                     $2::timestamptz[], $3::text[], $4::uuid[], $5::text[], $6::text[], $7::text[], \
+                     $8::bytea[], $9::bytea[], $10::text[]) ON CONFLICT (seq) DO NOTHING"
+                ),
+                // The audit chain's lock: held from before the head is read until the commit.
+                Q::AuditLock => "SELECT pg_advisory_xact_lock($1)".to_owned(),
+                Q::AuditHeadInTx => format!("SELECT seq, mac FROM {p}audit ORDER BY seq DESC LIMIT 1"),
                 // One statement, one consistent snapshot: every purpose with its latest change
                 // and the MAC of the event before that change.
                 Q::Purposes => format!(
@@ -762,6 +777,17 @@ fn migrate(client: &mut Client, sql: &Sql, schema: Option<&str>) -> Result<(), S
 fn lock_key(schema: Option<&str>) -> i64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in b"egard-migrate:".iter().chain(schema.unwrap_or("").as_bytes()) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    i64::from_ne_bytes(h.to_ne_bytes())
+}
+
+/// The advisory lock key of a schema's audit chain (FNV-1a, stable across releases: every
+/// process appending to the same chain must take the same lock).
+fn audit_lock_key(schema: Option<&str>) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in b"egard-audit:".iter().chain(schema.unwrap_or("").as_bytes()) {
         h ^= u64::from(*b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
@@ -1083,8 +1109,21 @@ impl From<StoreError> for BatchError {
     }
 }
 
-/// Applies a batch of several writes in one transaction on `client`.
-fn run_batch(client: &mut Client, stmts: &[Statement], batch: &[Write]) -> Result<(), BatchError> {
+/// The audit events a batch chains onto the log's head, and the lock that guards the head.
+struct Chained<'l, 'a> {
+    link: &'l mut ChainLink<'a>,
+    lock_key: i64,
+}
+
+/// Applies a batch of several writes in one transaction on `client`; with `chained`, then
+/// takes the audit chain's lock, reads the head and appends the events `link` chains onto it.
+/// Returns the head the transaction left.
+fn run_batch(
+    client: &mut Client,
+    stmts: &[Statement],
+    batch: &[Write],
+    chained: Option<&mut Chained<'_, '_>>,
+) -> Result<Option<AuditAnchor>, BatchError> {
     let ctx = |e| pg_error("apply", e);
     let st = |q: Q| {
         stmts
@@ -1284,8 +1323,104 @@ fn run_batch(client: &mut Client, stmts: &[Statement], batch: &[Write]) -> Resul
             }
         }
     }
+    let mut head = None;
+    if let Some(chained) = chained {
+        // Taken last, after the customers' row locks: a transaction that holds it waits for
+        // nothing else but its commit, so appends never deadlock with the writes above.
+        tx.execute(st(Q::AuditLock)?, &[&chained.lock_key]).map_err(ctx)?;
+        let current = match tx.query_opt(st(Q::AuditHeadInTx)?, &[]).map_err(ctx)? {
+            None => AuditAnchor::EMPTY,
+            Some(row) => AuditAnchor {
+                seq: u64::try_from(get::<i64>(&row, 0, "audit")?).map_err(|_| corrupt("audit sequence number"))?,
+                mac: mac_of(Some(get::<&[u8]>(&row, 1, "audit")?), "audit MAC")?,
+            },
+        };
+        let events = (chained.link)(current)?;
+        append_events(&mut tx, st(Q::AppendAudit)?, st(Q::AppendAudits)?, &events)?;
+        head = Some(
+            events
+                .last()
+                .map_or(current, |e| AuditAnchor { seq: e.seq, mac: e.mac }),
+        );
+    }
     // Dropping the transaction on any early return above rolls it back.
-    tx.commit().map_err(|e| BatchError::Store(pg_error("commit", e)))
+    tx.commit().map_err(|e| BatchError::Store(pg_error("commit", e)))?;
+    Ok(head)
+}
+
+/// Inserts audit events: one statement for one event, one `unnest` statement for several.
+fn append_events(
+    tx: &mut ::postgres::Transaction<'_>,
+    one: &Statement,
+    many: &Statement,
+    events: &[AuditEvent],
+) -> Result<(), StoreError> {
+    match events {
+        [] => Ok(()),
+        [event] => audit_params(event)?.execute(tx, one),
+        _ => {
+            let seqs = events
+                .iter()
+                .map(|e| seq_param(e.seq))
+                .collect::<Result<Vec<i64>, _>>()?;
+            let ats: Vec<DateTime<Utc>> = events.iter().map(|e| e.at).collect();
+            let kinds: Vec<&str> = events.iter().map(|e| e.kind.code()).collect();
+            let customers: Vec<Option<Uuid>> = events.iter().map(|e| e.customer.map(|c| *c.as_uuid())).collect();
+            let purposes: Vec<Option<&str>> = events
+                .iter()
+                .map(|e| e.purpose.as_ref().map(PurposeId::as_str))
+                .collect();
+            let fields: Vec<Option<&str>> = events.iter().map(|e| e.field.as_ref().map(FieldName::as_str)).collect();
+            let details: Vec<&str> = events.iter().map(|e| e.detail.as_str()).collect();
+            let macs: Vec<&[u8]> = events.iter().map(|e| e.mac.as_slice()).collect();
+            let states: Vec<Option<&[u8]>> = events.iter().map(|e| e.state.as_ref().map(|s| s.as_slice())).collect();
+            let actors: Vec<Option<&str>> = events.iter().map(|e| e.actor.as_ref().map(Actor::as_str)).collect();
+            let rows = tx
+                .execute(
+                    many,
+                    &[
+                        &seqs, &ats, &kinds, &customers, &purposes, &fields, &details, &macs, &states, &actors,
+                    ],
+                )
+                .map_err(|e| pg_error("append audit events", e))?;
+            if rows != events.len() as u64 {
+                // Another writer holds one of these sequence numbers.
+                return Err(StoreError::Conflict);
+            }
+            Ok(())
+        }
+    }
+}
+
+impl PostgresStore {
+    /// Runs `batch` (and the chained audit events) in one transaction, trying again on a
+    /// fresh connection when a pooled one turns out dead before anything was sent.
+    fn transact(
+        &self,
+        batch: &[Write],
+        mut chained: Option<&mut Chained<'_, '_>>,
+    ) -> Result<Option<AuditAnchor>, StoreError> {
+        let mut retries = self.pool.max_size();
+        loop {
+            let mut conn = self.conn()?;
+            let conn = &mut *conn;
+            match run_batch(&mut conn.client, &conn.stmts, batch, chained.as_deref_mut()) {
+                Ok(head) => return Ok(head),
+                // Nothing was sent but BEGIN: safe to try again on a live connection.
+                Err(BatchError::Begin(e)) => {
+                    if self.lost(conn) && retries > 0 {
+                        retries -= 1;
+                        continue;
+                    }
+                    return Err(pg_error("apply", e));
+                }
+                Err(BatchError::Store(e)) => {
+                    self.lost(conn);
+                    return Err(e);
+                }
+            }
+        }
+    }
 }
 
 impl Store for PostgresStore {
@@ -1306,26 +1441,16 @@ impl Store for PostgresStore {
             }
             return result;
         }
-        let mut retries = self.pool.max_size();
-        loop {
-            let mut conn = self.conn()?;
-            let conn = &mut *conn;
-            match run_batch(&mut conn.client, &conn.stmts, batch) {
-                Ok(()) => return Ok(()),
-                // Nothing was sent but BEGIN: safe to try again on a live connection.
-                Err(BatchError::Begin(e)) => {
-                    if self.lost(conn) && retries > 0 {
-                        retries -= 1;
-                        continue;
-                    }
-                    return Err(pg_error("apply", e));
-                }
-                Err(BatchError::Store(e)) => {
-                    self.lost(conn);
-                    return Err(e);
-                }
-            }
-        }
+        self.transact(batch, None).map(|_| ())
+    }
+
+    fn apply_chained(&self, batch: &[Write], link: &mut ChainLink<'_>) -> Result<AuditAnchor, StoreError> {
+        let mut chained = Chained {
+            link,
+            lock_key: audit_lock_key(self.schema.as_deref()),
+        };
+        self.transact(batch, Some(&mut chained))?
+            .ok_or_else(|| StoreError::Unavailable("the audit head was not read".into()))
     }
 
     fn purposes(&self) -> Result<Vec<PurposeSnapshot>, StoreError> {
@@ -1477,9 +1602,12 @@ mod tests {
     #[test]
     fn statements_are_qualified_by_the_schema() {
         let sql = Sql::new(Some("tenant_1"));
-        for q in Q::ALL {
+        // The advisory lock names no table: its key differs per schema instead.
+        for q in Q::ALL.into_iter().filter(|q| !matches!(q, Q::AuditLock)) {
             assert!(sql.text(q).contains("\"tenant_1\".egard_"), "{q:?}");
         }
+        assert_ne!(audit_lock_key(Some("tenant_1")), audit_lock_key(None));
+        assert_ne!(audit_lock_key(None), lock_key(None));
         let migration = sql.migration(0).unwrap();
         assert!(!migration.contains("{p}"));
         assert!(migration.contains("CREATE TABLE \"tenant_1\".egard_audit"));

@@ -13,12 +13,12 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavio
 use uuid::Uuid;
 
 use super::{
-    Authenticated, CustomerRecord, CustomerSnapshot, FieldVersion, LatestChange, LookupToken, Objection,
+    Authenticated, ChainLink, CustomerRecord, CustomerSnapshot, FieldVersion, LatestChange, LookupToken, Objection,
     PurposeSnapshot, RecordMac, Store, StoreError, StoredField, StoredLookup, StoredPurpose, VaultSecret, WrappedKey,
     Write,
 };
 use crate::actor::Actor;
-use crate::audit::{AuditEvent, AuditKind, CHANGE_KINDS_SQL};
+use crate::audit::{AuditAnchor, AuditEvent, AuditKind, CHANGE_KINDS_SQL};
 use crate::choices::SealedChoices;
 use crate::consent::{Consent, Evidence};
 use crate::error::Error;
@@ -998,28 +998,7 @@ fn apply_one(tx: &Connection, w: &Write) -> Result<bool, StoreError> {
                 params![id, micros(at)],
             )?;
         }
-        Write::AppendAudit(e) => {
-            let inserted = exec(
-                tx,
-                "INSERT INTO audit (seq, at, kind, customer, purpose, field, detail, mac, state, actor)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (seq) DO NOTHING",
-                params![
-                    seq_to_sql(e.seq)?,
-                    micros(&e.at),
-                    e.kind.code(),
-                    e.customer.map(|c| c.as_bytes().to_vec()),
-                    e.purpose.as_ref().map(PurposeId::as_str),
-                    e.field.as_ref().map(FieldName::as_str),
-                    e.detail,
-                    e.mac.as_slice(),
-                    e.state.as_ref().map(|s| s.as_slice()),
-                    e.actor.as_ref().map(Actor::as_str),
-                ],
-            )?;
-            if inserted == 0 {
-                return Err(StoreError::Conflict);
-            }
-        }
+        Write::AppendAudit(e) => append_audit(tx, e)?,
         Write::InsertSecret(v) => {
             let inserted = exec(
                 tx,
@@ -1096,6 +1075,93 @@ fn prune_audit(tx: &Connection, through: u64, keep: &[u64]) -> Result<(), StoreE
     Ok(())
 }
 
+/// Inserts an audit event; a taken sequence number is a [`StoreError::Conflict`].
+fn append_audit(tx: &Connection, e: &AuditEvent) -> Result<(), StoreError> {
+    let inserted = exec(
+        tx,
+        "INSERT INTO audit (seq, at, kind, customer, purpose, field, detail, mac, state, actor)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (seq) DO NOTHING",
+        params![
+            seq_to_sql(e.seq)?,
+            micros(&e.at),
+            e.kind.code(),
+            e.customer.map(|c| c.as_bytes().to_vec()),
+            e.purpose.as_ref().map(PurposeId::as_str),
+            e.field.as_ref().map(FieldName::as_str),
+            e.detail,
+            e.mac.as_slice(),
+            e.state.as_ref().map(|s| s.as_slice()),
+            e.actor.as_ref().map(Actor::as_str),
+        ],
+    )?;
+    if inserted == 0 {
+        return Err(StoreError::Conflict);
+    }
+    Ok(())
+}
+
+/// How many audit events one multi-row `INSERT` takes (10 parameters each, well below
+/// SQLite's limit of 32,766).
+const AUDIT_ROWS_PER_INSERT: usize = 32;
+
+/// Inserts audit events, [`AUDIT_ROWS_PER_INSERT`] rows per statement (a group commit's batch
+/// spends most of its time in per-statement work otherwise), the rest one by one.
+fn append_audits(tx: &Connection, events: &[AuditEvent]) -> Result<(), StoreError> {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let sql = SQL.get_or_init(|| {
+        let rows: Vec<String> = (0..AUDIT_ROWS_PER_INSERT)
+            .map(|r| {
+                let p: Vec<String> = (1..=10).map(|c| format!("?{}", r * 10 + c)).collect();
+                format!("({})", p.join(", "))
+            })
+            .collect();
+        format!(
+            "INSERT INTO audit (seq, at, kind, customer, purpose, field, detail, mac, state, actor) VALUES {} \
+             ON CONFLICT (seq) DO NOTHING",
+            rows.join(", ")
+        )
+    });
+    let mut chunks = events.chunks_exact(AUDIT_ROWS_PER_INSERT);
+    for chunk in &mut chunks {
+        let mut stmt = tx.prepare_cached(sql).map_err(map_err)?;
+        for (r, e) in chunk.iter().enumerate() {
+            let b = r * 10;
+            let bind = |stmt: &mut rusqlite::CachedStatement<'_>, i: usize, v: &dyn rusqlite::ToSql| {
+                stmt.raw_bind_parameter(b + i, v).map_err(map_err)
+            };
+            bind(&mut stmt, 1, &seq_to_sql(e.seq)?)?;
+            bind(&mut stmt, 2, &micros(&e.at))?;
+            bind(&mut stmt, 3, &e.kind.code())?;
+            bind(&mut stmt, 4, &e.customer.as_ref().map(|c| c.as_bytes().as_slice()))?;
+            bind(&mut stmt, 5, &e.purpose.as_ref().map(PurposeId::as_str))?;
+            bind(&mut stmt, 6, &e.field.as_ref().map(FieldName::as_str))?;
+            bind(&mut stmt, 7, &e.detail)?;
+            bind(&mut stmt, 8, &e.mac.as_slice())?;
+            bind(&mut stmt, 9, &e.state.as_ref().map(|s| s.as_slice()))?;
+            bind(&mut stmt, 10, &e.actor.as_ref().map(Actor::as_str))?;
+        }
+        if stmt.raw_execute().map_err(map_err)? != AUDIT_ROWS_PER_INSERT {
+            // Another writer holds one of these sequence numbers.
+            return Err(StoreError::Conflict);
+        }
+    }
+    for e in chunks.remainder() {
+        append_audit(tx, e)?;
+    }
+    Ok(())
+}
+
+/// The head of the log as the transaction sees it.
+fn audit_head_in(tx: &Connection) -> Result<AuditAnchor, StoreError> {
+    let head = query_all(tx, "SELECT seq, mac FROM audit ORDER BY seq DESC LIMIT 1", [], |c| {
+        Ok(AuditAnchor {
+            seq: c.u64(0, "audit.seq")?,
+            mac: c.mac(1, "audit.mac")?,
+        })
+    })?;
+    Ok(head.into_iter().next().unwrap_or(AuditAnchor::EMPTY))
+}
+
 /// Whether the query finds a row.
 fn exists(tx: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<bool, StoreError> {
     tx.prepare_cached(sql).map_err(map_err)?.exists(params).map_err(map_err)
@@ -1127,6 +1193,33 @@ impl Store for SqliteStore {
             let _ = writer.purge();
         }
         Ok(())
+    }
+
+    fn apply_chained(&self, batch: &[Write], link: &mut ChainLink<'_>) -> Result<AuditAnchor, StoreError> {
+        let mut writer = self.writer();
+        // The events of a batch without other writes change nothing (every change writes
+        // the records it changes): they follow the durability of an access log.
+        writer.synchronous(self.durability.full_for(batch))?;
+        let conn = &mut writer.conn;
+        // IMMEDIATE: the write lock is taken before the head is read and held until the
+        // commit, so that another process's writer waits instead of taking the same number.
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(map_err)?;
+        let mut shreds = false;
+        for w in batch {
+            // INVARIANT: on error, `tx` is dropped here and rolls the whole batch back.
+            shreds |= apply_one(&tx, w)?;
+        }
+        let head = audit_head_in(&tx)?;
+        let events = link(head)?;
+        append_audits(&tx, &events)?;
+        tx.commit().map_err(map_err)?;
+        if (shreds || writer.purge_pending) && self.path.is_some() {
+            // As in `apply`: the batch is committed whatever happens here.
+            let _ = writer.purge();
+        }
+        Ok(events.last().map_or(head, |e| AuditAnchor { seq: e.seq, mac: e.mac }))
     }
 
     fn purposes(&self) -> Result<Vec<PurposeSnapshot>, StoreError> {

@@ -1,29 +1,49 @@
-//! Writing to the store together with the audit chain.
+//! Writing to the store together with the audit chain, by group commit.
 //!
 //! Every change reaches the store as one atomic batch holding the change and its audit
 //! events, so neither exists without the other. Access decisions (grants and denials) change
-//! nothing but the log; by default they too are written before the call returns. With
-//! [`AuditBatching`], they are chained in memory and written with the next change, or when
-//! the batch is full or old enough, in one transaction: the hot path then no longer waits for
-//! the disk, at the price of losing at most one batch of access events if the process dies.
+//! nothing but the log; by default they too are written before the call returns.
+//!
+//! Calls do not write one at a time. Each call hands its writes and events to the journal's
+//! queue and waits; one waiting thread at a time (the committer) takes everything queued and
+//! writes it: all the queued access events in one store batch, each change in a batch of its
+//! own (a change can fail on its own: a stale revision, an erased customer), every batch
+//! chained onto the head the store reads under its write lock
+//! ([`Store::apply_chained`]). While it writes, the other threads keep deciding and queue
+//! behind it, so the next batch holds everything that arrived meanwhile: the rate of audited
+//! accesses grows with the threads instead of being bounded by one store write each. A call
+//! returns only once the batch holding its events is in the store (fail closed: if that
+//! write fails, the call fails and its events, access or change, did not happen). The
+//! committer hands the role on as soon as its own call is written, so that a reader does
+//! not wait for another thread's change (and its fsync) unless they were queued together.
+//!
+//! With [`AuditBatching`], access events are not waited for at all: they are queued in
+//! memory and written with the next change, or when the queue is full or old enough: the
+//! hot path then never waits for the store, at the price of losing at most one batch of
+//! access events if the process dies.
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::collections::VecDeque;
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration as StdDuration, Instant};
 
 use chrono::{DateTime, Utc};
 use ring::hmac;
 
-use crate::audit::{self, AuditEvent, Entry};
+use crate::audit::{self, AuditAnchor, AuditBreak, AuditEvent, Entry};
 use crate::crypto::MacKey;
 use crate::error::Error;
 use crate::store::{Store, StoreError, Write};
 use crate::vault::telemetry;
 
 /// How many times a batch is retried when another writer appended to the audit log first.
-/// Several processes on one database (PostgreSQL) share one chain: a process whose head is
-/// stale loses each race to a busy peer with some probability, and 16 tries were measured to
-/// run out under two saturating vaults (up to 28 needed); each retry is one head read.
+/// The built-in stores read the head under their write lock and never conflict; a store
+/// that keeps [`Store::apply_chained`]'s default races with the other vaults on it, and each
+/// retry is one head read.
 const RETRIES: usize = 128;
+
+/// How many batches of access events may wait (under [`AuditBatching`]) while one is being
+/// written.
+const BACKLOG: usize = 4;
 
 /// Group commit of access events; see [`VaultBuilder::audit_batching`].
 ///
@@ -36,20 +56,76 @@ pub struct AuditBatching {
     pub max_delay: StdDuration,
 }
 
-/// The audit chain's head and the access events not yet written.
+/// The audit chain's head, the calls waiting to be written, and the committer's turn.
 pub(crate) struct Journal {
     /// `None`: the audit key could not be opened, and every write is refused.
     key: Option<MacKey>,
     batching: Option<AuditBatching>,
-    state: Mutex<State>,
+    queue: Mutex<Queue>,
+    /// Signalled when outcomes are published or the committer's role is free.
+    turn: Condvar,
 }
 
-struct State {
-    /// Sequence number and MAC of the last event in the store.
-    head: (u64, [u8; 32]),
-    /// Access events waiting to be written, in order, not yet chained.
-    pending: Vec<(Entry, DateTime<Utc>)>,
+/// Events with the time of their call, not yet chained.
+type Entries = Vec<(Entry, DateTime<Utc>)>;
+
+struct Queue {
+    /// The last event this vault wrote (or found when it started).
+    head: AuditAnchor,
+    /// Access events accepted under batching and not yet submitted, in order.
+    pending: Entries,
     since: Option<Instant>,
+    /// Calls waiting for the committer, in arrival order.
+    waiting: VecDeque<Submission>,
+    /// Whether a thread is committing.
+    committing: bool,
+    next_ticket: u64,
+    /// Outcomes the committer published and their callers have not picked up yet.
+    done: Vec<(u64, Result<(), Refusal>)>,
+}
+
+/// Why a batch was not written.
+#[derive(Clone)]
+enum Refusal {
+    /// The store refused or failed.
+    Store(StoreError),
+    /// The store's head is behind the last event this vault wrote (or holds another event
+    /// there): the log was cut back, and appending would hide the cut.
+    CutBack { seq: u64 },
+}
+
+impl From<StoreError> for Refusal {
+    fn from(e: StoreError) -> Self {
+        Refusal::Store(e)
+    }
+}
+
+impl From<Refusal> for Error {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::Store(e) => Error::Storage(e),
+            Refusal::CutBack { seq } => Error::AuditBroken {
+                seq,
+                problem: AuditBreak::Truncated,
+            },
+        }
+    }
+}
+
+/// One call's share of a commit.
+struct Submission {
+    ticket: u64,
+    writes: Vec<Write>,
+    entries: Entries,
+    /// How many of `entries`, at the front, are batched access events taken from `pending`
+    /// (already reported to telemetry when queued; put back if the write fails).
+    carried: usize,
+}
+
+impl Submission {
+    fn is_change(&self) -> bool {
+        !self.writes.is_empty()
+    }
 }
 
 impl Journal {
@@ -60,18 +136,23 @@ impl Journal {
         Self {
             key,
             batching,
-            state: Mutex::new(State {
-                head: head.map(|e| (e.seq, e.mac)).unwrap_or((0, [0; 32])),
+            queue: Mutex::new(Queue {
+                head: head.map_or(AuditAnchor::EMPTY, |e| AuditAnchor { seq: e.seq, mac: e.mac }),
                 pending: Vec::new(),
                 since: None,
+                waiting: VecDeque::new(),
+                committing: false,
+                next_ticket: 0,
+                done: Vec::new(),
             }),
+            turn: Condvar::new(),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // The state changes only after the store accepted a batch; a panic elsewhere leaves it
-        // consistent.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // The queue changes only in short sections that cannot panic half-way; the store is
+        // written outside the lock.
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The audit key, if it could be opened.
@@ -79,9 +160,9 @@ impl Journal {
         self.key.as_ref().map(MacKey::get)
     }
 
-    /// The sequence number of the last event written by (or known to) this vault.
-    pub(crate) fn written_seq(&self) -> u64 {
-        self.lock().head.0
+    /// The last event written by (or known to) this vault: the log must still hold it.
+    pub(crate) fn written_head(&self) -> AuditAnchor {
+        self.lock().head
     }
 
     /// Writes `writes` with the audit events of `entries`, atomically, after any pending
@@ -93,114 +174,246 @@ impl Journal {
         entries: Vec<Entry>,
         at: DateTime<Utc>,
     ) -> Result<(), Error> {
-        let mut state = self.lock();
-        self.write_with_pending(&mut state, store, writes, entries, at)
+        self.submit(store, writes, entries, at)
     }
 
     /// Records access decisions: written now, or queued when batching is on and the queue is
     /// neither full nor old.
     pub(crate) fn record(&self, store: &dyn Store, entries: Vec<Entry>, at: DateTime<Utc>) -> Result<(), Error> {
-        let mut state = self.lock();
         if let Some(batching) = self.batching {
-            let full = state.pending.len() + entries.len() >= batching.max_events;
-            let old = state.since.is_some_and(|t| t.elapsed() >= batching.max_delay);
-            if !(full || old) {
-                state.since.get_or_insert_with(Instant::now);
+            if self.key.is_none() {
+                return Err(Error::Crypto);
+            }
+            let mut queue = self.lock();
+            let waiting = queue.pending.len() + entries.len();
+            let full = waiting >= batching.max_events;
+            let old = queue.since.is_some_and(|t| t.elapsed() >= batching.max_delay);
+            // While another thread writes, the queue takes up to `BACKLOG` batches more
+            // instead of making every reader wait for that write: the next call after it
+            // writes them. Beyond that, readers wait (the memory held stays bounded).
+            let writing = queue.committing && waiting < batching.max_events.saturating_mul(BACKLOG);
+            if !(full || old) || writing {
+                queue.since.get_or_insert_with(Instant::now);
                 telemetry::audit_entries(&entries);
-                state.pending.extend(entries.into_iter().map(|e| (e, at)));
+                queue.pending.extend(entries.into_iter().map(|e| (e, at)));
                 return Ok(());
             }
         }
-        self.write_with_pending(&mut state, store, Vec::new(), entries, at)
+        self.submit(store, Vec::new(), entries, at)
     }
 
     /// Writes every pending access event now.
     pub(crate) fn flush(&self, store: &dyn Store, at: DateTime<Utc>) -> Result<(), Error> {
-        let mut state = self.lock();
-        if state.pending.is_empty() {
+        if self.lock().pending.is_empty() {
             return Ok(());
         }
-        self.write_with_pending(&mut state, store, Vec::new(), Vec::new(), at)
+        self.submit(store, Vec::new(), Vec::new(), at)
     }
 
-    /// Writes the pending access events, then `writes` with the events of `entries`, in one
-    /// batch. On failure the call's own events are dropped with it (fail closed: its access
-    /// or change did not happen) and the earlier pending ones stay queued.
-    fn write_with_pending(
+    /// Queues a call's writes and events (after the pending access events) and waits until
+    /// they are written, committing itself when no other thread is.
+    fn submit(
         &self,
-        state: &mut State,
         store: &dyn Store,
         writes: Vec<Write>,
         entries: Vec<Entry>,
         at: DateTime<Utc>,
     ) -> Result<(), Error> {
-        let mut batch = std::mem::take(&mut state.pending);
-        let pending = batch.len();
-        batch.extend(entries.into_iter().map(|e| (e, at)));
-        match self.write(state, store, writes, &batch) {
-            Ok(()) => {
-                state.since = None;
-                // The queued events were reported when they were queued.
-                telemetry::audit_entries(batch[pending..].iter().map(|(e, _)| e));
-                Ok(())
+        if self.key.is_none() {
+            return Err(Error::Crypto);
+        }
+        let mut queue = self.lock();
+        let mut all = std::mem::take(&mut queue.pending);
+        queue.since = None;
+        let carried = all.len();
+        all.extend(entries.into_iter().map(|e| (e, at)));
+        if all.is_empty() && writes.is_empty() {
+            return Ok(());
+        }
+        if !queue.committing && queue.waiting.is_empty() {
+            // Nobody else is writing or waiting: write now, without queueing.
+            queue.committing = true;
+            let known = queue.head;
+            drop(queue);
+            let outcome = self.write(store, known, &writes, all.iter());
+            let mut queue = self.lock();
+            let result = land(&mut queue, &outcome, all, carried);
+            queue.committing = false;
+            self.turn.notify_all();
+            return result.map_err(Error::from);
+        }
+        let ticket = queue.next_ticket;
+        queue.next_ticket = queue.next_ticket.wrapping_add(1);
+        queue.waiting.push_back(Submission {
+            ticket,
+            writes,
+            entries: all,
+            carried,
+        });
+        loop {
+            if let Some(i) = queue.done.iter().position(|(t, _)| *t == ticket) {
+                let (_, outcome) = queue.done.swap_remove(i);
+                return outcome.map_err(Error::from);
             }
-            Err(e) => {
-                batch.truncate(pending);
-                state.pending = batch;
-                Err(e)
+            if !queue.committing {
+                queue.committing = true;
+                queue = self.lead(queue, store, ticket);
+                queue.committing = false;
+                // Whoever waits with work left takes the role on.
+                self.turn.notify_all();
+                continue;
             }
+            queue = self.turn.wait(queue).unwrap_or_else(PoisonError::into_inner);
         }
     }
 
-    /// Chains `entries` after the head and applies them with `writes`; on a conflict with
-    /// another writer, re-reads the head and tries again.
-    fn write(
-        &self,
-        state: &mut State,
-        store: &dyn Store,
-        mut writes: Vec<Write>,
-        entries: &[(Entry, DateTime<Utc>)],
-    ) -> Result<(), Error> {
-        let Some(key) = self.key() else {
-            return Err(Error::Crypto);
-        };
-        let base = writes.len();
-        for _ in 0..RETRIES {
-            let (mut seq, mut mac) = state.head;
-            for (e, at) in entries {
-                // A stored head can be anything: the end of the sequence is refused, never a
-                // panic.
-                seq = seq
-                    .checked_add(1)
-                    .ok_or_else(|| StoreError::Corrupt("the audit sequence number is at its maximum".into()))?;
-                let mut event = AuditEvent {
-                    seq,
-                    at: *at,
-                    kind: e.kind,
-                    customer: e.customer,
-                    purpose: e.purpose.clone(),
-                    field: e.field.clone(),
-                    detail: e.detail.clone(),
-                    state: e.state,
-                    actor: e.actor.clone(),
-                    mac: [0; 32],
-                };
-                event.mac = audit::chain_mac(key, &mac, &event);
-                mac = event.mac;
-                writes.push(Write::AppendAudit(event));
+    /// The committer's round: writes what is queued, access events first in one batch, then
+    /// each change, publishing each outcome as it lands, until `own` is written; what is left
+    /// goes back to the front of the queue for the next committer.
+    fn lead<'a>(&'a self, mut queue: MutexGuard<'a, Queue>, store: &dyn Store, own: u64) -> MutexGuard<'a, Queue> {
+        while !queue.done.iter().any(|(t, _)| *t == own) {
+            let taken: Vec<Submission> = queue.waiting.drain(..).collect();
+            if taken.is_empty() {
+                // INVARIANT: `own` was queued before this committer took the role, and every
+                // queued submission gets an outcome before it leaves the queue.
+                break;
             }
-            match telemetry::store_call("apply", || store.apply(&writes)) {
-                Ok(()) => {
-                    state.head = (seq, mac);
-                    return Ok(());
+            let (accesses, changes): (Vec<Submission>, Vec<Submission>) =
+                taken.into_iter().partition(|s| !s.is_change());
+            let mut changes = VecDeque::from(changes);
+            if !accesses.is_empty() {
+                let known = queue.head;
+                drop(queue);
+                let outcome = self.write(store, known, &[], accesses.iter().flat_map(|s| s.entries.iter()));
+                queue = self.lock();
+                self.publish(&mut queue, accesses, outcome);
+            }
+            while !queue.done.iter().any(|(t, _)| *t == own) {
+                let Some(change) = changes.pop_front() else { break };
+                let known = queue.head;
+                drop(queue);
+                let outcome = self.write(store, known, &change.writes, change.entries.iter());
+                queue = self.lock();
+                self.publish(&mut queue, vec![change], outcome);
+            }
+            // Not ours: back to the front, in their order, for the next committer.
+            while let Some(change) = changes.pop_back() {
+                queue.waiting.push_front(change);
+            }
+        }
+        queue
+    }
+
+    /// Records the outcome of one store batch for each call in it and wakes the callers.
+    fn publish(&self, queue: &mut Queue, subs: Vec<Submission>, outcome: Result<AuditAnchor, Refusal>) {
+        // Carried events of failed calls go back in front in their order: land them last first.
+        for s in subs.into_iter().rev() {
+            let result = land(queue, &outcome, s.entries, s.carried);
+            queue.done.push((s.ticket, result));
+        }
+        self.turn.notify_all();
+    }
+
+    /// Chains `entries` onto the store's head and writes them with `writes`, in one batch; on
+    /// a conflict with another writer (a store that keeps the racing default of
+    /// [`Store::apply_chained`]), tries again.
+    fn write<'e>(
+        &self,
+        store: &dyn Store,
+        known: AuditAnchor,
+        writes: &[Write],
+        entries: impl Iterator<Item = &'e (Entry, DateTime<Utc>)> + Clone,
+    ) -> Result<AuditAnchor, Refusal> {
+        let Some(key) = self.key() else {
+            // INVARIANT: `submit` refuses every call without a key before queueing it.
+            return Err(StoreError::Unavailable("the audit key is not open".into()).into());
+        };
+        let mut cut_back = None;
+        let mut link = |head: AuditAnchor| {
+            // The log only grows: a head behind the last event this vault wrote, or another
+            // event in its place, means the log was cut back. Chaining on it would cover the
+            // cut with new events; refuse instead (fail closed).
+            if head.seq < known.seq || (head.seq == known.seq && head.mac != known.mac) {
+                cut_back = Some(head.seq.saturating_add(1).min(known.seq));
+                return Err(StoreError::Corrupt("the audit log was cut back".into()));
+            }
+            chain(key, head, entries.clone())
+        };
+        for _ in 0..RETRIES {
+            match telemetry::store_call("apply", || store.apply_chained(writes, &mut link)) {
+                Ok(head) => return Ok(head),
+                Err(StoreError::Conflict) => continue,
+                Err(e) => {
+                    drop(link);
+                    return Err(match cut_back {
+                        Some(seq) => Refusal::CutBack { seq },
+                        None => e.into(),
+                    });
                 }
-                Err(StoreError::Conflict) if !entries.is_empty() => {
-                    writes.truncate(base);
-                    state.head = store.audit_head()?.map(|e| (e.seq, e.mac)).unwrap_or((0, [0; 32]));
-                }
-                Err(e) => return Err(e.into()),
             }
         }
         Err(StoreError::Conflict.into())
     }
+}
+
+/// Settles one call after its batch was written or refused: moves the head on, reports the
+/// call's own events, or (fail closed) drops them and queues the batched access events it
+/// carried again, in front of the pending ones.
+fn land(
+    queue: &mut Queue,
+    outcome: &Result<AuditAnchor, Refusal>,
+    mut entries: Entries,
+    carried: usize,
+) -> Result<(), Refusal> {
+    match outcome {
+        Ok(head) => {
+            if head.seq >= queue.head.seq {
+                queue.head = *head;
+            }
+            // The carried events were reported when they were queued.
+            telemetry::audit_entries(entries.get(carried..).unwrap_or_default().iter().map(|(e, _)| e));
+            Ok(())
+        }
+        Err(e) => {
+            if carried > 0 {
+                entries.truncate(carried);
+                entries.append(&mut queue.pending);
+                queue.pending = entries;
+                queue.since.get_or_insert_with(Instant::now);
+            }
+            Err(e.clone())
+        }
+    }
+}
+
+/// The events of `entries`, chained one after the other onto `head`.
+fn chain<'e>(
+    key: &hmac::Key,
+    head: AuditAnchor,
+    entries: impl Iterator<Item = &'e (Entry, DateTime<Utc>)>,
+) -> Result<Vec<AuditEvent>, StoreError> {
+    let AuditAnchor { mut seq, mut mac } = head;
+    let mut events = Vec::with_capacity(entries.size_hint().0);
+    for (e, at) in entries {
+        // A stored head can be anything: the end of the sequence is refused, never a panic.
+        seq = seq
+            .checked_add(1)
+            .ok_or_else(|| StoreError::Corrupt("the audit sequence number is at its maximum".into()))?;
+        let mut event = AuditEvent {
+            seq,
+            at: *at,
+            kind: e.kind,
+            customer: e.customer,
+            purpose: e.purpose.clone(),
+            field: e.field.clone(),
+            detail: e.detail.clone(),
+            state: e.state,
+            actor: e.actor.clone(),
+            mac: [0; 32],
+        };
+        event.mac = audit::chain_mac(key, &mac, &event);
+        mac = event.mac;
+        events.push(event);
+    }
+    Ok(events)
 }

@@ -1357,17 +1357,23 @@ impl Vault {
         const PAGE: usize = 1024;
         self.flush_audit()?;
         let key = self.journal.key().ok_or(Error::Crypto)?;
-        let known_seq = self.journal.written_seq().max(anchor.map_or(0, |a| a.seq));
+        // The last event this vault wrote is an anchor too: the log must still hold it.
+        let written = self.journal.written_head();
+        let known_seq = written.seq.max(anchor.map_or(0, |a| a.seq));
         let base = self.audit_base()?;
         let mut prev = [0u8; 32];
         let mut verified = 0u64;
         let mut count = 0u64;
         if let Some(base) = &base {
             let kept = self.checked_kept(key, base, progress)?;
-            if let Some(a) = anchor.filter(|a| a.seq <= base.anchor.seq) {
-                // An anchor in the archived range: checked against the kept row at its
-                // sequence number if the store kept one (the base's at least); below that,
-                // only a segment can show it (`verify_audit_with_segments`).
+            // An anchor in the archived range (also this vault's last event, when another
+            // process archived past it): checked against the kept row at its sequence number
+            // if the store kept one (the base's at least); below that, only a segment can
+            // show it (`verify_audit_with_segments`).
+            for a in anchor.into_iter().chain([&written]) {
+                if a.seq == 0 || a.seq > base.anchor.seq {
+                    continue;
+                }
                 if let Some(row) = kept.iter().find(|r| r.seq == a.seq) {
                     if !integrity::macs_equal(&row.mac, &a.mac) {
                         return Err(Error::AuditBroken {
@@ -1398,7 +1404,8 @@ impl Vault {
                         problem: AuditBreak::MacMismatch,
                     });
                 }
-                if anchor.is_some_and(|a| a.seq == event.seq && !integrity::macs_equal(&a.mac, &event.mac)) {
+                let replaced = |a: &AuditAnchor| a.seq == event.seq && !integrity::macs_equal(&a.mac, &event.mac);
+                if anchor.is_some_and(replaced) || replaced(&written) {
                     // A valid chain with another event where the anchor stands: the log was
                     // cut back behind it and written again.
                     return Err(Error::AuditBroken {
