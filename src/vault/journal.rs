@@ -344,7 +344,6 @@ impl Journal {
                 Ok(head) => return Ok(head),
                 Err(StoreError::Conflict) => continue,
                 Err(e) => {
-                    drop(link);
                     return Err(match cut_back {
                         Some(seq) => Refusal::CutBack { seq },
                         None => e.into(),

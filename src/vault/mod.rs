@@ -239,8 +239,10 @@ impl VaultBuilder {
     /// transaction with the next change, or once `max_events` are waiting, or when a call finds
     /// the oldest waiting longer than `max_delay`; reading the log, [`Vault::flush_audit`] and
     /// dropping the vault write them too. Changes (consents, fields, rights) are never queued.
-    /// The price: if the process dies, at most one batch of access events is lost. If a write
-    /// fails, the access that triggered it fails (fail closed) and the queue is kept.
+    /// While one thread writes a batch, the others queue up to four batches more rather than
+    /// wait for it. The price: if the process dies, the access events not yet written are
+    /// lost, at most 8 × `max_events` (SECURITY.md, "What a failure loses"). If a write fails,
+    /// the access that triggered it fails (fail closed) and the queue is kept.
     pub fn audit_batching(mut self, max_events: usize, max_delay: std::time::Duration) -> Self {
         self.audit_batching = Some(AuditBatching {
             max_events: max_events.max(1),
