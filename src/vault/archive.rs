@@ -62,8 +62,8 @@ const PAGE: usize = 1024;
 
 /// How many events one segment holds at most by default (see
 /// [`VaultBuilder::audit_segment_events`](crate::VaultBuilder::audit_segment_events)): the
-/// store batch that prunes them holds the write lock for a few seconds at most (about 3 s on
-/// SQLite for 250,000 rows on the machine of BENCHMARKS.md).
+/// store batch that prunes them holds the write lock for a few seconds at most (1.7 s at most
+/// on SQLite for 250,000 rows on the machine of BENCHMARKS.md).
 pub const DEFAULT_SEGMENT_EVENTS: u64 = 250_000;
 
 /// The point up to which the audit log was archived out of the store: the events up to

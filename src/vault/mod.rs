@@ -294,7 +294,7 @@ impl VaultBuilder {
     /// How many events one audit segment holds at most ([`DEFAULT_SEGMENT_EVENTS`](crate::DEFAULT_SEGMENT_EVENTS),
     /// 250,000, by default; at least 1): each archival step writes one segment and prunes
     /// its events in one store batch, which holds the store's write lock while it deletes, so
-    /// this bounds that time (about 11 µs per row on SQLite in BENCHMARKS.md).
+    /// this bounds that time (about 5 µs per row on SQLite in BENCHMARKS.md, 1.7 s for 250,000).
     /// [`Vault::sweep_retention`] archives in as many steps as needed.
     pub fn audit_segment_events(mut self, events: u64) -> Self {
         self.audit_segment_events = events.max(1);
