@@ -97,11 +97,15 @@ pub enum AuditKind {
     /// A customer's access log was read ([`Vault::access_log`](crate::Vault::access_log)):
     /// reading who used a customer's data is itself an access, recorded with its actor.
     AccessLogRead,
+    /// Old events were moved out of the store into a segment file
+    /// ([`Vault::archive_audit`](crate::Vault::archive_audit)); the detail names the archived
+    /// range and count (`seq=<from>-<through>;events=<n>`). Names no customer.
+    AuditArchived,
 }
 
 impl AuditKind {
     /// Every kind, in declaration order.
-    pub const ALL: [AuditKind; 23] = [
+    pub const ALL: [AuditKind; 24] = [
         AuditKind::PurposeDefined,
         AuditKind::CustomerCreated,
         AuditKind::ConsentGiven,
@@ -125,6 +129,7 @@ impl AuditKind {
         AuditKind::LookedUp,
         AuditKind::AudienceListed,
         AuditKind::AccessLogRead,
+        AuditKind::AuditArchived,
     ];
 
     /// A stable code for storage.
@@ -153,6 +158,7 @@ impl AuditKind {
             Self::LookedUp => "looked_up",
             Self::AudienceListed => "audience_listed",
             Self::AccessLogRead => "access_log_read",
+            Self::AuditArchived => "audit_archived",
         }
     }
 
@@ -166,7 +172,8 @@ impl AuditKind {
     /// a key rotation. Not changes: access granted or denied, a consent found expired (an
     /// expiry is not an event: see the change feed's documentation), an export, encryptions
     /// reserved for sealed values (bookkeeping of the key's budget, nothing a downstream
-    /// system sees), an audience listed, a lookup made, a receipt issued, an access log read;
+    /// system sees), an audience listed, a lookup made, a receipt issued, an access log read,
+    /// an archival of old audit events;
     /// and the lookups'
     /// own bookkeeping (a lookup defined, an existing value indexed), which changes no
     /// customer's data or choices.
@@ -202,7 +209,8 @@ impl AuditKind {
             | Self::FieldIndexed
             | Self::LookedUp
             | Self::AudienceListed
-            | Self::AccessLogRead => false,
+            | Self::AccessLogRead
+            | Self::AuditArchived => false,
         }
     }
 

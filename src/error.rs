@@ -237,6 +237,22 @@ pub enum Error {
         /// The purpose.
         purpose: PurposeId,
     },
+    /// An audit segment file does not verify: it does not parse, its header or trailer was
+    /// edited, it was written by another vault (another audit key or namespace), it is
+    /// truncated, or segments given together do not join. (An edited or dropped event inside
+    /// a segment is [`Error::AuditBroken`].)
+    #[error("audit segment invalid: {0}")]
+    SegmentInvalid(&'static str),
+    /// Reading or writing a file failed (an audit segment, its directory). Nothing was
+    /// deleted from the store. Names the action and the kind of failure, never a path's
+    /// contents.
+    #[error("could not {action}: {kind}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The kind of I/O failure.
+        kind: std::io::ErrorKind,
+    },
     /// A consent receipt could not be signed or does not verify; see [`ReceiptError`].
     #[error("consent receipt: {0}")]
     Receipt(#[from] ReceiptError),

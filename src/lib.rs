@@ -40,7 +40,9 @@ pub use store::{MemoryStore, Store, StoreError};
 #[cfg(feature = "postgres")]
 pub use store::{PostgresOptions, PostgresStore};
 pub use vault::{
-    AUDIENCE_PAGE, AccessKind, AccessRecord, ActingVault, AuditBatching, DEFAULT_CACHE_CAPACITY, DEFAULT_MAX_VALUE_LEN,
-    DEFAULT_PASS_LIFETIME, DEFAULT_ROTATION_BATCH, ENCRYPTION_BUDGET, ErasureReceipt, ExportedValue, GpcOutcome,
-    KeyBelow, MAX_CHANGES_PAGE, RotationProgress, SubjectExport, SweepReport, Vault, VaultBuilder,
+    AUDIENCE_PAGE, AccessKind, AccessRecord, ActingVault, ArchiveReport, ArchiveVerification, ArchivedThrough,
+    AuditBatching, AuditProgress, AuditStage, DEFAULT_CACHE_CAPACITY, DEFAULT_MAX_VALUE_LEN, DEFAULT_PASS_LIFETIME,
+    DEFAULT_ROTATION_BATCH, DEFAULT_SEGMENT_EVENTS, ENCRYPTION_BUDGET, ErasureReceipt, ExportedValue, GpcOutcome,
+    KeyBelow, MAX_CHANGES_PAGE, RotationProgress, SEGMENT_FORMAT, SEGMENT_VERSION, SegmentReport, SubjectExport,
+    SweepReport, Vault, VaultBuilder,
 };

@@ -8,7 +8,11 @@ the whole audit chain verifies (with the actor tail of schema 6); every purpose,
 customer state MAC is what FORMAT.md says; every customer's state is the one the
 latest audit event recorded; every lookup token is the HMAC of the normalised value.
 
-    EGARD_MASTER_KEY=<64 hex digits> python3 tools/verify_store.py STORE.db [NAMESPACE]
+    EGARD_MASTER_KEY=<64 hex digits> python3 tools/verify_store.py STORE.db [NAMESPACE [SEGMENT...]]
+
+After an archival, it checks the audit base and the kept rows and walks the chain from the
+base; segment files given after the namespace are verified too, and must join each other
+and end at the base (FORMAT.md 7.1).
 
 Needs the `cryptography` package. CI runs it on the demo store (`.ci/run`), so that
 FORMAT.md stays true. Exit code 0 when everything verifies; an assertion names what
@@ -58,10 +62,13 @@ def unwrap(wrapped, parts):
     return AESGCM(MASTER).decrypt(wrapped[6:18], wrapped[18:], aad)
 
 
-secrets = {
-    name: unwrap(w, [NS, b"vault-secret", name.encode()])
-    for name, w in DB.execute("SELECT name, wrapped FROM vault_secrets")
-}
+ROWS = dict(DB.execute("SELECT name, wrapped FROM vault_secrets"))
+# After an archival (FORMAT.md 7.1): the audit base, in clear, and one marker per archival.
+BASE = ROWS.pop("audit_base", None)
+MARKERS = [n for n in ROWS if n.startswith("audit_archival_from_")]
+for n in MARKERS:
+    ROWS.pop(n)
+secrets = {name: unwrap(w, [NS, b"vault-secret", name.encode()]) for name, w in ROWS.items()}
 assert sorted(secrets) == ["audit", "records"], sorted(secrets)
 
 keys = {}
@@ -84,16 +91,12 @@ for customer, field, envelope, version in DB.execute("SELECT customer, field, en
 
 # The audit chain. Schema 6 adds the actor: when an event names one, its id is a last part
 # (the actor tail); events without one (all those written before schema 6) have no tail.
-prev, count, actors = b"\0" * 32, 0, 0
 HAS_ACTOR = "actor" in [row[1] for row in DB.execute("PRAGMA table_info(audit)")]
 ACTOR_CHARS = set(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:/-")
-for seq, at, kind, customer, purpose, field, detail, mac, state, actor in DB.execute(
-    "SELECT seq, at, kind, customer, purpose, field, detail, mac, state, "
-    + ("actor" if HAS_ACTOR else "NULL")
-    + " FROM audit ORDER BY seq"
-):
-    count += 1
-    assert seq == count, f"audit gap at {seq}"
+
+
+def event_input(prev, seq, at, kind, customer, purpose, field, detail, state, actor):
+    """The MAC input of an event (FORMAT.md 7), after `prev`."""
     m = prev + struct.pack(">Q", seq) + struct.pack(">q", at)
     for part in [kind.encode(), customer or b"", (purpose or "").encode(), (field or "").encode(), detail.encode(), state or b""]:
         m += lp16(part)
@@ -101,9 +104,110 @@ for seq, at, kind, customer, purpose, field, detail, mac, state, actor in DB.exe
         a = actor.encode()
         assert 1 <= len(a) <= 64 and set(a) <= ACTOR_CHARS, f"audit event {seq}: not an actor id"
         m += lp16(a)
-        actors += 1
-    assert hmac.new(secrets["audit"], m, hashlib.sha256).digest() == mac, f"audit event {seq}"
+    return m
+
+
+def audit_mac(prev, *row):
+    return hmac.new(secrets["audit"], event_input(prev, *row), hashlib.sha256).digest()
+
+
+def micros(text):
+    """An RFC 3339 time as chrono writes it (Z, 0/3/6 fraction digits) to microseconds."""
+    import datetime
+
+    d = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    epoch = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+    delta = d - epoch
+    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+ROWS_SQL = (
+    "SELECT seq, at, kind, customer, purpose, field, detail, mac, state, "
+    + ("actor" if HAS_ACTOR else "NULL")
+    + " FROM audit"
+)
+prev, count, actors, kept = b"\0" * 32, 0, 0, 0
+if BASE is not None:
+    # FORMAT.md 7.1: the base's MAC, the kept rows against its digest, then the chain from it.
+    base = json.loads(BASE)
+    anchor_seq, anchor_mac = base["anchor"]["seq"], bytes.fromhex(base["anchor"]["mac"])
+    m = b"egard/audit-base/v1\0" + lp32(NS) + struct.pack(">I", base["version"]) + struct.pack(">Q", anchor_seq)
+    m += anchor_mac + struct.pack(">q", micros(base["at"])) + struct.pack(">Q", base["kept"])
+    m += bytes.fromhex(base["kept_digest"])
+    assert hmac.new(secrets["audit"], m, hashlib.sha256).digest() == bytes.fromhex(base["mac"]), "audit base MAC"
+    digest = hashlib.sha256(b"egard/audit-kept/v1\0")
+    last = None
+    for seq, at, kind, customer, purpose, field, detail, mac, state, actor in DB.execute(
+        ROWS_SQL + " WHERE seq <= ? ORDER BY seq", (anchor_seq,)
+    ):
+        content = audit_mac(b"\0" * 32, seq, at, kind, customer, purpose, field, detail, state, actor)
+        digest.update(struct.pack(">Q", seq) + mac + content)
+        kept += 1
+        last = (seq, mac)
+    assert kept == base["kept"], "kept rows: count"
+    assert digest.digest() == bytes.fromhex(base["kept_digest"]), "kept rows: digest"
+    assert last == (anchor_seq, anchor_mac), "the base event"
+    prev, count = anchor_mac, anchor_seq
+for seq, at, kind, customer, purpose, field, detail, mac, state, actor in DB.execute(
+    ROWS_SQL + " WHERE seq > ? ORDER BY seq", (count,)
+):
+    count += 1
+    assert seq == count, f"audit gap at {seq}"
+    actors += actor is not None
+    assert audit_mac(prev, seq, at, kind, customer, purpose, field, detail, state, actor) == mac, f"audit event {seq}"
     prev = mac
+
+
+def verify_segment(path):
+    """A segment file (FORMAT.md 7.1): header, chained events, trailer. Returns (start, end)."""
+    import uuid
+
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    assert lines[-1] == "", f"{path}: the last line ends with a newline"
+    header = json.loads(lines[0])
+    assert header["format"] == "egard-audit-segment" and header["version"] == 1, f"{path}: format"
+    assert header["namespace"].encode() == NS, f"{path}: namespace"
+    start = (header["start"]["seq"], bytes.fromhex(header["start"]["mac"]))
+    m = b"egard/audit-segment-header/v1\0" + lp32(header["format"].encode()) + struct.pack(">I", header["version"])
+    m += lp32(NS) + struct.pack(">q", micros(header["created_at"])) + struct.pack(">Q", start[0]) + start[1]
+    header_mac = hmac.new(secrets["audit"], m, hashlib.sha256).digest()
+    assert header_mac == bytes.fromhex(header["header_mac"]), f"{path}: header MAC"
+    seq, mac = start
+    for line in lines[1:-2]:
+        e = json.loads(line)
+        assert e["seq"] == seq + 1, f"{path}: gap at {seq + 1}"
+        row = (
+            e["seq"],
+            micros(e["at"]),
+            e["kind"],
+            uuid.UUID(e["customer"]).bytes if e.get("customer") else None,
+            e.get("purpose"),
+            e.get("field"),
+            e["detail"],
+            bytes.fromhex(e["state"]) if e.get("state") else None,
+            e.get("actor"),
+        )
+        assert audit_mac(mac, *row) == bytes.fromhex(e["mac"]), f"{path}: event {e['seq']}"
+        seq, mac = e["seq"], bytes.fromhex(e["mac"])
+    trailer = json.loads(lines[-2])["trailer"]
+    end = (trailer["end"]["seq"], bytes.fromhex(trailer["end"]["mac"]))
+    m = b"egard/audit-segment-trailer/v1\0" + header_mac + struct.pack(">Q", end[0]) + end[1]
+    m += struct.pack(">Q", trailer["events"])
+    assert hmac.new(secrets["audit"], m, hashlib.sha256).digest() == bytes.fromhex(trailer["segment_mac"]), f"{path}: trailer MAC"
+    assert end == (seq, mac) and trailer["events"] == seq - start[0], f"{path}: end"
+    return start, end
+
+
+segments = 0
+joined = None
+for path in sys.argv[3:]:
+    start, end = verify_segment(path)
+    assert joined is None or joined == start, f"{path} does not start where the previous segment ended"
+    joined = end
+    segments += 1
+if joined is not None:
+    assert BASE is not None and joined == (anchor_seq, anchor_mac), "the last segment does not end at the audit base"
 
 
 def record_mac(label, body):
@@ -212,6 +316,6 @@ for field, normalizer, _ in lookups:
 
 print(
     f"verified: 2 vault secrets, {len(keys)} data keys, {fields} fields, {count} audit events "
-    f"({actors} naming an actor), "
+    f"({actors} naming an actor after the base; {kept} kept below an archived base; {segments} segments), "
     f"{customers} customers, {tokens} lookup tokens, {choices_opened} sealed choices"
 )

@@ -18,7 +18,7 @@ EXIT CODES
   2  usage: the command line does not parse, or `erase` was asked to run without a
      terminal to confirm on and without --yes
   3  the audit chain is broken (an event edited, dropped or reordered, or the log cut back
-     before the anchor given)
+     before the anchor given), or an audit segment does not verify
 
 Every command prints JSON with --json (one document per line; on a failure after the
 command line parsed, {\"ok\":false,\"error\":CODE,\"message\":...} on standard output too). Nothing printed
@@ -32,7 +32,9 @@ EXAMPLES
   egard --sqlite shop.db export 0190f5c2-... --method verified-email-link > subject.json
   echo -n 'alice@example.com' | egard --sqlite shop.db find email
   egard --sqlite shop.db audience newsletter
-  egard --sqlite shop.db changes --from 0 --limit 100 --json";
+  egard --sqlite shop.db changes --from 0 --limit 100 --json
+  egard --sqlite shop.db audit archive --before 2025-01-01T00:00:00Z --dir /srv/egard/audit
+  egard --sqlite shop.db audit verify-segment --join /srv/egard/audit/audit-*.jsonl";
 
 /// The operator's command line for an egard store: verify the audit log, answer a subject's
 /// request, erase a customer, rotate a key, count who consented.
@@ -196,11 +198,47 @@ pub enum Command {
     /// Rotate the master key or one customer's data key.
     #[command(subcommand)]
     Rotate(Rotate),
+    /// Archive old audit events into segment files, and verify segments.
+    #[command(subcommand)]
+    Audit(Audit),
     /// Store statistics.
     ///
     /// Customers (live, erased), consent records by state per purpose, lookups, audit events
     /// and the schema version.
     Stats,
+}
+
+/// The audit log over years.
+#[derive(Debug, Subcommand)]
+pub enum Audit {
+    /// Move the audit events before a time into a new segment file, then prune them.
+    ///
+    /// Each segment (`audit-<from>-<through>.jsonl` in DIR, at most 250,000 events: one
+    /// store batch each) is written, synced and renamed before anything is deleted from the
+    /// store; the store keeps the few events its records are bound to. Keep DIR: it is the
+    /// history. Prints what was archived, and each segment on stderr as it is made.
+    Archive {
+        /// Archive the events that happened before this time (RFC 3339, e.g.
+        /// `2025-01-01T00:00:00Z`).
+        #[arg(long, value_name = "RFC3339")]
+        before: String,
+        /// The directory of segment files (created if missing).
+        #[arg(long, value_name = "DIR")]
+        dir: std::path::PathBuf,
+    },
+    /// Verify segment files with the vault's audit key (exit code 3 if one does not).
+    ///
+    /// Each file on its own: its header, every event's chained MAC, its end. With --join,
+    /// also that they follow each other in the order given, that the last one ends where
+    /// the store's archived part ends, and the store's chain from there.
+    VerifySegment {
+        /// The segment files, in log order for --join.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<std::path::PathBuf>,
+        /// Check that the segments join each other and the store, and verify the store.
+        #[arg(long)]
+        join: bool,
+    },
 }
 
 /// What to rotate.

@@ -12,7 +12,7 @@ use egard::{AuditAnchor, AuditEvent, AuditKind, ConsentState, CustomerId, Error,
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
-use crate::cli::{Cli, Command, Rotate};
+use crate::cli::{Audit, Cli, Command, Rotate};
 use crate::connect::{self, Opened};
 use crate::output::{Failure, print_json, progress};
 
@@ -72,6 +72,8 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Stats => stats(&opened, json),
+        Command::Audit(Audit::Archive { before, dir }) => archive(vault, before, dir, json),
+        Command::Audit(Audit::VerifySegment { files, join }) => verify_segments(vault, files, *join, json),
     }
 }
 
@@ -88,7 +90,7 @@ fn verify(vault: &Vault, anchor: Option<&Path>, write_anchor: Option<&Path>, jso
     bar.enable_steady_tick(Duration::from_millis(120));
     let verdict = match &anchor {
         Some(a) => vault.verify_audit_against(a),
-        None => vault.verify_audit(),
+        None => vault.verify_audit_with_progress(&mut |p| bar.set_position(p.events)),
     };
     bar.finish_and_clear();
     let report = verdict?;
@@ -145,6 +147,108 @@ fn write_replacing(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
     let mut file = std::fs::File::create(&tmp).map_err(fail)?;
     file.write_all(bytes).and_then(|()| file.sync_all()).map_err(fail)?;
     std::fs::rename(&tmp, path).map_err(fail)
+}
+
+// ----- audit archive, verify-segment -----
+
+fn archive(vault: &Vault, before: &str, dir: &Path, json: bool) -> Result<(), Failure> {
+    let before = chrono::DateTime::parse_from_rfc3339(before.trim())
+        .map_err(|_| Failure::usage("--before must be an RFC 3339 time, e.g. 2025-01-01T00:00:00Z"))?
+        .with_timezone(&Utc);
+    let bar = progress(None, json, "archiving the audit log");
+    bar.enable_steady_tick(Duration::from_millis(120));
+    // One segment (and one bounded store batch) per step, until nothing is old enough.
+    let result = vault.archive_audit_to_dir_all(before, dir, &mut |p| {
+        bar.set_message(format!("archiving the audit log: {:?}", p.stage).to_lowercase());
+        bar.set_position(p.seq);
+    });
+    let reports = match result {
+        Ok(reports) => reports,
+        Err(e) => {
+            bar.finish_and_clear();
+            return Err(e.into());
+        }
+    };
+    bar.finish_and_clear();
+    if json {
+        print_json(&json!({"ok": true, "archived": reports}));
+    } else if reports.is_empty() {
+        println!("nothing to archive: no event before {before} after the last archival");
+    } else {
+        let events: u64 = reports.iter().map(|r| r.events).sum();
+        let bytes: u64 = reports.iter().map(|r| r.segment_bytes).sum();
+        let kept: u64 = reports.last().map_or(0, |r| r.kept);
+        for r in &reports {
+            println!(
+                "archived events {}-{} ({} events, {} bytes) into {}",
+                r.from_seq,
+                r.through_seq,
+                r.events,
+                r.segment_bytes,
+                r.path.as_deref().map(|p| p.display().to_string()).unwrap_or_default()
+            );
+        }
+        println!(
+            "{events} events in {} segment(s), {bytes} bytes; the store keeps {kept} below the archived point (the events its records are bound to)",
+            reports.len()
+        );
+    }
+    Ok(())
+}
+
+fn verify_segments(vault: &Vault, files: &[std::path::PathBuf], join: bool, json: bool) -> Result<(), Failure> {
+    let open = |path: &std::path::PathBuf| {
+        std::fs::File::open(path).map_err(|e| Failure::new("io", format!("cannot read {}: {e}", path.display())))
+    };
+    let bar = progress(Some(files.len() as u64), json, "verifying segments");
+    let mut reports = Vec::new();
+    for path in files {
+        let report = vault
+            .verify_audit_segment(std::io::BufReader::new(open(path)?))
+            .map_err(|e| {
+                bar.finish_and_clear();
+                let mut failure = Failure::from(e);
+                failure.message = format!("{}: {}", path.display(), failure.message);
+                failure
+            })?;
+        bar.inc(1);
+        reports.push((path, report));
+    }
+    bar.finish_and_clear();
+    let joined = if join {
+        let readers = files
+            .iter()
+            .map(|p| open(p).map(std::io::BufReader::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        Some(vault.verify_audit_with_segments(readers)?)
+    } else {
+        None
+    };
+    if json {
+        let segments: Vec<Value> = reports
+            .iter()
+            .map(|(path, r)| json!({"file": path.display().to_string(), "report": r}))
+            .collect();
+        print_json(&json!({"ok": true, "segments": segments, "joined": joined}));
+    } else {
+        for (path, r) in &reports {
+            println!(
+                "{}: intact, events {}-{} ({} events)",
+                path.display(),
+                r.start.seq.saturating_add(1),
+                r.end.seq,
+                r.events
+            );
+        }
+        if let Some(j) = joined {
+            println!(
+                "the segments join each other and the store: history verified from event {} on, {} events in the store",
+                j.history_from.map_or(1, |a| a.seq.saturating_add(1)),
+                j.store.events_verified
+            );
+        }
+    }
+    Ok(())
 }
 
 // ----- customer -----

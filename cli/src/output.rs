@@ -70,6 +70,11 @@ impl From<Error> for Failure {
                 message: format!("the audit log is BROKEN at event {seq}: {problem}"),
                 kind: "audit_broken",
             },
+            Error::SegmentInvalid(_) => Failure {
+                code: EXIT_BROKEN_CHAIN,
+                message: e.to_string(),
+                kind: "segment_invalid",
+            },
             Error::WrongMasterKey { .. } => Failure::new("wrong_master_key", e.to_string()),
             Error::UnknownCustomer(_) => Failure::new("unknown_customer", e.to_string()),
             Error::UnknownPurpose(_) => Failure::new("unknown_purpose", e.to_string()),

@@ -707,3 +707,94 @@ fn erase_on_a_terminal_asks_for_confirmation() {
         true
     );
 }
+
+#[test]
+fn audit_archive_writes_a_segment_that_verifies_and_joins_the_store() {
+    let f = Fixture::new();
+    let dir = f.path("segments");
+    // Nothing before 2000.
+    let doc = json(
+        f.egard(&[
+            "audit",
+            "archive",
+            "--json",
+            "--before",
+            "2000-01-01T00:00:00Z",
+            "--dir",
+        ])
+        .arg(&dir),
+    );
+    assert_eq!(doc["archived"], serde_json::json!([]));
+    // Everything so far (the fixture wrote its events a moment ago).
+    let before = (chrono::Utc::now() + chrono::Duration::seconds(1)).to_rfc3339();
+    let doc = json(
+        f.egard(&["audit", "archive", "--json", "--before", &before, "--dir"])
+            .arg(&dir),
+    );
+    assert_eq!(doc["archived"].as_array().unwrap().len(), 1);
+    let archived = &doc["archived"][0];
+    assert_eq!(archived["from_seq"], 1);
+    let through = archived["through_seq"].as_u64().unwrap();
+    assert!(through > 10);
+    let segment = PathBuf::from(archived["path"].as_str().unwrap());
+    assert_eq!(
+        segment.file_name().unwrap().to_str().unwrap(),
+        format!("audit-{:020}-{:020}.jsonl", 1, through)
+    );
+    // The segment verifies alone and joined with the store; the store verifies on its own.
+    let (stdout, _) = run(f.egard(&["audit", "verify-segment"]).arg(&segment), 0);
+    assert!(stdout.contains(&format!("intact, events 1-{through}")), "{stdout}");
+    let doc = json(f.egard(&["audit", "verify-segment", "--join", "--json"]).arg(&segment));
+    assert_eq!(doc["joined"]["archived_events"], through);
+    run(&mut f.egard(&["verify"]), 0);
+    // The customers untouched since still show their consents.
+    run(&mut f.egard(&["customer", &f.alice.to_string()]), 0);
+    // A tampered segment: exit code 3, naming the file.
+    let text = std::fs::read_to_string(&segment).unwrap();
+    let tampered = f.path("tampered.jsonl");
+    std::fs::write(
+        &tampered,
+        text.replacen("\"kind\":\"customer_created\"", "\"kind\":\"erased\"", 1),
+    )
+    .unwrap();
+    let doc = json_failure(f.egard(&["audit", "verify-segment"]).arg(&tampered), 3);
+    assert_eq!(doc["error"], "audit_broken");
+    let header = f.path("header.jsonl");
+    std::fs::write(
+        &header,
+        text.replacen("\"namespace\":\"egard\"", "\"namespace\":\"other\"", 1),
+    )
+    .unwrap();
+    let doc = json_failure(f.egard(&["audit", "verify-segment"]).arg(&header), 3);
+    assert_eq!(doc["error"], "segment_invalid");
+    // A second archival (the first one's own event): segments join in order only, and the
+    // last one must reach the store's base.
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let before = (chrono::Utc::now() + chrono::Duration::seconds(1)).to_rfc3339();
+    let doc = json(
+        f.egard(&["audit", "archive", "--json", "--before", &before, "--dir"])
+            .arg(&dir),
+    );
+    let second = PathBuf::from(doc["archived"][0]["path"].as_str().unwrap());
+    assert_eq!(doc["archived"][0]["from_seq"], through + 1);
+    run(
+        f.egard(&["audit", "verify-segment", "--join"])
+            .arg(&segment)
+            .arg(&second),
+        0,
+    );
+    let doc = json_failure(
+        f.egard(&["audit", "verify-segment", "--join"])
+            .arg(&second)
+            .arg(&segment),
+        3,
+    );
+    assert_eq!(doc["error"], "segment_invalid");
+    json_failure(f.egard(&["audit", "verify-segment", "--join"]).arg(&segment), 3);
+    // A bad time is a usage error, and nothing is archived.
+    run(
+        f.egard(&["audit", "archive", "--before", "yesterday", "--dir"])
+            .arg(&dir),
+        2,
+    );
+}

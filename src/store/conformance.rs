@@ -167,6 +167,14 @@ pub fn run_all<S: Store>(make: impl Fn() -> S) {
         ("lookup_index", lookup_index::<S>),
         ("lookup_index_within_a_batch", lookup_index_within_a_batch::<S>),
         ("lookup_definitions", lookup_definitions::<S>),
+        (
+            "prune_audit_keeps_what_it_is_told",
+            prune_audit_keeps_what_it_is_told::<S>,
+        ),
+        (
+            "prune_audit_is_atomic_with_the_batch",
+            prune_audit_is_atomic_with_the_batch::<S>,
+        ),
     ];
     for (name, check) in checks {
         let store = make();
@@ -2534,6 +2542,160 @@ pub fn lookup_definitions<S: Store>(store: &S) {
     let mut all = get(store.lookups(), "lookups");
     all.sort_by(|a, b| a.field.cmp(&b.field));
     assert_eq!(all, vec![email, phone], "the first definitions stand");
+}
+
+/// `PruneAudit` deletes the events up to `through` but the kept ones, and nothing after
+/// `through`; reads about what remains (latest changes, a customer's trail, the change feed)
+/// answer from the remaining events.
+pub fn prune_audit_keeps_what_it_is_told<S: Store>(store: &S) {
+    let a = new_customer(store);
+    let b = new_customer(store);
+    let change = |seq: u64, customer: CustomerId| {
+        let mut e = event(seq, Some(customer));
+        e.kind = AuditKind::ConsentGiven;
+        e.state = Some([seq as u8; 32]);
+        e
+    };
+    let events: Vec<AuditEvent> = (1..=10u64)
+        .map(|seq| match seq {
+            2 | 3 | 6 => change(seq, a),
+            5 | 9 => change(seq, b),
+            _ => event(seq, None),
+        })
+        .collect();
+    ok(
+        store,
+        &events.iter().cloned().map(Write::AppendAudit).collect::<Vec<_>>(),
+        "events",
+    );
+    ok(
+        store,
+        &[Write::PruneAudit {
+            through: 7,
+            keep: vec![5, 3, 2, 42],
+        }],
+        "a prune",
+    );
+    let seqs: Vec<u64> = get(store.audit_range(0, 100), "range").iter().map(|e| e.seq).collect();
+    assert_eq!(
+        seqs,
+        [2, 3, 5, 8, 9, 10],
+        "the kept events and every one after `through`"
+    );
+    let remaining = get(store.audit_range(0, 100), "range");
+    for e in &remaining {
+        let index = usize::try_from(e.seq - 1).unwrap_or(usize::MAX);
+        assert_eq!(Some(e), events.get(index), "event {} reads back as written", e.seq);
+    }
+    assert_eq!(
+        get(store.audit_head(), "head").map(|e| e.seq),
+        Some(10),
+        "the head stays"
+    );
+    let latest = snapshot(store, a, "a").latest_change;
+    assert_eq!(
+        latest,
+        Some(LatestChange {
+            event: events[2].clone(),
+            prev_mac: Some(events[1].mac),
+        }),
+        "a's latest change is the highest remaining one"
+    );
+    let latest = snapshot(store, b, "b").latest_change;
+    assert_eq!(
+        latest.map(|l| (l.event.seq, l.prev_mac)),
+        Some((9, Some(events[7].mac)))
+    );
+    let trail = get(store.audit_trail(a), "trail");
+    assert_eq!(
+        trail.iter().map(|l| (l.event.seq, l.prev_mac)).collect::<Vec<_>>(),
+        [(2, None), (3, Some(events[1].mac))],
+        "a's trail: the event before the first kept one is gone"
+    );
+    let feed = get(store.audit_changes(0, 100), "changes");
+    assert_eq!(
+        feed.iter().map(|l| (l.event.seq, l.prev_mac)).collect::<Vec<_>>(),
+        [(2, None), (3, Some(events[1].mac)), (5, None), (9, Some(events[7].mac))],
+    );
+    // Pruning again, through the head, keeping nothing: the log is empty.
+    ok(
+        store,
+        &[Write::PruneAudit {
+            through: 10,
+            keep: Vec::new(),
+        }],
+        "a prune of everything",
+    );
+    assert_eq!(get(store.audit_head(), "head"), None, "nothing left");
+    assert_eq!(snapshot(store, a, "a").latest_change, None, "no change left");
+    // The sequence numbers go on after a prune.
+    ok(store, &[Write::AppendAudit(event(11, None))], "an append after a prune");
+    assert_eq!(get(store.audit_head(), "head").map(|e| e.seq), Some(11));
+}
+
+/// A prune is part of its batch: when a later write of the batch fails, nothing is deleted.
+pub fn prune_audit_is_atomic_with_the_batch<S: Store>(store: &S) {
+    let events: Vec<Write> = (1..=4u64).map(|s| Write::AppendAudit(event(s, None))).collect();
+    ok(store, &events, "events");
+    refused(
+        store,
+        &[
+            Write::PruneAudit {
+                through: 3,
+                keep: vec![2],
+            },
+            Write::ReplaceSecret(secret("audit_base", 1)),
+            Write::AppendAudit(event(4, None)),
+        ],
+        StoreError::Conflict,
+        "a prune with a repeated sequence number",
+    );
+    let seqs: Vec<u64> = get(store.audit_range(0, 100), "range").iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, [1, 2, 3, 4], "nothing pruned");
+    assert_eq!(get(store.secret("audit_base"), "secret"), None, "nothing written");
+    ok(
+        store,
+        &[
+            Write::PruneAudit {
+                through: 3,
+                keep: vec![2],
+            },
+            Write::ReplaceSecret(secret("audit_base", 1)),
+            Write::AppendAudit(event(5, None)),
+        ],
+        "the same prune with a new event",
+    );
+    let seqs: Vec<u64> = get(store.audit_range(0, 100), "range").iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, [2, 4, 5]);
+    assert_eq!(get(store.secret("audit_base"), "secret"), Some(secret("audit_base", 1)));
+    // Writes apply in order: an event pruned earlier in the batch can be appended again
+    // (a row put back), one kept cannot.
+    let mut again = event(4, None);
+    again.detail = "again".into();
+    ok(
+        store,
+        &[
+            Write::PruneAudit {
+                through: 4,
+                keep: vec![2],
+            },
+            Write::AppendAudit(again.clone()),
+        ],
+        "a prune and an append of the pruned sequence number",
+    );
+    assert_eq!(get(store.audit_range(4, 1), "range"), [again]);
+    refused(
+        store,
+        &[
+            Write::PruneAudit {
+                through: 4,
+                keep: vec![2],
+            },
+            Write::AppendAudit(event(2, None)),
+        ],
+        StoreError::Conflict,
+        "an append of a kept sequence number",
+    );
 }
 
 #[cfg(test)]

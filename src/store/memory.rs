@@ -103,6 +103,8 @@ impl Inner {
         // path, once one does not.
         let mut last_seq: Option<u64> = None;
         let mut seqs: Option<HashSet<u64>> = None;
+        // Audit events deleted by a `PruneAudit` earlier in the batch: (through, kept).
+        let mut pruned: Vec<(u64, HashSet<u64>)> = Vec::new();
         // The index as earlier writes of the batch leave it: entries taken, and (customer,
         // field) pairs whose stored entry no longer counts.
         let mut taken: HashMap<(&FieldName, &LookupToken), CustomerId> = HashMap::new();
@@ -138,7 +140,15 @@ impl Inner {
                         (None, _) => false,
                     };
                     last_seq = Some(e.seq);
-                    self.audit.contains_key(&e.seq) || repeated
+                    let stored = self.audit.contains_key(&e.seq)
+                        && !pruned
+                            .iter()
+                            .any(|(through, keep)| e.seq <= *through && !keep.contains(&e.seq));
+                    stored || repeated
+                }
+                Write::PruneAudit { through, keep } => {
+                    pruned.push((*through, keep.iter().copied().collect()));
+                    false
                 }
                 Write::PutPurpose { stored, expected_rev } => {
                     let id = stored.purpose.id();
@@ -322,6 +332,57 @@ impl Inner {
             Write::AppendAudit(e) => self.append(e.clone()),
             Write::InsertSecret(v) | Write::ReplaceSecret(v) => {
                 self.secrets.insert(v.name.clone(), v.clone());
+            }
+            Write::PruneAudit { through, keep } => self.prune_audit(*through, keep),
+        }
+    }
+
+    /// Deletes the events up to `through` but those in `keep`, freeing their memory (a
+    /// `BTreeMap` gives back its nodes as they empty); the latest-change indexes that pointed
+    /// at a deleted event are recomputed from what remains.
+    fn prune_audit(&mut self, through: u64, keep: &[u64]) {
+        let keep: HashSet<u64> = keep.iter().copied().filter(|s| *s <= through).collect();
+        let above = match through.checked_add(1) {
+            Some(next) => self.audit.split_off(&next),
+            None => BTreeMap::new(),
+        };
+        let below = std::mem::replace(&mut self.audit, above);
+        for (seq, event) in below {
+            if keep.contains(&seq) {
+                self.audit.insert(seq, event);
+            }
+        }
+        let gone = |seq: &u64| *seq <= through && !keep.contains(seq);
+        let customers: Vec<CustomerId> = self
+            .customer_changes
+            .iter()
+            .filter(|(_, s)| gone(s))
+            .map(|(c, _)| *c)
+            .collect();
+        let purposes: Vec<PurposeId> = self
+            .purpose_changes
+            .iter()
+            .filter(|(_, s)| gone(s))
+            .map(|(p, _)| p.clone())
+            .collect();
+        if customers.is_empty() && purposes.is_empty() {
+            return;
+        }
+        for c in &customers {
+            self.customer_changes.remove(c);
+        }
+        for p in &purposes {
+            self.purpose_changes.remove(p);
+        }
+        for e in self.audit.values().filter(|e| e.state.is_some()) {
+            match (&e.customer, &e.purpose) {
+                (Some(c), _) if customers.contains(c) => {
+                    self.customer_changes.insert(*c, e.seq);
+                }
+                (None, Some(p)) if purposes.contains(p) => {
+                    self.purpose_changes.insert(p.clone(), e.seq);
+                }
+                _ => {}
             }
         }
     }

@@ -307,6 +307,24 @@ pub enum Write {
     /// once, one wins and the other reads the winner's (a definition is never replaced, so
     /// two vaults never index one field with two normalisers).
     PutLookup(StoredLookup),
+    /// Deletes every audit event with a sequence number up to `through` (included) whose
+    /// sequence number is not in `keep`, and nothing else: the events after `through` and
+    /// the ones kept stay exactly as they were. Sequence numbers that are not stored are
+    /// ignored. Written by [`Vault::archive_audit`](crate::Vault::archive_audit), in one
+    /// batch with the record of what was archived and the event that records the archival,
+    /// only after the events were written to a segment file.
+    ///
+    /// A store answers reads about the remaining events as it did before (a customer's or
+    /// purpose's latest change is the highest remaining event that qualifies). The built-in
+    /// SQL stores delete in the batch's one transaction, however many rows that is (millions
+    /// of rows hold the write lock for seconds: archive in steps if that matters); the
+    /// in-memory store frees the events' memory.
+    PruneAudit {
+        /// The highest sequence number deleted.
+        through: u64,
+        /// Sequence numbers up to `through` that stay, any order.
+        keep: Vec<u64>,
+    },
 }
 
 impl Write {
@@ -329,7 +347,8 @@ impl Write {
             | Write::AppendAudit(_)
             | Write::InsertSecret(_)
             | Write::ReplaceSecret(_)
-            | Write::PutLookup(_) => None,
+            | Write::PutLookup(_)
+            | Write::PruneAudit { .. } => None,
         }
     }
 }
@@ -390,7 +409,8 @@ pub struct CustomerSnapshot {
 ///   after success, all of it is, to every later read (also after a crash and reopen for a
 ///   durable backend).
 /// - Writes naming a customer that was never inserted fail with
-///   [`StoreError::MissingCustomer`], except `AppendAudit`, `PutPurpose` and the secrets.
+///   [`StoreError::MissingCustomer`], except `AppendAudit`, `PruneAudit`, `PutPurpose` and the
+///   secrets.
 ///   Once a customer is erased (also earlier in the same batch), `PutKey` and `PutField` fail
 ///   the same way; consents, objections, record updates, field deletions and a repeated
 ///   erasure (which keeps the first `erased_at`) are still accepted, and no record update

@@ -396,6 +396,7 @@ enum Q {
     PutLookup,
     Lookups,
     FindIndexed,
+    PruneAudit,
 }
 
 impl Q {
@@ -438,6 +439,7 @@ impl Q {
         Q::PutLookup,
         Q::Lookups,
         Q::FindIndexed,
+        Q::PruneAudit,
     ];
 }
 
@@ -612,6 +614,12 @@ impl Sql {
                 }
                 Q::EraseKeys => format!("DELETE FROM {p}keys WHERE customer = $1"),
                 Q::EraseFields => format!("DELETE FROM {p}fields WHERE customer = $1"),
+                // A hash anti-join against the kept sequence numbers: one pass over the
+                // range, however many are kept.
+                Q::PruneAudit => format!(
+                    "DELETE FROM {p}audit a WHERE a.seq <= $1 \
+                     AND NOT EXISTS (SELECT 1 FROM unnest($2::bigint[]) AS k(s) WHERE k.s = a.seq)"
+                ),
                 Q::AppendAudit => format!(
                     "INSERT INTO {p}audit ({AUDIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
                      ON CONFLICT (seq) DO NOTHING"
@@ -1292,6 +1300,11 @@ fn run_batch(
             }
             Write::ReplaceSecret(v) => {
                 tx.execute(st(Q::ReplaceSecret)?, &[&v.name, &v.wrapped]).map_err(ctx)?;
+            }
+            Write::PruneAudit { through, keep } => {
+                let through = seq_param((*through).min(i64::MAX as u64))?;
+                let keep = keep.iter().filter_map(|s| i64::try_from(*s).ok()).collect::<Vec<i64>>();
+                tx.execute(st(Q::PruneAudit)?, &[&through, &keep]).map_err(ctx)?;
             }
             Write::IndexField { customer, field, token } => {
                 let token: Option<&[u8]> = token.as_ref().map(|t| t.as_slice());

@@ -1038,6 +1038,7 @@ fn apply_one(tx: &Connection, w: &Write) -> Result<bool, StoreError> {
                 return Err(StoreError::Conflict);
             }
         }
+        Write::PruneAudit { through, keep } => prune_audit(tx, *through, keep)?,
         Write::ReplaceSecret(v) => {
             shreds = true;
             exec(
@@ -1049,6 +1050,33 @@ fn apply_one(tx: &Connection, w: &Write) -> Result<bool, StoreError> {
         }
     }
     Ok(shreds)
+}
+
+/// Deletes the audit events up to `through` but those in `keep`: one range delete on the
+/// primary key between each two kept events, in the batch's transaction.
+fn prune_audit(tx: &Connection, through: u64, keep: &[u64]) -> Result<(), StoreError> {
+    let mut keep: Vec<u64> = keep.iter().copied().filter(|s| *s <= through).collect();
+    keep.sort_unstable();
+    keep.dedup();
+    let mut from = 0u64;
+    for bound in keep.into_iter().map(Some).chain([None]) {
+        let to = match bound {
+            Some(k) => k.checked_sub(1),
+            None => Some(through),
+        };
+        if let Some(to) = to.filter(|to| *to >= from) {
+            exec(
+                tx,
+                "DELETE FROM audit WHERE seq >= ?1 AND seq <= ?2",
+                params![seq_to_sql(from)?, seq_to_sql(to.min(i64::MAX as u64))?],
+            )?;
+        }
+        match bound.and_then(|k| k.checked_add(1)) {
+            Some(next) => from = next,
+            None => break,
+        }
+    }
+    Ok(())
 }
 
 /// Inserts an audit event; a taken sequence number is a [`StoreError::Conflict`].

@@ -49,8 +49,16 @@ pub struct SubjectExport {
     pub objections: Vec<Objection>,
     /// The purposes defined, with their lawful basis, fields and retention.
     pub purposes: Vec<Purpose>,
-    /// The audit events about this customer, this export included.
+    /// The audit events about this customer, this export included: the ones the store
+    /// holds (after an archival, the events after [`audit_archived_through`] and the few kept
+    /// below it).
+    ///
+    /// [`audit_archived_through`]: SubjectExport::audit_archived_through
     pub audit_events: Vec<AuditEvent>,
+    /// Where older history lives: the audit log was archived up to this event (sequence
+    /// number and time), and the customer's events up to it are in the controller's
+    /// archive segments, not in `audit_events`. `None` if the log was never archived.
+    pub audit_archived_through: Option<super::ArchivedThrough>,
 }
 
 impl std::fmt::Debug for SubjectExport {
@@ -115,6 +123,11 @@ pub struct SweepReport {
     pub customers_examined: usize,
     /// The fields deleted, by customer.
     pub deleted: Vec<(CustomerId, FieldName)>,
+    /// The audit events archived by the retention rule
+    /// ([`VaultBuilder::audit_retention`](crate::VaultBuilder::audit_retention)): one report
+    /// per new segment file (the range, the count, the file), in log order. Empty without a
+    /// rule, or when no event was old enough.
+    pub archived: Vec<super::ArchiveReport>,
 }
 
 impl Vault {
@@ -205,6 +218,7 @@ impl Vault {
             objections,
             purposes: self.purposes(),
             audit_events: self.audit_events(customer)?,
+            audit_archived_through: self.audit_archived_through()?,
         })
     }
 
@@ -486,6 +500,14 @@ impl Vault {
     /// A customer whose stored records fail their check, or whose data key is under a retired
     /// master key ([`Error::RetiredKey`]), is left alone and the sweep goes on; the first such
     /// failure is returned at the end, after every other customer was swept.
+    ///
+    /// With an audit retention rule ([`VaultBuilder::audit_retention`](crate::VaultBuilder::audit_retention)),
+    /// the sweep then archives every audit event older than the rule into a new segment file
+    /// ([`Vault::archive_audit_to_dir_all`], as many segments as needed) and reports them in
+    /// [`SweepReport::archived`]. If that
+    /// archival fails (a full disk, an unwritable directory: [`Error::Io`]), the sweep returns
+    /// its error; the fields already deleted stay deleted, and no audit event is lost (see
+    /// [`Vault::archive_audit`]).
     #[cfg_attr(
         feature = "tracing",
         tracing::instrument(
@@ -550,10 +572,17 @@ impl Vault {
         if let Some(e) = first_failure {
             return Err(e);
         }
+        // The audit log's retention rule, after the fields: their deletions are then in the
+        // log, not yet old enough to be archived.
+        let archived = match &self.audit_retention {
+            Some((keep, dir)) => self.archive_audit_to_dir_all(self.archive_cutoff(*keep), dir, &mut |_| {})?,
+            None => Vec::new(),
+        };
         Ok(SweepReport {
             swept_at: now,
             customers_examined: ids.len(),
             deleted,
+            archived,
         })
     }
 }
