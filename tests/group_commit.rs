@@ -133,10 +133,12 @@ fn batched_readers_lose_nothing(store: Arc<dyn Store>) {
 
 on_every_backend!(readers_and_a_writer_share_one_chain, batched_readers_lose_nothing);
 
-/// A store whose writes of changes fail on demand, while access events still go through.
+/// A store whose writes of changes fail on demand, while access events still go through;
+/// it counts the snapshot reads.
 struct FailingChanges {
     inner: Arc<dyn Store>,
     fail: AtomicBool,
+    snapshots: AtomicUsize,
 }
 
 impl Store for FailingChanges {
@@ -153,7 +155,11 @@ impl Store for FailingChanges {
         self.inner.purposes()
     }
     fn customer(&self, id: CustomerId) -> Result<Option<CustomerSnapshot>, StoreError> {
+        self.snapshots.fetch_add(1, Ordering::SeqCst);
         self.inner.customer(id)
+    }
+    fn customer_revision(&self, id: CustomerId) -> Result<Option<(u64, egard::store::RecordMac)>, StoreError> {
+        self.inner.customer_revision(id)
     }
     fn field(&self, customer: CustomerId, field: &FieldName) -> Result<Option<StoredField>, StoreError> {
         self.inner.field(customer, field)
@@ -198,6 +204,7 @@ fn a_failed_change_fails_alone() {
     let store = Arc::new(FailingChanges {
         inner: memory(),
         fail: AtomicBool::new(false),
+        snapshots: AtomicUsize::new(0),
     });
     let clock = ManualClock::new(t0());
     let vault = vault_on(store.clone(), &clock);
@@ -298,4 +305,50 @@ fn servers_on_one_postgres_database_never_conflict() {
     for vault in &vaults {
         vault.verify_audit().expect("every server verifies the one chain");
     }
+}
+
+/// With a cache time-to-live, an entry past it costs one small read (the customer's revision)
+/// when the customer did not change, and a whole snapshot when another vault changed it.
+#[test]
+fn an_unchanged_customer_is_checked_by_its_revision() {
+    let store = Arc::new(FailingChanges {
+        inner: memory(),
+        fail: AtomicBool::new(false),
+        snapshots: AtomicUsize::new(0),
+    });
+    let clock = ManualClock::new(t0());
+    let build = || {
+        Vault::builder()
+            .master_key(MasterKey::from_bytes(KEY))
+            .store(store.clone())
+            .clock(clock.clone())
+            .cache_ttl(Duration::seconds(10))
+            .build()
+            .unwrap()
+    };
+    let a = build();
+    define_standard_purposes(&a);
+    let b = build();
+    let c = customer_with_data(&a);
+    consent(&a, c, "newsletter");
+    a.authorize(c, "newsletter").unwrap();
+    let before = store.snapshots.load(Ordering::SeqCst);
+    clock.advance(Duration::seconds(11));
+    a.authorize(c, "newsletter").unwrap();
+    assert_eq!(
+        store.snapshots.load(Ordering::SeqCst),
+        before,
+        "no snapshot read for an unchanged customer"
+    );
+    b.withdraw_consent(c, "newsletter").unwrap();
+    let before = store.snapshots.load(Ordering::SeqCst);
+    clock.advance(Duration::seconds(11));
+    assert!(matches!(
+        a.authorize(c, "newsletter"),
+        Err(Error::Denied(egard::AccessDenied::Withdrawn))
+    ));
+    assert!(
+        store.snapshots.load(Ordering::SeqCst) > before,
+        "a changed customer is read again"
+    );
 }

@@ -1852,6 +1852,40 @@ fn assert_one_chain(store: &impl Store, expected: u64, what: &str) {
     }
 }
 
+/// `customer_revision` answers the stored record's revision and MAC, as the snapshot does,
+/// and follows every update.
+pub fn customer_revision_matches_the_record<S: Store>(store: &S) {
+    assert_eq!(
+        get(store.customer_revision(CustomerId::new()), "missing"),
+        None,
+        "a missing customer"
+    );
+    let id = new_customer(store);
+    let record = snapshot(store, id, "inserted").record;
+    assert_eq!(
+        get(store.customer_revision(id), "revision"),
+        Some((record.rev, record.mac)),
+        "as inserted"
+    );
+    let mut next = record.clone();
+    next.rev = 2;
+    next.restricted = true;
+    next.mac = mac_of(&(id, 2u64));
+    ok(
+        store,
+        &[Write::UpdateCustomer {
+            record: next.clone(),
+            expected_rev: 1,
+        }],
+        "update",
+    );
+    assert_eq!(
+        get(store.customer_revision(id), "revision"),
+        Some((2, next.mac)),
+        "after an update"
+    );
+}
+
 /// `apply_chained` hands the link the log's head and returns the new one.
 pub fn apply_chained_links_onto_the_head<S: Store>(store: &S) {
     let mut seen = Vec::new();

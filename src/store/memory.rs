@@ -5,7 +5,8 @@ use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::{
     Authenticated, ChainLink, CustomerRecord, CustomerSnapshot, FieldVersion, LatestChange, LookupToken, Objection,
-    PurposeSnapshot, Store, StoreError, StoredField, StoredLookup, StoredPurpose, VaultSecret, WrappedKey, Write,
+    PurposeSnapshot, RecordMac, Store, StoreError, StoredField, StoredLookup, StoredPurpose, VaultSecret, WrappedKey,
+    Write,
 };
 use crate::audit::{AuditAnchor, AuditEvent};
 use crate::consent::Consent;
@@ -483,6 +484,10 @@ impl Store for MemoryStore {
                     .and_then(|id| inner.latest_change(inner.purpose_changes.get(&id).copied())),
             })
             .collect())
+    }
+
+    fn customer_revision(&self, id: CustomerId) -> Result<Option<(u64, RecordMac)>, StoreError> {
+        Ok(self.read().customers.get(&id).map(|s| (s.record.rev, s.record.mac)))
     }
 
     fn customer(&self, id: CustomerId) -> Result<Option<CustomerSnapshot>, StoreError> {

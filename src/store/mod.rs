@@ -474,6 +474,17 @@ pub trait Store: Send + Sync + 'static {
         Ok(new_head)
     }
 
+    /// Makes every batch written so far with [`apply_chained`](Store::apply_chained) durable
+    /// to the level the backend promises for changes. A backend may commit a chained batch
+    /// without waiting for the disk (so that the next batch need not wait for that wait) and
+    /// sync here instead: the vault calls `sync` after a change's batch is written and before
+    /// it acknowledges the change, without holding up other calls. The default does nothing
+    /// (a backend whose `apply_chained` is durable when it returns). SQLite with
+    /// [`Durability::Changes`](crate::Durability::Changes) syncs its write-ahead log here.
+    fn sync(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Every purpose definition, each with its latest change.
     fn purposes(&self) -> Result<Vec<PurposeSnapshot>, StoreError>;
 
@@ -485,6 +496,17 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every sealed field of a customer, any order.
     fn fields(&self, customer: CustomerId) -> Result<Vec<StoredField>, StoreError>;
+
+    /// The revision and state MAC of a customer's stored record, without the rest of the
+    /// snapshot: a vault with a cache time-to-live asks this when its copy is old, and reads
+    /// the whole snapshot only when it changed. Every change writes the customer's record at
+    /// a new revision with a new MAC, so an unchanged pair means an unchanged state (a store
+    /// that answers wrongly can only keep the vault on the state it checked last, as one that
+    /// writes the old rows back could). The default reads the whole snapshot; a backend
+    /// should answer from the customer's row alone.
+    fn customer_revision(&self, id: CustomerId) -> Result<Option<(u64, RecordMac)>, StoreError> {
+        Ok(self.customer(id)?.map(|s| (s.record.rev, s.record.mac)))
+    }
 
     /// The ids of every customer (erased ones included), any order.
     fn customer_ids(&self) -> Result<Vec<CustomerId>, StoreError>;
@@ -631,6 +653,9 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     fn apply_chained(&self, batch: &[Write], link: &mut ChainLink<'_>) -> Result<AuditAnchor, StoreError> {
         (**self).apply_chained(batch, link)
     }
+    fn sync(&self) -> Result<(), StoreError> {
+        (**self).sync()
+    }
     fn purposes(&self) -> Result<Vec<PurposeSnapshot>, StoreError> {
         (**self).purposes()
     }
@@ -645,6 +670,9 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     }
     fn customer_ids(&self) -> Result<Vec<CustomerId>, StoreError> {
         (**self).customer_ids()
+    }
+    fn customer_revision(&self, id: CustomerId) -> Result<Option<(u64, RecordMac)>, StoreError> {
+        (**self).customer_revision(id)
     }
     fn audit_head(&self) -> Result<Option<AuditEvent>, StoreError> {
         (**self).audit_head()

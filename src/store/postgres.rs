@@ -376,6 +376,7 @@ enum Q {
     AppendAudits,
     AuditLock,
     AuditHeadInTx,
+    CustomerRevision,
     Purposes,
     Customer,
     Field,
@@ -418,6 +419,7 @@ impl Q {
         Q::AppendAudits,
         Q::AuditLock,
         Q::AuditHeadInTx,
+        Q::CustomerRevision,
         Q::Purposes,
         Q::Customer,
         Q::Field,
@@ -670,6 +672,7 @@ impl Sql {
                     "SELECT field, envelope, written_at, version FROM {p}fields WHERE customer = $1 ORDER BY field"
                 ),
                 Q::CustomerIds => format!("SELECT id FROM {p}customers"),
+                Q::CustomerRevision => format!("SELECT rev, mac FROM {p}customers WHERE id = $1"),
                 Q::AuditHead => format!("SELECT {AUDIT_COLUMNS} FROM {p}audit ORDER BY seq DESC LIMIT 1"),
                 Q::AuditRange => {
                     format!("SELECT {AUDIT_COLUMNS} FROM {p}audit WHERE seq >= $1 ORDER BY seq LIMIT $2")
@@ -1471,6 +1474,18 @@ impl Store for PostgresStore {
     fn fields(&self, customer: CustomerId) -> Result<Vec<StoredField>, StoreError> {
         let rows = self.query("read fields", Q::Fields, &[customer.as_uuid()])?;
         rows.iter().map(decode_field).collect()
+    }
+
+    fn customer_revision(&self, id: CustomerId) -> Result<Option<(u64, RecordMac)>, StoreError> {
+        let rows = self.query("read a customer's revision", Q::CustomerRevision, &[id.as_uuid()])?;
+        rows.first()
+            .map(|row| {
+                Ok((
+                    rev_of(get(row, 0, "customer revision")?, "customer revision")?,
+                    mac_of(get::<Option<&[u8]>>(row, 1, "customer MAC")?, "customer MAC")?,
+                ))
+            })
+            .transpose()
     }
 
     fn customer_ids(&self) -> Result<Vec<CustomerId>, StoreError> {

@@ -230,6 +230,7 @@ impl Journal {
         if all.is_empty() && writes.is_empty() {
             return Ok(());
         }
+        let change = !writes.is_empty();
         if !queue.committing && queue.waiting.is_empty() {
             // Nobody else is writing or waiting: write now, without queueing.
             queue.committing = true;
@@ -240,7 +241,8 @@ impl Journal {
             let result = land(&mut queue, &outcome, all, carried);
             queue.committing = false;
             self.turn.notify_all();
-            return result.map_err(Error::from);
+            drop(queue);
+            return self.settled(store, change, result);
         }
         let ticket = queue.next_ticket;
         queue.next_ticket = queue.next_ticket.wrapping_add(1);
@@ -253,7 +255,8 @@ impl Journal {
         loop {
             if let Some(i) = queue.done.iter().position(|(t, _)| *t == ticket) {
                 let (_, outcome) = queue.done.swap_remove(i);
-                return outcome.map_err(Error::from);
+                drop(queue);
+                return self.settled(store, change, outcome);
             }
             if !queue.committing {
                 queue.committing = true;
@@ -265,6 +268,17 @@ impl Journal {
             }
             queue = self.turn.wait(queue).unwrap_or_else(PoisonError::into_inner);
         }
+    }
+
+    /// A call's result once its batch was written: a change is synced to disk first (outside
+    /// the committer's role, so that other threads' batches commit meanwhile), as the store's
+    /// durability promises; the change is in the store either way, so a failed sync says so.
+    fn settled(&self, store: &dyn Store, change: bool, result: Result<(), Refusal>) -> Result<(), Error> {
+        result?;
+        if change {
+            telemetry::store_call("sync", || store.sync())?;
+        }
+        Ok(())
     }
 
     /// The committer's round: writes what is queued, access events first in one batch, then

@@ -1626,8 +1626,20 @@ impl Vault {
             return Ok(());
         };
         let now = self.now();
-        if when == Refresh::IfStale && state.loaded_at.is_some_and(|t| now < t + ttl) {
-            return Ok(());
+        if when == Refresh::IfStale {
+            if state.loaded_at.is_some_and(|t| now < t + ttl) {
+                return Ok(());
+            }
+            // One small read first: most customers did not change since, and the state this
+            // entry holds was checked when it was read or written.
+            if let Some((rev, mac)) =
+                telemetry::store_call("customer_revision", || self.store.customer_revision(entry.id))?
+            {
+                if rev == state.rev && integrity::macs_equal(&mac, &state.mac) {
+                    state.loaded_at = Some(now);
+                    return Ok(());
+                }
+            }
         }
         let snapshot = telemetry::store_call("customer", || self.store.customer(entry.id))?
             .ok_or(Error::UnknownCustomer(entry.id))?;
