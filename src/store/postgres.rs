@@ -400,7 +400,7 @@ enum Q {
 }
 
 impl Q {
-    const ALL: [Q; 38] = [
+    const ALL: [Q; 39] = [
         Q::LockCustomer,
         Q::InsertCustomer,
         Q::UpdateCustomer,
