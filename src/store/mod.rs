@@ -480,7 +480,7 @@ pub trait Store: Send + Sync + 'static {
     /// sync here instead: the vault calls `sync` after a change's batch is written and before
     /// it acknowledges the change, without holding up other calls. The default does nothing
     /// (a backend whose `apply_chained` is durable when it returns). SQLite with
-    /// [`Durability::Changes`](crate::Durability::Changes) syncs its write-ahead log here.
+    /// [`Durability::Changes`] syncs its write-ahead log here.
     fn sync(&self) -> Result<(), StoreError> {
         Ok(())
     }

@@ -507,7 +507,8 @@ impl Vault {
     /// `audit-<from>-<through>.jsonl` with sequence numbers zero-padded to 20 digits (so the
     /// names sort in log order): written to a temporary file, synced, renamed, and the
     /// directory synced, before anything is deleted from the store. `Ok(None)` when there is
-    /// nothing to archive (no file is made).
+    /// nothing to archive (no file is made). A process killed while writing leaves a
+    /// `.audit-segment-*.tmp` file, never renamed and never pruned: delete it.
     pub fn archive_audit_to_dir(&self, before: DateTime<Utc>, dir: &Path) -> Result<Option<ArchiveReport>, Error> {
         self.archive_audit_to_dir_with_progress(before, dir, &mut |_| {})
     }
