@@ -18,9 +18,10 @@
 //! not wait for another thread's change (and its fsync) unless they were queued together.
 //!
 //! With [`AuditBatching`], access events are not waited for at all: they are queued in
-//! memory and written with the next change, or when the queue is full or old enough: the
-//! hot path then never waits for the store, at the price of losing at most one batch of
-//! access events if the process dies.
+//! memory and written when the queue is full or old enough, or on a flush (changes do not
+//! carry them): the hot path then never waits for the store, at the price of losing the
+//! queued access events if the process dies (at most 8 × `max_events`: up to four batches'
+//! worth in a write and four more queued behind it).
 
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
@@ -223,14 +224,21 @@ impl Journal {
             return Err(Error::Crypto);
         }
         let mut queue = self.lock();
-        let mut all = std::mem::take(&mut queue.pending);
-        queue.since = None;
+        let change = !writes.is_empty();
+        // A change does not carry the batched access events: its transaction stays small
+        // (under load the queue holds thousands), and they are written on their own schedule
+        // (full, old, or a flush). Their times say when each access was decided.
+        let mut all = if change {
+            Vec::with_capacity(entries.len())
+        } else {
+            queue.since = None;
+            std::mem::take(&mut queue.pending)
+        };
         let carried = all.len();
         all.extend(entries.into_iter().map(|e| (e, at)));
         if all.is_empty() && writes.is_empty() {
             return Ok(());
         }
-        let change = !writes.is_empty();
         if !queue.committing && queue.waiting.is_empty() {
             // Nobody else is writing or waiting: write now, without queueing.
             queue.committing = true;
