@@ -175,7 +175,7 @@ impl Journal {
         entries: Vec<Entry>,
         at: DateTime<Utc>,
     ) -> Result<(), Error> {
-        self.submit(store, writes, entries, at)
+        self.submit(store, writes, entries, at, 0)
     }
 
     /// Records access decisions: written now, or queued when batching is on and the queue is
@@ -199,8 +199,15 @@ impl Journal {
                 queue.pending.extend(entries.into_iter().map(|e| (e, at)));
                 return Ok(());
             }
+            // This call writes its own events with the oldest batch of the queue (at most
+            // `max_events`, so that a change queued behind it waits for one bounded write):
+            // if the write fails, its access fails and its events are dropped (fail closed),
+            // the queued ones are kept. Any rest of the queue is written by the calls that
+            // find it still full.
+            drop(queue);
+            return self.submit(store, Vec::new(), entries, at, batching.max_events.max(1));
         }
-        self.submit(store, Vec::new(), entries, at)
+        self.submit(store, Vec::new(), entries, at, usize::MAX)
     }
 
     /// Writes every pending access event now.
@@ -208,17 +215,19 @@ impl Journal {
         if self.lock().pending.is_empty() {
             return Ok(());
         }
-        self.submit(store, Vec::new(), Vec::new(), at)
+        self.submit(store, Vec::new(), Vec::new(), at, usize::MAX)
     }
 
-    /// Queues a call's writes and events (after the pending access events) and waits until
-    /// they are written, committing itself when no other thread is.
+    /// Queues a call's writes and events (after up to `carry` of the pending access events,
+    /// the oldest) and waits until they are written, committing itself when no other thread
+    /// is.
     fn submit(
         &self,
         store: &dyn Store,
         writes: Vec<Write>,
         entries: Vec<Entry>,
         at: DateTime<Utc>,
+        carry: usize,
     ) -> Result<(), Error> {
         if self.key.is_none() {
             return Err(Error::Crypto);
@@ -228,11 +237,12 @@ impl Journal {
         // A change does not carry the batched access events: its transaction stays small
         // (under load the queue holds thousands), and they are written on their own schedule
         // (full, old, or a flush). Their times say when each access was decided.
-        let mut all = if change {
-            Vec::with_capacity(entries.len())
-        } else {
+        let mut all = if carry >= queue.pending.len() {
             queue.since = None;
             std::mem::take(&mut queue.pending)
+        } else {
+            let rest = queue.pending.split_off(carry);
+            std::mem::replace(&mut queue.pending, rest)
         };
         let carried = all.len();
         all.extend(entries.into_iter().map(|e| (e, at)));
