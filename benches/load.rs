@@ -38,9 +38,10 @@
 //! `tracing` layer that counts the vault's store round trips (`egard::store` events: the call,
 //! whether it failed, its duration) and prints, per row, how many there were, how many failed
 //! (a failed `apply` that the vault retried is an internal `Conflict` or `Stale`) and the store
-//! time per second of wall time: a sum near 1.0 per vault for `apply` means that the journal's
-//! lock, held across `apply`, is never free. It costs a little on every call: the main table is
-//! measured without it.
+//! time per second of wall time: a sum near 1.0 per vault for `apply` means that the store's
+//! one writer (SQLite's write lock, PostgreSQL's audit-chain lock) is never free; `sync` is the
+//! fsync of a change's write-ahead log on SQLite, outside that lock. It costs a little on every
+//! call: the main table is measured without it.
 //!
 //! Under `cargo test --benches` (no `--bench`) it runs each row for 1 s on 500 customers.
 

@@ -20,8 +20,8 @@
 //! With [`AuditBatching`], access events are not waited for at all: they are queued in
 //! memory and written when the queue is full or old enough, or on a flush (changes do not
 //! carry them): the hot path then never waits for the store, at the price of losing the
-//! queued access events if the process dies (at most 8 × `max_events`: up to four batches'
-//! worth in a write and four more queued behind it).
+//! queued access events if the process dies (at most 5 × `max_events`: one batch being
+//! written and up to four more queued behind it).
 
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};

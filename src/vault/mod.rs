@@ -243,7 +243,7 @@ impl VaultBuilder {
     /// time says when it was decided).
     /// While one thread writes a batch, the others queue up to four batches more rather than
     /// wait for it. The price: if the process dies, the access events not yet written are
-    /// lost, at most 8 × `max_events` (SECURITY.md, "What a failure loses"). If a write fails,
+    /// lost, at most 5 × `max_events` (SECURITY.md, "What a failure loses"). If a write fails,
     /// the access that triggered it fails (fail closed) and the queue is kept.
     pub fn audit_batching(mut self, max_events: usize, max_delay: std::time::Duration) -> Self {
         self.audit_batching = Some(AuditBatching {
