@@ -34,6 +34,7 @@ use ring::hmac;
 use serde::{Deserialize, Serialize};
 
 use crate::actor::Actor;
+use crate::error::Error;
 use crate::ids::{CustomerId, FieldName, PurposeId};
 
 /// What an audit event records.
@@ -370,6 +371,29 @@ pub(crate) fn chain_mac(key: &hmac::Key, prev: &[u8; 32], event: &AuditEvent) ->
     let mut mac = [0u8; 32];
     mac.copy_from_slice(tag.as_ref());
     mac
+}
+
+/// Checks that `event` follows `prev` in the chain (the next sequence number, its MAC chained
+/// on `prev`'s) and returns it as the new link: the one check every verifier of the log (the
+/// store's, a segment's, an archival's) makes on each event.
+pub(crate) fn follow(key: &hmac::Key, prev: &AuditAnchor, event: &AuditEvent) -> Result<AuditAnchor, Error> {
+    let expected = prev.seq.saturating_add(1);
+    if event.seq != expected {
+        return Err(Error::AuditBroken {
+            seq: expected,
+            problem: AuditBreak::SequenceGap,
+        });
+    }
+    if !crate::integrity::macs_equal(&chain_mac(key, &prev.mac, event), &event.mac) {
+        return Err(Error::AuditBroken {
+            seq: event.seq,
+            problem: AuditBreak::MacMismatch,
+        });
+    }
+    Ok(AuditAnchor {
+        seq: event.seq,
+        mac: event.mac,
+    })
 }
 
 /// The result of a successful [`Vault::verify_audit`](crate::Vault::verify_audit).

@@ -648,19 +648,7 @@ impl Vault {
                 if e.at >= before || events >= self.audit_segment_events || e.seq > through_max {
                     break 'pages;
                 }
-                let expected = prev.seq.saturating_add(1);
-                if e.seq != expected {
-                    return Err(Error::AuditBroken {
-                        seq: expected,
-                        problem: AuditBreak::SequenceGap,
-                    });
-                }
-                if !integrity::macs_equal(&audit::chain_mac(key, &prev.mac, &e), &e.mac) {
-                    return Err(Error::AuditBroken {
-                        seq: e.seq,
-                        problem: AuditBreak::MacMismatch,
-                    });
-                }
+                let next = audit::follow(key, &prev, &e)?;
                 if events == 0 {
                     line.clear();
                     serde_json::to_writer(&mut line, &header).map_err(|_| bad("the header does not encode"))?;
@@ -672,7 +660,7 @@ impl Vault {
                 line.push(b'\n');
                 emit(&line, out)?;
                 keeper.see(&e);
-                prev = AuditAnchor { seq: e.seq, mac: e.mac };
+                prev = next;
                 events = events.saturating_add(1);
                 if events % PAGE as u64 == 0 {
                     progress(AuditProgress {
@@ -837,20 +825,7 @@ impl Vault {
                 break t.trailer;
             }
             let e: AuditEvent = serde_json::from_str(text).map_err(|_| bad("an event line does not parse"))?;
-            let expected = prev.seq.saturating_add(1);
-            if e.seq != expected {
-                return Err(Error::AuditBroken {
-                    seq: expected,
-                    problem: AuditBreak::SequenceGap,
-                });
-            }
-            if !integrity::macs_equal(&audit::chain_mac(key, &prev.mac, &e), &e.mac) {
-                return Err(Error::AuditBroken {
-                    seq: e.seq,
-                    problem: AuditBreak::MacMismatch,
-                });
-            }
-            prev = AuditAnchor { seq: e.seq, mac: e.mac };
+            prev = audit::follow(key, &prev, &e)?;
             events = events.saturating_add(1);
         };
         if !integrity::macs_equal(&trailer.compute_mac(key, &header.header_mac), &trailer.segment_mac) {

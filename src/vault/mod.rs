@@ -1395,19 +1395,14 @@ impl Vault {
             let page = self.store.audit_range(from, PAGE)?;
             for event in &page {
                 // INVARIANT: the loop stops once `verified` reaches u64::MAX.
-                let expected = verified.saturating_add(1);
-                if event.seq != expected {
-                    return Err(Error::AuditBroken {
-                        seq: expected,
-                        problem: AuditBreak::SequenceGap,
-                    });
-                }
-                if audit::chain_mac(key, &prev, event) != event.mac {
-                    return Err(Error::AuditBroken {
-                        seq: event.seq,
-                        problem: AuditBreak::MacMismatch,
-                    });
-                }
+                audit::follow(
+                    key,
+                    &AuditAnchor {
+                        seq: verified,
+                        mac: prev,
+                    },
+                    event,
+                )?;
                 let replaced = |a: &AuditAnchor| a.seq == event.seq && !integrity::macs_equal(&a.mac, &event.mac);
                 if anchor.is_some_and(replaced) || replaced(&written) {
                     // A valid chain with another event where the anchor stands: the log was
