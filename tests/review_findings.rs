@@ -9,7 +9,7 @@ use std::time::Duration as StdDuration;
 
 use common::*;
 use egard::store::{ChainLink, CustomerSnapshot, LatestChange, PurposeSnapshot, StoredField, Write};
-use egard::{AuditAnchor, AuditEvent, AuditKind, CustomerId, FieldName, ManualClock, MasterKey, Store, StoreError, Vault};
+use egard::{AuditAnchor, AuditEvent, AuditKind, Clock, CustomerId, FieldName, ManualClock, MasterKey, Store, StoreError, Vault};
 
 /// What the hooked store does with the next access-only chained batch (no writes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -242,4 +242,74 @@ fn flush_audit_returns_ok_while_an_acknowledged_access_event_is_not_written() {
             was_early
         );
     }
+}
+
+/// journal.rs `settled` + mod.rs `commit_customer`: when `Store::sync` fails after a change's
+/// batch was written, the call returns `Err` ("the change is in the store either way"), and
+/// `commit_customer` returns before `note_state`: the vault's cached state stays on the old
+/// revision while the store holds the new one. Here a withdrawal is in the store (and in the
+/// log), yet this vault goes on granting the withdrawn purpose from its cache, and the log
+/// reads "ConsentWithdrawn, then AccessGranted".
+#[test]
+fn a_failed_sync_leaves_the_cache_granting_a_withdrawn_consent() {
+    let store = Hooked::new(memory());
+    let clock = ManualClock::new(t0());
+    let vault = vault_on(store.clone(), &clock);
+    define_standard_purposes(&vault);
+    let c = customer_with_data(&vault);
+    consent(&vault, c, "newsletter");
+    drop(vault.authorize(c, "newsletter").expect("granted before the withdrawal"));
+
+    store.fail_sync.store(true, Ordering::SeqCst);
+    let withdrawn = vault.withdraw_consent(c, "newsletter");
+    store.fail_sync.store(false, Ordering::SeqCst);
+    assert!(withdrawn.is_err(), "the sync failed, the call says so");
+    let log = whole_log(&*store);
+    assert_eq!(
+        log.last().map(|e| e.kind),
+        Some(AuditKind::ConsentWithdrawn),
+        "the withdrawal is in the store and in the log"
+    );
+
+    // The stored customer is at the withdrawal's state (its record carries the state MAC
+    // that the ConsentWithdrawn event names).
+    let stored = store.customer(c).unwrap().unwrap();
+    assert_eq!(log.last().and_then(|e| e.state), Some(stored.record.mac));
+
+    // This vault must not grant against the state its own store holds.
+    let again = vault.authorize(c, "newsletter").map(|_| ());
+    assert!(
+        again.is_err(),
+        "granted a purpose whose withdrawal is in the store and the log (the cache was not updated after the failed sync)"
+    );
+}
+
+/// Same root as above, in archival (archive.rs `prune` via `commit`): a failed `sync` after
+/// the prune batch was written makes `archive_audit` return `Err` although the events are
+/// already deleted from the store and the base moved. A host that treats the error as "nothing
+/// happened" (the module docs: "a failure at any step loses no event") and drops the segment
+/// it was given loses those events for good.
+#[test]
+fn archive_audit_returns_err_after_it_pruned() {
+    let store = Hooked::new(memory());
+    let clock = ManualClock::new(t0());
+    let vault = vault_on(store.clone(), &clock);
+    define_standard_purposes(&vault);
+    let c = customer_with_data(&vault);
+    consent(&vault, c, "newsletter");
+    for _ in 0..5 {
+        drop(vault.authorize(c, "newsletter").unwrap());
+    }
+    let before = whole_log(&*store).len();
+    clock.advance(chrono::Duration::days(10));
+    store.fail_sync.store(true, Ordering::SeqCst);
+    let mut segment = Vec::new();
+    let archived = vault.archive_audit(clock.now() - chrono::Duration::days(1), &mut segment);
+    store.fail_sync.store(false, Ordering::SeqCst);
+    assert!(archived.is_err(), "the sync failed");
+    assert!(
+        vault.audit_archived_through().unwrap().is_none() && whole_log(&*store).len() >= before,
+        "archive_audit returned Err, yet the store was pruned ({} of {before} events left) and the base moved",
+        whole_log(&*store).len()
+    );
 }
