@@ -212,6 +212,12 @@ pub enum Error {
     /// The storage backend failed.
     #[error("storage: {0}")]
     Storage(#[from] StoreError),
+    /// The change was applied and is in effect (in the store, in the log and in this vault),
+    /// but the store could not make it durable: syncing it to disk failed. It may be lost if
+    /// the machine stops before the store syncs again. Do not redo the change; look at the
+    /// storage (a full or failing disk).
+    #[error("the change is in effect but could not be made durable: {0}")]
+    NotDurable(StoreError),
     /// No consent record with this id is stored.
     #[error("unknown consent {0}")]
     UnknownConsent(ConsentId),

@@ -755,7 +755,11 @@ impl Vault {
             "seq={from_seq}-{};events={}",
             prepared.end.seq, prepared.events
         ));
-        self.commit(writes, vec![entry])?;
+        // Once the prune is in the store, archival has succeeded. If syncing it failed, a
+        // power cut may undo it, and then the events are still in the store as well as in
+        // the segment: nothing is lost, so the report is returned (an error here would tell
+        // the host that the segment it was given is not needed).
+        let _not_synced = self.commit(writes, vec![entry])?.durable();
         progress(AuditProgress {
             stage: AuditStage::Pruning,
             events: prepared.events.saturating_sub(kept.min(prepared.events)),

@@ -148,7 +148,7 @@ impl Vault {
             })
             .collect();
         let writes = finished.iter().flat_map(|f| f.writes.iter().cloned()).collect();
-        self.commit(writes, entries)?;
+        let written = self.commit(writes, entries)?;
         for (state, f) in states.iter_mut().zip(&finished) {
             note_state(state, &f.state);
         }
@@ -159,6 +159,7 @@ impl Vault {
                 }
             }
         }
+        written.durable()?;
         Ok(new_ids)
     }
 }

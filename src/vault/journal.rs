@@ -23,7 +23,9 @@
 //! queued access events if the process dies (at most 5 × `max_events`: one batch being
 //! written and up to four more queued behind it).
 
+use std::any::Any;
 use std::collections::VecDeque;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration as StdDuration, Instant};
 
@@ -83,6 +85,11 @@ struct Queue {
     next_ticket: u64,
     /// Outcomes the committer published and their callers have not picked up yet.
     done: Vec<(u64, Result<(), Refusal>)>,
+    /// The tickets of the calls that took batched access events from `pending` and whose
+    /// write has not landed yet (a flush waits for them).
+    in_flight: Vec<u64>,
+    /// How many times a failed write put batched access events back into `pending`.
+    put_back: u64,
 }
 
 /// Why a batch was not written.
@@ -93,7 +100,12 @@ enum Refusal {
     /// The store's head is behind the last event this vault wrote (or holds another event
     /// there): the log was cut back, and appending would hide the cut.
     CutBack { seq: u64 },
+    /// The store panicked during the write (the panic goes on in the thread that called it).
+    Panicked,
 }
+
+/// A panic caught in a store write, resumed once the journal is consistent again.
+type PanicPayload = Box<dyn Any + Send>;
 
 impl From<StoreError> for Refusal {
     fn from(e: StoreError) -> Self {
@@ -109,6 +121,9 @@ impl From<Refusal> for Error {
                 seq,
                 problem: AuditBreak::Truncated,
             },
+            Refusal::Panicked => Error::Storage(StoreError::Unavailable(
+                "the store panicked during a write; nothing of this call was acknowledged".into(),
+            )),
         }
     }
 }
@@ -145,6 +160,8 @@ impl Journal {
                 committing: false,
                 next_ticket: 0,
                 done: Vec::new(),
+                in_flight: Vec::new(),
+                put_back: 0,
             }),
             turn: Condvar::new(),
         }
@@ -166,16 +183,26 @@ impl Journal {
         self.lock().head
     }
 
-    /// Writes `writes` with the audit events of `entries`, atomically, after any pending
-    /// access events.
+    /// Writes `writes` with the audit events of `entries`, atomically. Once they are in the
+    /// store, a change is synced to disk (outside the committer's role, so that other
+    /// threads' batches commit meanwhile) as the store's durability promises: the result of
+    /// that sync is in the returned [`Written`], for the caller to report after it applied
+    /// the change's effects in memory (the change is in the store either way).
     pub(crate) fn commit(
         &self,
         store: &dyn Store,
         writes: Vec<Write>,
         entries: Vec<Entry>,
         at: DateTime<Utc>,
-    ) -> Result<(), Error> {
-        self.submit(store, writes, entries, at, 0)
+    ) -> Result<Written, Error> {
+        let change = !writes.is_empty();
+        self.submit(store, writes, entries, at, 0)?;
+        if !change {
+            return Ok(Written(Ok(())));
+        }
+        Ok(Written(
+            telemetry::store_call("sync", || store.sync()).map_err(Error::NotDurable),
+        ))
     }
 
     /// Records access decisions: written now, or queued when batching is on and the queue is
@@ -210,12 +237,29 @@ impl Journal {
         self.submit(store, Vec::new(), entries, at, usize::MAX)
     }
 
-    /// Writes every pending access event now.
+    /// Writes every access event accepted before this call: those still pending now, and
+    /// waits for those another thread's write has taken (written again here if that write
+    /// failed and put them back).
     pub(crate) fn flush(&self, store: &dyn Store, at: DateTime<Utc>) -> Result<(), Error> {
-        if self.lock().pending.is_empty() {
-            return Ok(());
+        loop {
+            let queue = self.lock();
+            let taken: Vec<u64> = queue.in_flight.clone();
+            let put_back = queue.put_back;
+            let pending = !queue.pending.is_empty();
+            drop(queue);
+            if pending {
+                self.submit(store, Vec::new(), Vec::new(), at, usize::MAX)?;
+            }
+            let mut queue = self.lock();
+            while queue.in_flight.iter().any(|t| taken.contains(t)) {
+                queue = self.turn.wait(queue).unwrap_or_else(PoisonError::into_inner);
+            }
+            // Nothing failed meanwhile: every event accepted before the call is written.
+            // Otherwise some may be pending again: another round writes them.
+            if queue.put_back == put_back {
+                return Ok(());
+            }
         }
-        self.submit(store, Vec::new(), Vec::new(), at, usize::MAX)
     }
 
     /// Queues a call's writes and events (after up to `carry` of the pending access events,
@@ -233,7 +277,6 @@ impl Journal {
             return Err(Error::Crypto);
         }
         let mut queue = self.lock();
-        let change = !writes.is_empty();
         // A change does not carry the batched access events: its transaction stays small
         // (under load the queue holds thousands), and they are written on their own schedule
         // (full, old, or a flush). Their times say when each access was decided.
@@ -249,21 +292,26 @@ impl Journal {
         if all.is_empty() && writes.is_empty() {
             return Ok(());
         }
+        let ticket = queue.next_ticket;
+        queue.next_ticket = queue.next_ticket.wrapping_add(1);
+        if carried > 0 {
+            queue.in_flight.push(ticket);
+        }
         if !queue.committing && queue.waiting.is_empty() {
             // Nobody else is writing or waiting: write now, without queueing.
             queue.committing = true;
             let known = queue.head;
             drop(queue);
-            let outcome = self.write(store, known, &writes, all.iter());
+            let mut panicked = None;
+            let outcome = self.write(store, known, &writes, all.iter(), &mut panicked);
             let mut queue = self.lock();
-            let result = land(&mut queue, &outcome, all, carried);
+            let result = land(&mut queue, &outcome, ticket, all, carried);
             queue.committing = false;
             self.turn.notify_all();
             drop(queue);
-            return self.settled(store, change, result);
+            resume(panicked);
+            return Ok(result?);
         }
-        let ticket = queue.next_ticket;
-        queue.next_ticket = queue.next_ticket.wrapping_add(1);
         queue.waiting.push_back(Submission {
             ticket,
             writes,
@@ -274,36 +322,53 @@ impl Journal {
             if let Some(i) = queue.done.iter().position(|(t, _)| *t == ticket) {
                 let (_, outcome) = queue.done.swap_remove(i);
                 drop(queue);
-                return self.settled(store, change, outcome);
+                return Ok(outcome?);
             }
             if !queue.committing {
                 queue.committing = true;
-                queue = self.lead(queue, store, ticket);
+                let mut panicked = None;
+                queue = self.lead(queue, store, ticket, &mut panicked);
                 queue.committing = false;
                 // Whoever waits with work left takes the role on.
                 self.turn.notify_all();
+                if panicked.is_some() {
+                    // Every call of the batch that panicked has its outcome; this thread's
+                    // own is dropped with the panic it goes on with: written already, or
+                    // taken out of the queue unwritten (its carried events back in front).
+                    queue.done.retain(|(t, _)| *t != ticket);
+                    if let Some(i) = queue.waiting.iter().position(|s| s.ticket == ticket) {
+                        if let Some(own) = queue.waiting.remove(i) {
+                            let _ = land(
+                                &mut queue,
+                                &Err(Refusal::Panicked),
+                                own.ticket,
+                                own.entries,
+                                own.carried,
+                            );
+                        }
+                    }
+                    drop(queue);
+                    resume(panicked);
+                    return Err(Refusal::Panicked.into());
+                }
                 continue;
             }
             queue = self.turn.wait(queue).unwrap_or_else(PoisonError::into_inner);
         }
     }
 
-    /// A call's result once its batch was written: a change is synced to disk first (outside
-    /// the committer's role, so that other threads' batches commit meanwhile), as the store's
-    /// durability promises; the change is in the store either way, so a failed sync says so.
-    fn settled(&self, store: &dyn Store, change: bool, result: Result<(), Refusal>) -> Result<(), Error> {
-        result?;
-        if change {
-            telemetry::store_call("sync", || store.sync())?;
-        }
-        Ok(())
-    }
-
     /// The committer's round: writes what is queued, access events first in one batch, then
     /// each change, publishing each outcome as it lands, until `own` is written; what is left
-    /// goes back to the front of the queue for the next committer.
-    fn lead<'a>(&'a self, mut queue: MutexGuard<'a, Queue>, store: &dyn Store, own: u64) -> MutexGuard<'a, Queue> {
-        while !queue.done.iter().any(|(t, _)| *t == own) {
+    /// goes back to the front of the queue for the next committer. A panic in the store
+    /// fails the batch it was writing and ends the round (it is resumed by the caller).
+    fn lead<'a>(
+        &'a self,
+        mut queue: MutexGuard<'a, Queue>,
+        store: &dyn Store,
+        own: u64,
+        panicked: &mut Option<PanicPayload>,
+    ) -> MutexGuard<'a, Queue> {
+        while !queue.done.iter().any(|(t, _)| *t == own) && panicked.is_none() {
             let taken: Vec<Submission> = queue.waiting.drain(..).collect();
             if taken.is_empty() {
                 // INVARIANT: `own` was queued before this committer took the role, and every
@@ -316,15 +381,21 @@ impl Journal {
             if !accesses.is_empty() {
                 let known = queue.head;
                 drop(queue);
-                let outcome = self.write(store, known, &[], accesses.iter().flat_map(|s| s.entries.iter()));
+                let outcome = self.write(
+                    store,
+                    known,
+                    &[],
+                    accesses.iter().flat_map(|s| s.entries.iter()),
+                    panicked,
+                );
                 queue = self.lock();
                 self.publish(&mut queue, accesses, outcome);
             }
-            while !queue.done.iter().any(|(t, _)| *t == own) {
+            while !queue.done.iter().any(|(t, _)| *t == own) && panicked.is_none() {
                 let Some(change) = changes.pop_front() else { break };
                 let known = queue.head;
                 drop(queue);
-                let outcome = self.write(store, known, &change.writes, change.entries.iter());
+                let outcome = self.write(store, known, &change.writes, change.entries.iter(), panicked);
                 queue = self.lock();
                 self.publish(&mut queue, vec![change], outcome);
             }
@@ -340,7 +411,7 @@ impl Journal {
     fn publish(&self, queue: &mut Queue, subs: Vec<Submission>, outcome: Result<AuditAnchor, Refusal>) {
         // Carried events of failed calls go back in front in their order: land them last first.
         for s in subs.into_iter().rev() {
-            let result = land(queue, &outcome, s.entries, s.carried);
+            let result = land(queue, &outcome, s.ticket, s.entries, s.carried);
             queue.done.push((s.ticket, result));
         }
         self.turn.notify_all();
@@ -348,13 +419,16 @@ impl Journal {
 
     /// Chains `entries` onto the store's head and writes them with `writes`, in one batch; on
     /// a conflict with another writer (a store that keeps the racing default of
-    /// [`Store::apply_chained`]), tries again.
+    /// [`Store::apply_chained`]), tries again. A panic in the store is caught into `panicked`
+    /// (and the batch refused), so that the journal can publish every outcome and give the
+    /// committer's role back before the panic goes on.
     fn write<'e>(
         &self,
         store: &dyn Store,
         known: AuditAnchor,
         writes: &[Write],
         entries: impl Iterator<Item = &'e (Entry, DateTime<Utc>)> + Clone,
+        panicked: &mut Option<PanicPayload>,
     ) -> Result<AuditAnchor, Refusal> {
         let Some(key) = self.key() else {
             // INVARIANT: `submit` refuses every call without a key before queueing it.
@@ -372,7 +446,17 @@ impl Journal {
             chain(key, head, entries.clone())
         };
         for _ in 0..RETRIES {
-            match telemetry::store_call("apply", || store.apply_chained(writes, &mut link)) {
+            let attempt = panic::catch_unwind(AssertUnwindSafe(|| {
+                telemetry::store_call("apply", || store.apply_chained(writes, &mut link))
+            }));
+            let attempt = match attempt {
+                Ok(attempt) => attempt,
+                Err(payload) => {
+                    *panicked = Some(payload);
+                    return Err(Refusal::Panicked);
+                }
+            };
+            match attempt {
                 Ok(head) => return Ok(head),
                 Err(StoreError::Conflict) => continue,
                 Err(e) => {
@@ -393,9 +477,11 @@ impl Journal {
 fn land(
     queue: &mut Queue,
     outcome: &Result<AuditAnchor, Refusal>,
+    ticket: u64,
     mut entries: Entries,
     carried: usize,
 ) -> Result<(), Refusal> {
+    queue.in_flight.retain(|t| *t != ticket);
     match outcome {
         Ok(head) => {
             if head.seq >= queue.head.seq {
@@ -411,9 +497,31 @@ fn land(
                 entries.append(&mut queue.pending);
                 queue.pending = entries;
                 queue.since.get_or_insert_with(Instant::now);
+                queue.put_back = queue.put_back.wrapping_add(1);
             }
             Err(e.clone())
         }
+    }
+}
+
+/// Goes on with a panic caught in a store write, if there was one.
+fn resume(panicked: Option<PanicPayload>) {
+    if let Some(payload) = panicked {
+        panic::resume_unwind(payload);
+    }
+}
+
+/// A batch that is in the store, and whether it could be made durable.
+///
+/// Its effects in memory (the cache, revoked passes) must be applied either way, since the
+/// store holds it; then [`Written::durable`] reports the sync ([`Error::NotDurable`]).
+#[must_use = "apply the change's effects, then report `durable()`"]
+pub(crate) struct Written(Result<(), Error>);
+
+impl Written {
+    /// The result of syncing the batch to disk.
+    pub(crate) fn durable(self) -> Result<(), Error> {
+        self.0
     }
 }
 

@@ -129,7 +129,7 @@ impl Vault {
                     normalizer: normalizer.code().to_owned(),
                     mac: key.lookup(&field, normalizer),
                 };
-                self.commit(
+                let written = self.commit(
                     vec![Write::PutLookup(stored)],
                     vec![
                         Entry::new(AuditKind::LookupDefined, None)
@@ -143,6 +143,7 @@ impl Vault {
                     .unwrap_or_else(PoisonError::into_inner)
                     .defs
                     .insert(field.clone(), def.clone());
+                written.durable()?;
                 def
             }
         };

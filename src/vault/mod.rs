@@ -27,6 +27,7 @@ pub use archive::{
 pub use exported::ExportedValue;
 pub use gpc::GpcOutcome;
 pub use journal::AuditBatching;
+use journal::Written;
 pub use keys::ENCRYPTION_BUDGET;
 pub use reach::{AUDIENCE_PAGE, MAX_CHANGES_PAGE};
 
@@ -648,11 +649,11 @@ impl Vault {
                         .state(mac),
                 ],
             );
-            match written {
+            let written = match written {
                 Err(Error::Storage(StoreError::Stale)) => continue,
                 Err(e) => return Err(e),
-                Ok(()) => {}
-            }
+                Ok(written) => written,
+            };
             let mut def = def;
             def.rev = rev;
             def.mac = mac;
@@ -660,7 +661,7 @@ impl Vault {
                 old.retire_for(&def);
             }
             purposes.defs.insert(def.id.clone(), Arc::new(def));
-            return Ok(());
+            return written.durable();
         }
         Err(StoreError::Stale.into())
     }
@@ -798,7 +799,7 @@ impl Vault {
             mac: [0; 32],
         };
         let state = records::new_customer(key, record, wrapped.clone());
-        self.commit(
+        let written = self.commit(
             vec![Write::InsertCustomer(state.record.clone()), Write::PutKey(wrapped)],
             vec![
                 Entry::new(AuditKind::CustomerCreated, Some(id))
@@ -814,6 +815,8 @@ impl Vault {
         let mut shard = self.cache.shard(id);
         self.cache.make_room(&mut shard);
         shard.insert(id, entry);
+        drop(shard);
+        written.durable()?;
         Ok(id)
     }
 
@@ -1450,8 +1453,9 @@ impl Vault {
 
     // ----- internals -----
 
-    /// Applies `writes` together with the audit events for `entries`, atomically.
-    fn commit(&self, writes: Vec<Write>, entries: Vec<Entry>) -> Result<(), Error> {
+    /// Applies `writes` together with the audit events for `entries`, atomically. Apply the
+    /// change's effects in memory, then report [`Written::durable`].
+    fn commit(&self, writes: Vec<Write>, entries: Vec<Entry>) -> Result<Written, Error> {
         self.journal
             .commit(self.store.as_ref(), writes, entries, self.recording_now())
     }
@@ -1463,9 +1467,9 @@ impl Vault {
         let finished = draft.finish();
         let mac = finished.state.record.mac;
         let entries = entries.into_iter().map(|e| e.state(mac)).collect();
-        self.commit(finished.writes, entries)?;
+        let written = self.commit(finished.writes, entries)?;
         note_state(state, &finished.state);
-        Ok(())
+        written.durable()
     }
 
     /// The cached entry of a customer, read from the store and checked on first touch.

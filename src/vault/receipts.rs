@@ -115,7 +115,8 @@ impl Vault {
                     .detail(format!("consent={consent} receipt={}", receipt.receipt_id()))
                     .actor(actor),
             ],
-        )?;
+        )?
+        .durable()?;
         Ok(receipt)
     }
 }

@@ -190,7 +190,8 @@ impl Vault {
                     .detail(detail)
                     .actor(actor),
             ],
-        )?;
+        )?
+        .durable()?;
         let state = entry.lock();
         let key = live_key(&entry, &state)?;
         let (verified, stored) = self.consistent_fields(customer)?;
@@ -387,17 +388,18 @@ impl Vault {
                         .maybe_actor(actor),
                 ],
             );
-            match written {
+            let written = match written {
                 Err(Error::Storage(crate::store::StoreError::Stale)) => continue,
                 Err(e) => return Err(e),
-                Ok(()) => {}
-            }
+                Ok(written) => written,
+            };
             let cached = self.cache.shard(customer).get(&customer).cloned();
             if let Some(entry) = cached {
                 entry.lock().revoke_erased();
                 entry.erase_key();
             }
             self.cache.remove(customer);
+            written.durable()?;
             return Ok(ErasureReceipt {
                 customer,
                 erased_at: at,

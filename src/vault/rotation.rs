@@ -218,7 +218,10 @@ impl Vault {
                 return Ok((0, current));
             }
             match self.commit(writes, entries) {
-                Ok(()) => return Ok((rewrapped, current)),
+                Ok(written) => {
+                    written.durable()?;
+                    return Ok((rewrapped, current));
+                }
                 // A customer of the batch changed since it was read (another process rotated
                 // their data key, or erased them): read the batch again.
                 Err(Error::Storage(StoreError::Stale | StoreError::MissingCustomer)) if attempt < STALE_RETRIES => {
@@ -256,7 +259,8 @@ impl Vault {
                     Entry::new(AuditKind::KeyRotated, None)
                         .detail(format!("{name}_key,master_key={}", self.master.key_id())),
                 ],
-            )?;
+            )?
+            .durable()?;
             rewrapped += 1;
         }
         Ok(rewrapped)
