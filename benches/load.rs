@@ -13,7 +13,8 @@
 //!   audited too and counted apart;
 //! - `authorize` p50 / p99 / max: the latency of every `authorize` call, grants and denials,
 //!   from a log-linear histogram (about 3 % resolution, fixed memory);
-//! - writes/s: writer calls that succeeded, per second;
+//! - writes/s: writer calls that succeeded, per second; change p50 / p99: the latency of every
+//!   writer call (a change is acknowledged once it is in the store and synced);
 //! - errors reaching the caller, by call and kind (`Conflict` is
 //!   `Error::Storage(StoreError::Conflict)`);
 //! - CPU: this process's user + system time over wall time (`/proc/self/stat`, in cores); a
@@ -137,6 +138,8 @@ impl Histogram {
 /// What one thread saw.
 struct Tally {
     authorize: Histogram,
+    /// The latency of every writer call.
+    change: Histogram,
     reads: u64,
     denials: u64,
     writes: u64,
@@ -150,6 +153,7 @@ impl Tally {
     fn new() -> Self {
         Self {
             authorize: Histogram::new(),
+            change: Histogram::new(),
             reads: 0,
             denials: 0,
             writes: 0,
@@ -164,6 +168,7 @@ impl Tally {
 
     fn merge(&mut self, other: Tally) {
         self.authorize.merge(&other.authorize);
+        self.change.merge(&other.change);
         self.reads += other.reads;
         self.denials += other.denials;
         self.writes += other.writes;
@@ -355,15 +360,26 @@ fn writer(vault: &Vault, customers: &[CustomerId], seed: u64, stop: &AtomicBool)
     while !stop.load(Ordering::Relaxed) {
         let c = customers[rng.below(customers.len())];
         n += 1;
+        let mut timed = |r: &dyn Fn() -> Result<(), Error>| {
+            let start = Instant::now();
+            let result = r();
+            t.change.record(start.elapsed());
+            result
+        };
         let results = [
-            ("withdraw", vault.withdraw_consent(c, "newsletter")),
+            ("withdraw", timed(&|| vault.withdraw_consent(c, "newsletter"))),
             (
                 "give",
-                vault
-                    .give_consent(c, "newsletter", Evidence::new("load-test"))
-                    .map(drop),
+                timed(&|| {
+                    vault
+                        .give_consent(c, "newsletter", Evidence::new("load-test"))
+                        .map(drop)
+                }),
             ),
-            ("set_field", vault.set_field(c, "email", &value_of_len(32, n))),
+            (
+                "set_field",
+                timed(&|| vault.set_field(c, "email", &value_of_len(32, n))),
+            ),
         ];
         for (role, r) in results {
             match r {
@@ -485,14 +501,17 @@ fn print_row(m: &Measured) {
         Ok(_) => format!("LOST: +{} events for {audited} audited calls", m.events_added),
         Err(k) => format!("FAILED: {k}"),
     };
+    let w = &m.tally.change;
     println!(
-        "| {} | {:.0} | {} / {} / {} | {:.0} | {} | {} | {} | {} |",
+        "| {} | {:.0} | {} / {} / {} | {:.0} | {} / {} | {} | {} | {} | {} |",
         m.name,
         m.tally.reads as f64 / secs,
         fmt_ns(h.quantile(0.5)),
         fmt_ns(h.quantile(0.99)),
         fmt_ns(h.max),
         m.tally.writes as f64 / secs,
+        fmt_ns(w.quantile(0.5)),
+        fmt_ns(w.quantile(0.99)),
         m.tally.denials,
         errors,
         cpu,
@@ -503,9 +522,9 @@ fn print_row(m: &Measured) {
 fn header() {
     println!();
     println!(
-        "| store | audited reads/s | authorize p50 / p99 / max | writes/s | denials | errors reaching the caller | CPU used | audit |"
+        "| store | audited reads/s | authorize p50 / p99 / max | writes/s | change p50 / p99 | denials | errors reaching the caller | CPU used | audit |"
     );
-    println!("|---|---:|---|---:|---:|---|---:|---|");
+    println!("|---|---:|---|---:|---|---:|---|---:|---|");
 }
 
 // ----- the population -----

@@ -508,7 +508,9 @@ impl Vault {
     /// names sort in log order): written to a temporary file, synced, renamed, and the
     /// directory synced, before anything is deleted from the store. `Ok(None)` when there is
     /// nothing to archive (no file is made). A process killed while writing leaves a
-    /// `.audit-segment-*.tmp` file, never renamed and never pruned: delete it.
+    /// `.audit-segment-*.tmp` file, never renamed and never pruned: the next archival into the
+    /// directory deletes such files once they are an hour old (a younger one may be another
+    /// process's segment being written).
     pub fn archive_audit_to_dir(&self, before: DateTime<Utc>, dir: &Path) -> Result<Option<ArchiveReport>, Error> {
         self.archive_audit_to_dir_with_progress(before, dir, &mut |_| {})
     }
@@ -563,6 +565,7 @@ impl Vault {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         std::fs::create_dir_all(dir).map_err(io("create the segment directory"))?;
+        remove_stale_temporary_segments(dir);
         let tmp = dir.join(format!(".audit-segment-{}.tmp", uuid::Uuid::new_v4().simple()));
         let written = (|| {
             let file = std::fs::File::create(&tmp).map_err(io("create a segment file"))?;
@@ -928,4 +931,30 @@ struct Prepared {
     events: u64,
     kept: Vec<AuditEvent>,
     bytes: u64,
+}
+
+/// How old a temporary segment file must be before an archival deletes it as left by a crash.
+const STALE_TEMPORARY_SEGMENT: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Deletes the `.audit-segment-*.tmp` files of `dir` older than [`STALE_TEMPORARY_SEGMENT`]:
+/// segments whose writer died before renaming them (never pruned, so never needed). Best
+/// effort: a file that cannot be read or deleted is left.
+fn remove_stale_temporary_segments(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !(name.starts_with(".audit-segment-") && name.ends_with(".tmp")) {
+            continue;
+        }
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age >= STALE_TEMPORARY_SEGMENT);
+        if old {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
