@@ -377,31 +377,42 @@ impl Journal {
             }
             let (accesses, changes): (Vec<Submission>, Vec<Submission>) =
                 taken.into_iter().partition(|s| !s.is_change());
-            let mut changes = VecDeque::from(changes);
+            // One store batch for the access events, one for each change. By default the
+            // access events go first: their callers wait for them and each is cheap. Under
+            // batching their callers no longer wait (only the one that found the queue full
+            // does), so the changes go first: a withdrawal is not held behind a thousand
+            // queued reads.
+            let mut batches: VecDeque<Vec<Submission>> = changes.into_iter().map(|c| vec![c]).collect();
             if !accesses.is_empty() {
+                if self.batching.is_some() {
+                    batches.push_back(accesses);
+                } else {
+                    batches.push_front(accesses);
+                }
+            }
+            while !queue.done.iter().any(|(t, _)| *t == own) && panicked.is_none() {
+                let Some(batch) = batches.pop_front() else { break };
                 let known = queue.head;
                 drop(queue);
+                let writes: &[Write] = match batch.as_slice() {
+                    [change] => &change.writes,
+                    _ => &[],
+                };
                 let outcome = self.write(
                     store,
                     known,
-                    &[],
-                    accesses.iter().flat_map(|s| s.entries.iter()),
+                    writes,
+                    batch.iter().flat_map(|s| s.entries.iter()),
                     panicked,
                 );
                 queue = self.lock();
-                self.publish(&mut queue, accesses, outcome);
-            }
-            while !queue.done.iter().any(|(t, _)| *t == own) && panicked.is_none() {
-                let Some(change) = changes.pop_front() else { break };
-                let known = queue.head;
-                drop(queue);
-                let outcome = self.write(store, known, &change.writes, change.entries.iter(), panicked);
-                queue = self.lock();
-                self.publish(&mut queue, vec![change], outcome);
+                self.publish(&mut queue, batch, outcome);
             }
             // Not ours: back to the front, in their order, for the next committer.
-            while let Some(change) = changes.pop_back() {
-                queue.waiting.push_front(change);
+            while let Some(batch) = batches.pop_back() {
+                for s in batch.into_iter().rev() {
+                    queue.waiting.push_front(s);
+                }
             }
         }
         queue
