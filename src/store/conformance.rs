@@ -175,6 +175,10 @@ pub fn run_all<S: Store>(make: impl Fn() -> S) {
             "prune_audit_is_atomic_with_the_batch",
             prune_audit_is_atomic_with_the_batch::<S>,
         ),
+        (
+            "customer_revision_matches_the_record",
+            customer_revision_matches_the_record::<S>,
+        ),
     ];
     for (name, check) in checks {
         let store = make();
