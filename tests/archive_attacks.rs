@@ -1040,3 +1040,43 @@ fn segment_event_lines_with_added_content_are_refused() {
     assert_refused(extra);
     assert_refused(nanos);
 }
+
+/// FINDING (fails), the same weakness aimed at a third customer: a grant of erin's data, kept
+/// below the base only as the row before carol's latest change, vanishes from erin's access
+/// log when the row before it (dave's latest change) is deleted. erin's own loads keep working;
+/// only dave (possibly a dormant customer) becomes unloadable, and verify_audit reports it.
+#[test]
+fn a_grant_is_hidden_from_a_third_customers_access_log() {
+    let fx = Fx::new();
+    let v = fx.open();
+    purposes(&v);
+    let erin = v.create_customer().unwrap();
+    v.set_field(erin, "email", "erin@example.com").unwrap();
+    v.give_consent(erin, "marketing", Evidence::new("form")).unwrap();
+    drop(v.authorize(erin, "marketing").unwrap());
+    let dave = v.create_customer().unwrap();
+    v.flush_audit().unwrap();
+    drop(v.authorize(erin, "marketing").unwrap());
+    v.flush_audit().unwrap();
+    let grant = v.audit_anchor().unwrap().seq;
+    let _carol = v.create_customer().unwrap();
+    for _ in 0..3 {
+        drop(v.authorize(erin, "marketing").unwrap());
+    }
+    fx.clock.advance(Duration::days(60));
+    v.archive_audit(fx.cutoff(), &mut Vec::new()).unwrap().unwrap();
+    let kept = fx.seqs();
+    assert!(kept.contains(&grant) && kept.contains(&(grant - 1)), "{kept:?} grant {grant}");
+    assert!(v.access_log(erin).unwrap().iter().any(|r| r.seq == grant));
+    drop(v);
+    fx.raw()
+        .execute("DELETE FROM audit WHERE seq = ?1", params![(grant - 1) as i64])
+        .unwrap();
+    assert_detected(&fx);
+    let v = fx.open();
+    common::assert_crypto(v.authorize(dave, "shipping"));
+    drop(v.authorize(erin, "marketing").unwrap());
+    let log = v.access_log(erin).map(|l| l.iter().any(|r| r.seq == grant));
+    eprintln!("erin's access log shows the grant at {grant}: {log:?}");
+    assert!(!matches!(log, Ok(false)), "erin's access log silently omits a grant of her data");
+}
