@@ -156,6 +156,11 @@ for seq, at, kind, customer, purpose, field, detail, mac, state, actor in DB.exe
     actors += actor is not None
     assert audit_mac(prev, seq, at, kind, customer, purpose, field, detail, state, actor) == mac, f"audit event {seq}"
     prev = mac
+    if kind == "audit_archived":
+        # An archival through N left a base at or above N (FORMAT.md 7.1): without one, the
+        # base was deleted and the pruned rows perhaps written back.
+        through = int(detail.split(";")[0].split("-")[1])
+        assert BASE is not None and anchor_seq >= through, f"audit event {seq}: archived through {through}, no base there"
 
 
 def verify_segment(path):
@@ -174,9 +179,13 @@ def verify_segment(path):
     header_mac = hmac.new(secrets["audit"], m, hashlib.sha256).digest()
     assert header_mac == bytes.fromhex(header["header_mac"]), f"{path}: header MAC"
     seq, mac = start
+    members = {"seq", "at", "kind", "customer", "purpose", "field", "detail", "state", "actor", "mac"}
     for line in lines[1:-2]:
         e = json.loads(line)
         assert e["seq"] == seq + 1, f"{path}: gap at {seq + 1}"
+        # Nothing the MACs do not cover: no other member, no time below the microsecond.
+        assert set(e) <= members, f"{path}: event {e['seq']}: unknown members"
+        assert len(e["at"].rstrip("Z").partition(".")[2]) <= 6, f"{path}: event {e['seq']}: time below the microsecond"
         row = (
             e["seq"],
             micros(e["at"]),

@@ -180,9 +180,13 @@ impl Vault {
                 (1, _) => [0; 32],
                 (_, Some(prev)) => prev,
                 // A row kept at or below the audit base whose predecessor was archived: its
-                // MAC is covered by the base's digest (checked by `verify_audit`), not by the
-                // chain here; it is in the host's segments, not served from the store.
-                (s, None) if self.below_audit_base(s, &mut base)? => continue,
+                // MAC is covered by the base's digest, not by the chain here; it is in the
+                // host's segments, not served from the store. Checked against the digest's
+                // rows, so that deleting a kept row cannot hide the event after it.
+                (s, None) if self.below_audit_base(s, &mut base)? => {
+                    self.check_archived_predecessor(key, s, &base)?;
+                    continue;
+                }
                 (s, None) => {
                     return Err(Error::AuditBroken {
                         seq: s.saturating_sub(1),

@@ -29,6 +29,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use ring::{digest, hmac};
@@ -340,7 +341,10 @@ impl Vault {
         let key = self.journal.key().ok_or(Error::Crypto)?;
         let base: Base = serde_json::from_slice(&secret.wrapped)
             .map_err(|_| StoreError::Corrupt("the audit base record does not decode".into()))?;
-        if base.version != 1 || !integrity::macs_equal(&base.compute_mac(key, &self.namespace), &base.mac) {
+        if base.version != 1
+            || !whole_micros(&base.at)
+            || !integrity::macs_equal(&base.compute_mac(key, &self.namespace), &base.mac)
+        {
             return Err(Error::AuditBroken {
                 seq: base.anchor.seq,
                 problem: AuditBreak::MacMismatch,
@@ -832,6 +836,15 @@ impl Vault {
                 break t.trailer;
             }
             let e: AuditEvent = serde_json::from_str(text).map_err(|_| bad("an event line does not parse"))?;
+            // The MAC covers the event's content at the microsecond: the line must be exactly
+            // what egard wrote for it (no added member, nothing below the microsecond), so
+            // that a verified segment carries nothing the MACs do not.
+            let canonical = serde_json::to_string(&e).map_err(|_| bad("an event line does not encode"))?;
+            if canonical != text || !whole_micros(&e.at) {
+                return Err(bad(
+                    "an event line is not as written (an added member, or a time below the microsecond)",
+                ));
+            }
             prev = audit::follow(key, &prev, &e)?;
             events = events.saturating_add(1);
         };
@@ -917,10 +930,76 @@ impl Vault {
             .is_some_and(|b| seq <= b.anchor.seq))
     }
 
+    /// Checks that a row at or below the audit base, served without the event before it, is
+    /// one of the kept rows and that the event before it was archived, not deleted: against
+    /// the kept rows read once per base and checked against its digest (a deleted kept row
+    /// fails that check; a row inserted below the base is not among them).
+    pub(crate) fn check_archived_predecessor(
+        &self,
+        key: &hmac::Key,
+        seq: u64,
+        base: &Option<Option<Base>>,
+    ) -> Result<(), Error> {
+        let Some(Some(base)) = base else {
+            // INVARIANT: called only after `below_audit_base` found a base.
+            return Err(StoreError::Corrupt("no audit base to check a kept row against".into()).into());
+        };
+        let index = self.kept_index(key, base)?;
+        let kept = |s: u64| index.seqs.binary_search(&s).is_ok();
+        if !kept(seq) || seq.checked_sub(1).is_some_and(kept) {
+            return Err(Error::AuditBroken {
+                seq: seq.saturating_sub(1),
+                problem: AuditBreak::SequenceGap,
+            });
+        }
+        Ok(())
+    }
+
+    /// The kept rows of `base`, checked against its digest: cached until the base changes.
+    fn kept_index(&self, key: &hmac::Key, base: &Base) -> Result<Arc<KeptIndex>, Error> {
+        let mut cached = self
+            .kept_index
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(index) = cached.as_ref().filter(|i| i.base == base.anchor) {
+            return Ok(index.clone());
+        }
+        let rows = self.checked_kept(key, base, &mut |_| {})?;
+        let index = Arc::new(KeptIndex {
+            base: base.anchor,
+            seqs: rows.iter().map(|e| e.seq).collect(),
+        });
+        *cached = Some(index.clone());
+        Ok(index)
+    }
+
     /// When the retention rule says events are old enough to archive: `now - keep`.
     pub(crate) fn archive_cutoff(&self, keep: Duration) -> DateTime<Utc> {
         self.now().checked_sub_signed(keep).unwrap_or(DateTime::<Utc>::MIN_UTC)
     }
+}
+
+/// Whether a time has nothing below the microsecond (what the MACs cover).
+fn whole_micros(at: &DateTime<Utc>) -> bool {
+    at.timestamp_subsec_nanos() % 1000 == 0
+}
+
+/// The last sequence number an `audit_archived` event's detail (`seq=<from>-<through>;events=<n>`)
+/// says was archived.
+pub(crate) fn archived_through(detail: &str) -> Result<u64, Error> {
+    detail
+        .strip_prefix("seq=")
+        .and_then(|rest| rest.split(';').next())
+        .and_then(|range| range.split_once('-'))
+        .and_then(|(_, through)| through.parse().ok())
+        .ok_or_else(|| StoreError::Corrupt("an audit_archived event's detail does not decode".into()).into())
+}
+
+/// The sequence numbers of the rows a store keeps at or below an audit base, in ascending
+/// order, read and checked against the base's digest.
+pub(crate) struct KeptIndex {
+    base: AuditAnchor,
+    seqs: Vec<u64>,
 }
 
 /// A segment written, waiting for its prune.

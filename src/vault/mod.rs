@@ -466,6 +466,7 @@ impl VaultBuilder {
             audit_retention: self.audit_retention,
             audit_segment_events: self.audit_segment_events,
             archive_lock: Mutex::new(()),
+            kept_index: Mutex::new(None),
             _claim: claim,
         };
         if let Some(anchor) = &self.audit_anchor {
@@ -527,6 +528,8 @@ pub struct Vault {
     audit_segment_events: u64,
     /// One archival at a time in this process.
     archive_lock: Mutex<()>,
+    /// The rows kept at or below the audit base, checked against its digest once per base.
+    kept_index: Mutex<Option<Arc<archive::KeptIndex>>>,
     /// This vault's use of its store object, released on drop.
     _claim: Claim,
 }
@@ -1412,6 +1415,17 @@ impl Vault {
                     },
                     event,
                 )?;
+                if event.kind == AuditKind::AuditArchived {
+                    // An archival up to `through` leaves a base at or above it: without one,
+                    // the base was deleted (and the pruned rows perhaps written back).
+                    let through = archive::archived_through(&event.detail)?;
+                    if base.as_ref().is_none_or(|b| b.anchor.seq < through) {
+                        return Err(Error::AuditBroken {
+                            seq: through,
+                            problem: AuditBreak::Truncated,
+                        });
+                    }
+                }
                 let replaced = |a: &AuditAnchor| a.seq == event.seq && !integrity::macs_equal(&a.mac, &event.mac);
                 if anchor.is_some_and(replaced) || replaced(&written) {
                     // A valid chain with another event where the anchor stands: the log was
